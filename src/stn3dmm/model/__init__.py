@@ -1,0 +1,5 @@
+"""Morphable models: sources, mesh recovery, symmetric UV maps, grid resampling, file format."""
+
+from .morphable import LANDMARK_SETS, ModelFileError, MorphableModel, load_model_file, save_model
+
+__all__ = ["LANDMARK_SETS", "ModelFileError", "MorphableModel", "load_model_file", "save_model"]

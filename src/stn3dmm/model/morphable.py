@@ -1,0 +1,272 @@
+"""The morphable model type and its ``.npz`` file format.
+
+A :class:`MorphableModel` is a linear shape model in millimetres with the y axis up::
+
+    X(alpha_id, alpha_exp) = mean + sum_k alpha_id[k] * basis_id[k] + sum_e alpha_exp[e] * basis_exp[e]
+
+The basis columns are pre-multiplied by their standard deviations, so coefficients are
+N(0, 1). The class also carries the triangle list, the landmark vertex sets (AFLW-21 and
+iBUG-68), and the bilateral symmetry: ``mirror[i]`` is the vertex that mirrors vertex ``i``
+and ``midline`` lists the vertices on the symmetry line.
+
+A *grid model* is a model whose vertices are a regular ``res x res`` grid in UV space,
+row-major, row 0 at the top of the face. Its file stores the per-vertex arrays in image
+layout; that layout is a contract other tools read (see :func:`save_model`):
+
+========================  ==================  =========================================
+array                     shape               meaning
+========================  ==================  =========================================
+``mean``                  (R, R, 3) float     mean shape, mm, y up
+``basis_id``              (K, R, R, 3) float  identity basis, scaled to N(0, 1) coefficients
+``basis_exp``             (E, R, R, 3) float  expression basis, same scaling
+``faces``                 (F, 3) int          two triangles per grid cell
+``landmarks_aflw21``      (21,) int           flat grid indices
+``landmarks_ibug68``      (68,) int           flat grid indices
+``res``                   () int              R
+``source``                () str              where the model came from
+``mirror``                (R*R,) int          mirror vertex of each vertex
+``midline``               (M,) int            vertices on the symmetry line
+``uv``                    (R, R, 2) float     texture coordinates, v = 1 at the top
+========================  ==================  =========================================
+
+A model that is not a grid stores the same names with a flat vertex axis: ``mean`` (N, 3),
+``basis_id`` (K, N, 3), and so on, and ``res`` = 0. Files hold no pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+LANDMARK_SETS = {"aflw21": 21, "ibug68": 68}
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, or breaks the file contract."""
+
+
+@dataclass
+class MorphableModel:
+    """A linear 3D morphable model of the face (mm, y up, coefficients ~ N(0, 1)).
+
+    Attributes:
+        mean: (N, 3) mean shape.
+        basis_id: (K, N, 3) identity basis.
+        basis_exp: (E, N, 3) expression basis.
+        faces: (F, 3) triangles, counter-clockwise seen from outside the head.
+        landmarks: name -> (L,) vertex indices; names from ``LANDMARK_SETS``.
+        mirror: (N,) index of the mirror-image vertex of each vertex.
+        midline: (M,) vertices on the bilateral symmetry line.
+        source: a short description of where the model came from.
+        res: grid resolution R when the vertices form an R x R UV grid, else 0.
+        uv: (N, 2) texture coordinates in [0, 1]^2 (v = 1 at the top), or None.
+    """
+
+    mean: np.ndarray
+    basis_id: np.ndarray
+    basis_exp: np.ndarray
+    faces: np.ndarray
+    landmarks: dict = field(default_factory=dict)
+    mirror: np.ndarray | None = None
+    midline: np.ndarray | None = None
+    source: str = ""
+    res: int = 0
+    uv: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.mean = np.asarray(self.mean, dtype=np.float32)
+        self.basis_id = np.asarray(self.basis_id, dtype=np.float32)
+        self.basis_exp = np.asarray(self.basis_exp, dtype=np.float32)
+        self.faces = np.asarray(self.faces, dtype=np.int64)
+        self.landmarks = {k: np.asarray(v, dtype=np.int64) for k, v in self.landmarks.items()}
+        n = self.n_vertices
+        if self.mirror is None:
+            self.mirror = np.arange(n, dtype=np.int64)
+        self.mirror = np.asarray(self.mirror, dtype=np.int64)
+        self.midline = np.asarray([] if self.midline is None else self.midline, dtype=np.int64)
+        if self.uv is not None:
+            self.uv = np.asarray(self.uv, dtype=np.float32)
+        self.res = int(self.res)
+        _check_model(self, "model")
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def n_id(self) -> int:
+        return int(self.basis_id.shape[0])
+
+    @property
+    def n_exp(self) -> int:
+        return int(self.basis_exp.shape[0])
+
+    def shape(self, alpha_id=None, alpha_exp=None) -> np.ndarray:
+        """Vertices (N, 3) for coefficient vectors (K,) and (E,); missing ones are zero."""
+        x = self.mean.astype(np.float64)
+        if alpha_id is not None:
+            a = np.asarray(alpha_id, dtype=np.float64)
+            x = x + np.tensordot(a, self.basis_id[: len(a)], axes=1)
+        if alpha_exp is not None:
+            a = np.asarray(alpha_exp, dtype=np.float64)
+            x = x + np.tensordot(a, self.basis_exp[: len(a)], axes=1)
+        return x
+
+    def truncated(self, n_id: int, n_exp: int) -> "MorphableModel":
+        """The same model keeping only the first ``n_id`` and ``n_exp`` components."""
+        if not (1 <= n_id <= self.n_id and 0 <= n_exp <= self.n_exp):
+            raise ValueError(f"cannot keep {n_id} + {n_exp} components of a {self.n_id} + {self.n_exp} model")
+        return MorphableModel(self.mean, self.basis_id[:n_id], self.basis_exp[:n_exp], self.faces,
+                              self.landmarks, self.mirror, self.midline, self.source, self.res, self.uv)
+
+
+def _check_model(m: MorphableModel, where: str) -> None:
+    n = m.n_vertices
+    problems = []
+    if m.mean.ndim != 2 or m.mean.shape[1] != 3:
+        problems.append(f"mean: expected shape (N, 3), got {m.mean.shape}")
+    for name in ("basis_id", "basis_exp"):
+        b = getattr(m, name)
+        if b.ndim != 3 or b.shape[1:] != (n, 3):
+            problems.append(f"{name}: expected shape (K, {n}, 3), got {b.shape}")
+    if m.faces.ndim != 2 or m.faces.shape[1] != 3:
+        problems.append(f"faces: expected shape (F, 3), got {m.faces.shape}")
+    elif m.faces.size and (m.faces.min() < 0 or m.faces.max() >= n):
+        problems.append(f"faces: indices must lie in [0, {n}), got [{m.faces.min()}, {m.faces.max()}]")
+    for k, v in m.landmarks.items():
+        if k not in LANDMARK_SETS:
+            problems.append(f"landmarks: unknown set {k!r} (known: {', '.join(LANDMARK_SETS)})")
+        elif v.shape != (LANDMARK_SETS[k],):
+            problems.append(f"landmarks_{k}: expected shape ({LANDMARK_SETS[k]},), got {v.shape}")
+        elif v.size and (v.min() < 0 or v.max() >= n):
+            problems.append(f"landmarks_{k}: indices must lie in [0, {n})")
+    if m.mirror.shape != (n,):
+        problems.append(f"mirror: expected shape ({n},), got {m.mirror.shape}")
+    elif n and (m.mirror.min() < 0 or m.mirror.max() >= n):
+        problems.append(f"mirror: indices must lie in [0, {n})")
+    if m.midline.ndim != 1 or (m.midline.size and (m.midline.min() < 0 or m.midline.max() >= n)):
+        problems.append(f"midline: expected 1-D vertex indices in [0, {n})")
+    if m.uv is not None and m.uv.shape != (n, 2):
+        problems.append(f"uv: expected shape ({n}, 2), got {m.uv.shape}")
+    if m.res and m.res * m.res != n:
+        problems.append(f"res: {m.res} x {m.res} does not match {n} vertices")
+    if not np.isfinite(m.mean).all() or not np.isfinite(m.basis_id).all() or not np.isfinite(m.basis_exp).all():
+        problems.append("mean/basis: contain NaN or infinity")
+    if problems:
+        raise ModelFileError(f"{where}: " + "; ".join(problems))
+
+
+def save_model(model: MorphableModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` (.npz) atomically: a temporary file, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n, r = model.n_vertices, model.res
+    shp = (r, r) if r else (n,)
+    arrays = {
+        "mean": model.mean.reshape(*shp, 3),
+        "basis_id": model.basis_id.reshape(model.n_id, *shp, 3),
+        "basis_exp": model.basis_exp.reshape(model.n_exp, *shp, 3),
+        "faces": model.faces,
+        "res": np.int64(r),
+        "source": np.str_(model.source),
+        "mirror": model.mirror,
+        "midline": model.midline,
+    }
+    for k in LANDMARK_SETS:
+        if k in model.landmarks:
+            arrays[f"landmarks_{k}"] = model.landmarks[k]
+    if model.uv is not None:
+        arrays["uv"] = model.uv.reshape(*shp, 2)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+# name -> (dtype kind(s) allowed, number of dims for a grid file, for a flat file)
+_SPEC = {
+    "mean": ("f", 3, 2),
+    "basis_id": ("f", 4, 3),
+    "basis_exp": ("f", 4, 3),
+    "faces": ("iu", 2, 2),
+    "res": ("iu", 0, 0),
+    "source": ("U", 0, 0),
+    "mirror": ("iu", 1, 1),
+    "midline": ("iu", 1, 1),
+    "uv": ("f", 3, 2),
+    "landmarks_aflw21": ("iu", 1, 1),
+    "landmarks_ibug68": ("iu", 1, 1),
+}
+_REQUIRED = ["mean", "basis_id", "basis_exp", "faces", "res", "source"]
+
+
+def load_model_file(path: str | os.PathLike) -> MorphableModel:
+    """Read a model ``.npz`` written by :func:`save_model` (or by another tool that follows
+    the contract). Raises :class:`ModelFileError` naming the file, the array and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    try:
+        z = np.load(path, allow_pickle=False)
+        data = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ModelFileError(f"{path}: holds pickled objects, which are refused") from None
+        raise ModelFileError(f"{path}: not a readable .npz file ({e})") from None
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError ...
+        raise ModelFileError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ModelFileError(f"{path}: missing array(s) {', '.join(missing)}")
+    grid = data["res"].ndim == 0 and data["res"].dtype.kind in "iu" and int(data["res"]) > 0
+    for k, (kinds, nd_grid, nd_flat) in _SPEC.items():
+        if k not in data:
+            continue
+        a = data[k]
+        if a.dtype.kind not in kinds:
+            want = {"f": "floating point", "iu": "integer", "U": "string"}[kinds]
+            raise ModelFileError(f"{path}: array {k!r} has dtype {a.dtype}, expected {want}")
+        nd = nd_grid if grid else nd_flat
+        if a.ndim != nd:
+            raise ModelFileError(f"{path}: array {k!r} has shape {a.shape}, expected {nd} dimensions")
+    r = int(data["res"])
+    mean = data["mean"]
+    if grid:
+        if mean.shape != (r, r, 3):
+            raise ModelFileError(f"{path}: array 'mean' has shape {mean.shape}, expected ({r}, {r}, 3) for res={r}")
+        n = r * r
+    else:
+        if mean.shape[-1] != 3:
+            raise ModelFileError(f"{path}: array 'mean' has shape {mean.shape}, expected (N, 3)")
+        n = mean.shape[0]
+    vshape = mean.shape[:-1]
+    for k in ("basis_id", "basis_exp"):
+        if data[k].shape[1:] != (*vshape, 3):
+            raise ModelFileError(f"{path}: array {k!r} has shape {data[k].shape}, expected (K, {', '.join(map(str, vshape))}, 3)")
+    if "uv" in data and data["uv"].shape != (*vshape, 2):
+        raise ModelFileError(f"{path}: array 'uv' has shape {data['uv'].shape}, expected ({', '.join(map(str, vshape))}, 2)")
+    landmarks = {k: data[f"landmarks_{k}"] for k in LANDMARK_SETS if f"landmarks_{k}" in data}
+    try:
+        return MorphableModel(
+            mean=mean.reshape(n, 3),
+            basis_id=data["basis_id"].reshape(data["basis_id"].shape[0], n, 3),
+            basis_exp=data["basis_exp"].reshape(data["basis_exp"].shape[0], n, 3),
+            faces=data["faces"],
+            landmarks=landmarks,
+            mirror=data.get("mirror"),
+            midline=data.get("midline"),
+            source=str(data["source"]),
+            res=r if grid else 0,
+            uv=data["uv"].reshape(n, 2) if "uv" in data else None,
+        )
+    except ModelFileError as e:
+        raise ModelFileError(f"{path}: {str(e).removeprefix('model: ')}") from None
