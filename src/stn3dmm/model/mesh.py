@@ -274,3 +274,129 @@ def mesh_report(V: np.ndarray, F: np.ndarray) -> MeshReport:
         boundary_loops=sorted((len(lp) for lp in loops), reverse=True),
         euler=int(used.sum() - len(u) + len(F)),
         long_triangles=int((L > 3 * med).sum()), median_longest_edge=med)
+
+
+def closest_point_on_triangles(Q: np.ndarray, A: np.ndarray, B: np.ndarray, C: np.ndarray):
+    """Closest points of Q (M, 3) on triangles (A, B, C) (each (M, 3)), as barycentric
+    coordinates (M, 3) and distances (M,). Vectorised region test (Ericson, Real-Time
+    Collision Detection, 5.1.5)."""
+    ab, ac, ap = B - A, C - A, Q - A
+    d1, d2 = np.einsum("ij,ij->i", ab, ap), np.einsum("ij,ij->i", ac, ap)
+    bp = Q - B
+    d3, d4 = np.einsum("ij,ij->i", ab, bp), np.einsum("ij,ij->i", ac, bp)
+    cp = Q - C
+    d5, d6 = np.einsum("ij,ij->i", ab, cp), np.einsum("ij,ij->i", ac, cp)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    denom = va + vb + vc
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = vb / denom
+        w = vc / denom
+    bary = np.stack([1 - v - w, v, w], 1)
+    # edge and vertex regions, later tests override earlier ones
+    def put(mask, b):
+        bary[mask] = b[mask]
+    z = np.zeros_like(d1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_ab = d1 / (d1 - d3)
+        t_ac = d2 / (d2 - d6)
+        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+    put((vc <= 0) & (d1 >= 0) & (d3 <= 0), np.stack([1 - t_ab, t_ab, z], 1))
+    put((vb <= 0) & (d2 >= 0) & (d6 <= 0), np.stack([1 - t_ac, z, t_ac], 1))
+    put((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), np.stack([z, 1 - t_bc, t_bc], 1))
+    put((d1 <= 0) & (d2 <= 0), np.stack([1 + z, z, z], 1))
+    put((d3 >= 0) & (d4 <= d3), np.stack([z, 1 + z, z], 1))
+    put((d6 >= 0) & (d5 <= d6), np.stack([z, z, 1 + z], 1))
+    bary = np.nan_to_num(bary, nan=1 / 3)
+    P = bary[:, :1] * A + bary[:, 1:2] * B + bary[:, 2:] * C
+    return bary, np.linalg.norm(Q - P, axis=1)
+
+
+def closest_points_on_mesh(V: np.ndarray, F: np.ndarray, Q: np.ndarray, k: int = 24,
+                           normals: np.ndarray | None = None):
+    """For each query point (M, 3), the closest point on the mesh among the ``k`` triangles
+    with the nearest centroids. With ``normals`` (M, 3), triangles facing the other way
+    (normal . n < 0) are only used when nothing else is near — this keeps a query from
+    jumping to the other layer of a fold. Returns (triangle (M,), barycentric (M, 3),
+    distance (M,))."""
+    from scipy.spatial import cKDTree
+
+    cent = V[F].mean(axis=1)
+    k = min(k, len(F))
+    _, cand = cKDTree(cent).query(Q, k=k)
+    cand = cand.reshape(len(Q), k)
+    M = len(Q)
+    best_t = np.zeros(M, dtype=np.int64)
+    best_b = np.zeros((M, 3))
+    best_d = np.full(M, np.inf)
+    if normals is not None:
+        fn = face_normals(V, F)
+        fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
+    for c in range(k):
+        t = cand[:, c]
+        b, d = closest_point_on_triangles(Q, V[F[t, 0]], V[F[t, 1]], V[F[t, 2]])
+        if normals is not None:
+            d = d + np.where(np.einsum("ij,ij->i", fn[t], normals) < 0, 1e3, 0.0)
+        better = d < best_d
+        best_t[better], best_b[better], best_d[better] = t[better], b[better], d[better]
+    if normals is not None:
+        best_d = np.where(best_d >= 1e3, best_d - 1e3, best_d)
+    return best_t, best_b, best_d
+
+
+def flip_caps(V: np.ndarray, F: np.ndarray, max_angle: float = 170.0, passes: int = 5) -> np.ndarray:
+    """Flip the longest edge of "cap" triangles (an angle over ``max_angle`` degrees, e.g. a
+    vertex lying on the opposite edge) when the flip gives two better triangles that keep
+    the orientation and the edge is not already in the mesh. Topology is unchanged."""
+    F = np.array(F, dtype=np.int64)
+    for _ in range(passes):
+        e1 = V[np.roll(F, -1, 1)] - V[F]
+        e2 = V[np.roll(F, -2, 1)] - V[F]
+        cosang = np.einsum("tki,tki->tk", e1, e2) / np.maximum(
+            np.linalg.norm(e1, axis=2) * np.linalg.norm(e2, axis=2), 1e-300)
+        caps = np.where(cosang.min(1) < np.cos(np.deg2rad(max_angle)))[0]
+        if len(caps) == 0:
+            break
+        key = _edge_keys(F)
+        n1 = int(F.max()) + 1
+        slot_of = defaultdict(list)
+        order = np.argsort(key, kind="stable")
+        T = len(F)
+        for s in order.tolist():
+            slot_of[int(key[s])].append(s)
+        edges = set(key.tolist())
+        flipped = 0
+        touched = set()
+        for t in caps.tolist():
+            if t in touched:
+                continue
+            k = int(np.argmin(cosang[t]))                  # corner with the obtuse angle
+            a, b = F[t, (k + 1) % 3], F[t, (k + 2) % 3]        # its opposite (longest) edge
+            slots = slot_of[int(min(a, b) * n1 + max(a, b))]
+            if len(slots) != 2:
+                continue
+            u = [s % T for s in slots if s % T != t]
+            if not u or u[0] in touched:
+                continue
+            u = u[0]
+            c, d = F[t, k], [x for x in F[u] if x != a and x != b][0]
+            if min(c, d) * n1 + max(c, d) in edges:
+                continue
+            # t = (c, a, b) in its orientation; new faces (c, a, d) and (c, d, b)
+            ta = [F[t, k], F[t, (k + 1) % 3], F[t, (k + 2) % 3]]
+            new1, new2 = [ta[0], ta[1], d], [ta[0], d, ta[2]]
+            old_n = np.cross(V[ta[1]] - V[ta[0]], V[ta[2]] - V[ta[0]]) + \
+                np.cross(V[F[u, 1]] - V[F[u, 0]], V[F[u, 2]] - V[F[u, 0]])
+            ok = True
+            for f in (new1, new2):
+                n = np.cross(V[f[1]] - V[f[0]], V[f[2]] - V[f[0]])
+                if n @ old_n <= 0 or np.linalg.norm(n) < 1e-12:
+                    ok = False
+            if not ok:
+                continue
+            F[t], F[u] = new1, new2
+            edges.add(min(c, d) * n1 + max(c, d))
+            touched.update((t, u))
+            flipped += 1
+        if flipped == 0:
+            break
+    return F

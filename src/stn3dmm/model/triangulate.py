@@ -30,7 +30,7 @@ from collections import defaultdict
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .mesh import (boundary_loops, clean_faces, directed_edges, genus, loop_length, mesh_report,
+from .mesh import (boundary_loops, clean_faces, directed_edges, flip_caps, genus, loop_length, mesh_report,
                    vertex_normals)
 
 
@@ -174,21 +174,31 @@ def _runs(pa, pb, period_a=None, period_b=None, max_gap=4):
         yield ra, rb
 
 
-def _ladder(P, chain_a, ra, chain_b, rb, band):
-    """Zip chain_a[ra.min()..ra.max()] with chain_b over rb's range (reversed if rb falls)."""
+def _ladder(P, chain_a, ra, chain_b, rb, band, span_a=None, span_b=None):
+    """Zip chain_a over ``span_a`` (default ra's range) with chain_b over ``span_b`` (default
+    rb's range, walked backwards if rb falls as ra rises); ra <-> rb are matched positions."""
     slope = np.polyfit(ra, rb, 1)[0] if np.ptp(ra) > 0 else 1.0
-    ca = [chain_a(p) for p in range(int(ra.min()), int(ra.max()) + 1)]
-    cb = [chain_b(p) for p in range(int(rb.min()), int(rb.max()) + 1)]
+    a0, a1 = span_a or (int(ra.min()), int(ra.max()))
+    b0, b1 = span_b or (int(rb.min()), int(rb.max()))
+    ca = [chain_a(p) for p in range(a0, a1 + 1)]
+    cb = [chain_b(p) for p in range(b0, b1 + 1)]
     if slope < 0:
-        cb, rbl = cb[::-1], rb.max() - rb
+        cb, rbl = cb[::-1], b1 - rb
     else:
-        rbl = rb - rb.min()
-    return zip_chains(P, ca, cb, (ra - ra.min(), rbl), band)
+        rbl = rb - b0
+    return zip_chains(P, ca, cb, (ra - a0, rbl), band)
+
+
+def _span(r, length, reach=2):
+    """The run's range, stretched to the strip's end when it stops within ``reach`` of it
+    (strip ends often pair with the other patch across a seam, not with their neighbour)."""
+    lo, hi = int(r.min()), int(r.max())
+    return (0 if lo <= reach else lo), (length - 1 if hi >= length - 1 - reach else hi)
 
 
 # ----------------------------------------------------------------------------- steps
 
-def zip_strips(P, starts, ends, h, inside, max_gap=7.0, band=8, groups=None):
+def zip_strips(P, starts, ends, h, inside, max_gap=7.0, band=8, groups=None, lateral_frac=0.4):
     """Step 2: triangles between neighbouring strips. ``h`` is the typical vertex spacing."""
     n = len(P)
     sid = np.repeat(np.arange(len(starts)), ends - starts)
@@ -210,7 +220,7 @@ def zip_strips(P, starts, ends, h, inside, max_gap=7.0, band=8, groups=None):
          (np.abs(np.einsum("nkj,nj->nk", N[nn], N)) > 0.3)
     partner = np.full((n, 2), -1)
     for si, sgn in enumerate((1, -1)):
-        d = np.where(ok & (sgn * lateral > 0.4 * dd), dd, np.inf)
+        d = np.where(ok & (sgn * lateral > lateral_frac * dd), dd, np.inf)
         k = d.argmin(axis=1)
         has = np.isfinite(d[np.arange(n), k])
         partner[has, si] = nn[has, k[has]]
@@ -232,7 +242,8 @@ def zip_strips(P, starts, ends, h, inside, max_gap=7.0, band=8, groups=None):
     for (A, B), lst in sorted(pairs.items()):
         lst = np.array(lst)
         for ra, rb in _runs(pos[lst[:, 0]], pos[lst[:, 1]]):
-            tris = _ladder(P, lambda p, A=A: starts[A] + p, ra, lambda p, B=B: starts[B] + p, rb, band)
+            tris = _ladder(P, lambda p, A=A: starts[A] + p, ra, lambda p, B=B: starts[B] + p, rb, band,
+                           _span(ra, ends[A] - starts[A]), _span(rb, ends[B] - starts[B]))
             chains.append((len(ra), tris))
     chains.sort(key=lambda c: -c[0])        # best-supported ladders claim their edges first
     fs = FaceSet(groups=groups)
@@ -483,5 +494,6 @@ def recover_mesh(P: np.ndarray, log=None, max_rounds: int = 6) -> np.ndarray:
     log(f"mesh: bridged patch seams, {len(F)} faces, genus {genus(F)}")
     F = _close(P, F, inside, groups, max_rounds)
     F = cut_handles(P, F, inside, h, groups, log=log)
+    F = flip_caps(P, F)
     log(f"mesh: {mesh_report(P, F)}")
     return F
