@@ -24,3 +24,13 @@ def default_model_path(res: int = 112, source: str = "default") -> Path:
     """Where ``prepare-model`` writes, and every other command looks, when no file is named."""
     name = "grid_model.npz" if (source, res) == ("default", 112) else f"grid_model_{source}_r{res}.npz"
     return cache_dir() / "models" / name
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move a finished temporary file into place atomically, with the permissions a newly
+    created file would have (mkstemp makes files private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
+    return Path(path)

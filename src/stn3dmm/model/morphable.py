@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..paths import publish
+
 LANDMARK_SETS = {"aflw21": 21, "ibug68": 68}
 
 
@@ -64,6 +66,8 @@ class MorphableModel:
         source: a short description of where the model came from.
         res: grid resolution R when the vertices form an R x R UV grid, else 0.
         uv: (N, 2) texture coordinates in [0, 1]^2 (v = 1 at the top), or None.
+        extras: further named arrays stored in the file as they are (for a prepared grid
+            model: the source mesh and its UV map, and the rigid frame change applied).
     """
 
     mean: np.ndarray
@@ -76,6 +80,7 @@ class MorphableModel:
     source: str = ""
     res: int = 0
     uv: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.mean = np.asarray(self.mean, dtype=np.float32)
@@ -121,7 +126,8 @@ class MorphableModel:
         if not (1 <= n_id <= self.n_id and 0 <= n_exp <= self.n_exp):
             raise ValueError(f"cannot keep {n_id} + {n_exp} components of a {self.n_id} + {self.n_exp} model")
         return MorphableModel(self.mean, self.basis_id[:n_id], self.basis_exp[:n_exp], self.faces,
-                              self.landmarks, self.mirror, self.midline, self.source, self.res, self.uv)
+                              self.landmarks, self.mirror, self.midline, self.source, self.res, self.uv,
+                              self.extras)
 
 
 def _check_model(m: MorphableModel, where: str) -> None:
@@ -181,11 +187,15 @@ def save_model(model: MorphableModel, path: str | os.PathLike) -> Path:
             arrays[f"landmarks_{k}"] = model.landmarks[k]
     if model.uv is not None:
         arrays["uv"] = model.uv.reshape(*shp, 2)
+    for k, v in model.extras.items():
+        if k in arrays or k in _SPEC:
+            raise ValueError(f"extra array name {k!r} clashes with a contract array")
+        arrays[k] = np.asarray(v)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
     os.close(fd)
     try:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -267,6 +277,7 @@ def load_model_file(path: str | os.PathLike) -> MorphableModel:
             source=str(data["source"]),
             res=r if grid else 0,
             uv=data["uv"].reshape(n, 2) if "uv" in data else None,
+            extras={k: v for k, v in data.items() if k not in _SPEC},
         )
     except ModelFileError as e:
         raise ModelFileError(f"{path}: {str(e).removeprefix('model: ')}") from None
