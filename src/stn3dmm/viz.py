@@ -1,0 +1,151 @@
+"""Pictures of models: UV layouts, geometry images, shaded faces, landmarks.
+
+Matplotlib only (Agg backend, no screen needed). Meshes are drawn with the painter's
+algorithm: triangles sorted back to front, each filled with Lambert shading.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+
+from .paths import publish  # noqa: E402
+
+
+def save_figure(fig, path) -> Path:
+    """Save a figure atomically (temporary file, then rename) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=path.suffix)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=fig.dpi)
+        publish(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def yaw_rotation(deg: float) -> np.ndarray:
+    """Rotation about the vertical (y) axis; positive turns the face to its left."""
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+def draw_shaded(ax, V: np.ndarray, F: np.ndarray, colors=None, light=(0.3, 0.4, 1.0)):
+    """Draw mesh (V (N, 3), y up, viewer on +z) on ``ax`` with Lambert shading.
+    ``colors``: optional (N, 3) per-vertex RGB in [0, 1]."""
+    P = V[F]
+    n = np.cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    front = n[:, 2] > 0
+    P, n, Fi = P[front], n[front], F[front]
+    order = np.argsort(P[:, :, 2].mean(1))
+    L = np.asarray(light, float) / np.linalg.norm(light)
+    shade = 0.25 + 0.75 * np.clip(n[order] @ L, 0, 1)
+    base = np.full((len(order), 3), 0.85) if colors is None else colors[Fi[order]].mean(1)
+    fc = np.clip(base * shade[:, None], 0, 1)
+    ax.add_collection(PolyCollection(P[order][:, :, :2], facecolors=fc, edgecolors="none", antialiased=False))
+    ax.set_xlim(V[:, 0].min() - 5, V[:, 0].max() + 5)
+    ax.set_ylim(V[:, 1].min() - 5, V[:, 1].max() + 5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def uv_layout_figure(uv: np.ndarray, F: np.ndarray, V: np.ndarray | None = None, title: str = ""):
+    """The UV map of a mesh: its triangles drawn in [0, 1]^2, coloured by the log of the
+    UV-to-surface area ratio (blue = compressed) when 3D vertices are given."""
+    fig, ax = plt.subplots(figsize=(8, 8), dpi=100)
+    segs = uv[np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])]
+    if V is not None:
+        e1, e2 = uv[F[:, 1]] - uv[F[:, 0]], uv[F[:, 2]] - uv[F[:, 0]]
+        a_uv = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        a_3d = 0.5 * np.linalg.norm(np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]]), axis=1)
+        r = np.log10(np.maximum(a_uv, 1e-30) / np.maximum(a_3d, 1e-30))
+        r -= np.median(r)
+        tpc = ax.tripcolor(uv[:, 0], uv[:, 1], F, facecolors=np.clip(r, -2, 2), cmap="coolwarm_r", vmin=-2, vmax=2)
+        fig.colorbar(tpc, ax=ax, fraction=0.046, label="log10 area scale (UV / surface), relative")
+    ax.add_collection(LineCollection(segs, colors="k", linewidths=0.05, alpha=0.5))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("u")
+    ax.set_ylabel("v")
+    ax.set_title(title or "UV layout")
+    return fig
+
+
+def geometry_image_figure(grid_mean: np.ndarray, title: str = ""):
+    """The mean shape as a geometry image: x, y, z of each grid vertex mapped to R, G, B."""
+    g = grid_mean.astype(np.float64)
+    lo, hi = g.reshape(-1, 3).min(0), g.reshape(-1, 3).max(0)
+    img = (g - lo) / (hi - lo)
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    ax.imshow(img, interpolation="nearest")
+    ax.set_title(title or "mean shape as a geometry image (x, y, z -> R, G, B)")
+    ax.axis("off")
+    return fig
+
+
+def faces_figure(shapes: list, F: np.ndarray, titles: list, yaw: float = 25.0):
+    """A row of shaded faces (each (N, 3)), each shown turned by ``yaw`` degrees."""
+    fig, axes = plt.subplots(1, len(shapes), figsize=(3.2 * len(shapes), 3.8), dpi=100)
+    for ax, V, t in zip(np.atleast_1d(axes), shapes, titles):
+        draw_shaded(ax, V @ yaw_rotation(yaw).T, F)
+        ax.set_title(t, fontsize=9)
+    return fig
+
+
+def landmarks_figure(V: np.ndarray, F: np.ndarray, landmarks: dict):
+    """The mean face with each landmark set marked and numbered (1-based)."""
+    fig, axes = plt.subplots(1, len(landmarks), figsize=(6 * len(landmarks), 6.5), dpi=100)
+    for ax, (name, idx) in zip(np.atleast_1d(axes), landmarks.items()):
+        draw_shaded(ax, V, F)
+        P = V[idx]
+        ax.plot(P[:, 0], P[:, 1], "o", ms=4, color="crimson")
+        for k, p in enumerate(P):
+            ax.annotate(str(k + 1), p[:2], fontsize=6, color="navy", xytext=(2, 2), textcoords="offset points")
+        ax.set_title(f"{name} landmarks on the mean face")
+    return fig
+
+
+def show_model(model, out_dir, n_random: int = 6, seed: int = 0, log=print) -> list[Path]:
+    """Write the model's pictures to ``out_dir``: UV layout of the source mesh, geometry
+    image, random faces (identity and expression at 2 sigma), landmarks. Returns the paths."""
+    out = Path(out_dir)
+    paths = []
+    R = model.res
+    V = model.mean.astype(np.float64)
+    src_uv, src_faces = model.extras.get("source_uv"), model.extras.get("source_faces")
+    if src_uv is not None and src_faces is not None:
+        # source mesh in the model's frame, for the area colouring: invert the grid? use UV only
+        fig = uv_layout_figure(np.asarray(src_uv, float), np.asarray(src_faces), None,
+                               f"UV layout of the source mesh ({len(src_uv)} vertices, {len(src_faces)} triangles)")
+        paths.append(save_figure(fig, out / "uv_layout.png"))
+    if R:
+        paths.append(save_figure(geometry_image_figure(V.reshape(R, R, 3)), out / "geometry_image.png"))
+        fig = uv_layout_figure(model.uv.astype(float), model.faces, V, f"UV grid {R}x{R}, coloured by area scale")
+        paths.append(save_figure(fig, out / "uv_grid_area.png"))
+    rng = np.random.default_rng(seed)
+    shapes, titles = [V], ["mean"]
+    for k in range(n_random):
+        a = rng.standard_normal(model.n_id) * (1.5 if k % 2 == 0 else 0)
+        e = rng.standard_normal(model.n_exp) * (1.5 if k % 2 == 1 else 0) if model.n_exp else None
+        shapes.append(model.shape(a, e))
+        titles.append(f"random {'identity' if k % 2 == 0 else 'expression'} #{k // 2 + 1} (1.5 sigma)")
+    paths.append(save_figure(faces_figure(shapes, model.faces, titles), out / "random_faces.png"))
+    if model.landmarks:
+        paths.append(save_figure(landmarks_figure(V, model.faces, model.landmarks), out / "landmarks.png"))
+    for p in paths:
+        log(f"wrote {p}")
+    return paths

