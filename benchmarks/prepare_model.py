@@ -1,0 +1,161 @@
+"""Benchmark: preparing the default grid model, step by step, against named baselines.
+
+    python benchmarks/prepare_model.py [--res 112]
+
+Prints one table: for each step (download, mesh, UV, resample) its wall time, the peak
+resident memory it added (sampled) and a quality figure, and beside it a baseline that
+does the same job measured in the same run:
+
+* mesh     vs ball pivoting (pymeshlab) and vs a point-cloud Laplacian + harmonic map +
+             Delaunay in UV (robust-laplacian + SciPy) — the two approaches the issue names;
+* UV       vs libigl's harmonic map with plain (unclamped) cotangent weights on the same cut;
+* resample vs nothing (the original released only the result for BFM 2009).
+
+Baselines whose packages are missing are skipped with a note. Absolute times on a shared
+machine are noisy; compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def measure(fn, *a, **k):
+    """(result, seconds, peak resident memory above the start in MiB), RSS sampled every 5 ms."""
+    start, peak, done = _rss_mib(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib() - start)
+            time.sleep(0.005)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    out = fn(*a, **k)
+    dt = time.perf_counter() - t
+    done.set()
+    th.join()
+    return out, dt, max(peak[0], _rss_mib() - start)
+
+
+def baseline_ball_pivoting(P):
+    import pymeshlab
+
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=P))
+    ms.compute_normal_for_point_clouds(k=10, viewpos=np.array([0.0, 0.0, 1000.0]))
+    ms.generate_surface_reconstruction_ball_pivoting()
+    return ms.current_mesh().face_matrix().astype(np.int64)
+
+
+def baseline_laplacian_delaunay(P):
+    import robust_laplacian
+    import scipy.sparse.linalg as spla
+    from scipy.spatial import ConvexHull, Delaunay
+
+    L, M = robust_laplacian.point_cloud_laplacian(P)
+    # boundary: points on the hull of the frontal projection, pinned to a circle by angle
+    hull = ConvexHull(P[:, :2]).vertices
+    ang = np.arctan2(P[hull, 1] - P[:, 1].mean(), P[hull, 0] - P[:, 0].mean())
+    B = np.zeros(len(P), bool)
+    B[hull] = True
+    uv = np.zeros((len(P), 2))
+    uv[hull] = np.stack([np.cos(ang), np.sin(ang)], 1)
+    I = np.where(~B)[0]
+    A = L.tocsr()[I][:, I].tocsc()
+    rhs = -L.tocsr()[I][:, hull] @ uv[hull]
+    solve = spla.factorized(A)
+    uv[I] = np.stack([solve(rhs[:, 0]), solve(rhs[:, 1])], 1)
+    return Delaunay(uv).simplices.astype(np.int64)
+
+
+def mesh_quality(P, F):
+    from stn3dmm.model.mesh import mesh_report
+
+    if len(F) == 0:
+        return "no faces"
+    r = mesh_report(P, F)
+    return (f"{r.unused_vertices} unused, {len(r.boundary_loops)} loops, "
+            f"{r.long_triangles} long, {r.nonmanifold_edges} nm-edges")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--res", type=int, default=112)
+    args = ap.parse_args()
+
+    from stn3dmm.model.prepare import prepare_grid_model
+    from stn3dmm.model.sources import load_default_source
+    from stn3dmm.model.symmetry import canonical_frame, cut_at_midplane, mirror_plane
+    from stn3dmm.model.triangulate import recover_mesh
+    from stn3dmm.model.uv import embed_half, signed_areas
+
+    rows = []
+    cache = tempfile.mkdtemp(prefix="stn3dmm-bench-")
+    os.environ["STN3DMM_CACHE"] = cache
+    src, dt, pk = measure(load_default_source, log=lambda m: None)
+    rows.append(("download + read", dt, pk, f"{src.n_vertices} vertices", "-", "", "", ""))
+    P = src.mean.astype(np.float64)
+
+    F, dt, pk = measure(recover_mesh, P)
+    ours = (dt, pk, mesh_quality(P, F))
+    for name, fn in (("ball pivoting (MeshLab)", baseline_ball_pivoting),
+                     ("PC-Laplacian + Delaunay", baseline_laplacian_delaunay)):
+        try:
+            Fb, bdt, bpk = measure(fn, P)
+            rows.append(("mesh", *ours, name, f"{bdt:.1f}", f"{bpk:.0f}", mesh_quality(P, Fb)))
+        except ImportError as e:
+            rows.append(("mesh", *ours, name, "skipped", "", f"({e.name} not installed)"))
+
+    n, d = mirror_plane(P)
+    Rot, off = canonical_frame(n, d)
+    Vh, Fh, Wh, onp = cut_at_midplane((P - off) @ Rot.T, F)
+    emb, dt, pk = measure(embed_half, Vh, Fh, Wh, onp)
+    A = signed_areas(emb.uv, emb.F)
+    ours = (dt, pk, f"{(A <= 0).sum()} flipped")
+    try:
+        import igl
+
+        def plain_cot():
+            loop = igl.boundary_loop(emb.F)
+            return igl.harmonic(emb.V, emb.F, loop, emb.uv[loop], 1)
+
+        uvb, bdt, bpk = measure(plain_cot)
+        Ab = signed_areas(np.asarray(uvb), emb.F)
+        rows.append(("UV (half)", *ours, "libigl harmonic, plain cot", f"{bdt:.1f}", f"{bpk:.0f}", f"{(Ab <= 0).sum()} flipped"))
+    except ImportError:
+        rows.append(("UV (half)", *ours, "libigl", "skipped", "", ""))
+
+    (model, rep), dt, pk = measure(prepare_grid_model, src, res=args.res, log=lambda m: None)
+    rows.append((f"whole preparation R={args.res}", dt, pk,
+                 f"mirror {rep.grid_mirror_error[0]:.2f} mm, rms {rep.resampling_rms:.2f} mm", "-", "", "", ""))
+    for k, v in rep.seconds.items():
+        rows.append((f"  of which {k}", v, float("nan"), "", "", "", "", ""))
+    shutil.rmtree(cache, ignore_errors=True)
+
+    head = ("step", "time s", "peak MiB", "result", "baseline", "time s", "peak MiB", "result")
+    print(" | ".join(head))
+    print("-" * 140)
+    for r in rows:
+        step, t, m, q, bn, bt, bm, bq = r
+        print(f"{step:<28} | {t:6.1f} | {m:8.0f} | {q:<42} | {bn:<28} | {bt:>6} | {bm:>8} | {bq}")
+
+
+if __name__ == "__main__":
+    main()
