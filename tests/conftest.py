@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the shared folder beside the repository (not shipped with stn3dmm); STN3DMM_SHARED overrides
+SHARED = Path(os.environ.get("STN3DMM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+SHARED_DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="session")

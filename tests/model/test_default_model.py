@@ -3,7 +3,6 @@ its UV map, the grid's symmetry and resampling error, and the file contract."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +10,9 @@ import pytest
 from stn3dmm.model import load_model_file
 from stn3dmm.model.mesh import genus, mesh_report
 
-CHECKER = Path(__file__).resolve().parents[3] / "shared" / "tools" / "check_grid_model.py"
+from conftest import SHARED  # noqa: E402
+
+CHECKER = SHARED / "tools" / "check_grid_model.py"
 
 
 def test_recovered_mesh_is_a_clean_disk(default_grid, default_source):

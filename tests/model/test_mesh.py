@@ -1,8 +1,7 @@
 """Mesh topology helpers against known answers on small meshes."""
 
 import numpy as np
-import pytest
-from surfaces import face_surface, grid_faces
+from surfaces import face_surface
 
 from stn3dmm.model.mesh import (boundary_loops, clean_faces, closest_points_on_mesh, flip_caps, genus,
                                 mesh_report, nonmanifold_vertex_fans, orientation_conflicts)
