@@ -1,0 +1,359 @@
+"""The differentiable layers of the 3DMM spatial transformer (SPEC section 2), as pure tensor functions.
+
+This module owns one function per layer of the paper's grid generator and sampler, named after
+the layer, plus the composite :func:`grid_generator` and the input checks used by the module
+and the fitter. Every function is batched over a leading ``B`` axis with no Python loop over
+images or vertices, keeps the dtype (float32 or float64) and device of its inputs, and is
+differentiable (except the masks, which are constants).
+
+=======================  =============================  ==========================================
+SPEC layer               function                        shapes
+=======================  =============================  ==========================================
+(theta layout)           :func:`split_theta`            (B, 6+K+E) -> r, t, logs, alpha_id, alpha_exp
+morphable model          :func:`morphable_model`        alpha (B, k), (B, e) -> X (B, N, 3)
+axis-angle -> rotation   :func:`axis_angle_to_rotation`  r (B, 3) -> R (B, 3, 3)
+rotate                   :func:`rotate`                 X (B, N, 3), R -> X' = X R^T
+orthographic projection  :func:`orthographic_projection` X' -> Y = (X'_x, -X'_y) (B, N, 2)
+scale                    :func:`scale`                  Y, logs (B,) -> s Y
+translate                :func:`translate`              sY, t (B, 2) -> P (B, N, 2), image px
+select                   :func:`select_landmarks`       P, idx (L,) -> (B, L, 2)
+grid                     :func:`sampling_grid`          P (B, R*R, 2) -> (B, R', R', 2) in [-1, 1]
+bilinear sampler         :func:`bilinear_sampler`       image (B, C, H, W), grid -> (B, C, R', R')
+(outside image)          :func:`inside_image`           grid -> (B, 1, R', R') 0/1
+masking                  :func:`masking`                flattened, mask -> flattened * mask
+=======================  =============================  ==========================================
+
+Conventions (see :mod:`stn3dmm.conventions`): the model is y up, the image y down, so the
+projection flips y: ``P_x = s X'_x + t_x``, ``P_y = -s X'_y + t_y``. The rotation acts in the
+model's y-up frame (``r`` means what it meant in the original). Pixel centres are at integer
+coordinates; the sampler uses ``align_corners=True``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from ..conventions import DEFAULT_SCALE, N_POSE, pixel_to_normalized, scale_from_log
+
+# Below this squared angle, sin(a)/a and (1 - cos a)/a^2 come from their Taylor series
+# (5 terms: truncation error < 3e-18 at the threshold), which are polynomials in |r|^2 and
+# therefore smooth, with exact gradients, at and near r = 0.
+_TAYLOR_THRESHOLD = 0.1 ** 2
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks (front doors only; the layer functions themselves do not sync on values)
+# ----------------------------------------------------------------------------------------------
+
+def check_theta(theta, n_id: int, n_exp: int, *, batch: int | None = None, dtype=None, device=None) -> torch.Tensor:
+    """Raise :class:`ValueError` unless ``theta`` is a finite floating ``(B, 6 + n_id + n_exp)`` tensor.
+
+    Optionally also checks the batch size, dtype and device. Returns ``theta``.
+    """
+    if not isinstance(theta, torch.Tensor):
+        raise ValueError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
+    if not theta.is_floating_point():
+        raise ValueError(f"theta must be a floating-point tensor, got dtype {theta.dtype}")
+    want = N_POSE + n_id + n_exp
+    if theta.ndim != 2 or theta.shape[1] != want:
+        raise ValueError(
+            f"theta must have shape (B, {want}) = (B, 6 + {n_id} identity + {n_exp} expression) "
+            f"in the order [r(3), t(2), logs(1), alpha_id, alpha_exp]; got {tuple(theta.shape)}")
+    if batch is not None and theta.shape[0] != batch:
+        raise ValueError(f"theta has batch size {theta.shape[0]} but the images have {batch}")
+    if dtype is not None and theta.dtype != dtype:
+        raise ValueError(f"theta has dtype {theta.dtype} but {dtype} is expected (convert with .to(dtype))")
+    if device is not None and theta.device != torch.device(device):
+        raise ValueError(f"theta is on {theta.device} but {device} is expected")
+    bad = ~torch.isfinite(theta).all(dim=1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise ValueError(f"theta contains NaN or infinity in row(s) {rows[:10]}{' ...' if len(rows) > 10 else ''}")
+    return theta
+
+
+def check_images(images, *, dtype=None, device=None) -> torch.Tensor:
+    """Raise :class:`ValueError` unless ``images`` is a floating ``(B, C, H, W)`` tensor with H, W >= 2."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point (e.g. images.float()), got dtype {images.dtype}")
+    if images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise ValueError(f"images must be at least 2 x 2 pixels, got {tuple(images.shape[-2:])}")
+    if dtype is not None and images.dtype != dtype:
+        raise ValueError(f"images have dtype {images.dtype} but the module's dtype is {dtype} "
+                         f"(convert the images or call module.to({images.dtype}))")
+    if device is not None and images.device != torch.device(device):
+        raise ValueError(f"images are on {images.device} but the module is on {device}")
+    return images
+
+
+def check_landmarks(landmarks, visibility=None, *, image_size=None, margin: float = 0.5):
+    """Validate labelled landmarks ``(B, L, 2)`` (ours: 0-based, y down) and visibility ``(B, L)``.
+
+    Missing landmarks have visibility 0 and may be NaN. Visible landmarks must be finite, and,
+    when ``image_size = (H, W)`` is given, lie at most ``margin * W`` (``margin * H``) outside
+    the image; otherwise :class:`ValueError` (they are then almost surely in another convention).
+    Returns ``(landmarks, visibility)`` with visibility defaulting to ones where finite.
+    """
+    if not isinstance(landmarks, torch.Tensor) or not landmarks.is_floating_point():
+        raise ValueError("landmarks must be a floating-point torch.Tensor of shape (B, L, 2)")
+    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
+        raise ValueError(f"landmarks must have shape (B, L, 2), got {tuple(landmarks.shape)}")
+    finite = torch.isfinite(landmarks).all(-1)
+    if visibility is None:
+        visibility = finite.to(landmarks.dtype)
+    if not isinstance(visibility, torch.Tensor):
+        visibility = torch.as_tensor(visibility, dtype=landmarks.dtype, device=landmarks.device)
+    if visibility.shape != landmarks.shape[:2]:
+        raise ValueError(f"visibility must have shape {tuple(landmarks.shape[:2])}, got {tuple(visibility.shape)}")
+    visibility = visibility.to(landmarks.dtype)
+    if not bool(torch.isfinite(visibility).all()) or bool((visibility < 0).any()):
+        raise ValueError("visibility must be finite and non-negative (0 = missing)")
+    vis = visibility > 0
+    if bool((vis & ~finite).any()):
+        raise ValueError("landmarks marked visible contain NaN or infinity (give missing ones visibility 0)")
+    if image_size is not None:
+        h, w = image_size
+        x, y = landmarks[..., 0], landmarks[..., 1]
+        far = vis & ((x < -margin * w) | (x > (w - 1) + margin * w) | (y < -margin * h) | (y > (h - 1) + margin * h))
+        if bool(far.any()):
+            b, l = torch.nonzero(far)[0].tolist()
+            raise ValueError(
+                f"landmark {l} of image {b} is at {landmarks[b, l].tolist()}, far outside the {h} x {w} image; "
+                "landmarks must be 0-based pixels with y down (convert the original's labels with "
+                "stn3dmm.conventions.points_from_original)")
+    return landmarks, visibility
+
+
+# ----------------------------------------------------------------------------------------------
+# layers
+# ----------------------------------------------------------------------------------------------
+
+def split_theta(theta: torch.Tensor, n_id: int, n_exp: int):
+    """Split ``theta (B, 6 + n_id + n_exp)`` into ``r (B, 3), t (B, 2), logs (B,), alpha_id (B, n_id),
+    alpha_exp (B, n_exp)`` (views)."""
+    if theta.shape[-1] != N_POSE + n_id + n_exp:
+        raise ValueError(f"theta has {theta.shape[-1]} entries, expected 6 + {n_id} + {n_exp}")
+    return (theta[..., 0:3], theta[..., 3:5], theta[..., 5], theta[..., N_POSE:N_POSE + n_id],
+            theta[..., N_POSE + n_id:])
+
+
+def morphable_model(mean: torch.Tensor, basis_id: torch.Tensor, basis_exp: torch.Tensor,
+                    alpha_id: torch.Tensor, alpha_exp: torch.Tensor) -> torch.Tensor:
+    """Morphable model layer: ``X = mean + sum_k alpha_id[k] basis_id[k] + sum_e alpha_exp[e] basis_exp[e]``.
+
+    Args:
+        mean: (N, 3) mean shape (mm).
+        basis_id: (K, N, 3) identity basis, scaled so the coefficients are N(0, 1).
+        basis_exp: (E, N, 3) expression basis.
+        alpha_id: (B, k) with k <= K: the LEADING k identity components are used.
+        alpha_exp: (B, e) with e <= E: the leading e expression components are used.
+
+    Returns:
+        X: (B, N, 3).
+    """
+    n = mean.shape[0]
+    k, e = alpha_id.shape[-1], alpha_exp.shape[-1]
+    if k > basis_id.shape[0] or e > basis_exp.shape[0]:
+        raise ValueError(f"{k} identity / {e} expression coefficients for a model with "
+                         f"{basis_id.shape[0]} / {basis_exp.shape[0]} components")
+    b = alpha_id.shape[0]
+    x = mean.expand(b, n, 3)
+    if k:
+        x = x + (alpha_id @ basis_id[:k].reshape(k, n * 3)).view(b, n, 3)
+    if e:
+        x = x + (alpha_exp @ basis_exp[:e].reshape(e, n * 3)).view(b, n, 3)
+    return x
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrix: ``v (..., 3) -> [v]_x (..., 3, 3)`` with ``[v]_x w = v x w``."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack((o, -z, y, z, o, -x, -y, x, o), dim=-1).view(*v.shape[:-1], 3, 3)
+
+
+def axis_angle_to_rotation(r: torch.Tensor) -> torch.Tensor:
+    """Axis-angle -> rotation layer (Rodrigues): ``r (..., 3) -> R (..., 3, 3)``.
+
+    ``R = I + A(a) [r]_x + B(a) (r r^T - a^2 I)`` with ``a = |r|``, ``A = sin(a)/a``,
+    ``B = (1 - cos a)/a^2`` -- the same as ``I + sin(a) K + (1 - cos a) K^2`` with ``K = [r/a]_x``.
+    ``B`` is evaluated as ``(sin(a/2)/(a/2))^2 / 2`` (no cancellation in float32), and both
+    ``A`` and ``B`` switch to their Taylor series in ``a^2`` below ``a = 0.1``; the large-angle
+    branch never sees ``a = 0`` (safe-norm), so values and gradients are finite and exact at
+    and near ``r = 0`` (``dR/dr_i = [e_i]_x`` at 0) and everywhere else, including ``a = pi``.
+    """
+    t2 = (r * r).sum(-1)[..., None, None]
+    small = t2 < _TAYLOR_THRESHOLD
+    t2_safe = torch.where(small, torch.ones_like(t2), t2)
+    a = torch.sqrt(t2_safe)
+    half = 0.5 * a
+    a_big = torch.sin(a) / a
+    b_big = 0.5 * (torch.sin(half) / half) ** 2
+    t2_s = torch.where(small, t2, torch.zeros_like(t2))
+    a_small = 1.0 - t2_s / 6.0 * (1.0 - t2_s / 20.0 * (1.0 - t2_s / 42.0 * (1.0 - t2_s / 72.0)))
+    b_small = 0.5 * (1.0 - t2_s / 12.0 * (1.0 - t2_s / 30.0 * (1.0 - t2_s / 56.0 * (1.0 - t2_s / 90.0))))
+    coef_a = torch.where(small, a_small, a_big)
+    coef_b = torch.where(small, b_small, b_big)
+    eye = torch.eye(3, dtype=r.dtype, device=r.device)
+    rrT = r[..., :, None] * r[..., None, :]
+    return eye + coef_a * skew(r) + coef_b * (rrT - t2 * eye)
+
+
+def rotation_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`axis_angle_to_rotation` (log map): ``R (..., 3, 3) -> r (..., 3)``, |r| in [0, pi].
+
+    Goes through the quaternion (Shepperd's method: the best-conditioned of four formulas per
+    matrix), so it is accurate at 0 and near pi. Meant for initialisation and evaluation; its
+    gradient is not guaranteed at pi.
+    """
+    m = rotation
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    tr = m00 + m11 + m22
+    # four unnormalised quaternions (w, x, y, z), each proportional to the true one
+    q_w = torch.stack((1 + tr, m21 - m12, m02 - m20, m10 - m01), -1)
+    q_x = torch.stack((m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20), -1)
+    q_y = torch.stack((m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21), -1)
+    q_z = torch.stack((m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22), -1)
+    cands = torch.stack((q_w, q_x, q_y, q_z), -2)  # (..., 4, 4)
+    lead = torch.stack((1 + tr, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22), -1)
+    pick = lead.argmax(-1)
+    q = torch.gather(cands, -2, pick[..., None, None].expand(*pick.shape, 1, 4)).squeeze(-2)
+    q = q / q.norm(dim=-1, keepdim=True)
+    q = torch.where(q[..., :1] < 0, -q, q)
+    w, v = q[..., 0], q[..., 1:]
+    n = v.norm(dim=-1)
+    angle = 2.0 * torch.atan2(n, w)
+    n_safe = torch.where(n > 1e-12, n, torch.ones_like(n))
+    factor = torch.where(n > 1e-12, angle / n_safe, 2.0 / w.clamp_min(1e-12))
+    return v * factor[..., None]
+
+
+def rotate(vertices: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate layer: ``X (B, N, 3), R (B, 3, 3) -> X' = X R^T (B, N, 3)`` (model frame, y up)."""
+    return vertices @ rotation.transpose(-1, -2)
+
+
+def orthographic_projection(vertices: torch.Tensor) -> torch.Tensor:
+    """Orthographic projection layer: ``X' (B, N, 3) -> Y = (X'_x, -X'_y) (B, N, 2)``.
+
+    Drops z and flips y, because the model's y points up and the image's y points down.
+    """
+    return torch.stack((vertices[..., 0], -vertices[..., 1]), dim=-1)
+
+
+def scale(points: torch.Tensor, logs: torch.Tensor, mode: str = DEFAULT_SCALE) -> torch.Tensor:
+    """Scale layer: ``Y (B, N, 2), logs (B,) -> s Y`` with ``s = exp(logs)`` (``mode="exp"``, default)
+    or ``s = 0.99 ** logs`` (``mode="original"``)."""
+    return points * scale_from_log(logs, mode)[..., None, None]
+
+
+def translate(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Translate layer: ``sY (B, N, 2), t (B, 2) -> P = sY + t`` in image pixels (ours: 0-based, y down)."""
+    return points + t[..., None, :]
+
+
+def select_landmarks(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Select layer: ``P (B, N, D), index (L,) -> P[:, index] (B, L, D)``."""
+    return points.index_select(-2, index)
+
+
+def resample_grid(points_grid: torch.Tensor, out_res: int) -> torch.Tensor:
+    """Bilinearly resample a grid of 2-D points ``(B, R, R, 2) -> (B, out_res, out_res, 2)``.
+
+    The corners of the UV square stay where they are (``align_corners=True``): grid vertex
+    ``(i, j)`` sits at ``u = j / (R - 1)``, ``v = 1 - i / (R - 1)``, and output pixel ``(i', j')``
+    at ``j' / (out_res - 1)``.
+    """
+    if out_res == points_grid.shape[1]:
+        return points_grid
+    g = points_grid.permute(0, 3, 1, 2)
+    g = F.interpolate(g, size=(out_res, out_res), mode="bilinear", align_corners=True)
+    return g.permute(0, 2, 3, 1)
+
+
+def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_res: int | None = None) -> torch.Tensor:
+    """Grid layer: projected grid vertices ``P (B, res*res, 2)`` (pixels) -> sampling grid ``(B, R', R', 2)``.
+
+    Reshapes row-major to the UV grid (row 0 = top of the face), optionally resamples to
+    ``out_res`` (:func:`resample_grid`), and normalises for ``grid_sample`` with
+    ``align_corners=True``: ``x_n = 2 x / (W - 1) - 1``, ``y_n = 2 y / (H - 1) - 1``.
+    """
+    b, n, _ = points.shape
+    if n != res * res:
+        raise ValueError(f"{n} points do not form a {res} x {res} grid")
+    g = points.reshape(b, res, res, 2)
+    if out_res is not None:
+        g = resample_grid(g, out_res)
+    return pixel_to_normalized(g, height, width)
+
+
+def bilinear_sampler(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampler layer: ``images (B, C, H, W), grid (B, R', R', 2) -> (B, C, R', R')``.
+
+    ``torch.nn.functional.grid_sample`` with ``align_corners=True`` (pixel centres at integers)
+    and zero padding: samples from outside the image read zeros (and :func:`inside_image`
+    marks them invisible).
+    """
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def inside_image(grid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``(B, R', R', 2)`` normalised grid -> ``(B, 1, R', R')`` mask (grid dtype): 1 where the sample
+    lies between the centres of the first and last pixels (``0 <= x <= W - 1``, same for y), so
+    bilinear sampling reads only real pixels; 0 elsewhere. No gradient."""
+    g = grid.detach()
+    inside = (g.abs() <= 1.0 + eps).all(-1)
+    return inside[:, None].to(grid.dtype)
+
+
+def masking(flattened: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masking layer: ``flattened (B, C, R', R'), mask (B, 1, R', R') -> flattened * mask``."""
+    return flattened * mask
+
+
+class Projection(NamedTuple):
+    """What :func:`grid_generator` returns."""
+
+    shape: torch.Tensor      #: (B, N, 3) X, the model instance (mm, y up)
+    rotation: torch.Tensor   #: (B, 3, 3) R
+    posed: torch.Tensor      #: (B, N, 3) X' = X R^T (mm, model frame: y up, viewer on +z)
+    scale: torch.Tensor      #: (B,) s, px per mm
+    points: torch.Tensor     #: (B, N, 2) P, image pixels (ours)
+
+
+def grid_generator(theta: torch.Tensor, mean: torch.Tensor, basis_id: torch.Tensor, basis_exp: torch.Tensor,
+                   n_id: int, n_exp: int, scale_map: str = DEFAULT_SCALE) -> Projection:
+    """The composite grid generator: theta -> morphable model -> rotate -> project -> scale -> translate.
+
+    Args:
+        theta: (B, 6 + n_id + n_exp) ``[r, t, logs, alpha_id, alpha_exp]``.
+        mean, basis_id, basis_exp: model tensors (N, 3), (K, N, 3), (E, N, 3); the leading
+            ``n_id <= K`` and ``n_exp <= E`` components are used. Pass the landmark rows only
+            (``mean[idx]``, ``basis_id[:, idx]``, ...) to project landmarks cheaply.
+        scale_map: ``"exp"`` or ``"original"``.
+    """
+    r, t, logs, a_id, a_exp = split_theta(theta, n_id, n_exp)
+    x = morphable_model(mean, basis_id, basis_exp, a_id, a_exp)
+    rot = axis_angle_to_rotation(r)
+    xp = rotate(x, rot)
+    s = scale_from_log(logs, scale_map)
+    p = translate(scale(orthographic_projection(xp), logs, scale_map), t)
+    return Projection(x, rot, xp, s, p)
+
+
+__all__ = [
+    "check_theta", "check_images", "check_landmarks",
+    "split_theta", "morphable_model", "skew", "axis_angle_to_rotation", "rotation_to_axis_angle",
+    "rotate", "orthographic_projection", "scale", "translate", "select_landmarks",
+    "resample_grid", "sampling_grid", "bilinear_sampler", "inside_image", "masking",
+    "Projection", "grid_generator",
+]

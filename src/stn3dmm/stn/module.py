@@ -1,0 +1,216 @@
+"""The 3DMM spatial transformer as one ``nn.Module``: :class:`MorphableSTN`.
+
+This module owns the thin module wrapper that composes the pure layers of
+:mod:`stn3dmm.stn.layers` and :mod:`stn3dmm.stn.visibility` into the paper's network block::
+
+    stn = MorphableSTN(model, out_res=None, visibility="depth", landmarks="aflw21", scale="exp")
+    out = stn(images, theta)   # images (B, C, H, W); theta (B, 6 + K + E)
+
+It holds the model's tensors as (non-persistent) buffers, smplx style, so ``.to(device)``,
+``.double()`` and ``.cuda()`` move/convert them, and checkpoints stay small.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
+from .layers import (Projection, bilinear_sampler, check_images, check_theta, grid_generator, inside_image,
+                     masking, sampling_grid, select_landmarks)
+from .visibility import visibility_backface, visibility_depth
+
+VISIBILITY_MODES = ("depth", "backface", "none")
+
+
+class MorphableSTN(nn.Module):
+    """A 3D morphable model as a spatial transformer (Bas et al. 2017), batched and device-agnostic.
+
+    Args:
+        model: a grid :class:`~stn3dmm.model.MorphableModel` (``model.res = R > 0``; vertices
+            row-major on the R x R UV grid, row 0 at the top of the face).
+        out_res: side of the output (flattened) image; default ``R``. Other sizes resample the
+            grid of projected points bilinearly with the UV square's corners fixed
+            (``align_corners=True``), and the vertex visibility mask likewise (threshold 0.5).
+        visibility: ``"depth"`` (rule (b): depth test and back-face, default), ``"backface"``
+            (rule (a), the original's) or ``"none"`` / ``None`` (only the outside-image mask).
+        landmarks: a landmark set of the model (``"aflw21"``, ``"ibug68"``), an index sequence,
+            or ``None`` for no landmarks.
+        scale: scale map for ``logs``: ``"exp"`` (``s = exp(logs)``, default) or ``"original"``
+            (``s = 0.99 ** logs``).
+        n_id, n_exp: how many identity / expression coefficients theta carries (default: all
+            of the model's). Fewer use the LEADING components of the model's bases, e.g.
+            ``n_id=5, n_exp=5`` gives the original's D = 10 on a bigger model. theta must then
+            have ``6 + n_id + n_exp`` columns.
+        max_outside: if a projected landmark lies more than ``max_outside`` image sizes outside
+            the image, ``forward`` raises ``ValueError`` (a theta in another convention, or a
+            diverged localiser); ``None`` disables the check (and its host sync).
+        depth_options: keyword arguments for :func:`~stn3dmm.stn.visibility.visibility_depth`.
+
+    ``forward(images, theta)`` returns a dict:
+
+    =============  ===================  ====================================================
+    key            shape                meaning
+    =============  ===================  ====================================================
+    points         (B, N, 2)            projected vertices, image px (0-based, y down)
+    landmarks      (B, L, 2)            projected landmark vertices, image px
+    grid           (B, R', R', 2)       sampling grid, normalised (align_corners=True)
+    flattened      (B, C, R', R')       bilinear samples of the images (0 outside)
+    mask           (B, 1, R', R')       1 = visible and inside the image (no gradient)
+    masked         (B, C, R', R')       flattened * mask
+    visibility     (B, N) bool          vertex visibility by the chosen rule (no image test)
+    shape          (B, N, 3)            model instance X (mm, y up)
+    posed          (B, N, 3)            X' = X R^T (mm, model frame)
+    rotation       (B, 3, 3)            R
+    scale          (B,)                 s, px per mm
+    =============  ===================  ====================================================
+    """
+
+    def __init__(self, model, out_res: int | None = None, visibility: str | None = "depth",
+                 landmarks="aflw21", scale: str = DEFAULT_SCALE, *, n_id: int | None = None,
+                 n_exp: int | None = None, max_outside: float | None = 1.0, depth_options: dict | None = None):
+        super().__init__()
+        if not getattr(model, "res", 0):
+            raise ValueError("MorphableSTN needs a grid model (model.res > 0): its vertices must be a regular "
+                             "R x R UV grid")
+        if visibility is None:
+            visibility = "none"
+        if visibility not in VISIBILITY_MODES:
+            raise ValueError(f"visibility must be one of {VISIBILITY_MODES}, got {visibility!r}")
+        if scale not in SCALE_MAPS:
+            raise ValueError(f"scale must be one of {SCALE_MAPS}, got {scale!r}")
+        self.res = int(model.res)
+        self.out_res = int(out_res) if out_res is not None else self.res
+        if self.out_res < 2:
+            raise ValueError(f"out_res must be at least 2, got {out_res}")
+        self.n_id = model.n_id if n_id is None else int(n_id)
+        self.n_exp = model.n_exp if n_exp is None else int(n_exp)
+        if not (0 <= self.n_id <= model.n_id and 0 <= self.n_exp <= model.n_exp):
+            raise ValueError(f"n_id={self.n_id}, n_exp={self.n_exp}: the model has {model.n_id} identity and "
+                             f"{model.n_exp} expression components")
+        self.visibility = visibility
+        self.scale_map = scale
+        self.max_outside = max_outside
+        self.depth_options = dict(depth_options or {})
+        if landmarks is None:
+            idx = torch.zeros(0, dtype=torch.long)
+            self.landmark_set = None
+        elif isinstance(landmarks, str):
+            if landmarks not in model.landmarks:
+                raise ValueError(f"the model has no landmark set {landmarks!r} (it has: {sorted(model.landmarks)})")
+            idx = torch.as_tensor(model.landmarks[landmarks], dtype=torch.long)
+            self.landmark_set = landmarks
+        else:
+            idx = torch.as_tensor(landmarks, dtype=torch.long).reshape(-1)
+            self.landmark_set = "custom"
+        n = model.n_vertices
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise ValueError(f"landmark indices must lie in [0, {n})")
+        buffers = {
+            "mean": torch.as_tensor(model.mean, dtype=torch.float32),
+            "basis_id": torch.as_tensor(model.basis_id[: self.n_id], dtype=torch.float32),
+            "basis_exp": torch.as_tensor(model.basis_exp[: self.n_exp], dtype=torch.float32),
+            "faces": torch.as_tensor(model.faces, dtype=torch.long),
+            "landmark_index": idx,
+            "mirror": torch.as_tensor(model.mirror, dtype=torch.long),
+        }
+        for name, value in buffers.items():
+            self.register_buffer(name, value.clone(), persistent=False)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs) -> "MorphableSTN":
+        """Build from a model ``.npz`` (see :func:`stn3dmm.model.load_model_file`)."""
+        from ..model import load_model_file
+
+        return cls(load_model_file(path), **kwargs)
+
+    @property
+    def n_params(self) -> int:
+        """Width of theta: ``6 + n_id + n_exp``."""
+        return N_POSE + self.n_id + self.n_exp
+
+    def extra_repr(self) -> str:
+        return (f"res={self.res}, out_res={self.out_res}, n_id={self.n_id}, n_exp={self.n_exp}, "
+                f"visibility={self.visibility!r}, landmarks={self.landmark_set!r} ({self.landmark_index.numel()}), "
+                f"scale={self.scale_map!r}")
+
+    # -- pieces other tools can use without images --------------------------------------------
+
+    def geometry(self, theta: torch.Tensor, check: bool = True) -> Projection:
+        """Grid generator only: ``theta (B, n_params) ->`` :class:`~stn3dmm.stn.layers.Projection`."""
+        if check:
+            check_theta(theta, self.n_id, self.n_exp, dtype=self.mean.dtype, device=self.mean.device)
+        return grid_generator(theta, self.mean, self.basis_id, self.basis_exp, self.n_id, self.n_exp, self.scale_map)
+
+    def vertex_visibility(self, posed: torch.Tensor) -> torch.Tensor | None:
+        """``(B, N, 3)`` posed vertices -> ``(B, N)`` bool by this module's rule (None for ``"none"``)."""
+        if self.visibility == "none":
+            return None
+        if self.visibility == "backface":
+            return visibility_backface(posed, self.faces)
+        return visibility_depth(posed, self.faces, **self.depth_options)
+
+    def _check_bounds(self, landmarks: torch.Tensor, height: int, width: int) -> None:
+        if self.max_outside is None or landmarks.shape[1] == 0:
+            return
+        with torch.no_grad():
+            x, y = landmarks[..., 0], landmarks[..., 1]
+            dx = torch.maximum(-x, x - (width - 1)) / width
+            dy = torch.maximum(-y, y - (height - 1)) / height
+            far = ~(torch.maximum(dx, dy) <= self.max_outside)  # also catches NaN
+            bad = far.any(1)
+            if bool(bad.any()):
+                rows = torch.nonzero(bad).flatten().tolist()
+                raise ValueError(
+                    f"projected landmarks of image(s) {rows[:10]} lie more than {self.max_outside} image sizes outside "
+                    f"the {height} x {width} image (or are not finite); check theta's convention "
+                    "([r, t, logs, alpha], t in 0-based y-down pixels, scale map "
+                    f"{self.scale_map!r}; see stn3dmm.conventions.theta_from_original) or pass max_outside=None")
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def forward(self, images: torch.Tensor, theta: torch.Tensor) -> dict:
+        dtype, device = self.mean.dtype, self.mean.device
+        check_images(images, dtype=dtype, device=device)
+        b, _, h, w = images.shape
+        if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
+            raise ValueError(
+                f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
+                f"{self.n_id} identity + {self.n_exp} expression coefficients ([r(3), t(2), logs(1), alpha_id, "
+                "alpha_exp]); for fewer coefficients build it with MorphableSTN(model, n_id=..., n_exp=...), "
+                "which uses the model's leading components")
+        check_theta(theta, self.n_id, self.n_exp, batch=b, dtype=dtype, device=device)
+        proj = self.geometry(theta, check=False)
+        lms = select_landmarks(proj.points, self.landmark_index)
+        self._check_bounds(lms, h, w)
+        grid = sampling_grid(proj.points, self.res, h, w, self.out_res)
+        flattened = bilinear_sampler(images, grid)
+        mask = inside_image(grid)
+        vis = self.vertex_visibility(proj.posed)
+        if vis is not None:
+            vm = vis.view(b, 1, self.res, self.res).to(dtype)
+            if self.out_res != self.res:
+                vm = F.interpolate(vm, size=(self.out_res, self.out_res), mode="bilinear", align_corners=True)
+                vm = (vm >= 0.5).to(dtype)
+            mask = mask * vm
+        if vis is None:
+            vis = torch.ones(proj.points.shape[:2], dtype=torch.bool, device=device)
+        return {
+            "points": proj.points,
+            "landmarks": lms,
+            "grid": grid,
+            "flattened": flattened,
+            "mask": mask,
+            "masked": masking(flattened, mask),
+            "visibility": vis,
+            "shape": proj.shape,
+            "posed": proj.posed,
+            "rotation": proj.rotation,
+            "scale": proj.scale,
+        }
+
+
+__all__ = ["MorphableSTN", "VISIBILITY_MODES"]

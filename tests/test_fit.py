@@ -1,0 +1,192 @@
+"""Tests of landmark fitting on the synthetic model: accuracy, noise robustness, methods, bad input."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stn3dmm.conventions import original_start_theta
+from stn3dmm.fit import closed_form_pose, fit_landmarks
+from stn3dmm.stn import MorphableSTN
+from stn3dmm.stn.layers import axis_angle_to_rotation, rotation_to_axis_angle
+
+
+def load_synthetic():
+    """The synthetic-model builders of tests/stn/conftest.py."""
+    name = "stn_synthetic_models"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "stn" / "conftest.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+syn = load_synthetic()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """The fits are tiny problems: one intra-op thread avoids OpenMP/MKL contention on a busy
+    2-core machine (100x slowdowns were seen with 2 threads when another process used a core)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return syn.make_face_model(48)
+
+
+@pytest.fixture(scope="module")
+def stn(model):
+    return MorphableSTN(model, landmarks="ibug68", visibility="none").double()
+
+
+def random_theta(stn, b, seed, max_yaw=60.0):
+    g = torch.Generator().manual_seed(seed)
+    u = lambda: 2 * torch.rand(b, generator=g, dtype=torch.float64) - 1  # noqa: E731
+    th = torch.zeros(b, stn.n_params, dtype=torch.float64)
+    th[:, :3] = syn.euler_to_axis_angle(np.radians(max_yaw) * u().numpy(), np.radians(20) * u().numpy(),
+                                        np.radians(20) * u().numpy())
+    th[:, 3:5] = 112 + 15 * torch.randn(b, 2, generator=g, dtype=torch.float64)
+    th[:, 5] = 0.15 * torch.randn(b, generator=g, dtype=torch.float64)
+    th[:, 6:] = torch.randn(b, stn.n_params - 6, generator=g, dtype=torch.float64)
+    return th
+
+
+def pose_error_deg(a, b):
+    ra, rb = axis_angle_to_rotation(a[:, :3]), axis_angle_to_rotation(b[:, :3])
+    return torch.rad2deg(rotation_to_axis_angle(ra @ rb.transpose(1, 2)).norm(dim=1))
+
+
+def shape_rms_mm(stn, th_a, th_b):
+    """RMS vertex distance (mm) between the model instances (pose-free) of two thetas."""
+    return ((stn.geometry(th_a).shape - stn.geometry(th_b).shape) ** 2).sum(-1).mean(1).sqrt()
+
+
+def test_closed_form_pose_recovers_an_exact_scaled_orthographic_camera(model, stn):
+    th = random_theta(stn, 16, seed=1)
+    th[:, 6:] = 0  # mean shape: the closed form is exact
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    pose = closed_form_pose(stn.mean[stn.landmark_index], lm, torch.ones(16, 68, dtype=torch.float64))
+    assert pose_error_deg(pose, th).max() < 1e-6
+    assert (pose[:, 3:6] - th[:, 3:6]).abs().max() < 1e-5
+
+
+def test_lm_noise_free_is_exact(model, stn):
+    th = random_theta(stn, 24, seed=2)
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    res = fit_landmarks(model, lm, method="lm")
+    assert res.theta.shape == (24, stn.n_params) and res.residuals.shape == (24, 68)
+    assert res.error.max() < 0.5
+    assert pose_error_deg(res.theta, th).max() < 1.0
+    assert res.converged.all() and res.iterations.max() < 40
+    assert torch.isfinite(res.history).all() and (res.history[-1] <= res.history[0]).all()
+    # without the prior's pull the solution is the generating theta
+    exact = fit_landmarks(model, lm, method="lm", prior_weight=1e-10)
+    assert exact.error.max() < 1e-3 and pose_error_deg(exact.theta, th).max() < 1e-3
+    assert (exact.theta[:, 6:] - th[:, 6:]).abs().max() < 1e-3
+
+
+def test_lm_with_one_pixel_noise_beats_the_mean_shape(model, stn):
+    th = random_theta(stn, 32, seed=3)
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    g = torch.Generator().manual_seed(4)
+    noisy = lm + torch.randn(lm.shape, generator=g, dtype=torch.float64)
+    res = fit_landmarks(model, noisy, method="lm")
+    mean_shape = th.clone()
+    mean_shape[:, 6:] = 0
+    fitted_mm = shape_rms_mm(stn, res.theta, th)
+    baseline_mm = shape_rms_mm(stn, mean_shape, th)
+    print(f"\nshape error with 1 px noise: fitted {fitted_mm.mean():.2f} mm (median {fitted_mm.median():.2f}), "
+          f"mean-shape baseline {baseline_mm.mean():.2f} mm; pose error {pose_error_deg(res.theta, th).mean():.2f} deg")
+    assert fitted_mm.mean() < 0.6 * baseline_mm.mean()
+    assert (fitted_mm < baseline_mm).float().mean() >= 0.8
+    assert pose_error_deg(res.theta, th).mean() < 2.0
+    # the landmark error is at the noise level: fitting more does not help
+    assert 0.5 < res.error.mean() < 1.5
+
+
+def test_missing_landmarks_and_float32(model, stn):
+    th = random_theta(stn, 8, seed=5)
+    lm = stn.geometry(th).points[:, stn.landmark_index].float()
+    vis = torch.ones(8, 68)
+    lm[:, :10] = float("nan")  # a missing jaw side
+    vis[:, :10] = 0
+    res = fit_landmarks(model, lm, vis, method="lm")
+    assert res.theta.dtype == torch.float32
+    assert torch.isnan(res.residuals[:, :10]).all() and res.error.max() < 0.5
+    assert pose_error_deg(res.theta.double(), th).max() < 1.0
+
+
+def test_lbfgs_reaches_the_same_quality(model, stn):
+    th = random_theta(stn, 8, seed=6)
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    res = fit_landmarks(model, lm, method="lbfgs")
+    assert res.error.max() < 0.5 and pose_error_deg(res.theta, th).max() < 1.0
+
+
+def test_gradient_descent_original_demo_behaviour(model, stn):
+    """Original start (r = 0, t = (112, 112) y-up 1-based, s = 0.99), step 1e-6, shape x101, stop when
+    the energy changes by less than 1: monotone descent to a usable fit of near-frontal faces."""
+    th = random_theta(stn, 4, seed=7, max_yaw=15.0)
+    th[:, 3:5] = 112.0
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    res = fit_landmarks(model, lm, method="gd", max_iter=2000, image_size=(224, 224))
+    hist, it = res.history, res.iterations
+    assert hist.shape[1] == 4 and torch.isfinite(hist).all()
+    assert (hist[1:] <= hist[:-1] + 1e-9).all()                 # monotone
+    assert res.converged.all() and (it < 2000).all()            # stopped by the rule ...
+    cols = torch.arange(4)
+    assert ((hist[it - 1, cols] - hist[it, cols]).abs() < 1.0).all()   # ... change < 1 at the end
+    assert ((hist[it - 2, cols] - hist[it - 1, cols]).abs() >= 1.0).all()  # and not before
+    assert (hist[-1] < 0.01 * hist[0]).all() and res.error.max() < 2.0
+    init = fit_landmarks(model, lm, method="gd", max_iter=0, image_size=(224, 224))
+    start = original_start_theta(stn.n_params, 224, dtype=torch.float64)
+    assert torch.allclose(init.theta[0], start)
+    assert math.isclose(math.exp(float(start[5])), 0.99, rel_tol=1e-12) and start[3:5].tolist() == [111.0, 112.0]
+
+
+def test_gd_random_alpha_init_is_reproducible(model, stn):
+    th = random_theta(stn, 2, seed=8, max_yaw=10.0)
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    kw = dict(method="gd", max_iter=0, init_alpha="random")
+    a = fit_landmarks(model, lm, generator=torch.Generator().manual_seed(0), **kw).theta
+    b = fit_landmarks(model, lm, generator=torch.Generator().manual_seed(0), **kw).theta
+    assert torch.equal(a, b) and a[:, 6:].abs().sum() > 0
+
+
+def test_fit_accepts_an_stn_and_fewer_coefficients(model, stn):
+    th = random_theta(stn, 4, seed=9)
+    th[:, 6 + 2:6 + model.n_id] = 0
+    th[:, 6 + model.n_id + 1:] = 0
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    res = fit_landmarks(stn, lm, n_id=2, n_exp=1, prior_weight=1e-10)
+    assert res.theta.shape == (4, 9) and res.error.max() < 1e-3
+
+
+def test_aflw21_and_bad_input(model, stn):
+    s21 = MorphableSTN(model, landmarks="aflw21", visibility="none").double()
+    th = random_theta(s21, 4, seed=10, max_yaw=30.0)
+    lm = s21.geometry(th).points[:, s21.landmark_index]
+    res = fit_landmarks(model, lm)  # 21 points -> aflw21
+    assert res.error.max() < 0.5 and pose_error_deg(res.theta, th).max() < 2.0
+    with pytest.raises(ValueError, match="far outside"):
+        fit_landmarks(model, lm + 1000, image_size=(224, 224))
+    bad = lm.clone()
+    bad[0, 3, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        fit_landmarks(model, bad, torch.ones(4, 21))
+    with pytest.raises(ValueError, match="landmark set"):
+        fit_landmarks(model, lm[:, :20])
+    with pytest.raises(ValueError, match="method"):
+        fit_landmarks(model, lm, method="adam")
+    with pytest.raises(ValueError, match="init"):
+        fit_landmarks(model, lm, init=torch.zeros(3))
