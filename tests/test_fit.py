@@ -190,3 +190,23 @@ def test_aflw21_and_bad_input(model, stn):
         fit_landmarks(model, lm, method="adam")
     with pytest.raises(ValueError, match="init"):
         fit_landmarks(model, lm, init=torch.zeros(3))
+
+
+@pytest.mark.parametrize("scale", ["exp", "original"])
+def test_closed_form_jacobian_matches_autograd(scale):
+    from stn3dmm.fit import _Problem
+
+    g = torch.Generator().manual_seed(7)
+    n_l, k, e, b = 12, 4, 3, 6
+    mean = 50 * torch.randn(n_l, 3, generator=g, dtype=torch.float64)
+    prob = _Problem(mean, torch.randn(k, n_l, 3, generator=g, dtype=torch.float64),
+                    torch.randn(e, n_l, 3, generator=g, dtype=torch.float64),
+                    k, e, 100 + 30 * torch.randn(b, n_l, 2, generator=g, dtype=torch.float64),
+                    torch.rand(b, n_l, generator=g, dtype=torch.float64), 0.3, scale)
+    th = torch.randn(b, 6 + k + e, generator=g, dtype=torch.float64)
+    th[:, 3:5] += 100
+    th[0, :3] = 0                                   # the rotation's special points
+    th[1, :3] = torch.tensor([1e-8, 0, 0])
+    th[2, :3] = torch.tensor([0, math.pi - 1e-4, 0])
+    a, ref = prob.jacobian(th), prob.jacobian_autograd(th)
+    assert (a - ref).abs().max() < 1e-9 * ref.abs().max()

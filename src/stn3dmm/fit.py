@@ -42,8 +42,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .conventions import DEFAULT_SCALE, N_POSE, ORIGINAL_IMAGE_SIZE, SCALE_MAPS, log_from_scale, original_start_theta
-from .stn.layers import check_landmarks, grid_generator, rotation_to_axis_angle
+from .conventions import (_LN_099, DEFAULT_SCALE, N_POSE, ORIGINAL_IMAGE_SIZE, SCALE_MAPS, log_from_scale,
+                          original_start_theta, scale_from_log)
+from .stn.layers import (axis_angle_to_rotation, check_landmarks, grid_generator, morphable_model, rotate,
+                         rotation_to_axis_angle, skew, split_theta)
 
 METHODS = ("lm", "gd", "lbfgs")
 #: The original's prior weight relative to its landmark weight (0.1 / 0.8998).
@@ -94,10 +96,50 @@ class _Problem:
         return (r * r).sum(1)
 
     def jacobian(self, theta):
+        """(B, M, P) Jacobian of :meth:`residuals`, in closed form (batched einsums).
+
+        With p = s D R X + t (D keeps x and -y) and X = mean + B_id a + B_exp b:
+        dp/dt = I, dp/dlogs = s' D R X, dp/da_k = s D R B_k, and for the axis-angle r,
+        d(R X)/dr = -[R X]_x J_l(r), J_l the left Jacobian of SO(3)
+        (I + (1 - cos a)/a^2 K + (a - sin a)/a^3 K^2, K = [r]_x; Taylor series near 0)."""
+        r, t, logs, a_id, a_exp = split_theta(theta, self.n_id, self.n_exp)
+        x = morphable_model(self.mean, self.bid, self.bexp, a_id, a_exp)          # (B, L, 3)
+        rot = axis_angle_to_rotation(r)
+        rx = rotate(x, rot)                                                     # (B, L, 3)
+        s = scale_from_log(logs, self.scale)                                    # (B,)
+        ds = s * (1.0 if self.scale == "exp" else _LN_099)
+        flip = torch.tensor([1.0, -1.0], dtype=theta.dtype, device=theta.device)
+        b, n_l = x.shape[:2]
+        # rotation: columns -[R X]_x J_l
+        a2 = (r * r).sum(-1)
+        a = a2.sqrt()
+        small = a2 < 1e-4
+        safe = torch.where(small, torch.ones_like(a), a)
+        c1 = torch.where(small, 0.5 - a2 / 24, (1 - torch.cos(safe)) / safe ** 2)
+        c2 = torch.where(small, 1.0 / 6 - a2 / 120, (safe - torch.sin(safe)) / safe ** 3)
+        K = skew(r)
+        jl = torch.eye(3, dtype=theta.dtype, device=theta.device) + c1[:, None, None] * K + c2[:, None, None] * (K @ K)
+        d_rot = -skew(rx.reshape(-1, 3)).reshape(b, n_l, 3, 3) @ jl[:, None]     # (B, L, 3, 3)
+        cols = [s[:, None, None, None] * d_rot[:, :, :2, :] * flip[:, None]]     # (B, L, 2, 3)
+        eye2 = torch.eye(2, dtype=theta.dtype, device=theta.device).expand(b, n_l, 2, 2)
+        cols.append(eye2)
+        cols.append((ds[:, None, None] * rx[..., :2] * flip)[..., None])
+        for basis, n in ((self.bid, self.n_id), (self.bexp, self.n_exp)):
+            if n:
+                rb = torch.einsum("bij,klj->blik", rot, basis[:n])               # (B, L, 3, n)
+                cols.append(s[:, None, None, None] * rb[:, :, :2, :] * flip[:, None])
+        jd = torch.cat(cols, -1) * self.w[..., None, None]                       # (B, L, 2, P)
+        jd = jd.reshape(b, 2 * n_l, self.n_params)
+        jp = torch.zeros(b, self.n_params - N_POSE, self.n_params, dtype=theta.dtype, device=theta.device)
+        jp[:, :, N_POSE:] = self.sqrt_prior * torch.eye(self.n_params - N_POSE, dtype=theta.dtype, device=theta.device)
+        return torch.cat((jd, jp), 1)
+
+    def jacobian_autograd(self, theta):
+        """The same Jacobian by automatic differentiation (for tests)."""
         def one(th, yy, ww):
             return self.residuals(th[None], yy[None], ww[None])[0]
 
-        return torch.func.vmap(torch.func.jacrev(one))(theta, self.y, self.w)  # (B, M, P)
+        return torch.func.vmap(torch.func.jacrev(one))(theta, self.y, self.w)
 
 
 def closed_form_pose(model_points: torch.Tensor, landmarks: torch.Tensor, visibility: torch.Tensor,
