@@ -55,11 +55,18 @@ def default_grid(default_source, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def demodata():
-    """The original demo's six photos and landmarks, when ../shared/data is present."""
+def shared_dir():
+    """The shared folder beside the repository (or $STN3DMM_SHARED); it is not shipped."""
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def demo_inputs():
+    """The original demo's six photos (B, 3, 224, 224) in [0, 1] and their 21 landmarks
+    (B, 21, 2) in our convention, when ../shared/data is present."""
     f = SHARED_DATA / "demodata.mat"
     if not f.exists():
         pytest.skip(f"{f} not present (the shared data folder is not shipped with stn3dmm)")
-    import scipy.io
+    from stn3dmm.demo import read_demodata
 
-    return scipy.io.loadmat(f)
+    return read_demodata(f)

@@ -1,6 +1,7 @@
 """The ``stn3dmm`` command line. Thin: parses arguments and calls the package.
 
-Commands: ``prepare-model`` (build the grid model file), ``show-model`` (pictures of it).
+Commands: ``prepare-model`` (build the grid model file), ``show-model`` (pictures of it),
+``demo`` (the original's landmark-fitting demo on its six photos).
 Errors the user can fix (bad files, missing data) print one clear line and exit with 2.
 """
 
@@ -89,6 +90,27 @@ def cmd_show_model(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    import torch
+
+    from .demo import convergence_figure, default_demo_data, demo_figures, read_demodata, run_demo
+    from .model.prepare import load_model
+    from .stn.visibility import visibility_comparison_figure
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    images, labels = read_demodata(args.data or default_demo_data())
+    model = load_model(args.model, log=_log)
+    runs = run_demo(model, images, labels, log=_log)
+    out = Path(args.out)
+    paths = demo_figures(model, images, labels, runs[-1], out, visibility=args.visibility)
+    paths.append(convergence_figure(runs, out))
+    visibility_comparison_figure(model, yaws=(0, 30, 50, 70), path=out / "visibility_yaw.png")
+    paths.append(out / "visibility_yaw.png")
+    for p in paths:
+        _log(f"wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stn3dmm", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="directory for the PNGs")
     q.add_argument("--n-random", type=int, default=6, help="random faces to draw (default 6)")
     q.set_defaults(func=cmd_show_model)
+
+    q = sub.add_parser("demo", help="the original demo: fit six photos from landmarks and flatten them")
+    q.add_argument("--data", help="demodata.mat (default: $STN3DMM_SHARED/data or ../shared/data)")
+    q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
+    q.add_argument("--out", required=True, help="directory for the figures")
+    q.set_defaults(func=cmd_demo)
     return p
 
 

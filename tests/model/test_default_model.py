@@ -10,9 +10,6 @@ import pytest
 from stn3dmm.model import load_model_file
 from stn3dmm.model.mesh import genus, mesh_report
 
-from conftest import SHARED  # noqa: E402
-
-CHECKER = SHARED / "tools" / "check_grid_model.py"
 
 
 def test_recovered_mesh_is_a_clean_disk(default_grid, default_source):
@@ -58,7 +55,7 @@ def test_grid_geometry(default_grid):
     assert model.landmarks["ibug68"].shape == (68,)
 
 
-def test_file_contract_round_trip_and_shared_checker(default_grid):
+def test_file_contract_round_trip_and_shared_checker(default_grid, shared_dir):
     model, _, path = default_grid
     z = np.load(path, allow_pickle=False)
     R = int(z["res"])
@@ -66,6 +63,7 @@ def test_file_contract_round_trip_and_shared_checker(default_grid):
     assert z["basis_exp"].shape == (10, R, R, 3) and z["faces"].shape == (2 * (R - 1) ** 2, 3)
     back = load_model_file(path)
     np.testing.assert_array_equal(back.mean, model.mean)
+    CHECKER = shared_dir / "tools" / "check_grid_model.py"
     if not CHECKER.exists():
         pytest.skip(f"{CHECKER} not present")
     out = subprocess.run([sys.executable, str(CHECKER), str(path)], capture_output=True, text=True)

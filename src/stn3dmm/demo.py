@@ -1,0 +1,144 @@
+"""The original's demo: fit the six demo photos from their landmarks, then flatten them.
+
+Owns reading ``demodata.mat`` (``Images`` 224x224x3xB float 0..255, ``Labels`` 1x2x21xB as
+(x, y_up), 1-based; SPEC section 7), running both optimisers (the original's plain gradient
+descent and our Levenberg–Marquardt), and the figures: per photo
+``photo | projected mesh | flattened | mask | masked``, plus a convergence plot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .conventions import points_from_original
+from .fit import fit_landmarks
+from .stn import MorphableSTN
+from .viz import plt, save_figure
+
+
+def default_demo_data() -> Path:
+    """``$STN3DMM_SHARED/data/demodata.mat``, else ``../shared/data/demodata.mat``."""
+    shared = os.environ.get("STN3DMM_SHARED")
+    return Path(shared) / "data" / "demodata.mat" if shared else Path("../shared/data/demodata.mat")
+
+
+def read_demodata(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (B, 3, 224, 224) float in [0, 1], landmarks (B, 21, 2) ours: 0-based, y down)."""
+    import scipy.io
+
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file (the original demo's demodata.mat: Images 224x224x3xB, "
+                         "Labels 1x2x21xB); pass --data")
+    try:
+        d = scipy.io.loadmat(path)
+    except Exception as e:  # scipy raises several types for non-.mat input
+        raise ValueError(f"{path}: not a readable MATLAB file ({e})") from None
+    for k in ("Images", "Labels"):
+        if k not in d:
+            raise ValueError(f"{path}: no variable {k!r} (found {sorted(x for x in d if not x.startswith('__'))})")
+    img, lab = np.asarray(d["Images"], np.float32), np.asarray(d["Labels"], np.float64)
+    if img.ndim != 4 or img.shape[2] != 3 or lab.shape[:3] != (1, 2, 21) or lab.shape[3] != img.shape[3]:
+        raise ValueError(f"{path}: Images {img.shape} / Labels {lab.shape}; expected (H, W, 3, B) and (1, 2, 21, B)")
+    images = torch.from_numpy(img.transpose(3, 2, 0, 1) / 255.0)
+    labels = torch.from_numpy(lab[0].transpose(2, 1, 0).copy())     # (B, 21, 2) as (x, y_up), 1-based
+    labels[~np.isfinite(labels.numpy()).all(-1)] = float("nan")
+    return images, points_from_original(labels, img.shape[0])
+
+
+@dataclass
+class DemoRun:
+    name: str
+    error: np.ndarray          # (B,) mean landmark error px
+    seconds: float
+    iterations: np.ndarray
+    history: np.ndarray        # (T, B) energy
+    theta: torch.Tensor
+    n_id: int
+    n_exp: int
+    scale: str
+
+
+def run_demo(model, images, labels, log=print) -> list[DemoRun]:
+    """Fit with the original's gradient descent (5 + 5 components, s = 0.99^logs, random
+    alpha, step 1e-6, shape gradient x101, stop when the loss changes by < 1) and with
+    Levenberg–Marquardt (5 + 5, and all components)."""
+    runs = []
+    configs = [
+        ("gradient descent (original), 5+5", dict(method="gd", n_id=5, n_exp=5, scale="original",
+                                                  init_alpha="random", generator=torch.Generator().manual_seed(0))),
+        ("Levenberg-Marquardt, 5+5", dict(method="lm", n_id=5, n_exp=5)),
+        (f"Levenberg-Marquardt, {model.n_id}+{model.n_exp}", dict(method="lm")),
+    ]
+    for name, kw in configs:
+        fit_landmarks(model, labels[:1], **{k: v for k, v in kw.items() if k != "generator"})   # warm-up
+        t = time.perf_counter()
+        r = fit_landmarks(model, labels, image_size=tuple(images.shape[-2:]), **kw)
+        dt = time.perf_counter() - t
+        runs.append(DemoRun(name, r.error.numpy(), dt, r.iterations.numpy(), r.history.numpy(), r.theta,
+                            r.n_id, r.n_exp, r.scale))
+        log(f"{name:<36} mean error {r.error.mean():.2f} px (per photo {np.round(r.error.numpy(), 2).tolist()}), "
+            f"{dt:.3f} s for {len(labels)} photos, iterations {r.iterations.tolist()}")
+    return runs
+
+
+def _wireframe(ax, points, res, every=4, **kw):
+    g = points.reshape(res, res, 2)
+    for i in range(0, res, every):
+        ax.plot(g[i, :, 0], g[i, :, 1], **kw)
+        ax.plot(g[:, i, 0], g[:, i, 1], **kw)
+
+
+def demo_figures(model, images, labels, run: DemoRun, out_dir, visibility="depth", log=print) -> list[Path]:
+    """Per photo: photo with labels | projected mesh | flattened | mask | masked."""
+    stn = MorphableSTN(model, visibility=visibility, n_id=run.n_id, n_exp=run.n_exp, scale=run.scale).double()
+    with torch.no_grad():
+        out = stn(images.double(), run.theta.double())
+    paths = []
+    for k in range(len(images)):
+        fig, ax = plt.subplots(1, 5, figsize=(16, 3.6), dpi=90)
+        photo = images[k].permute(1, 2, 0).numpy()
+        ax[0].imshow(photo)
+        ax[0].plot(labels[k, :, 0], labels[k, :, 1], "o", ms=3, mfc="none", mec="lime")
+        ax[0].plot(out["landmarks"][k, :, 0], out["landmarks"][k, :, 1], "+", ms=5, color="red")
+        ax[0].set_title(f"photo {k + 1}: labels (o), fit (+)")
+        ax[1].imshow(photo)
+        _wireframe(ax[1], out["points"][k].numpy(), model.res, color="cyan", lw=0.4)
+        ax[1].set_title(f"projected mesh, error {run.error[k]:.2f} px")
+        ax[2].imshow(out["flattened"][k].permute(1, 2, 0).clamp(0, 1).numpy())
+        ax[2].set_title("flattened (UV)")
+        ax[3].imshow(out["mask"][k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax[3].set_title(f"mask ({visibility})")
+        ax[4].imshow(out["masked"][k].permute(1, 2, 0).clamp(0, 1).numpy())
+        ax[4].set_title("masked")
+        for a in ax:
+            a.axis("off")
+        for a in ax[:2]:
+            a.set_xlim(0, images.shape[-1] - 1)
+            a.set_ylim(images.shape[-2] - 1, 0)
+        fig.tight_layout()
+        paths.append(save_figure(fig, Path(out_dir) / f"demo_{k + 1}.png"))
+    return paths
+
+
+def convergence_figure(runs: list[DemoRun], out_dir) -> Path:
+    """Energy against iteration for every photo and optimiser (log scales)."""
+    fig, ax = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), dpi=90)
+    for a, r in zip(np.atleast_1d(ax), runs):
+        h = r.history
+        for k in range(h.shape[1]):
+            n = int(r.iterations[k]) + 1
+            a.plot(np.arange(1, n + 1), h[:n, k], lw=1)
+        a.set_xscale("log")
+        a.set_yscale("log")
+        a.set_xlabel("iteration")
+        a.set_ylabel("energy (landmark + prior)")
+        a.set_title(f"{r.name}\nmean error {r.error.mean():.2f} px in {r.seconds:.3f} s", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, Path(out_dir) / "convergence.png")
