@@ -162,8 +162,6 @@ def measure(args, case, visibility, mode):
 
 def check_equivalence(args):
     """Batched and looped outputs must agree before their speed means anything."""
-    import torch
-
     from stn3dmm.stn import MorphableSTN
 
     model, images, theta = build(min(args.res, 48), args.n_id, args.n_exp, 8, "cpu")

@@ -3,7 +3,6 @@ per run by tests/conftest.py), and the original demo's photos when ../shared/dat
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
