@@ -1,0 +1,88 @@
+"""Export of a fitted face as a textured mesh: Wavefront OBJ + MTL + PNG texture.
+
+The grid model's UV map is its grid (u = j / (R-1), v = 1 - i / (R-1)), so the flattened
+texture (row 0 = top of the face) is the mesh's texture image as it is: OBJ's v = 0 is the
+bottom row of the image. Files open in MeshLab and Blender. All three are written to
+temporary files first and renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .paths import publish
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def obj_text(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, mtl_name: str, material: str = "face") -> str:
+    """OBJ text: ``v`` (N, 3), ``vt`` (N, 2) with the same indices, 1-based ``f v/vt``."""
+    buf = io.StringIO()
+    buf.write("# stn3dmm fitted face (mm, y up)\n")
+    buf.write(f"mtllib {mtl_name}\n")
+    np.savetxt(buf, vertices, fmt="v %.5f %.5f %.5f")
+    np.savetxt(buf, uv, fmt="vt %.6f %.6f")
+    buf.write(f"usemtl {material}\n")
+    f1 = faces + 1
+    np.savetxt(buf, np.repeat(f1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+    return buf.getvalue()
+
+
+def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture: np.ndarray) -> list[Path]:
+    """Write ``path`` (.obj), its .mtl and its texture .png beside it.
+
+    Args:
+        vertices: (N, 3) mesh vertices (mm).
+        faces: (F, 3) 0-based triangles, counter-clockwise seen from outside.
+        uv: (N, 2) texture coordinates, v = 1 at the top row of ``texture``.
+        texture: (H, W, 3) or (H, W, 4) uint8 image.
+    Returns the three paths.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stem = path.with_suffix("")
+    mtl, png = stem.with_suffix(".mtl"), Path(f"{stem}_texture.png")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(texture)).save(buf, format="PNG")
+    _atomic_write(png, buf.getvalue())
+    mtl_text = (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
+                f"map_Kd {png.name}\n")
+    _atomic_write(mtl, mtl_text.encode())
+    _atomic_write(path, obj_text(vertices, faces, uv, mtl.name).encode())
+    return [path, mtl, png]
+
+
+def read_obj(path) -> dict:
+    """A small OBJ reader for checks: {'v': (N, 3), 'vt': (M, 2), 'f_v': (F, 3), 'f_vt': (F, 3), 'mtllib': str}."""
+    v, vt, fv, ft, mtllib = [], [], [], [], None
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "v":
+            v.append([float(x) for x in parts[1:4]])
+        elif parts[0] == "vt":
+            vt.append([float(x) for x in parts[1:3]])
+        elif parts[0] == "f":
+            corners = [p.split("/") for p in parts[1:]]
+            fv.append([int(c[0]) - 1 for c in corners])
+            ft.append([int(c[1]) - 1 for c in corners])
+        elif parts[0] == "mtllib":
+            mtllib = parts[1]
+    return {"v": np.array(v), "vt": np.array(vt), "f_v": np.array(fv), "f_vt": np.array(ft), "mtllib": mtllib}
