@@ -1,0 +1,246 @@
+"""Face crops for the spatial transformer's input, and the similarity that relates them to the photo.
+
+This module owns :class:`CropTransform` (a 2 x 3 similarity between photo pixels and crop
+pixels), :func:`warp` (resample an image through one), :func:`square_transform`,
+:func:`crop_square` and :func:`crop_face`.
+
+Coordinates follow :mod:`stn3dmm.conventions` in both images: x right, y down, 0-based pixel
+centres. A square crop of ``side`` photo pixels centred on photo point ``c`` and resampled to
+``size`` pixels, turned by ``angle`` (radians; the crop's x axis points along the photo
+direction ``(cos angle, sin angle)``), is the similarity::
+
+    x_crop = s * Rot(angle)^T (x_photo - c) + (size - 1) / 2,      s = size / side
+
+so the photo square's outer pixel edges land on the crop's outer pixel edges. Sampling is
+bilinear; when the crop shrinks the photo by 2x or more, the photo region is first box-filtered
+by the integer factor ``floor(1 / s)`` so that the crop does not alias. Crop pixels whose
+source lies outside the photo (``x < 0 or x > W - 1``, likewise y) are padded: ``"zeros"``
+(default, black, the STN's own convention for outside samples) or ``"border"`` (the nearest
+edge pixel); :meth:`CropTransform.valid_mask` tells which crop pixels are real.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: The STN's input size (the original's 224 x 224).
+DEFAULT_SIZE = 224
+#: Context added around the face box on each side, as a fraction of the box side. With the
+#: face-mesh box (the default model's mean spans 140 x 162 mm of it, centred within 5 mm of the
+#: model's origin), a 224 crop shows the face at about 1 px/mm with the origin near the centre:
+#: the STN's start pose (t at the image centre, s = 1).
+DEFAULT_MARGIN = 0.2
+PADDINGS = ("zeros", "border")
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """``x_crop = matrix[:, :2] @ x_photo + matrix[:, 2]`` (a similarity), with the sizes it joins.
+
+    Attributes:
+        matrix: (2, 3) float64.
+        source_size: (width, height) of the photo it reads.
+        size: (width, height) of the crop it makes.
+    """
+
+    matrix: np.ndarray
+    source_size: tuple[int, int]
+    size: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per photo pixel."""
+        return float(math.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    @property
+    def angle(self) -> float:
+        """Rotation of the crop's x axis in the photo, radians."""
+        return float(math.atan2(self.matrix[0, 1], self.matrix[0, 0]))
+
+    def apply(self, points) -> np.ndarray:
+        """Photo points ``(..., 2)`` -> crop points (NaN stays NaN)."""
+        p = np.asarray(points, dtype=np.float64)
+        return p @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+    def inverse(self) -> "CropTransform":
+        """The transform from crop pixels back to photo pixels."""
+        a_inv = np.linalg.inv(self.matrix[:, :2])
+        m = np.concatenate([a_inv, -(a_inv @ self.matrix[:, 2])[:, None]], axis=1)
+        return CropTransform(m, self.size, self.source_size)
+
+    def to_source(self, points) -> np.ndarray:
+        """Crop points ``(..., 2)`` -> photo points."""
+        return self.inverse().apply(points)
+
+    def then(self, other: "CropTransform") -> "CropTransform":
+        """The transform that applies ``self`` and then ``other``."""
+        a = other.matrix[:, :2] @ self.matrix[:, :2]
+        b = other.matrix[:, :2] @ self.matrix[:, 2] + other.matrix[:, 2]
+        return CropTransform(np.concatenate([a, b[:, None]], axis=1), self.source_size, other.size)
+
+    def valid_mask(self) -> np.ndarray:
+        """(h, w) bool: crop pixels whose source point lies inside the photo (not padding)."""
+        w, h = self.size
+        sw, sh = self.source_size
+        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+        src = self.to_source(np.stack([u, v], axis=-1))
+        eps = 1e-6
+        return ((src[..., 0] >= -eps) & (src[..., 0] <= sw - 1 + eps)
+                & (src[..., 1] >= -eps) & (src[..., 1] <= sh - 1 + eps))
+
+
+def square_transform(center, side: float, size: int, source_size, angle: float = 0.0) -> CropTransform:
+    """The similarity of a ``side``-pixel square around photo point ``center`` to a ``size`` crop."""
+    if not (side > 0 and size >= 1):
+        raise ValueError(f"need side > 0 and size >= 1, got side={side}, size={size}")
+    s = size / float(side)
+    c, si = math.cos(angle), math.sin(angle)
+    a = s * np.array([[c, si], [-si, c]])
+    half = (size - 1) / 2.0
+    b = np.array([half, half]) - a @ np.asarray(center, dtype=np.float64)
+    return CropTransform(np.concatenate([a, b[:, None]], axis=1), tuple(int(v) for v in source_size),
+                         (int(size), int(size)))
+
+
+def _as_chw(image) -> torch.Tensor:
+    """(C, H, W) float tensor from numpy (H, W[, C]) or torch (C, H, W) / (H, W); uint8 is divided by 255."""
+    if isinstance(image, torch.Tensor):
+        t = image if image.ndim == 3 else image[None]
+        return t.float() / 255.0 if t.dtype == torch.uint8 else (t if t.is_floating_point() else t.float())
+    a = image if image.ndim == 3 else image[:, :, None]
+    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+    return t.float() / 255.0 if a.dtype == np.uint8 else t.float()
+
+
+def _image_size(image) -> tuple[int, int]:
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[-1]), int(image.shape[-2])
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def warp(image, transform: CropTransform, padding: str = "zeros"):
+    """Resample ``image`` into the crop of ``transform`` (see the module docstring).
+
+    Args:
+        image: numpy (H, W) or (H, W, C), uint8 (read as value / 255) or float; or a torch
+            tensor (C, H, W) or (H, W).
+        transform: photo -> crop similarity; its ``source_size`` must be the image's size.
+        padding: ``"zeros"`` or ``"border"``.
+
+    Returns:
+        numpy (h, w[, C]) float32 for numpy input, torch (C, h, w) (or (h, w)) for torch input.
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    is_torch = isinstance(image, torch.Tensor)
+    if not is_torch:
+        image = np.asarray(image)
+    sw, sh = _image_size(image)
+    if (sw, sh) != tuple(transform.source_size):
+        raise ValueError(f"image is {sw} x {sh} but the transform reads a {transform.source_size} image")
+    w, h = transform.size
+    inv = transform.inverse()
+    # the photo region the crop reads (a similarity maps the crop's corner pixels to the extremes),
+    # with slack for the box filter and bilinear interpolation
+    corners = inv.apply(np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]]))
+    k = max(1, int(math.floor(1.0 / transform.scale + 1e-9)))
+    lo, hi = corners.min(0), corners.max(0)
+    x0 = min(max(0, int(math.floor(lo[0])) - k - 1), sw - 1)
+    y0 = min(max(0, int(math.floor(lo[1])) - k - 1), sh - 1)
+    x1 = max(min(sw, int(math.ceil(hi[0])) + k + 2), x0 + 1)
+    y1 = max(min(sh, int(math.ceil(hi[1])) + k + 2), y0 + 1)
+    region = image[..., y0:y1, x0:x1] if is_torch else image[y0:y1, x0:x1]
+    t = _as_chw(region)
+    if k > 1:  # box filter: pooled pixel (i, j) is centred at photo (x0 + k j + (k-1)/2, y0 + k i + (k-1)/2)
+        t = F.avg_pool2d(t[None], k, stride=k, ceil_mode=True)[0]
+    rh, rw = t.shape[-2:]
+    # one affine map: crop normalised -> crop pixels -> photo pixels -> pooled pixels -> pooled
+    # normalised, all with align_corners=True (stn3dmm.conventions)
+    to_pixels = np.array([[(w - 1) / 2.0, 0.0, (w - 1) / 2.0], [0.0, (h - 1) / 2.0, (h - 1) / 2.0], [0, 0, 1]])
+    photo = np.vstack([inv.matrix, [0.0, 0.0, 1.0]])
+    ax, ay = 2.0 / (k * max(rw - 1, 1)), 2.0 / (k * max(rh - 1, 1))
+    to_pooled = np.array([[ax, 0.0, -ax * (x0 + (k - 1) / 2.0) - 1.0], [0.0, ay, -ay * (y0 + (k - 1) / 2.0) - 1.0],
+                          [0, 0, 1]])
+    theta = torch.from_numpy((to_pooled @ photo @ to_pixels)[:2]).to(t.dtype)
+    grid = F.affine_grid(theta[None], [1, t.shape[0], h, w], align_corners=True)
+    out = F.grid_sample(t[None], grid, mode="bilinear", padding_mode=padding, align_corners=True)[0]
+    if padding == "zeros":  # outside the photo (x < 0 or x > W - 1, likewise y) is padding
+        lo_n = to_pooled[:2] @ np.array([0.0, 0.0, 1.0])
+        hi_n = to_pooled[:2] @ np.array([sw - 1.0, sh - 1.0, 1.0])
+        e = 1e-6 * min(ax, ay)
+        gx, gy = grid[0, ..., 0], grid[0, ..., 1]
+        inside = (gx >= lo_n[0] - e) & (gx <= hi_n[0] + e) & (gy >= lo_n[1] - e) & (gy <= hi_n[1] + e)
+        out = out * inside.to(out.dtype)
+    if is_torch:
+        return out if image.ndim == 3 else out[0]
+    out = out.permute(1, 2, 0).numpy().astype(np.float32, copy=False)
+    return out if image.ndim == 3 else out[:, :, 0]
+
+
+def crop_square(image, center, side: float, size: int = DEFAULT_SIZE, *, angle: float = 0.0,
+                padding: str = "zeros"):
+    """Crop a ``side``-pixel square around ``center`` (turned by ``angle``) to ``size`` pixels.
+
+    Returns ``(crop, transform)``: the crop as :func:`warp` returns it and the photo -> crop
+    :class:`CropTransform`.
+    """
+    t = square_transform(center, side, size, _image_size(image), angle)
+    return warp(image, t, padding), t
+
+
+def face_square(face, margin: float = DEFAULT_MARGIN, *, align: bool = False):
+    """(center (2,), side, angle) of the square crop around a detected face.
+
+    The face box is the bounding box of the face's landmark points when it has them, else its
+    detector box; the square has the box's longer side plus ``margin`` times it on each side,
+    centred on the box. With ``align``, the square turns so that the eyes lie on a horizontal
+    line (from the landmark eye corners, or the detector's eye keypoints).
+    """
+    pts = getattr(face, "points", None)
+    if pts is not None:
+        pts = np.asarray(pts, dtype=np.float64)
+        lo, hi = pts.min(0), pts.max(0)
+    else:
+        b = np.asarray(face.bbox, dtype=np.float64)
+        lo, hi = b[:2], b[2:]
+    center = (lo + hi) / 2.0
+    side = float(max(hi - lo)) * (1.0 + 2.0 * margin)
+    angle = 0.0
+    if align:
+        eyes = face.eye_centers() if hasattr(face, "eye_centers") else None
+        if eyes is not None:
+            d = eyes[1] - eyes[0]  # image-left eye -> image-right eye
+            angle = float(math.atan2(d[1], d[0]))
+    return center, max(side, 1.0), angle
+
+
+def crop_face(image, face, size: int = DEFAULT_SIZE, margin: float = DEFAULT_MARGIN, *, align: bool = False,
+              padding: str = "zeros"):
+    """Crop a detected face for the STN: ``(crop (size, size, 3), transform)``.
+
+    See :func:`face_square` for the square and the module docstring for sampling and padding.
+    ``transform`` maps photo pixels to crop pixels (``transform.apply``) and back
+    (``transform.to_source``); ``face.transformed(transform)`` gives the face (box, landmarks)
+    in crop coordinates.
+
+    Args:
+        image: numpy (H, W, 3) (uint8, or float in [0, 1]) or torch (3, H, W); a
+            :class:`~stn3dmm.photos.io.Photo` is accepted too (its ``image``).
+        face: a :class:`~stn3dmm.photos.detect.Face` (anything with ``bbox`` and ``points``).
+        size: crop side in pixels (the STN input, 224 by default).
+        margin: context on each side, as a fraction of the face box side.
+        align: turn the crop so that the eyes are level.
+        padding: ``"zeros"`` or ``"border"``.
+    """
+    image = getattr(image, "image", image)
+    center, side, angle = face_square(face, margin, align=align)
+    return crop_square(image, center, side, size, angle=angle, padding=padding)
+
+
+__all__ = ["DEFAULT_SIZE", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
+           "crop_square", "face_square", "crop_face"]

