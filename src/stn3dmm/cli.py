@@ -1,7 +1,8 @@
 """The ``stn3dmm`` command line. Thin: parses arguments and calls the package.
 
 Commands: ``prepare-model`` (build the grid model file), ``show-model`` (pictures of it),
-``demo`` (the original's landmark-fitting demo on its six photos).
+``demo`` (the original's landmark-fitting demo on its six photos), ``flatten`` (photos ->
+flattened face textures), ``average`` (mean texture of one person).
 Errors the user can fix (bad files, missing data) print one clear line and exit with 2.
 """
 
@@ -111,6 +112,28 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_flatten(args) -> int:
+    from .flatten import Flattener, flatten_paths
+    from .model.prepare import load_model
+
+    model = load_model(args.model, log=_log)
+    fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
+    rep = flatten_paths(args.inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
+                        mesh=not args.no_mesh, progress=not args.quiet, log=_log)
+    _log(rep.summary())
+    _log(f"results in {Path(args.out).resolve()}")
+    return 0 if rep.succeeded else 1
+
+
+def cmd_average(args) -> int:
+    from .average import average_folder
+
+    paths = average_folder(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
+    for p in paths:
+        _log(f"wrote {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stn3dmm", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -137,6 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
     q.add_argument("--out", required=True, help="directory for the figures")
     q.set_defaults(func=cmd_demo)
+
+    q = sub.add_parser("flatten", help="flatten the faces of photos into the model's UV space")
+    q.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
+    q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--res", type=int, default=None, help="output texture side (default: the model's R, 112)")
+    q.add_argument("--size", type=int, default=224, help="STN input (face crop) side in px (default 224)")
+    q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
+    q.add_argument("--landmarks", choices=["dense", "ibug68"], default="dense",
+                   help="detector points used for fitting (default: dense, about 400)")
+    q.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo (largest first)")
+    q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
+    q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_flatten)
+
+    q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person)")
+    q.add_argument("folder", help="folder of *_texture.png files written by flatten")
+    q.add_argument("--out", required=True, help="output PNG; a coverage map is written beside it")
+    q.add_argument("--pattern", default="*_texture.png", help="file pattern (default *_texture.png)")
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=cmd_average)
     return p
 
 

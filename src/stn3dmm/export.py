@@ -8,6 +8,7 @@ temporary files first and renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -29,21 +30,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.remove(tmp)
 
 
+_STATIC: dict = {}
+
+
+def _uv_and_faces_text(faces: np.ndarray, uv: np.ndarray, material: str) -> str:
+    """The ``vt`` and ``f`` lines, which are the same for every face of one model: cached."""
+    key = (hashlib.sha1(np.ascontiguousarray(faces).tobytes() + np.ascontiguousarray(uv).tobytes()).hexdigest(),
+           material)
+    if key not in _STATIC:
+        buf = io.StringIO()
+        np.savetxt(buf, uv, fmt="vt %.6f %.6f")
+        buf.write(f"usemtl {material}\n")
+        np.savetxt(buf, np.repeat(faces + 1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
+        _STATIC.clear()
+        _STATIC[key] = buf.getvalue()
+    return _STATIC[key]
+
+
 def obj_text(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, mtl_name: str, material: str = "face") -> str:
     """OBJ text: ``v`` (N, 3), ``vt`` (N, 2) with the same indices, 1-based ``f v/vt``."""
     buf = io.StringIO()
     buf.write("# stn3dmm fitted face (mm, y up)\n")
     buf.write(f"mtllib {mtl_name}\n")
-    np.savetxt(buf, vertices, fmt="v %.5f %.5f %.5f")
-    np.savetxt(buf, uv, fmt="vt %.6f %.6f")
-    buf.write(f"usemtl {material}\n")
-    f1 = faces + 1
-    np.savetxt(buf, np.repeat(f1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
-    return buf.getvalue()
+    np.savetxt(buf, vertices, fmt="v %.4f %.4f %.4f")
+    return buf.getvalue() + _uv_and_faces_text(faces, uv, material)
 
 
 def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture: np.ndarray) -> list[Path]:
-    """Write ``path`` (.obj), its .mtl and its texture .png beside it.
+    """Write ``path`` (.obj), and beside it the .mtl and the texture .png of the same stem.
 
     Args:
         vertices: (N, 3) mesh vertices (mm).
@@ -57,7 +71,7 @@ def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.nda
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.with_suffix("")
-    mtl, png = stem.with_suffix(".mtl"), Path(f"{stem}_texture.png")
+    mtl, png = stem.with_suffix(".mtl"), stem.with_suffix(".png")
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(texture)).save(buf, format="PNG")
     _atomic_write(png, buf.getvalue())

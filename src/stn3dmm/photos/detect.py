@@ -38,8 +38,10 @@ flagged ``tiny``; :meth:`Face.landmarks` refuses them (:class:`TinyFaceError`) u
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
@@ -76,6 +78,29 @@ class NoLandmarksError(FaceError):
 
 class DetectorUnavailable(ImportError):
     """mediapipe (with its bundled models) is not installed."""
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send the C++ side's stderr (mediapipe's absl/TFLite start-up chatter) to /dev/null for
+    the duration; Python exceptions are unaffected. Set STN3DMM_DETECTOR_LOG=1 to keep it."""
+    if os.environ.get("STN3DMM_DETECTOR_LOG"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):      # no real fd 2 (e.g. some notebooks): nothing to do
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _import_mediapipe():
@@ -326,10 +351,11 @@ class FaceDetector:
     def _graphs(self):
         if self._mesh is None:
             fd, fm, _ = _import_mediapipe()
-            self._short = fd.FaceDetection(model_selection=0, min_detection_confidence=self.min_score)
-            self._full = fd.FaceDetection(model_selection=1, min_detection_confidence=self.min_score)
-            self._mesh = fm.FaceMesh(static_image_mode=True, max_num_faces=3, refine_landmarks=False,
-                                     min_detection_confidence=0.3)
+            with _quiet_native_stderr():
+                self._short = fd.FaceDetection(model_selection=0, min_detection_confidence=self.min_score)
+                self._full = fd.FaceDetection(model_selection=1, min_detection_confidence=self.min_score)
+                self._mesh = fm.FaceMesh(static_image_mode=True, max_num_faces=3, refine_landmarks=False,
+                                         min_detection_confidence=0.3)
         return self._short, self._full, self._mesh
 
     def close(self) -> None:
@@ -348,7 +374,8 @@ class FaceDetector:
     @staticmethod
     def _run_detector(graph, img: np.ndarray, offset=(0.0, 0.0)):
         h, w = img.shape[:2]
-        res = graph.process(img)
+        with _quiet_native_stderr():
+            res = graph.process(img)
         out = []
         for d in res.detections or []:
             rb = d.location_data.relative_bounding_box
@@ -412,7 +439,8 @@ class FaceDetector:
             angle = math.atan2(d[1], d[0])
         t = square_transform(center, side * self.mesh_context, out, (w, h), angle)
         crop = _warp_uint8(img, t)
-        res = mesh.process(crop)
+        with _quiet_native_stderr():
+            res = mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
         bc = t.apply(np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]))
