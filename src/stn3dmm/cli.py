@@ -116,9 +116,16 @@ def cmd_flatten(args) -> int:
     from .flatten import Flattener, flatten_paths
     from .model.prepare import load_model
 
+    inputs = list(args.inputs)
+    if args.samples:
+        from .samples import copy_samples
+
+        inputs += [str(p) for p in copy_samples(Path(args.out) / "samples")]
+    if not inputs:
+        raise ValueError("no photos given: name photos or folders, or pass --samples")
     model = load_model(args.model, log=_log)
     fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
-    rep = flatten_paths(args.inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
+    rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
                         mesh=not args.no_mesh, progress=not args.quiet, log=_log)
     _log(rep.summary())
     _log(f"results in {Path(args.out).resolve()}")
@@ -162,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_demo)
 
     q = sub.add_parser("flatten", help="flatten the faces of photos into the model's UV space")
-    q.add_argument("inputs", nargs="+", help="photos and/or folders of photos")
+    q.add_argument("inputs", nargs="*", help="photos and/or folders of photos")
+    q.add_argument("--samples", action="store_true",
+                   help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--res", type=int, default=None, help="output texture side (default: the model's R, 112)")
     q.add_argument("--size", type=int, default=224, help="STN input (face crop) side in px (default 224)")

@@ -52,7 +52,8 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, mtl_name: 
     buf = io.StringIO()
     buf.write("# stn3dmm fitted face (mm, y up)\n")
     buf.write(f"mtllib {mtl_name}\n")
-    np.savetxt(buf, vertices, fmt="v %.4f %.4f %.4f")
+    v = np.asarray(vertices, dtype=np.float64)
+    buf.write(("v %.4f %.4f %.4f\n" * len(v)) % tuple(v.ravel().tolist()))
     return buf.getvalue() + _uv_and_faces_text(faces, uv, material)
 
 

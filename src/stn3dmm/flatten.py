@@ -90,17 +90,22 @@ class Flattener:
 
     def flatten_faces(self, image: np.ndarray, faces: list) -> list[FaceResult]:
         """Fit and flatten ``faces`` of ``image`` (H, W, 3) float in [0, 1], batched."""
+        return self.flatten_many([(image, f) for f in faces])
+
+    def flatten_many(self, items: list) -> list[FaceResult]:
+        """Fit and flatten ``(image, face)`` pairs (faces from any photos) in one batch.
+        ``FaceResult.index`` is the position within each image's own list of faces."""
         from .photos import crop_face
 
+        if not items:
+            return []
         t0 = time.perf_counter()
         crops, transforms, targets = [], [], []
-        for f in faces:
+        for image, f in items:
             crop, tr = crop_face(image, f, size=self.size)
             crops.append(crop)
             transforms.append(tr)
             targets.append(f.transformed(tr).landmarks(self.model, self.mapping))
-        if not faces:
-            return []
         t1 = time.perf_counter()
         pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
         w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
@@ -112,16 +117,19 @@ class Flattener:
             out = self.stn(images, fit.theta.to(self.device, torch.float32))
             completed, alpha = symmetric_completion(out["flattened"], out["mask"], blend=self.blend)
         t3 = time.perf_counter()
+        n = len(items)
+        seen = Counter()
         res = []
-        for k, f in enumerate(faces):
+        for k, (image, f) in enumerate(items):
+            idx = seen[id(image)]
+            seen[id(image)] += 1
             res.append(FaceResult(
-                index=k, crop=crops[k], transform=transforms[k], theta=fit.theta[k].numpy(),
+                index=idx, crop=crops[k], transform=transforms[k], theta=fit.theta[k].numpy(),
                 error=float(fit.error[k]), targets=targets[k], points=out["points"][k].cpu().numpy(),
                 shape=out["shape"][k].cpu().numpy(), flattened=out["flattened"][k].permute(1, 2, 0).cpu().numpy(),
                 mask=out["mask"][k, 0].cpu().numpy(), completed=completed[k].permute(1, 2, 0).cpu().numpy(),
                 completed_alpha=alpha[k, 0].cpu().numpy(), face=f,
-                seconds={"crop+map": (t1 - t0) / len(faces), "fit": (t2 - t1) / len(faces),
-                         "sample+visibility": (t3 - t2) / len(faces)}))
+                seconds={"crop+map": (t1 - t0) / n, "fit": (t2 - t1) / n, "sample+visibility": (t3 - t2) / n}))
         return res
 
 
@@ -179,7 +187,7 @@ def write_outputs(r: FaceResult, out_dir: Path, stem: str, model, photo, overwri
     res = model.res if r.flattened.shape[0] == model.res else r.flattened.shape[0]
     write_png_atomic(paths["texture"], np.concatenate([_u8(r.flattened), _u8(r.mask)[..., None]], -1))
     write_png_atomic(paths["completed"], np.concatenate([_u8(r.completed), _u8(r.completed_alpha)[..., None]], -1))
-    write_png_atomic(paths["overlay"], overlay_image(r, res))
+    write_png_atomic(paths["overlay"], overlay_image(r, res), compress_level=1)
     tr = r.transform
     info = {
         "photo": str(getattr(photo, "path", "")), "face_index": r.index,
@@ -234,20 +242,59 @@ class RunReport:
 
 
 def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max_faces=None, mesh=True,
-                  progress=True, log=print) -> RunReport:
-    """Flatten every face of every photo in ``inputs`` (files and folders) into ``out_dir``."""
+                  progress=True, log=print, chunk: int = 8) -> RunReport:
+    """Flatten every face of every photo in ``inputs`` (files and folders) into ``out_dir``.
+
+    Photos are read and their faces detected one by one; the faces of up to ``chunk`` photos
+    are then fitted and flattened in one batch, and their files written by a background
+    thread while the next photos are read."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    from .photos import PhotoError, TinyFaceError, iter_photos, read_photo
+    from .photos import PhotoError, iter_photos, read_photo
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = RunReport()
-    skipped = []
-    paths = list(iter_photos(inputs, on_skip=lambda p, why: skipped.append((str(p), f"not a photo: {why}"))))
-    rep.failures += skipped
+    paths = list(iter_photos(inputs, on_skip=lambda p, why: rep.failures.append((str(p), f"not a photo: {why}"))))
     stems = Counter()
+    writes = []
+    writer = ThreadPoolExecutor(max_workers=1)
     t_start = time.perf_counter()
+
+    def write_all(batch):
+        t = time.perf_counter()
+        for path, stem, photo, results in batch:
+            for r in results:
+                write_outputs(r, out_dir, stem, flattener.model, photo, overwrite=True, mesh=mesh)
+        return time.perf_counter() - t
+
+    def process(pending):
+        items = [(ph.image, f) for _, _, ph, faces in pending for f in faces]
+        try:
+            results = flattener.flatten_many(items)
+        except ValueError:
+            if len(pending) == 1:
+                raise
+            for one in pending:            # isolate the photo that failed
+                try:
+                    process([one])
+                except ValueError as e:
+                    rep.failures.append((str(one[0]), f"fit failed: {e}"))
+            return
+        batch, k = [], 0
+        for path, stem, photo, faces in pending:
+            batch.append((path, stem, photo, results[k:k + len(faces)]))
+            k += len(faces)
+            rep.faces += len(faces)
+            rep.succeeded += 1
+        for r in results:
+            for name, v in r.seconds.items():
+                rep.seconds[name] += v
+        writes.append(writer.submit(write_all, batch))
+
+    pending = []
     bar = tqdm(paths, desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
     for path in bar:
         rep.photos += 1
@@ -267,9 +314,8 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
         except Exception as e:  # a detector failure on one photo must not stop the batch
             rep.failures.append((str(path), f"detector error: {e}"))
             continue
-        t2 = time.perf_counter()
         rep.seconds["read"] += t1 - t0
-        rep.seconds["detect"] += t2 - t1
+        rep.seconds["detect"] += time.perf_counter() - t1
         usable = [f for f in faces if not f.tiny and f.points is not None]
         if not faces:
             rep.failures.append((str(path), "no face found"))
@@ -279,29 +325,29 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
             rep.failures.append((str(path), f"{why}: {len(faces)} face(s) found, none large enough to fit "
                                             f"(at least {flattener.detector.min_face:.0f} px)"))
             continue
-        if max_faces:
-            usable = usable[:max_faces]
+        usable = usable[:max_faces] if max_faces else usable
         if not overwrite:
             clash = [out_dir / n for k in range(len(usable)) for n in output_names(stem, k).values()
                      if (out_dir / n).exists()]
             if clash:
                 rep.failures.append((str(path), f"outputs exist: {clash[0].name} (use --overwrite)"))
                 continue
-        try:
-            results = flattener.flatten_faces(photo.image, usable)
-        except (ValueError, TinyFaceError) as e:
-            rep.failures.append((str(path), f"fit failed: {e}"))
-            continue
-        for r in results:
-            for k, v in r.seconds.items():
-                rep.seconds[k] += v
-        t3 = time.perf_counter()
-        for r in results:
-            write_outputs(r, out_dir, stem, flattener.model, photo, overwrite=True, mesh=mesh)
-        rep.seconds["write"] += time.perf_counter() - t3
-        rep.faces += len(results)
-        rep.succeeded += 1
+        pending.append((path, stem, photo, usable))
+        if len(pending) >= chunk:
+            try:
+                process(pending)
+            except ValueError as e:
+                rep.failures.append((str(pending[0][0]), f"fit failed: {e}"))
+            pending = []
         bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
+    if pending:
+        try:
+            process(pending)
+        except ValueError as e:
+            rep.failures.append((str(pending[0][0]), f"fit failed: {e}"))
+    for f in writes:
+        rep.seconds["write"] += f.result()
+    writer.shutdown()
     rep.wall = time.perf_counter() - t_start
     return rep
 

@@ -1,0 +1,120 @@
+"""Benchmark: photos per second of ``stn3dmm flatten`` end to end, and where the time goes.
+
+    python benchmarks/flatten.py [--photos 40] [--threads 2]
+
+Makes ``--photos`` one-face photos from the sample photos (rotated, scaled and shifted
+copies, 400-1200 px), prepares nothing (the model is loaded before the clock starts; the
+landmark map is built during a warm-up photo), and runs the batch runner into a temporary
+folder. Rows, all measured in this run:
+
+* baseline "read + detect": reading the photos and face detection alone (mediapipe), the
+  floor any pipeline on this detector pays;
+* ours, full outputs (texture, completion, overlay, JSON, textured OBJ);
+* ours, without the OBJ (``--no-mesh``);
+* ours with the original's back-face visibility instead of the depth test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def make_photos(n, dest):
+    from PIL import Image
+
+    from stn3dmm.samples import sample_photo_paths
+
+    srcs = [Image.open(p).convert("RGB") for p in sample_photo_paths()]
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        im = srcs[k % len(srcs)]
+        im = im.rotate(float(rng.uniform(-25, 25)), resample=Image.Resampling.BILINEAR, expand=True)
+        s = rng.uniform(0.8, 2.0)
+        im = im.resize((int(im.width * s), int(im.height * s)), Image.Resampling.BILINEAR)
+        p = Path(dest) / f"photo{k:03d}.jpg"
+        im.save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def run(label, fn):
+    start, top, done = _rss(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            top[0] = max(top[0], _rss() - start)
+            time.sleep(0.01)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    extra = fn()
+    dt = time.perf_counter() - t
+    done.set()
+    th.join()
+    return label, dt, top[0], extra
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from stn3dmm.flatten import Flattener, flatten_paths
+    from stn3dmm.model.prepare import load_model
+    from stn3dmm.photos import FaceDetector, detect_faces, read_photo
+
+    model = load_model()
+    work = Path(tempfile.mkdtemp(prefix="stn3dmm-bench-flatten-"))
+    try:
+        photos = make_photos(args.photos, work)
+        warm = Flattener(model)
+        flatten_paths([photos[0]], work / "warm", warm, progress=False)   # builds the landmark map
+
+        def detect_only():
+            det = FaceDetector()
+            for p in photos:
+                detect_faces(read_photo(p), det)
+
+        rows = [run("baseline: read + detect only (mediapipe)", detect_only)]
+        reports = {}
+        for label, kw, fl_kw in (("ours: full outputs", {}, {}),
+                                 ("ours: without the OBJ mesh", {"mesh": False}, {}),
+                                 ("ours: back-face visibility", {}, {"visibility": "backface"})):
+            fl = Flattener(model, **fl_kw)
+            out = work / label.replace(" ", "_").replace(":", "")
+            rows.append(run(label, lambda: reports.setdefault(label, flatten_paths(photos, out, fl, progress=False,
+                                                                                   **kw))))
+        print(f"{args.photos} photos (one face each, 400-1200 px), {args.threads} threads")
+        print(f"{'pipeline':<44} {'s':>7} {'photos/s':>9} {'ms/photo':>9} {'peak MiB':>9}")
+        for label, dt, pk, _ in rows:
+            print(f"{label:<44} {dt:>7.2f} {args.photos / dt:>9.1f} {1000 * dt / args.photos:>9.1f} {pk:>9.0f}")
+        print("\nwhere the time goes (ours, full outputs):")
+        rep = reports["ours: full outputs"]
+        tot = sum(rep.seconds.values())
+        for k, v in rep.seconds.items():
+            print(f"  {k:<20} {1000 * v / args.photos:7.1f} ms/photo  {100 * v / tot:5.1f}%")
+        print(f"  faces flattened: {rep.faces}, problems: {len(rep.failures)}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
