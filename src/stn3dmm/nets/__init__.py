@@ -1,0 +1,36 @@
+"""Backbone networks and the theta head of the localiser (issue 5, SPEC section 6).
+
+This package owns the network building blocks that :mod:`stn3dmm.localiser` composes:
+
+==========================  ===============================================================
+module                      contents
+==========================  ===============================================================
+:mod:`.vgg`                 :class:`VGGFace16` (VGG-16, VGG-Face layout) and its weight loaders
+                            for the MatConvNet ``vgg-face.mat`` and PyTorch state dicts
+:mod:`.resnet`              :class:`ResNet18` (BasicBlock, width multiplier) and the choice of
+                            normalisation layer (batch / group / none) shared by the small nets
+:mod:`.mobilenet`           :class:`MobileNetV2Small` (inverted residuals, width multiplier)
+:mod:`.head`                :class:`ThetaHead` (the new fully connected layer with the original's
+                            initialisation) and :func:`param_groups` (its learning-rate multipliers)
+==========================  ===============================================================
+
+Every backbone maps normalised images ``(B, 3, H, W)`` to features ``(B, out_features)`` and
+carries its input normalisation as buffers ``input_mean`` / ``input_std`` (``(1, 3, 1, 1)``,
+for images in [0, 1]) with a ``normalize(images)`` method; the localiser calls it in ``forward``.
+Nothing here depends on torchvision.
+"""
+
+from .head import ThetaHead, param_groups, start_theta
+from .mobilenet import InvertedResidual, MobileNetV2Small
+from .resnet import NORMS, BasicBlock, ResNet18, make_norm
+from .vgg import (VGGFACE_CONV_NAMES, VGGFACE_MEAN_RGB, LoadReport, VGGFace16, WeightLoadError,
+                  load_vggface, load_vggface_matconvnet, load_vggface_state_dict, matconvnet_to_torch,
+                  read_state_dict, vggface_matconvnet_shapes)
+
+__all__ = [
+    "VGGFace16", "ResNet18", "MobileNetV2Small", "BasicBlock", "InvertedResidual", "ThetaHead",
+    "param_groups", "start_theta", "make_norm", "NORMS",
+    "load_vggface", "load_vggface_matconvnet", "load_vggface_state_dict", "matconvnet_to_torch",
+    "read_state_dict", "vggface_matconvnet_shapes", "LoadReport", "WeightLoadError",
+    "VGGFACE_CONV_NAMES", "VGGFACE_MEAN_RGB",
+]
