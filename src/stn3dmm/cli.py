@@ -2,7 +2,8 @@
 
 Commands: ``prepare-model`` (build the grid model file), ``show-model`` (pictures of it),
 ``demo`` (the original's landmark-fitting demo on its six photos), ``flatten`` (photos ->
-flattened face textures), ``average`` (mean texture of one person).
+flattened face textures), ``average`` (mean texture of one person), ``train``, ``evaluate`` and
+``synthetic`` (learning the localiser).
 Errors the user can fix (bad files, missing data) print one clear line and exit with 2.
 """
 
@@ -141,6 +142,50 @@ def cmd_average(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train import load_config, train
+
+    cfg = load_config(args.config, args.set)
+    last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        _log("last: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+        _log(f"checkpoints and logs in {Path(cfg['train']['out']).resolve()}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_checkpoint, format_table
+    from .train import _parse_value
+
+    spec = {}
+    if args.data:
+        spec["kind"] = args.data
+    if args.path:
+        spec["path"] = args.path
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value (a [data] key)")
+        k, v = item.split("=", 1)
+        spec[k.removeprefix("data.")] = _parse_value(v)
+    res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, log=_log)
+    print(format_table(res))
+    if args.out:
+        _log(f"wrote {args.out}")
+    return 0
+
+
+def cmd_synthetic(args) -> int:
+    from .data.synthetic import export_synthetic
+    from .model.prepare import load_model
+
+    model = load_model(args.model, log=_log)
+    export_synthetic(args.out, model, args.identities, views=args.views, size=args.size, seed=args.seed,
+                     landmark_set=args.landmarks, identity_offset=args.identity_offset, overwrite=args.overwrite,
+                     progress=not args.quiet, log=_log)
+    _log(f"wrote {args.identities * args.views} images to {Path(args.out).resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stn3dmm", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -191,6 +236,35 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--pattern", default="*_texture.png", help="file pattern (default *_texture.png)")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_average)
+
+    q = sub.add_parser("train", help="train a localiser through the 3DMM-STN (TOML config)")
+    q.add_argument("--config", help="TOML file (sections: model, localiser, stn, data, loss, optim, train)")
+    q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+    q.add_argument("--resume", nargs="?", const="auto", help="continue from a checkpoint (default: the run's last)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("evaluate", help="landmark NME by yaw, pose error, consistency, symmetry of a checkpoint")
+    q.add_argument("--checkpoint", required=True)
+    q.add_argument("--data", help="data kind (default: the training run's): synthetic, umdfaces, 300w-lp, "
+                                  "aflw2000-3d, folder, photos")
+    q.add_argument("--path", help="the data's file or folder")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [data] setting")
+    q.add_argument("--out", help="write the metrics as JSON here")
+    q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("synthetic", help="render a synthetic multi-view data set to a landmark folder")
+    q.add_argument("--out", required=True)
+    q.add_argument("--identities", type=int, default=100)
+    q.add_argument("--views", type=int, default=4)
+    q.add_argument("--size", type=int, default=112)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--identity-offset", type=int, default=0, help="first identity number (held-out splits)")
+    q.add_argument("--landmarks", choices=["aflw21", "ibug68"], default="aflw21")
+    q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_synthetic)
     return p
 
 

@@ -1,0 +1,193 @@
+"""Evaluating a trained localiser: landmark NME by yaw, pose error, flattened consistency, symmetry.
+
+Owns the metrics of ``stn3dmm evaluate``:
+
+* **NME** (%): mean distance of the predicted to the labelled landmarks over the visible
+  ones, divided by sqrt(w h) of the labelled landmarks' bounding box, in |yaw| buckets
+  [0, 30), [30, 60), [60, 90] degrees and the unweighted mean of the three buckets (the
+  AFLW2000-3D protocol), and over all images;
+* **pose MAE** (degrees) of yaw, pitch and roll against the data set's pose;
+* **flattened consistency**: mean absolute difference (0-255) between the flattened
+  textures of different views of one identity, over the pixels visible in both;
+* **symmetry error**: the same between a flattened texture and its own mirror image;
+* the same NME for two baselines: the **mean face** at the localiser's start pose (frontal,
+  centred, s0) and the **mean landmark layout** of the evaluated images themselves.
+
+Pose convention: the synthetic data's (:data:`stn3dmm.data.synthetic.POSE_CONVENTION`,
+R = Rz(roll) Rx(pitch) Ry(yaw) in the model frame; positive yaw turns the nose towards image
++x). Real data sets define their angles in their own ways (signs, order); the |yaw| buckets
+do not depend on that, the pitch and roll errors may.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BUCKETS = ((0, 30), (30, 60), (60, 90.0001))
+
+
+def nme(pred: torch.Tensor, target: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
+    """(B,) normalised mean error in % (see the module docstring); NaN with < 2 visible points."""
+    used = (vis > 0) & torch.isfinite(target).all(-1)
+    big = torch.where(used[..., None], target, torch.full_like(target, float("inf")))
+    small = torch.where(used[..., None], target, torch.full_like(target, float("-inf")))
+    wh = (small.amax(1) - big.amin(1)).clamp_min(1e-6)
+    norm = wh.prod(-1).sqrt()
+    d = torch.where(used, (pred - torch.nan_to_num(target)).norm(dim=-1), torch.zeros_like(vis))
+    n = used.sum(1)
+    out = 100 * d.sum(1) / n.clamp_min(1) / norm
+    return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
+
+
+def bucketed(values: np.ndarray, yaw: np.ndarray) -> dict:
+    """Mean of ``values`` per |yaw| bucket, their unweighted mean, and the overall mean."""
+    out = {}
+    for lo, hi in BUCKETS:
+        m = (np.abs(yaw) >= lo) & (np.abs(yaw) < hi) & np.isfinite(values)
+        out[f"{lo}-{int(hi)}"] = float(values[m].mean()) if m.any() else float("nan")
+        out[f"n_{lo}-{int(hi)}"] = int(m.sum())
+    b = [out[f"{lo}-{int(hi)}"] for lo, hi in BUCKETS]
+    out["bucket_mean"] = float(np.nanmean(b)) if np.isfinite(b).any() else float("nan")
+    out["all"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return out
+
+
+def _mad_visible(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.Tensor) -> float:
+    both = (ma > 0.5) & (mb > 0.5)
+    if not bool(both.any()):
+        return float("nan")
+    return float(255 * (a - b).abs().mean(0)[both[0]].mean())
+
+
+@torch.no_grad()
+def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="cpu"):
+    """Run the localiser on every item: predicted landmarks, theta, flattened + masks, and labels."""
+    from .train import fetch
+
+    net.eval()
+    keep = {k: [] for k in ("pred", "target", "vis", "pose", "identity", "theta", "masked", "mask", "gt_theta")}
+    for start in range(0, len(dataset), batch):
+        idx = list(range(start, min(len(dataset), start + batch)))
+        b = fetch(dataset, idx)
+        images = b["image"].to(device)
+        theta = net(images).float()
+        out = stn(images, theta)
+        keep["pred"].append(out["points"][:, vertices].cpu())
+        keep["target"].append(b["landmarks"])
+        keep["vis"].append(b["visibility"])
+        keep["pose"].append(b["pose"])
+        keep["identity"].append(b["identity"])
+        keep["theta"].append(theta.cpu())
+        keep["masked"].append(out["masked"].cpu())
+        keep["mask"].append(out["mask"].cpu())
+        if "theta" in b:
+            keep["gt_theta"].append(b["theta"])
+    return {k: torch.cat(v) for k, v in keep.items() if v}
+
+
+def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
+    """All metrics from :func:`predict`'s output (see the module docstring)."""
+    from .data.synthetic import pose_from_theta
+
+    yaw_gt = p["pose"][:, 0].numpy()
+    pred_pose = pose_from_theta(p["theta"].double()).float()
+    if not np.isfinite(yaw_gt).any() and "gt_theta" in p:
+        yaw_gt = pose_from_theta(p["gt_theta"].double())[:, 0].numpy()
+    res = {"images": int(len(p["pred"]))}
+    res["nme"] = bucketed(nme(p["pred"], p["target"], p["vis"]).numpy(), yaw_gt)
+    # baselines
+    start = torch.zeros(1, stn.n_params)
+    start[0, 3:5] = (image_size - 1) / 2
+    start[0, 5] = math.log(image_size / 224)
+    mean_face = stn.geometry(start.to(stn.mean.dtype)).points[0, vertices].float()
+    res["nme_mean_face"] = bucketed(nme(mean_face.expand_as(p["pred"]), p["target"], p["vis"]).numpy(), yaw_gt)
+    layout = torch.nanmean(torch.where(p["vis"][..., None] > 0, p["target"], torch.full_like(p["target"], float("nan"))), 0)
+    res["nme_mean_layout"] = bucketed(nme(torch.nan_to_num(layout).expand_as(p["pred"]), p["target"],
+                                          p["vis"]).numpy(), yaw_gt)
+    gt_pose = p["pose"].numpy()
+    if np.isfinite(gt_pose).all(1).any() or "gt_theta" in p:
+        if not np.isfinite(gt_pose).all(1).any():
+            gt_pose = pose_from_theta(p["gt_theta"].double()).numpy()
+        err = np.abs(pred_pose.numpy() - gt_pose)
+        err = np.minimum(err, 360 - err)
+        ok = np.isfinite(err).all(1)
+        res["pose_mae_deg"] = {k: float(err[ok, i].mean()) for i, k in enumerate(("yaw", "pitch", "roll"))}
+        res["pose_mae_deg"]["mean"] = float(err[ok].mean())
+    # flattened consistency across views of one identity, and symmetry
+    ids = p["identity"].numpy()
+    cons = []
+    for i in np.unique(ids[ids >= 0]):
+        js = np.where(ids == i)[0]
+        for a in range(len(js)):
+            for b in range(a + 1, len(js)):
+                cons.append(_mad_visible(p["masked"][js[a]], p["masked"][js[b]], p["mask"][js[a]], p["mask"][js[b]]))
+    res["flattened_consistency_mad"] = float(np.nanmean(cons)) if cons else float("nan")
+    sym = [_mad_visible(p["masked"][k], p["masked"][k].flip(-1), p["mask"][k], p["mask"][k].flip(-1))
+           for k in range(len(ids))]
+    res["symmetry_mad"] = float(np.nanmean(sym))
+    return res
+
+
+def format_table(res: dict) -> str:
+    """A human-readable table of :func:`evaluate_predictions`' result."""
+    rows = [("", "0-30", "30-60", "60-90", "bucket mean", "all")]
+    for name, key in (("NME % (localiser)", "nme"), ("NME % (mean face, start pose)", "nme_mean_face"),
+                      ("NME % (mean landmark layout)", "nme_mean_layout")):
+        r = res[key]
+        rows.append((name,) + tuple(f"{r[k]:.2f}" for k in ("0-30", "30-60", "60-90", "bucket_mean", "all")))
+    r = res["nme"]
+    rows.append(("images",) + tuple(str(r[f"n_{k}"]) for k in ("0-30", "30-60", "60-90")) + ("", str(res["images"])))
+    w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
+    if "pose_mae_deg" in res:
+        pm = res["pose_mae_deg"]
+        lines.append(f"pose MAE: yaw {pm['yaw']:.2f}, pitch {pm['pitch']:.2f}, roll {pm['roll']:.2f}, "
+                     f"mean {pm['mean']:.2f} degrees")
+    lines.append(f"flattened consistency across views (mean |diff|, 0-255): {res['flattened_consistency_mad']:.2f}")
+    lines.append(f"symmetry error (mean |flattened - mirror|, 0-255): {res['symmetry_mad']:.2f}")
+    return "\n".join(lines)
+
+
+def load_localiser(checkpoint, device="cpu"):
+    """(localiser, config) from a training checkpoint (``weights_only=True``)."""
+    from .localiser import build_localiser
+    from .train import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    cfg = json.loads(ck["config"])
+    loc = cfg["localiser"]
+    net = build_localiser(loc["backbone"], n_id=int(cfg["model"]["n_id"]), n_exp=int(cfg["model"]["n_exp"]),
+                          image_size=int(loc["image_size"]), norm=loc["norm"], width=loc["width"], pretrained=None)
+    net.load_state_dict(ck["model"])
+    return net.to(device).eval(), cfg
+
+
+def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="cpu", log=print) -> dict:
+    """Evaluate a checkpoint on a data set described like a [data] config section."""
+    from .data.sample import landmark_vertices
+    from .model.prepare import load_model
+    from .stn import MorphableSTN
+    from .train import build_dataset
+
+    net, cfg = load_localiser(checkpoint, device)
+    model = load_model(cfg["model"]["path"] or None, log=log)
+    size = int(cfg["localiser"]["image_size"])
+    spec = dict(cfg["data"], **data_spec)
+    ds = build_dataset(spec, model, int(spec.get("size") or 0) or size, spec.get("landmark_set", "aflw21"))
+    verts = torch.as_tensor(landmark_vertices(model, ds.landmark_set), dtype=torch.long)
+    stn = MorphableSTN(model, visibility=cfg["stn"]["visibility"], landmarks=None, n_id=int(cfg["model"]["n_id"]),
+                       n_exp=int(cfg["model"]["n_exp"]), max_outside=None).to(device)
+    p = predict(net, stn, ds, verts, batch=batch, device=device)
+    res = evaluate_predictions(p, stn, verts, size)
+    res["checkpoint"], res["data"] = str(checkpoint), {k: v for k, v in spec.items()}
+    if out:
+        from .export import _atomic_write
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(Path(out), json.dumps(res, indent=1).encode())
+    return res

@@ -1,0 +1,120 @@
+"""Training: configuration, a run that learns, exact resume after a kill, checkpoints loaded
+with weights_only, and two processes over gloo matching one process with the same batch."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stn3dmm.train import batch_indices, load_checkpoint, load_config
+
+TINY = ["data.n_identities=6", "data.views=2", "data.size=64", "localiser.image_size=64",
+        "localiser.backbone='mobilenet'", "localiser.width=0.5", "localiser.norm='group'",
+        "stn.out_res=32", "train.batch=4", "train.log_every=1", "train.image_every=0", "train.threads=1",
+        "optim.warmup=2"]
+
+
+def _run(args, env=None, check=True):
+    e = dict(os.environ, **(env or {}))
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    out = subprocess.run(args, capture_output=True, text=True, env=e)
+    if check and out.returncode != 0:
+        raise AssertionError(out.stdout[-2000:] + out.stderr[-4000:])
+    return out
+
+
+def _train_cmd(out, steps, *extra, model_path):
+    return [sys.executable, "-m", "stn3dmm.cli", "train", "--quiet", "--set", f"train.out='{out}'",
+            "--set", f"train.steps={steps}", "--set", f"model.path='{model_path}'",
+            *sum((["--set", s] for s in TINY), []), *extra]
+
+
+def _curve(out):
+    return [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_config_file_overrides_and_errors(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nsteps = 7\n[optim]\nlr = 0.01\n')
+    cfg = load_config(f, ["train.batch=6", "localiser.backbone=resnet18"])
+    assert cfg["train"]["steps"] == 7 and cfg["optim"]["lr"] == 0.01 and cfg["train"]["batch"] == 6
+    assert cfg["localiser"]["backbone"] == "resnet18" and cfg["loss"]["landmark"] == 0.8998
+    f.write_text('[trian]\nsteps = 1\n')
+    with pytest.raises(ValueError, match="unknown section"):
+        load_config(f)
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(None, ["train.stepz=3"])
+    f.write_text("[train\n")
+    with pytest.raises(ValueError, match="c.toml"):
+        load_config(f)
+
+
+def test_batch_schedule_is_a_pure_function_and_pairs_share_identity():
+    a = batch_indices(100, 8, 5, seed=1)
+    assert np.array_equal(a, batch_indices(100, 8, 5, seed=1)) and len(set(a)) == 8
+    ids = np.repeat(np.arange(10), 3)
+    ids[:3] = -1                                     # unknown identity: never paired
+    p = batch_indices(30, 8, 3, seed=0, identities=ids)
+    assert len(p) == 8 and all(ids[p[k]] == ids[p[k + 1]] != -1 and p[k] != p[k + 1] for k in range(0, 8, 2))
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(default_grid, tmp_path):
+    model = default_grid[2]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    _run(_train_cmd(full, 5, "--set", "train.ckpt_every=2", model_path=model))
+    killed = _run(_train_cmd(cut, 5, "--set", "train.ckpt_every=2", model_path=model),
+                  env={"STN3DMM_TEST_KILL_AT_STEP": "3"}, check=False)
+    assert killed.returncode != 0                                 # SIGKILL after step 3 (last save: step 2)
+    assert load_checkpoint(cut / "checkpoints" / "last.pt")["step"] == 2
+    _run(_train_cmd(cut, 5, "--set", "train.ckpt_every=2", "--resume", model_path=model))
+    a = load_checkpoint(full / "checkpoints" / "last.pt")
+    b = load_checkpoint(cut / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 5
+    worst = max(float((a["model"][k].float() - b["model"][k].float()).abs().max()) for k in a["model"])
+    assert worst < 1e-6, worst
+    la = {r["step"]: r["total"] for r in _curve(full)}
+    lb = {r["step"]: r["total"] for r in _curve(cut)}          # steps 1-3, then 3-5 again
+    for s in (4, 5):
+        assert abs(la[s] - lb[s]) <= 1e-6 * abs(la[s])
+
+
+def test_checkpoints_are_refused_when_foreign_or_broken(tmp_path):
+    p = tmp_path / "x.pt"
+    p.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="x.pt.*not a readable"):
+        load_checkpoint(p)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    torch.save({"format": "stn3dmm-checkpoint-1", "x": Evil()}, p)
+    with pytest.raises(ValueError, match="not a readable"):
+        load_checkpoint(p)
+    assert not (tmp_path / "pwned").exists()
+    torch.save({"step": 1}, p)
+    with pytest.raises(ValueError, match="not an stn3dmm training checkpoint"):
+        load_checkpoint(p)
+
+
+def test_two_processes_over_gloo_match_one_process(default_grid, tmp_path):
+    model = default_grid[2]
+    one, two = tmp_path / "one", tmp_path / "two"
+    # a gentle learning rate: the run is smooth, so float rounding differences (summation
+    # order across processes, ~1e-7) stay small instead of being amplified by big jumps
+    gentle = ("--set", "optim.lr=1e-4")
+    _run(_train_cmd(one, 4, *gentle, model_path=model))
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+          "-m", "stn3dmm.cli", "train", *_train_cmd(two, 4, *gentle, model_path=model)[4:]],
+         env={"OMP_NUM_THREADS": "1"})
+    a, b = _curve(one), _curve(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        for k in ("total", "landmark", "prior"):
+            assert abs(ra[k] - rb[k]) <= 1e-4 * abs(ra[k]) + 1e-7, (k, ra, rb)
+    assert a[-1]["total"] < a[0]["total"]                           # and it learns
