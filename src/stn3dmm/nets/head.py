@@ -58,6 +58,26 @@ def start_theta(n_id: int, n_exp: int, image_size=224, scale_map: str = DEFAULT_
     return th
 
 
+def output_scales(n_id: int, n_exp: int, image_size=224, mode="auto") -> torch.Tensor:
+    """Per-parameter units of the head's weighted output: theta's parts live on very different
+    scales (radians, pixels, log-scale, N(0, 1) coefficients), and an optimiser such as Adam
+    moves every weight by about the same amount. ``"auto"``: r 1 rad, t S/8 px, logs 0.25,
+    coefficients 1; ``None``: all 1 (a plain linear layer, as the original)."""
+    p = N_POSE + n_id + n_exp
+    if mode is None:
+        return torch.ones(p)
+    if mode != "auto":
+        v = torch.as_tensor(mode, dtype=torch.float32)
+        if v.shape != (p,) or not bool((v > 0).all()):
+            raise ValueError(f"output_scale must be 'auto', None or {p} positive numbers")
+        return v
+    h, w = _size(image_size)
+    v = torch.ones(p)
+    v[T_SLICE] = min(h, w) / 8.0
+    v[LOGS_INDEX] = 0.25
+    return v
+
+
 class ThetaHead(nn.Linear):
     """``nn.Linear(in_features, 6 + n_id + n_exp)`` initialised as in SPEC section 6.
 
@@ -68,13 +88,14 @@ class ThetaHead(nn.Linear):
         init_scale: factor on the Xavier-uniform weights (the original's 0.001).
         scale_map: the map ``logs -> s`` the spatial transformer uses (``"exp"`` or ``"original"``).
         start_scale: the start scale in px/mm (default ``min(H, W) / 224``).
+        output_scale: units of the weighted output per parameter (:func:`output_scales`).
 
     Its ``weight`` and ``bias`` keep :class:`torch.nn.Linear`'s names, so checkpoints hold
     ``head.weight`` / ``head.bias``. :meth:`reset_parameters` re-applies the initialisation.
     """
 
     def __init__(self, in_features: int, n_id: int, n_exp: int, image_size=224, init_scale: float = 1e-3,
-                 scale_map: str = DEFAULT_SCALE, start_scale: float | None = None):
+                 scale_map: str = DEFAULT_SCALE, start_scale: float | None = None, output_scale="auto"):
         if n_id < 0 or n_exp < 0:
             raise ValueError(f"n_id and n_exp must be >= 0, got {n_id}, {n_exp}")
         self._start = None          # nn.Linear.__init__ calls reset_parameters before we are set up
@@ -84,7 +105,14 @@ class ThetaHead(nn.Linear):
         self.init_scale = float(init_scale)
         self.scale_map = scale_map
         self._start = start_theta(n_id, n_exp, self.image_size, scale_map, start_scale)
+        self.register_buffer("output_scale", output_scales(n_id, n_exp, self.image_size, output_scale),
+                             persistent=False)
         self.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``theta = (x W^T) * output_scale + bias``: the bias is theta itself (the start pose at
+        initialisation); the weights' output is measured in per-parameter units."""
+        return torch.nn.functional.linear(x, self.weight) * self.output_scale + self.bias
 
     @property
     def n_params(self) -> int:
