@@ -142,3 +142,31 @@ def convergence_figure(runs: list[DemoRun], out_dir) -> Path:
         a.set_title(f"{r.name}\nmean error {r.error.mean():.2f} px in {r.seconds:.3f} s", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "convergence.png")
+
+
+class DemoPhotos(torch.utils.data.Dataset):
+    """The demo's photos as a data set of the training sample format, cropped like the other
+    readers (a square around the labelled AFLW-21 landmarks, :func:`stn3dmm.data.crop.landmark_square`),
+    for ``stn3dmm evaluate --data demo``. Landmarks keep NaN where unlabelled."""
+
+    landmark_set = "aflw21"
+    identities = None
+
+    def __init__(self, path=None, size: int = 224):
+        from .data.crop import landmark_square
+        from .data.sample import make_sample
+        from .photos import crop_square
+
+        images, labels = read_demodata(path or default_demo_data())
+        self.items = []
+        for k in range(len(images)):
+            lm = labels[k].numpy()
+            centre, side = landmark_square(lm, "aflw21")
+            crop, tr = crop_square(images[k], centre, side, size)
+            self.items.append(make_sample(crop, tr.apply(lm), index=k))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]

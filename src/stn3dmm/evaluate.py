@@ -162,7 +162,7 @@ def load_localiser(checkpoint, device="cpu"):
     cfg = json.loads(ck["config"])
     loc = cfg["localiser"]
     net = build_localiser(loc["backbone"], n_id=int(cfg["model"]["n_id"]), n_exp=int(cfg["model"]["n_exp"]),
-                          image_size=int(loc["image_size"]), norm=loc["norm"], width=loc["width"], pretrained=None)
+                          image_size=int(loc["image_size"]), norm=loc["norm"] or None, width=loc["width"], pretrained=None)
     net.load_state_dict(ck["model"])
     return net.to(device).eval(), cfg
 

@@ -35,7 +35,7 @@ from .paths import publish
 
 DEFAULTS = {
     "model": {"path": "", "n_id": 10, "n_exp": 10},
-    "localiser": {"backbone": "resnet18", "image_size": 112, "norm": "group", "width": 1.0, "pretrained": ""},
+    "localiser": {"backbone": "resnet18", "image_size": 112, "norm": "", "width": 1.0, "pretrained": ""},
     "stn": {"visibility": "depth", "out_res": 0},
     "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": ""},
@@ -96,6 +96,10 @@ def build_dataset(spec: dict, model, size: int, landmark_set: str):
                             size=size, seed=int(spec["seed"]), landmark_set=landmark_set,
                             identity_offset=int(spec.get("identity_offset", 0)))
         return ds.prerender(progress=True) if spec.get("prerender", True) else ds
+    if kind == "demo":                                # the original demo's six photos (evaluation)
+        from .demo import DemoPhotos
+
+        return DemoPhotos(spec.get("path") or None, size=size)
     from .data import readers
 
     if kind == "umdfaces":
@@ -186,7 +190,7 @@ class Trainer:
         self.data = build_dataset(cfg["data"], self.model, size, cfg["data"]["landmark_set"])
         self.vertices = torch.as_tensor(landmark_vertices(self.model, self.data.landmark_set), dtype=torch.long)
         loc = cfg["localiser"]
-        self.net = build_localiser(loc["backbone"], n_id=n_id, n_exp=n_exp, image_size=self.size, norm=loc["norm"],
+        self.net = build_localiser(loc["backbone"], n_id=n_id, n_exp=n_exp, image_size=self.size, norm=loc["norm"] or None,
                                    width=loc["width"], pretrained=loc["pretrained"] or None).to(self.device)
         self.stn = MorphableSTN(self.model, out_res=int(cfg["stn"]["out_res"]) or None,
                                 visibility=cfg["stn"]["visibility"], landmarks=None, n_id=n_id, n_exp=n_exp,
