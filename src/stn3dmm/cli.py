@@ -99,7 +99,6 @@ def cmd_demo(args) -> int:
     from .model.prepare import load_model
     from .stn.visibility import visibility_comparison_figure
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     images, labels = read_demodata(args.data or default_demo_data())
     model = load_model(args.model, log=_log)
     runs = run_demo(model, images, labels, log=_log)

@@ -44,6 +44,7 @@ import torch
 
 from .conventions import (_LN_099, DEFAULT_SCALE, N_POSE, ORIGINAL_IMAGE_SIZE, SCALE_MAPS, log_from_scale,
                           original_start_theta, scale_from_log)
+from .threads import cpu_threads
 from .stn.layers import (axis_angle_to_rotation, check_landmarks, grid_generator, morphable_model, rotate,
                          rotation_to_axis_angle, skew, split_theta)
 
@@ -355,7 +356,8 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
                   prior_weight: float = DEFAULT_PRIOR_WEIGHT, n_id: int | None = None, n_exp: int | None = None,
                   init=None, max_iter: int | None = None, tol: float | None = None, landmark_set=None,
                   scale: str = DEFAULT_SCALE, image_size: tuple | None = None, init_alpha: str = "zeros",
-                  lr: float = 1e-6, shape_boost: float = 101.0, generator: torch.Generator | None = None) -> FitResult:
+                  lr: float = 1e-6, shape_boost: float = 101.0, generator: torch.Generator | None = None,
+                  threads: int | None = 1) -> FitResult:
     """Fit theta to 2-D landmarks, batched over images (see the module docstring for the energy).
 
     Args:
@@ -378,6 +380,9 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
         init_alpha: ``"zeros"`` (default) or ``"random"`` (N(0, 1), as the original demo).
         lr, shape_boost: gradient-descent step and shape-gradient multiplier (the original's 1e-6, 101).
         generator: random generator for ``init_alpha="random"``.
+        threads: torch CPU threads while fitting (default 1: many tiny operations, where more
+            threads only add overhead, and 50x slow-downs on a busy machine; see
+            :mod:`stn3dmm.threads`); None keeps the process's setting. No effect on CUDA.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -386,6 +391,13 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
     if not (prior_weight >= 0 and math.isfinite(prior_weight)):
         raise ValueError(f"prior_weight must be a finite non-negative number, got {prior_weight}")
     landmarks, visibility = check_landmarks(landmarks, visibility, image_size=image_size)
+    with cpu_threads(threads, landmarks.device):
+        return _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, max_iter, tol,
+                    landmark_set, scale, image_size, init_alpha, lr, shape_boost, generator)
+
+
+def _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, max_iter, tol, landmark_set,
+         scale, image_size, init_alpha, lr, shape_boost, generator) -> FitResult:
     out_dtype, device = landmarks.dtype, landmarks.device
     b, n_l, _ = landmarks.shape
     mean_l, bid_l, bexp_l, n_id, n_exp = _landmark_rows(model, landmark_set, n_l, n_id, n_exp, torch.float64, device)

@@ -1,0 +1,41 @@
+"""CPU thread control for the many-small-operation parts of the system (fitting, flattening).
+
+Owns :func:`cpu_threads`. Fitting theta runs hundreds of tiny tensor operations; with more
+than one intra-op thread every one of them is an OpenMP fork/join, which buys nothing at
+these sizes and, when other processes keep the cores busy, costs a great deal: measured on
+the 2-core machine here, fitting the six demo photos took 0.033 s with 1 or 2 threads on an
+idle machine, but 2.1 s with 2 threads against 0.039 s with 1 while two busy loops ran.
+So those parts run single-threaded on the CPU unless asked otherwise. CUDA is unaffected.
+
+``torch.set_num_threads`` is process-wide: do not change it concurrently from two Python
+threads (the flattening pipeline's writer thread does no torch work).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def cpu_threads(n: int | None, device=None):
+    """Run the block with ``n`` torch intra-op threads when ``device`` is the CPU (or None).
+
+    ``n=None`` or a CUDA device leaves the setting alone; the previous count is restored."""
+    if n is None or (device is not None and torch.device(device).type != "cpu"):
+        yield
+        return
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
+__all__ = ["cpu_threads"]

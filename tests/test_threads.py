@@ -1,0 +1,26 @@
+"""cpu_threads: sets the count inside the block, restores it after, even on error."""
+
+import pytest
+import torch
+
+from stn3dmm.threads import cpu_threads
+
+
+def test_sets_and_restores():
+    before = torch.get_num_threads()
+    with cpu_threads(1, "cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+
+
+def test_leaves_other_devices_and_none_alone():
+    before = torch.get_num_threads()
+    for n, dev in ((1, "meta"), (None, "cpu")):
+        with cpu_threads(n, dev):
+            assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match=">= 1"), cpu_threads(0, "cpu"):
+        pass
