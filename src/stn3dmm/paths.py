@@ -7,6 +7,7 @@ Everything goes under one cache directory: ``$STN3DMM_CACHE`` if set, else
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -24,6 +25,32 @@ def default_model_path(res: int = 112, source: str = "default") -> Path:
     """Where ``prepare-model`` writes, and every other command looks, when no file is named."""
     name = "grid_model.npz" if (source, res) == ("default", 112) else f"grid_model_{source}_r{res}.npz"
     return cache_dir() / "models" / name
+
+
+def model_name(path: str | os.PathLike) -> str | None:
+    """The name ``load_model`` knows a prepared file in the cache by: ``grid_model.npz`` is
+    "default", ``grid_model_bfm2017_r64.npz`` is "bfm2017_r64" (R = 112 names drop the
+    suffix: "bfm2017"); None for other file names."""
+    stem = Path(path).name
+    if stem == "grid_model.npz":
+        return "default"
+    m = re.fullmatch(r"grid_model_(.+)_r(\d+)\.npz", stem)
+    if not m:
+        return None
+    return m.group(1) if m.group(2) == "112" else f"{m.group(1)}_r{m.group(2)}"
+
+
+def parse_model_name(name: str) -> tuple[str, int]:
+    """"bfm2017_r64" -> ("bfm2017", 64); "bfm2017" -> ("bfm2017", 112)."""
+    m = re.fullmatch(r"(.+?)(?:_r(\d+))?", name)
+    return m.group(1), int(m.group(2) or 112)
+
+
+def prepared_models() -> dict[str, Path]:
+    """Name -> path of every prepared grid model in the cache, sorted by name."""
+    folder = cache_dir() / "models"
+    found = {model_name(p): p for p in folder.glob("grid_model*.npz")} if folder.is_dir() else {}
+    return dict(sorted((k, v) for k, v in found.items() if k))
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
