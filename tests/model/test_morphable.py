@@ -70,6 +70,51 @@ def test_bad_arrays_are_named(tmp_path, change, message):
     assert "bad.npz" in str(e.value)
 
 
+@pytest.mark.parametrize("res", [np.float64(4.0), np.array([4]), np.int64(-4)])
+def test_bad_res_is_named_as_res(tmp_path, res):
+    good = save_model(_model(), tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", res=res)
+    with pytest.raises(ModelFileError, match="bad.npz: array 'res' must be one non-negative integer"):
+        load_model_file(bad)
+
+
+def test_res_zero_with_a_grid_mean_is_named_as_res(tmp_path):
+    good = save_model(_model(), tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", res=np.int64(0))
+    with pytest.raises(ModelFileError, match="bad.npz: array 'res' is 0 .*grid shape"):
+        load_model_file(bad)
+
+
+def test_no_identity_components_refused_but_no_expression_allowed(tmp_path):
+    good = save_model(_model(), tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", basis_id=np.zeros((0, 4, 4, 3), np.float32))
+    with pytest.raises(ModelFileError, match="'basis_id' has no components"):
+        load_model_file(bad)
+    ok = _rewrite(good, tmp_path / "ok.npz", basis_exp=np.zeros((0, 4, 4, 3), np.float32))
+    assert load_model_file(ok).n_exp == 0
+
+
+@pytest.mark.parametrize("name", ["landmarks_aflw21", "landmarks_ibug68"])
+def test_landmarks_are_required(tmp_path, name):
+    good = save_model(_model(), tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", **{name: None})
+    with pytest.raises(ModelFileError, match=f"bad.npz: missing array.*{name}"):
+        load_model_file(bad)
+    m = _model()
+    del m.landmarks[name.removeprefix("landmarks_")]
+    with pytest.raises(ValueError, match="no landmark set"):
+        save_model(m, tmp_path / "never.npz")
+    assert not (tmp_path / "never.npz").exists()
+
+
+def test_pickled_extra_array_is_named(tmp_path):
+    z = dict(np.load(save_model(_model(), tmp_path / "good.npz"), allow_pickle=False))
+    z["notes"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(tmp_path / "pickled.npz", **z)
+    with pytest.raises(ModelFileError, match="pickled.npz: array 'notes' holds pickled objects"):
+        load_model_file(tmp_path / "pickled.npz")
+
+
 def test_corrupt_missing_and_pickled_files(tmp_path):
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model_file(tmp_path / "absent.npz")

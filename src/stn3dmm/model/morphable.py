@@ -31,6 +31,8 @@ array                     shape               meaning
 
 A model that is not a grid stores the same names with a flat vertex axis: ``mean`` (N, 3),
 ``basis_id`` (K, N, 3), and so on, and ``res`` = 0. Files hold no pickled objects.
+Required: every array above except ``mirror``, ``midline`` and ``uv``; both landmark sets
+included. ``basis_id`` needs K >= 1; ``basis_exp`` may have E = 0 (no expression model).
 """
 
 from __future__ import annotations
@@ -182,9 +184,12 @@ def save_model(model: MorphableModel, path: str | os.PathLike) -> Path:
         "mirror": model.mirror,
         "midline": model.midline,
     }
+    missing = [k for k in LANDMARK_SETS if k not in model.landmarks]
+    if missing:
+        raise ValueError(f"{path}: the model has no landmark set(s) {', '.join(missing)}, which the file "
+                         "contract requires (give them to the source, e.g. prepare-model --landmarks)")
     for k in LANDMARK_SETS:
-        if k in model.landmarks:
-            arrays[f"landmarks_{k}"] = model.landmarks[k]
+        arrays[f"landmarks_{k}"] = model.landmarks[k]
     if model.uv is not None:
         arrays["uv"] = model.uv.reshape(*shp, 2)
     for k, v in model.extras.items():
@@ -216,7 +221,7 @@ _SPEC = {
     "landmarks_aflw21": ("iu", 1, 1),
     "landmarks_ibug68": ("iu", 1, 1),
 }
-_REQUIRED = ["mean", "basis_id", "basis_exp", "faces", "res", "source"]
+_REQUIRED = ["mean", "basis_id", "basis_exp", "faces", "res", "source", "landmarks_aflw21", "landmarks_ibug68"]
 
 
 def load_model_file(path: str | os.PathLike) -> MorphableModel:
@@ -227,17 +232,31 @@ def load_model_file(path: str | os.PathLike) -> MorphableModel:
         raise ModelFileError(f"{path}: no such model file")
     try:
         z = np.load(path, allow_pickle=False)
-        data = {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise ModelFileError(f"{path}: holds pickled objects, which are refused") from None
-        raise ModelFileError(f"{path}: not a readable .npz file ({e})") from None
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError ...
+        names = list(z.files)
+    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ValueError ...
         raise ModelFileError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    data = {}
+    for k in names:
+        try:
+            data[k] = z[k]
+        except ValueError as e:
+            if "pickle" in str(e).lower():
+                raise ModelFileError(f"{path}: array {k!r} holds pickled objects, which are refused") from None
+            raise ModelFileError(f"{path}: array {k!r} is not readable ({e})") from None
+        except Exception as e:  # a truncated member: zlib.error, EOFError, BadZipFile ...
+            raise ModelFileError(f"{path}: array {k!r} is not readable ({type(e).__name__}: {e})") from None
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ModelFileError(f"{path}: missing array(s) {', '.join(missing)}")
-    grid = data["res"].ndim == 0 and data["res"].dtype.kind in "iu" and int(data["res"]) > 0
+    res = data["res"]
+    if res.ndim != 0 or res.dtype.kind not in "iu" or int(res) < 0:
+        raise ModelFileError(f"{path}: array 'res' must be one non-negative integer (R for a grid model, "
+                             f"0 for a flat one), got {res.dtype} of shape {res.shape}"
+                             + (f" = {res.item()}" if res.size == 1 else ""))
+    grid = int(res) > 0
+    if not grid and data["mean"].ndim == 3:
+        raise ModelFileError(f"{path}: array 'res' is 0 (a flat model) but 'mean' has the grid shape "
+                             f"{data['mean'].shape}: res must be R")
     for k, (kinds, nd_grid, nd_flat) in _SPEC.items():
         if k not in data:
             continue
@@ -248,6 +267,9 @@ def load_model_file(path: str | os.PathLike) -> MorphableModel:
         nd = nd_grid if grid else nd_flat
         if a.ndim != nd:
             raise ModelFileError(f"{path}: array {k!r} has shape {a.shape}, expected {nd} dimensions")
+    if data["basis_id"].shape[0] == 0:
+        raise ModelFileError(f"{path}: array 'basis_id' has no components (shape {data['basis_id'].shape}); "
+                             "a model needs at least one identity component")
     r = int(data["res"])
     mean = data["mean"]
     if grid:
