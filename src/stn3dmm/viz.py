@@ -128,7 +128,7 @@ def show_model(model, out_dir, n_random: int = 6, seed: int = 0, log=print) -> l
     V = model.mean.astype(np.float64)
     src_uv, src_faces = model.extras.get("source_uv"), model.extras.get("source_faces")
     if src_uv is not None and src_faces is not None:
-        # source mesh in the model's frame, for the area colouring: invert the grid? use UV only
+        # the source mesh's own UV map (no area colouring: the file keeps no source vertices)
         fig = uv_layout_figure(np.asarray(src_uv, float), np.asarray(src_faces), None,
                                f"UV layout of the source mesh ({len(src_uv)} vertices, {len(src_faces)} triangles)")
         paths.append(save_figure(fig, out / "uv_layout.png"))
