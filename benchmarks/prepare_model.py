@@ -2,9 +2,9 @@
 
     python benchmarks/prepare_model.py [--res 112]
 
-Prints one table: for each step (download, mesh, UV, resample) its wall time, the peak
-resident memory it added (sampled) and a quality figure, and beside it a baseline that
-does the same job measured in the same run:
+Prints one table: for each step (download, mesh, UV, resample) its wall and CPU time, the
+peak resident memory it added (sampled every 5 ms) and a quality figure, and beside it a
+baseline that does the same job measured in the same run:
 
 * mesh     vs ball pivoting (pymeshlab) and vs a point-cloud Laplacian + harmonic map +
              Delaunay in UV (robust-laplacian + SciPy) — the two approaches the issue names;
@@ -36,7 +36,8 @@ def _rss_mib() -> float:
 
 
 def measure(fn, *a, **k):
-    """(result, seconds, peak resident memory above the start in MiB), RSS sampled every 5 ms."""
+    """(result, wall seconds, CPU seconds, peak resident memory above the start in MiB); RSS
+    is sampled every 5 ms."""
     start, peak, done = _rss_mib(), [0.0], threading.Event()
 
     def sample():
@@ -46,12 +47,12 @@ def measure(fn, *a, **k):
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = fn(*a, **k)
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     done.set()
     th.join()
-    return out, dt, max(peak[0], _rss_mib() - start)
+    return out, dt, dc, max(peak[0], _rss_mib() - start)
 
 
 def baseline_ball_pivoting(P):
@@ -100,61 +101,62 @@ def main():
     ap.add_argument("--res", type=int, default=112)
     args = ap.parse_args()
 
-    from stn3dmm.model.prepare import prepare_grid_model
+    from stn3dmm.model.prepare import PrepareReport, measure_quality, resample_model, source_mesh, symmetric_uv
     from stn3dmm.model.sources import load_default_source
-    from stn3dmm.model.symmetry import canonical_frame, cut_at_midplane, mirror_plane
-    from stn3dmm.model.triangulate import recover_mesh
-    from stn3dmm.model.uv import embed_half, signed_areas
+    from stn3dmm.model.uv import signed_areas
 
     rows = []
     cache = tempfile.mkdtemp(prefix="stn3dmm-bench-")
     os.environ["STN3DMM_CACHE"] = cache
-    src, dt, pk = measure(load_default_source, log=lambda m: None)
-    rows.append(("download + read", dt, pk, f"{src.n_vertices} vertices", "-", "", "", ""))
+    src, dt, dc, pk = measure(load_default_source, log=lambda m: None)
+    rows.append(("download + read", dt, dc, pk, f"{src.n_vertices} vertices", "-", "", "", ""))
     P = src.mean.astype(np.float64)
 
-    F, dt, pk = measure(recover_mesh, P)
-    ours = (dt, pk, mesh_quality(P, F))
+    (F, mrep), dt, dc, pk = measure(source_mesh, src, log=lambda m: None)
+    ours = (dt, dc, pk, mesh_quality(P, F))
     for name, fn in (("ball pivoting (MeshLab)", baseline_ball_pivoting),
                      ("PC-Laplacian + Delaunay", baseline_laplacian_delaunay)):
         try:
-            Fb, bdt, bpk = measure(fn, P)
+            Fb, bdt, _, bpk = measure(fn, P)
             rows.append(("mesh", *ours, name, f"{bdt:.1f}", f"{bpk:.0f}", mesh_quality(P, Fb)))
         except ImportError as e:
             rows.append(("mesh", *ours, name, "skipped", "", f"({e.name} not installed)"))
 
-    n, d = mirror_plane(P)
-    Rot, off = canonical_frame(n, d)
-    Vh, Fh, Wh, onp = cut_at_midplane((P - off) @ Rot.T, F)
-    emb, dt, pk = measure(embed_half, Vh, Fh, Wh, onp)
-    A = signed_areas(emb.uv, emb.F)
-    ours = (dt, pk, f"{(A <= 0).sum()} flipped")
+    suv, dt, dc, pk = measure(symmetric_uv, P, F)
+    A = signed_areas(suv.left.uv, suv.left.F)
+    As = signed_areas(suv.source_uv, F)
+    ours = (dt, dc, pk, f"{(A <= 0).sum()} flipped half, {(As <= 0).sum()} whole ({int(suv.moved.sum())} moved)")
     try:
         import igl
 
         def plain_cot():
-            loop = igl.boundary_loop(emb.F)
-            return igl.harmonic(emb.V, emb.F, loop, emb.uv[loop], 1)
+            loop = igl.boundary_loop(suv.left.F)
+            return igl.harmonic(suv.left.V, suv.left.F, loop, suv.left.uv[loop], 1)
 
-        uvb, bdt, bpk = measure(plain_cot)
-        Ab = signed_areas(np.asarray(uvb), emb.F)
-        rows.append(("UV (half)", *ours, "libigl harmonic, plain cot", f"{bdt:.1f}", f"{bpk:.0f}", f"{(Ab <= 0).sum()} flipped"))
+        uvb, bdt, _, bpk = measure(plain_cot)
+        Ab = signed_areas(np.asarray(uvb), suv.left.F)
+        rows.append(("UV", *ours, "libigl harmonic, plain cot", f"{bdt:.1f}", f"{bpk:.0f}", f"{(Ab <= 0).sum()} flipped half"))
     except ImportError:
-        rows.append(("UV (half)", *ours, "libigl", "skipped", "", ""))
+        rows.append(("UV", *ours, "libigl", "skipped", "", "(igl not installed)"))
 
-    (model, rep), dt, pk = measure(prepare_grid_model, src, res=args.res, log=lambda m: None)
-    rows.append((f"whole preparation R={args.res}", dt, pk,
-                 f"mirror {rep.grid_mirror_error[0]:.2f} mm, rms {rep.resampling_rms:.2f} mm", "-", "", "", ""))
-    for k, v in rep.seconds.items():
-        rows.append((f"  of which {k}", v, float("nan"), "", "", "", "", ""))
+    (mean, *_), dt, dc, pk = measure(resample_model, src, suv, F, args.res)
+    rep = PrepareReport(res=args.res)
+    measure_quality(rep, suv, F, mean, args.res)
+    rows.append((f"resample R={args.res}", dt, dc, pk,
+                 f"mirror {rep.grid_mirror_error[0]:.2f} mm, rms {rep.resampling_rms:.2f}/{rep.grid_to_source_rms:.2f} mm",
+                 "-", "", "", ""))
+    total = sum(r[1] for r in rows[1:] if r[0] != "mesh") + rows[1][1]
+    total_cpu = sum(r[2] for r in rows[1:] if r[0] != "mesh") + rows[1][2]
+    rows.append(("total after download", total, total_cpu, float("nan"), "", "-", "", "", ""))
     shutil.rmtree(cache, ignore_errors=True)
 
-    head = ("step", "time s", "peak MiB", "result", "baseline", "time s", "peak MiB", "result")
+    head = ("step", "wall s", "CPU s", "peak MiB", "result", "baseline", "wall s", "peak MiB", "result")
+    print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     print(" | ".join(head))
-    print("-" * 140)
+    print("-" * 150)
     for r in rows:
-        step, t, m, q, bn, bt, bm, bq = r
-        print(f"{step:<28} | {t:6.1f} | {m:8.0f} | {q:<42} | {bn:<28} | {bt:>6} | {bm:>8} | {bq}")
+        step, t, c, m, q, bn, bt, bm, bq = r
+        print(f"{step:<22} | {t:6.1f} | {c:6.1f} | {m:8.0f} | {q:<44} | {bn:<27} | {bt:>6} | {bm:>8} | {bq}")
 
 
 if __name__ == "__main__":

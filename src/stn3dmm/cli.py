@@ -217,11 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="output .npz (default: the cache location other commands use)")
     q.add_argument("--n-id", type=int, default=10, help="identity components to keep (default 10)")
     q.add_argument("--n-exp", type=int, default=10, help="expression components to keep (default 10)")
-    q.add_argument("--landmarks", help="JSON file of landmark vertex indices (bfm2009 / bfm2017)")
+    q.add_argument("--landmarks", help='JSON {"aflw21": [...], "ibug68": [...]} of source vertex indices '
+                                       "(required for bfm2017; bfm2009 maps the default model's)")
     q.set_defaults(func=cmd_prepare_model)
 
     q = sub.add_parser("show-model", help="write pictures of a grid model")
-    q.add_argument("file", nargs="?", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("file", nargs="?", help="grid model .npz, or the name of a prepared model such as "
+                                           "bfm2017_r64 (default: the prepared default model)")
     q.add_argument("--out", required=True, help="directory for the PNGs")
     q.add_argument("--n-random", type=int, default=6, help="random faces to draw (default 6)")
     q.set_defaults(func=cmd_show_model)

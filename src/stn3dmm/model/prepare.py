@@ -50,9 +50,9 @@ class PrepareReport:
     cpu_seconds: dict = field(default_factory=dict)   # CPU time per step (all threads)
 
     def lines(self) -> list[str]:
-        out = [f"mesh: {self.mesh}"] if self.mesh else []
+        """The figures as log lines (the mesh line is logged by the mesh step itself)."""
         n, d = self.mirror_plane
-        out += [
+        out = [
             f"mirror plane: n = ({n[0]:.5f}, {n[1]:.5f}, {n[2]:.5f}), d = {d:.3f} mm",
             f"UV map (left half): {self.uv_flipped} flipped triangles, smallest area {self.uv_min_area:.2e}, "
             f"{100 * self.uv_clamped:.2f}% of cotangent weights clamped",
@@ -109,8 +109,10 @@ def source_mesh(src: MorphableModel, log=print):
     if len(src.faces) == 0:
         log(f"recovering a triangle mesh for {len(V)} vertices ...")
         F = recover_mesh(V, log=log)
-        return F, mesh_report(V, F)
-    return _ensure_disk(V, src.faces, log)
+        return F, mesh_report(V, F)                 # recover_mesh logged its report
+    F, rep = _ensure_disk(V, src.faces, log)
+    log(f"mesh: {rep}")
+    return F, rep
 
 
 def symmetric_uv(V: np.ndarray, F: np.ndarray) -> SymmetricUV:
@@ -153,7 +155,7 @@ def resample_model(src: MorphableModel, suv: SymmetricUV, F: np.ndarray, res: in
     return mean, b_id, b_exp, landmarks
 
 
-def _check(rep: PrepareReport, suv: SymmetricUV, F: np.ndarray, mean: np.ndarray, res: int) -> None:
+def measure_quality(rep: PrepareReport, suv: SymmetricUV, F: np.ndarray, mean: np.ndarray, res: int) -> None:
     """Fill the report's quality figures (UV maps, mirror error, resampling error, folds)."""
     A = signed_areas(suv.left.uv, suv.left.F)
     rep.uv_flipped, rep.uv_min_area, rep.uv_clamped = int((A <= 0).sum()), float(A.min()), suv.left.clamped
@@ -212,7 +214,7 @@ def prepare_grid_model(src: MorphableModel, res: int = 112, log=print):
     lap("uv")
     mean, b_id, b_exp, landmarks = resample_model(src, suv, F, res)
     lap("resample")
-    _check(rep, suv, F, mean, res)
+    measure_quality(rep, suv, F, mean, res)
     lap("checks")
 
     Vc = suv.Vc
