@@ -231,8 +231,8 @@ def prepare_grid_model(src: MorphableModel, res: int = 112, log=print):
     return model, rep
 
 
-def load_model(spec=None, res: int = 112, log=None) -> MorphableModel:
-    """A grid model, named by ``spec``:
+def load_model(path=None, res: int = 112, log=None) -> MorphableModel:
+    """A grid model, named by ``path``:
 
     * None: the default model at resolution ``res`` (prepared, and cached under
       :func:`stn3dmm.paths.default_model_path`, on first use);
@@ -244,10 +244,10 @@ def load_model(spec=None, res: int = 112, log=None) -> MorphableModel:
     """
     from ..paths import default_model_path, parse_model_name, prepared_models
 
-    if spec is None:
+    if path is None:
         source, r = "default", res
     else:
-        text = str(spec)
+        text = str(path)
         if os.sep in text or "/" in text or text.endswith(".npz") or Path(text).exists():
             return load_model_file(text)
         source, r = parse_model_name(text)
