@@ -87,8 +87,8 @@ class Flattener:
         prior_weight: fitting prior weight (default: :data:`DENSE_PRIOR_WEIGHT` for dense).
         detector: a :class:`~stn3dmm.photos.FaceDetector` (default: a new one).
         device: torch device for fitting and sampling.
-        threads: torch CPU threads for fitting and sampling (default 1: these are many small
-            operations, and more threads slow them down badly on a busy machine; see
+        threads: torch CPU threads for cropping, fitting and sampling (default 1: these are many
+            small operations, and more threads slow them down badly on a busy machine; see
             :mod:`stn3dmm.threads`). None keeps the process's setting.
     """
 
@@ -123,10 +123,14 @@ class Flattener:
     def flatten_many(self, items: list) -> list[FaceResult]:
         """Fit and flatten ``(image, face)`` pairs (faces from any photos) in one batch.
         ``FaceResult.index`` is the position within each image's own list of faces."""
-        from .photos import crop_face
-
         if not items:
             return []
+        with cpu_threads(self.threads, self.device):
+            return self._flatten_many(items)
+
+    def _flatten_many(self, items: list) -> list[FaceResult]:
+        from .photos import crop_face
+
         t0 = time.perf_counter()
         crops, transforms, targets = [], [], []
         for image, f in items:
@@ -139,10 +143,10 @@ class Flattener:
         pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
         w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
         fit = fit_landmarks(self.model, pts, w, landmark_set=torch.as_tensor(targets[0].vertices),
-                            prior_weight=self.prior_weight, image_size=(self.size, self.size), threads=self.threads)
+                            prior_weight=self.prior_weight, image_size=(self.size, self.size), threads=None)
         t2 = time.perf_counter()
         images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device, torch.float32)
-        with torch.no_grad(), cpu_threads(self.threads, self.device):
+        with torch.no_grad():
             out = self.stn(images, fit.theta.to(self.device, torch.float32))
             flat = out["flattened"][:, :3]
             mask = out["mask"] * (out["flattened"][:, 3:] >= VALID_MIN).to(flat.dtype)
