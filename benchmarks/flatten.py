@@ -11,7 +11,13 @@ folder. Rows, all measured in this run:
   floor any pipeline on this detector pays;
 * ours, full outputs (texture, completion, overlay, JSON, textured OBJ);
 * ours, without the OBJ (``--no-mesh``);
-* ours with the original's back-face visibility instead of the depth test.
+* ours with the original's back-face visibility instead of the depth test;
+* ours with 2 torch threads in fitting and sampling (the setting before: on a busy machine
+  every one of their many small operations waits for the other thread's core).
+
+Then where the time goes, per photo: read, detect, crop + landmark map, fit, sample (grid and
+bilinear sampling, masks, completion), visibility (the depth test), write (the background
+writer thread, overlapping the rest). Run ``uptime`` beside it: the machine's load matters.
 """
 
 from __future__ import annotations
@@ -97,21 +103,24 @@ def main():
         reports = {}
         for label, kw, fl_kw in (("ours: full outputs", {}, {}),
                                  ("ours: without the OBJ mesh", {"mesh": False}, {}),
-                                 ("ours: back-face visibility", {}, {"visibility": "backface"})):
+                                 ("ours: back-face visibility", {}, {"visibility": "backface"}),
+                                 ("ours: 2 threads in fit + sampling (before)", {}, {"threads": 2})):
             fl = Flattener(model, **fl_kw)
             out = work / label.replace(" ", "_").replace(":", "")
             rows.append(run(label, lambda: reports.setdefault(label, flatten_paths(photos, out, fl, progress=False,
                                                                                    **kw))))
-        print(f"{args.photos} photos (one face each, 400-1200 px), {args.threads} threads")
+        print(f"{args.photos} photos (one face each, 400-1200 px), torch threads {args.threads} "
+              f"(fit + sampling: 1 unless stated), load average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'pipeline':<44} {'s':>7} {'photos/s':>9} {'ms/photo':>9} {'peak MiB':>9}")
         for label, dt, pk, _ in rows:
             print(f"{label:<44} {dt:>7.2f} {args.photos / dt:>9.1f} {1000 * dt / args.photos:>9.1f} {pk:>9.0f}")
-        print("\nwhere the time goes (ours, full outputs):")
-        rep = reports["ours: full outputs"]
-        tot = sum(rep.seconds.values())
-        for k, v in rep.seconds.items():
-            print(f"  {k:<20} {1000 * v / args.photos:7.1f} ms/photo  {100 * v / tot:5.1f}%")
-        print(f"  faces flattened: {rep.faces}, problems: {len(rep.failures)}")
+        for label in ("ours: full outputs", "ours: 2 threads in fit + sampling (before)"):
+            print(f"\nwhere the time goes ({label}):")
+            rep = reports[label]
+            tot = sum(rep.seconds.values())
+            for k, v in rep.seconds.items():
+                print(f"  {k:<20} {1000 * v / args.photos:7.1f} ms/photo  {100 * v / tot:5.1f}%")
+            print(f"  faces flattened: {rep.faces}, problems: {len(rep.failures)}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -134,9 +134,17 @@ def cmd_demo(args) -> int:
 
 
 def cmd_flatten(args) -> int:
-    from .flatten import Flattener, flatten_paths
+    from .flatten import MIN_RES, MIN_SIZE, Flattener, flatten_paths
     from .model.prepare import load_model
 
+    if args.size < MIN_SIZE:
+        raise ValueError(f"--size must be at least {MIN_SIZE} px (the face crop side), got {args.size}")
+    if args.res is not None and args.res < MIN_RES:
+        raise ValueError(f"--res must be at least {MIN_RES}, got {args.res}")
+    if args.max_faces is not None and args.max_faces < 1:
+        raise ValueError(f"--max-faces must be at least 1 (leave it out for all faces), got {args.max_faces}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise ValueError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     inputs = list(args.inputs)
     if args.samples:
         from .samples import copy_samples
@@ -147,7 +155,8 @@ def cmd_flatten(args) -> int:
     model = load_model(args.model, log=_log)
     fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
     rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
-                        mesh=not args.no_mesh, progress=not args.quiet, log=_log)
+                        mesh=not args.no_mesh, progress=not args.quiet, log=_log,
+                        read_options={"max_pixels": args.max_pixels})
     _log(rep.summary())
     _log(f"results in {Path(args.out).resolve()}")
     return 0 if rep.succeeded else 1
@@ -240,12 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--samples", action="store_true",
                    help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
-    q.add_argument("--res", type=int, default=None, help="output texture side (default: the model's R, 112)")
-    q.add_argument("--size", type=int, default=224, help="STN input (face crop) side in px (default 224)")
+    q.add_argument("--res", type=int, default=None,
+                   help="output texture side, at least 16 (default: the model's R, 112); the OBJ keeps the "
+                        "model's mesh, textured with the completed PNG of this side")
+    q.add_argument("--size", type=int, default=224, help="STN input (face crop) side in px, at least 32 (default 224)")
     q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
     q.add_argument("--landmarks", choices=["dense", "ibug68"], default="dense",
                    help="detector points used for fitting (default: dense, about 400)")
-    q.add_argument("--max-faces", type=int, default=None, help="at most this many faces per photo (largest first)")
+    q.add_argument("--max-faces", type=int, default=None,
+                   help="at most this many faces per photo, largest first, at least 1 (default: all)")
+    q.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse photos that would decode to more pixels than this (decompression-bomb guard; "
+                        "default: Pillow's limit, 89.5 M); JPEGs are decoded reduced first, so the limit "
+                        "applies to the reduced size")
     q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     q.add_argument("--model", help="grid model .npz (default: the prepared default model)")

@@ -1,23 +1,22 @@
 """The main job: photos in, pose-normalised face textures in dense correspondence out.
 
 Owns the per-face pipeline (detect -> crop -> fit -> flatten -> mask -> complete) as a
-function, :func:`flatten_faces`, and the batch runner behind ``stn3dmm flatten``,
-:func:`flatten_paths`, which writes for every face
+function, :func:`Flattener.flatten_many`, and the batch runner behind ``stn3dmm flatten``,
+:func:`flatten_paths`, which writes the files of :mod:`stn3dmm.flatten_outputs` for every
+face, named ``<photo stem>_face<k>`` (k = 0 for the largest face; photos whose stems clash
+get ``-2``, ``-3``, ... see :func:`~stn3dmm.flatten_outputs.unique_stems`). Every file is
+written atomically; existing outputs are never replaced without ``overwrite``. A bad photo,
+or a photo whose files cannot be written, is reported and skipped; the run goes on.
 
-* ``<name>_texture.png``   the flattened texture, RGBA, alpha = visibility;
-* ``<name>_completed.png`` symmetric completion (hidden pixels from their mirror pixel);
-* ``<name>_overlay.png``   crop | fitted mesh | flattened | mask | completed;
-* ``<name>.json``          theta, landmarks, fit error, crop transform, detection;
-* ``<name>.obj`` (+ ``.mtl``, ``_texture.png``) the fitted shape textured with the completion,
-
-where ``<name>`` is ``<photo stem>_face<k>`` (k = 0 for the largest face). Every file is
-written atomically; existing outputs are never replaced without ``overwrite``. A bad photo
-is reported and skipped; the run goes on.
+Visibility: a texel is visible (alpha 255) when the model's visibility test passes, its
+sample lies inside the crop, and the crop there shows the photo, not the zero padding that
+:func:`~stn3dmm.photos.crop_face` adds where the face square leaves the photo (the crop's
+validity is sampled with the texture, bilinearly; a texel counts only if its sample touches
+no padding). Padding is thus invisible: completed from the mirror, ignored by ``average``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -26,19 +25,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .export import write_textured_obj
 from .fit import fit_landmarks
+from .flatten_outputs import is_flatten_output, output_names, unique_stems, write_outputs
 from .stn import MorphableSTN
 from .texture import symmetric_completion
+from .threads import cpu_threads
 
 #: Prior weight for dense detector targets (~400 points, a few px of noise each): the
 #: landmark term is ~20x that of 21 labelled points, and MAP with ~2 px noise gives ~4.
 DENSE_PRIOR_WEIGHT = 4.0
+#: Smallest STN input (crop side) and output texture side accepted.
+MIN_SIZE, MIN_RES = 32, 16
+#: A texel whose sampled crop validity is below this touches padding: invisible.
+VALID_MIN = 0.999
 
 
 @dataclass
 class FaceResult:
-    """One flattened face. Arrays are numpy; images float in [0, 1], UV layout (R, R)."""
+    """One flattened face. Arrays are numpy; images float in [0, 1], UV layout (R', R')."""
 
     index: int
     crop: np.ndarray            # (S, S, 3) the STN input
@@ -46,40 +50,64 @@ class FaceResult:
     theta: np.ndarray           # (6 + K + E,)
     error: float                # mean weighted landmark error, crop px
     targets: object             # LandmarkTargets in crop px
-    points: np.ndarray          # (N, 2) projected grid vertices, crop px
-    shape: np.ndarray           # (N, 3) fitted shape, mm
-    flattened: np.ndarray       # (R, R, 3)
-    mask: np.ndarray            # (R, R)
-    completed: np.ndarray       # (R, R, 3)
-    completed_alpha: np.ndarray  # (R, R)
+    points: np.ndarray          # (R * R, 2) projected model grid vertices, crop px
+    shape: np.ndarray           # (R * R, 3) fitted shape, mm
+    flattened: np.ndarray       # (R', R', 3)
+    mask: np.ndarray            # (R', R') visibility, 0 or 1
+    completed: np.ndarray       # (R', R', 3)
+    completed_alpha: np.ndarray  # (R', R')
     face: object                # the detection, photo px
     seconds: dict = field(default_factory=dict)
+
+
+class _TimedSTN(MorphableSTN):
+    """The STN, noting how long its last visibility test took (for the time breakdown)."""
+
+    visibility_seconds = 0.0
+
+    def vertex_visibility(self, posed):
+        t = time.perf_counter()
+        try:
+            return super().vertex_visibility(posed)
+        finally:
+            self.visibility_seconds = time.perf_counter() - t
 
 
 class Flattener:
     """Holds the model, the STN and the detector for many photos.
 
     Args:
-        model: a grid MorphableModel.
-        size: STN input side (the crop), default 224.
-        res: output grid side (default: the model's R).
+        model: a grid MorphableModel (R x R vertices).
+        size: STN input side (the crop), default 224, at least :data:`MIN_SIZE`.
+        res: output texture side R' (default: the model's R), at least :data:`MIN_RES`. Any
+            R' samples the same surface: the model's grid of sampling points is resampled
+            bilinearly (the OBJ keeps the model's R x R mesh; its UVs fit any texture side).
         visibility: ``"depth"`` (default) or ``"backface"``.
         mapping: detector landmark map, ``"dense"`` (default) or ``"ibug68"``.
         prior_weight: fitting prior weight (default: :data:`DENSE_PRIOR_WEIGHT` for dense).
         detector: a :class:`~stn3dmm.photos.FaceDetector` (default: a new one).
         device: torch device for fitting and sampling.
+        threads: torch CPU threads for cropping, fitting and sampling (default 1: these are many
+            small operations, and more threads slow them down badly on a busy machine; see
+            :mod:`stn3dmm.threads`). None keeps the process's setting.
     """
 
     def __init__(self, model, size=224, res=None, visibility="depth", mapping="dense", prior_weight=None,
-                 detector=None, device="cpu", blend=2.0):
+                 detector=None, device="cpu", blend=2.0, threads: int | None = 1):
         from .photos import FaceDetector
 
+        if int(size) < MIN_SIZE:
+            raise ValueError(f"size (the face crop side) must be at least {MIN_SIZE} px, got {size}")
+        if res is not None and int(res) < MIN_RES:
+            raise ValueError(f"res (the texture side) must be at least {MIN_RES}, got {res}")
         self.model, self.size, self.mapping, self.blend = model, int(size), mapping, blend
+        self.threads = threads
         self.prior_weight = prior_weight if prior_weight is not None else (
             DENSE_PRIOR_WEIGHT if mapping == "dense" else 0.1 / 0.8998)
         self.device = torch.device(device)
-        self.stn = MorphableSTN(model, out_res=res, visibility=visibility, landmarks=None,
-                                max_outside=None).to(self.device)
+        self.stn = _TimedSTN(model, out_res=res, visibility=visibility, landmarks=None,
+                             max_outside=None).to(self.device)
+        self.res = self.stn.out_res
         self.detector = detector or FaceDetector()
 
     def detect(self, photo):
@@ -95,123 +123,51 @@ class Flattener:
     def flatten_many(self, items: list) -> list[FaceResult]:
         """Fit and flatten ``(image, face)`` pairs (faces from any photos) in one batch.
         ``FaceResult.index`` is the position within each image's own list of faces."""
-        from .photos import crop_face
-
         if not items:
             return []
+        with cpu_threads(self.threads, self.device):
+            return self._flatten_many(items)
+
+    def _flatten_many(self, items: list) -> list[FaceResult]:
+        from .photos import crop_face
+
         t0 = time.perf_counter()
         crops, transforms, targets = [], [], []
         for image, f in items:
             crop, tr = crop_face(image, f, size=self.size)
-            crops.append(crop)
+            # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
+            crops.append(np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1))
             transforms.append(tr)
             targets.append(f.transformed(tr).landmarks(self.model, self.mapping))
         t1 = time.perf_counter()
         pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
         w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
         fit = fit_landmarks(self.model, pts, w, landmark_set=torch.as_tensor(targets[0].vertices),
-                            prior_weight=self.prior_weight, image_size=(self.size, self.size))
+                            prior_weight=self.prior_weight, image_size=(self.size, self.size), threads=None)
         t2 = time.perf_counter()
         images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device, torch.float32)
         with torch.no_grad():
             out = self.stn(images, fit.theta.to(self.device, torch.float32))
-            completed, alpha = symmetric_completion(out["flattened"], out["mask"], blend=self.blend)
+            flat = out["flattened"][:, :3]
+            mask = out["mask"] * (out["flattened"][:, 3:] >= VALID_MIN).to(flat.dtype)
+            completed, alpha = symmetric_completion(flat, mask, blend=self.blend)
         t3 = time.perf_counter()
         n = len(items)
+        vis = self.stn.visibility_seconds
+        seconds = {"crop+map": (t1 - t0) / n, "fit": (t2 - t1) / n, "sample": (t3 - t2 - vis) / n,
+                   "visibility": vis / n}
         seen = Counter()
         res = []
         for k, (image, f) in enumerate(items):
             idx = seen[id(image)]
             seen[id(image)] += 1
             res.append(FaceResult(
-                index=idx, crop=crops[k], transform=transforms[k], theta=fit.theta[k].numpy(),
+                index=idx, crop=crops[k][..., :3], transform=transforms[k], theta=fit.theta[k].numpy(),
                 error=float(fit.error[k]), targets=targets[k], points=out["points"][k].cpu().numpy(),
-                shape=out["shape"][k].cpu().numpy(), flattened=out["flattened"][k].permute(1, 2, 0).cpu().numpy(),
-                mask=out["mask"][k, 0].cpu().numpy(), completed=completed[k].permute(1, 2, 0).cpu().numpy(),
-                completed_alpha=alpha[k, 0].cpu().numpy(), face=f,
-                seconds={"crop+map": (t1 - t0) / n, "fit": (t2 - t1) / n, "sample+visibility": (t3 - t2) / n}))
+                shape=out["shape"][k].cpu().numpy(), flattened=flat[k].permute(1, 2, 0).cpu().numpy(),
+                mask=mask[k, 0].cpu().numpy(), completed=completed[k].permute(1, 2, 0).cpu().numpy(),
+                completed_alpha=alpha[k, 0].cpu().numpy(), face=f, seconds=dict(seconds)))
         return res
-
-
-# ----------------------------------------------------------------------------- outputs
-
-def _u8(x):
-    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def overlay_image(r: FaceResult, res: int) -> np.ndarray:
-    """crop + landmarks | crop + mesh | flattened | mask | completed, as one uint8 image."""
-    from PIL import Image, ImageDraw
-
-    s = r.crop.shape[0]
-    panels = []
-    im = Image.fromarray(_u8(r.crop))
-    d = ImageDraw.Draw(im)
-    used = r.targets.weights > 0
-    for x, y in r.targets.points[used]:
-        d.point((float(x), float(y)), fill=(0, 255, 0))
-    panels.append(im)
-    im = Image.fromarray(_u8(r.crop))
-    d = ImageDraw.Draw(im)
-    g = r.points.reshape(res, res, 2)
-    step = max(1, res // 28)
-    for i in range(0, res, step):
-        d.line([tuple(p) for p in g[i].tolist()], fill=(0, 255, 255), width=1)
-        d.line([tuple(p) for p in g[:, i].tolist()], fill=(0, 255, 255), width=1)
-    panels.append(im)
-    for a in (r.flattened, np.repeat(r.mask[..., None], 3, -1), r.completed):
-        panels.append(Image.fromarray(_u8(a)).resize((s, s), Image.NEAREST))
-    out = Image.new("RGB", (5 * s + 4 * 4, s), (255, 255, 255))
-    for k, p in enumerate(panels):
-        out.paste(p, (k * (s + 4), 0))
-    return np.asarray(out)
-
-
-def output_names(stem: str, k: int) -> dict:
-    base = f"{stem}_face{k}"
-    return {"texture": f"{base}_texture.png", "completed": f"{base}_completed.png", "overlay": f"{base}_overlay.png",
-            "json": f"{base}.json", "obj": f"{base}.obj"}
-
-
-def write_outputs(r: FaceResult, out_dir: Path, stem: str, model, photo, overwrite: bool, mesh: bool = True) -> list:
-    """Write the files of one face; returns their paths. Raises FileExistsError when an
-    output exists and ``overwrite`` is False (checked before anything is written)."""
-    from .photos import write_png_atomic
-
-    names = output_names(stem, r.index)
-    paths = {k: out_dir / v for k, v in names.items()}
-    if not overwrite:
-        clash = [p for p in paths.values() if p.exists()]
-        if clash:
-            raise FileExistsError(f"{clash[0]} exists (use --overwrite)")
-    res = model.res if r.flattened.shape[0] == model.res else r.flattened.shape[0]
-    write_png_atomic(paths["texture"], np.concatenate([_u8(r.flattened), _u8(r.mask)[..., None]], -1))
-    write_png_atomic(paths["completed"], np.concatenate([_u8(r.completed), _u8(r.completed_alpha)[..., None]], -1))
-    write_png_atomic(paths["overlay"], overlay_image(r, res), compress_level=1)
-    tr = r.transform
-    info = {
-        "photo": str(getattr(photo, "path", "")), "face_index": r.index,
-        "detection": {"bbox": np.asarray(r.face.bbox).tolist(), "score": float(r.face.score)},
-        "photo_size_read": [int(photo.width), int(photo.height)] if hasattr(photo, "width") else None,
-        "photo_scale_read": float(getattr(photo, "scale", 1.0)),
-        "crop": {"size": int(r.crop.shape[0]), "matrix_photo_to_crop": np.asarray(tr.matrix).tolist()},
-        "theta": r.theta.tolist(), "theta_layout": "[r(3) axis-angle, t(2) crop px, logs(1) s=exp(logs), alpha_id, alpha_exp]",
-        "fit_error_px": r.error,
-        "landmarks": {"mapping": "model vertices <- detector points", "vertices": r.targets.vertices.tolist(),
-                      "points_crop_px": np.round(r.targets.points, 3).tolist(),
-                      "weights": np.round(r.targets.weights, 4).tolist()},
-        "model": model.source, "res": int(res), "visible_fraction": float(r.mask.mean()),
-        "convention": "pixels: x right, y down, 0-based centres; model: mm, y up",
-    }
-    from .export import _atomic_write
-
-    _atomic_write(paths["json"], json.dumps(info, indent=1).encode())
-    written = [paths["texture"], paths["completed"], paths["overlay"], paths["json"]]
-    if mesh:
-        tex = np.concatenate([_u8(r.completed), _u8(r.completed_alpha)[..., None]], -1)
-        if res == model.res:
-            written += write_textured_obj(paths["obj"], r.shape, model.faces, model.uv, tex)
-    return written
 
 
 # ----------------------------------------------------------------------------- batch runner
@@ -224,11 +180,14 @@ class RunReport:
     succeeded: int = 0
     faces: int = 0
     failures: list = field(default_factory=list)     # (path, reason)
+    skipped_outputs: int = 0                          # our own earlier outputs found among the inputs
     seconds: dict = field(default_factory=lambda: defaultdict(float))
     wall: float = 0.0
 
     def summary(self) -> str:
         lines = [f"{self.succeeded} of {self.photos} photos flattened ({self.faces} faces) in {self.wall:.1f} s"]
+        if self.skipped_outputs:
+            lines.append(f"ignored {self.skipped_outputs} file(s) that are outputs of stn3dmm flatten")
         if self.seconds:
             tot = sum(self.seconds.values())
             lines.append("time: " + ", ".join(f"{k} {v:.1f} s ({100 * v / max(tot, 1e-9):.0f}%)"
@@ -241,54 +200,104 @@ class RunReport:
         return "\n".join(lines)
 
 
+def _no_usable_face(faces, detector, photo) -> str:
+    """The reason a photo gave nothing to fit; when nothing was detected, a tiled search for
+    faces below ``detector.min_face`` tells "too small" from "none"."""
+    min_face = detector.min_face
+    tiny = [f.bbox for f in faces if f.tiny]
+    if not faces and hasattr(detector, "small_faces"):
+        tiny = [b for b, _ in detector.small_faces(photo)]
+    if tiny:
+        side = max(min(b[2] - b[0], b[3] - b[1]) for b in tiny)
+        return f"face too small ({side:.0f} px < {min_face:.0f} px)"
+    if not faces:
+        return "no face found"
+    return f"no landmarks: the face mesh found none on the {len(faces)} face(s) detected"
+
+
 def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max_faces=None, mesh=True,
-                  progress=True, log=print, chunk: int = 8) -> RunReport:
+                  progress=True, log=print, chunk: int = 8, read_options: dict | None = None) -> RunReport:
     """Flatten every face of every photo in ``inputs`` (files and folders) into ``out_dir``.
 
     Photos are read and their faces detected one by one; the faces of up to ``chunk`` photos
     are then fitted and flattened in one batch, and their files written by a background
-    thread while the next photos are read."""
+    thread while the next photos are read. A photo counts as flattened once all its files
+    are written; a write error is that photo's failure (its partial files are removed).
+
+    Args:
+        max_faces: at most this many faces per photo, largest first (None: all; must be >= 1).
+        read_options: keyword arguments for :func:`~stn3dmm.photos.read_photo` (``max_side``,
+            ``max_pixels``).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
 
     from .photos import PhotoError, iter_photos, read_photo
 
+    if max_faces is not None and int(max_faces) < 1:
+        raise ValueError(f"max_faces must be at least 1 (or None for all faces), got {max_faces}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = RunReport()
-    paths = list(iter_photos(inputs, on_skip=lambda p, why: rep.failures.append((str(p), f"not a photo: {why}"))))
-    stems = Counter()
+    paths = []
+    def skip(p, why):
+        if is_flatten_output(p):
+            rep.skipped_outputs += 1
+        else:
+            rep.failures.append((str(p), f"not a photo: {why}"))
+
+    for p in iter_photos(inputs, on_skip=skip):
+        if is_flatten_output(p):
+            rep.skipped_outputs += 1
+        else:
+            paths.append(p)
+    stems = unique_stems(paths)
     writes = []
     writer = ThreadPoolExecutor(max_workers=1)
     t_start = time.perf_counter()
 
     def write_all(batch):
-        t = time.perf_counter()
+        """[(path, n faces, error or None)], seconds: each photo's faces written or none of them."""
+        t, done = time.perf_counter(), []
         for path, stem, photo, results in batch:
-            for r in results:
-                write_outputs(r, out_dir, stem, flattener.model, photo, overwrite=True, mesh=mesh)
-        return time.perf_counter() - t
+            written = []
+            try:
+                for r in results:
+                    written += write_outputs(r, out_dir, stem, flattener.model, photo, overwrite=True, mesh=mesh)
+                done.append((path, len(results), None))
+            except Exception as e:  # one photo's write error must not stop the batch
+                for p in written:
+                    p.unlink(missing_ok=True)
+                done.append((path, 0, f"write failed: {type(e).__name__}: {e}"))
+        return done, time.perf_counter() - t
+
+    def collect(wait: bool):
+        while writes and (wait or writes[0].done()):
+            done, dt = writes.pop(0).result()
+            rep.seconds["write"] += dt
+            for path, n, err in done:
+                if err is None:
+                    rep.succeeded += 1
+                    rep.faces += n
+                else:
+                    rep.failures.append((str(path), err))
 
     def process(pending):
         items = [(ph.image, f) for _, _, ph, faces in pending for f in faces]
         try:
             results = flattener.flatten_many(items)
-        except ValueError:
+        except (ValueError, RuntimeError) as e:
             if len(pending) == 1:
-                raise
+                rep.failures.append((str(pending[0][0]), f"fit failed: {e}"))
+                return
             for one in pending:            # isolate the photo that failed
-                try:
-                    process([one])
-                except ValueError as e:
-                    rep.failures.append((str(one[0]), f"fit failed: {e}"))
+                process([one])
             return
         batch, k = [], 0
         for path, stem, photo, faces in pending:
             batch.append((path, stem, photo, results[k:k + len(faces)]))
             k += len(faces)
-            rep.faces += len(faces)
-            rep.succeeded += 1
         for r in results:
             for name, v in r.seconds.items():
                 rep.seconds[name] += v
@@ -296,58 +305,47 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
 
     pending = []
     bar = tqdm(paths, desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
-    for path in bar:
-        rep.photos += 1
-        stem = path.stem
-        stems[stem] += 1
-        if stems[stem] > 1:
-            stem = f"{stem}-{stems[stem]}"
-        t0 = time.perf_counter()
-        try:
-            photo = read_photo(path)
-        except PhotoError as e:
-            rep.failures.append((str(path), f"unreadable: {e.problem}"))
-            continue
-        t1 = time.perf_counter()
-        try:
-            faces = flattener.detect(photo)
-        except Exception as e:  # a detector failure on one photo must not stop the batch
-            rep.failures.append((str(path), f"detector error: {e}"))
-            continue
-        rep.seconds["read"] += t1 - t0
-        rep.seconds["detect"] += time.perf_counter() - t1
-        usable = [f for f in faces if not f.tiny and f.points is not None]
-        if not faces:
-            rep.failures.append((str(path), "no face found"))
-            continue
-        if not usable:
-            why = "tiny face" if any(f.tiny for f in faces) else "no landmarks"
-            rep.failures.append((str(path), f"{why}: {len(faces)} face(s) found, none large enough to fit "
-                                            f"(at least {flattener.detector.min_face:.0f} px)"))
-            continue
-        usable = usable[:max_faces] if max_faces else usable
-        if not overwrite:
-            clash = [out_dir / n for k in range(len(usable)) for n in output_names(stem, k).values()
-                     if (out_dir / n).exists()]
-            if clash:
-                rep.failures.append((str(path), f"outputs exist: {clash[0].name} (use --overwrite)"))
-                continue
-        pending.append((path, stem, photo, usable))
-        if len(pending) >= chunk:
+    try:
+        for path, stem in zip(bar, stems):
+            rep.photos += 1
+            t0 = time.perf_counter()
             try:
+                photo = read_photo(path, **(read_options or {}))
+            except PhotoError as e:
+                rep.failures.append((str(path), f"unreadable: {e.problem}"))
+                continue
+            t1 = time.perf_counter()
+            try:
+                faces = flattener.detect(photo)
+            except Exception as e:  # a detector failure on one photo must not stop the batch
+                rep.failures.append((str(path), f"detector error: {e}"))
+                continue
+            rep.seconds["read"] += t1 - t0
+            rep.seconds["detect"] += time.perf_counter() - t1
+            usable = [f for f in faces if not f.tiny and f.points is not None]
+            if not usable:
+                rep.failures.append((str(path), _no_usable_face(faces, flattener.detector, photo)))
+                continue
+            usable = usable[:max_faces] if max_faces else usable
+            if not overwrite:
+                clash = [out_dir / n for k in range(len(usable)) for n in output_names(stem, k, mesh).values()
+                         if (out_dir / n).exists() or (out_dir / n).is_symlink()]
+                if clash:
+                    rep.failures.append((str(path), f"outputs exist: {clash[0].name} (use --overwrite)"))
+                    continue
+            pending.append((path, stem, photo, usable))
+            if len(pending) >= chunk:
                 process(pending)
-            except ValueError as e:
-                rep.failures.append((str(pending[0][0]), f"fit failed: {e}"))
-            pending = []
-        bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
-    if pending:
-        try:
+                pending = []
+            collect(wait=False)
+            bar.set_postfix(faces=rep.faces, failed=len(rep.failures), refresh=False)
+        if pending:
             process(pending)
-        except ValueError as e:
-            rep.failures.append((str(pending[0][0]), f"fit failed: {e}"))
-    for f in writes:
-        rep.seconds["write"] += f.result()
-    writer.shutdown()
+        collect(wait=True)
+        bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
+    finally:
+        bar.close()
+        writer.shutdown(wait=True)
     rep.wall = time.perf_counter() - t_start
     return rep
 

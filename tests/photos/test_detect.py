@@ -194,8 +194,10 @@ def model(default_grid):
 
 
 @pytest.fixture(scope="module")
-def dense(model):
-    return lm.dense_map(model)
+def dense(model, tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:       # build it here, not from (or into) the user's cache
+        mp.setenv("STN3DMM_CACHE", str(tmp_path_factory.mktemp("stn3dmm-cache")))
+        return lm.dense_map(model)
 
 
 def _map_position(m, model, point: int) -> np.ndarray:
@@ -224,6 +226,14 @@ def test_dense_map_contents(model, dense):
     assert not set(dense.sources[:, 0].tolist()) & set(lm.face_oval())  # no silhouette points
     assert (dense.residual <= 2.5).all()
     assert lm.dense_map(model) is dense  # cached
+
+
+def test_dense_map_file_round_trip(model, dense, tmp_path):
+    assert lm.save_cached_map(tmp_path / "m.npz", dense)
+    back = lm.load_cached_map(tmp_path / "m.npz", model.mean.shape[0])
+    for name in ("vertices", "sources", "weights", "residual"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(dense, name))
+    assert lm.load_cached_map(tmp_path / "m.npz", int(dense.vertices.max())) is None   # another model
 
 
 def test_ibug68_map(model, grace_faces):

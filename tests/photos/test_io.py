@@ -282,3 +282,25 @@ def test_write_png_accepts_torch(tmp_path):
 
     p = write_png_atomic(tmp_path / "t.png", torch.full((3, 5, 3), 0.5))
     assert np.asarray(Image.open(p))[0, 0, 0] == 128
+
+
+def test_a_jpeg_over_the_pixel_limit_is_decoded_reduced_not_refused(tmp_path, monkeypatch):
+    """Like a 12000 x 9000 photo against Pillow's 89.5 M limit, scaled down to keep the test
+    small: 2400 x 1800 (4.3 M) against a 1 M limit, more than twice it, where Pillow's own open
+    refuses. The JPEG decodes at 1/4 (600 x 450) and is read; a PNG of the same size cannot be
+    decoded reduced and is still refused, as is the JPEG when asked for full size."""
+    big = Image.fromarray(PATTERN).resize((2400, 1800), Image.Resampling.NEAREST)
+    big.save(tmp_path / "big.jpg", quality=85)
+    big.save(tmp_path / "big.png", compress_level=1)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    ph = read_photo(tmp_path / "big.jpg", max_side=512)
+    assert ph.original_size == (2400, 1800) and ph.image.shape == (384, 512, 3)
+    assert any("600 x 450" in n for n in ph.notes)
+    np.testing.assert_allclose(block_centres(_u8(ph)), PATTERN, atol=12)
+    with pytest.raises(PhotoError, match="big.png: too large"):
+        read_photo(tmp_path / "big.png", max_side=512)
+    with pytest.raises(PhotoError, match="2400 x 1800 = 4320000 pixels exceeds the limit of 1000000"):
+        read_photo(tmp_path / "big.jpg", max_side=None)
+    # an explicit limit applies to the reduced size too
+    with pytest.raises(PhotoError, match="600 x 450"):
+        read_photo(tmp_path / "big.jpg", max_side=512, max_pixels=200_000)

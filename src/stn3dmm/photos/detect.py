@@ -424,6 +424,27 @@ class FaceDetector:
         kept.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
         return kept
 
+    def small_faces(self, image, tile: int | None = None) -> list[tuple[np.ndarray, float]]:
+        """Faces too small for the main pass, for reporting why a photo gave none: the
+        full-range detector on overlapping ``tile``-pixel tiles (default ``10 * min_face``,
+        stride 3/4 of it; it finds faces down to about 1/20 of a tile) of the full image.
+        Returns ``[(bbox (4,), score), ...]`` of the boxes whose shorter side is below
+        ``min_face``, largest first. Slow on big images (tens of tiles): for failures only."""
+        img = _as_uint8_rgb(image)
+        _, full, _ = self._graphs()
+        h, w = img.shape[:2]
+        t = int(tile or 10 * self.min_face)
+        step = max(1, (3 * t) // 4)
+        xs = sorted({min(x, max(w - t, 0)) for x in range(0, max(w - t, 0) + step, step)})
+        ys = sorted({min(y, max(h - t, 0)) for y in range(0, max(h - t, 0) + step, step)})
+        found = []
+        for y in ys:
+            for x in xs:
+                for box, score, _ in self._run_detector(full, np.ascontiguousarray(img[y:y + t, x:x + t]), (x, y)):
+                    if min(box[2] - box[0], box[3] - box[1]) < self.min_face:
+                        found.append((box, score))
+        return sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+
     # -- stage 2
     def _mesh_in_box(self, img: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None):
         """(points (468, 2), depth (468,)) of the face in ``box``, or None. The crop is turned

