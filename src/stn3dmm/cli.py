@@ -174,7 +174,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_synthetic(args) -> int:
-    from .data.synthetic import export_synthetic
+    from .data.synthetic_export import export_synthetic
     from .model.prepare import load_model
 
     model = load_model(args.model, log=_log)

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from stn3dmm.data.render import GridRenderer, splat_grid_surface
-from stn3dmm.data.synthetic import (BACKGROUND_KINDS, SyntheticFaces, background_params, euler_to_rotation,
-                                    export_synthetic, make_backgrounds, pose_from_theta, rotation_to_euler,
-                                    texture_layout)
+from stn3dmm.data.backgrounds import BACKGROUND_KINDS, background_params, make_backgrounds
+from stn3dmm.data.pose import euler_to_rotation, pose_from_theta, rotation_to_euler
+from stn3dmm.data.synthetic import SyntheticFaces
+from stn3dmm.data.synthetic_export import export_synthetic
+from stn3dmm.data.texture_layout import texture_layout
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.visibility import vertex_normals, visibility_depth
 
@@ -259,7 +261,7 @@ def test_procedural_textures_put_features_on_the_landmarks(model):
 
 
 def test_photo_textures_and_backgrounds_from_the_sample_photos(model):
-    from stn3dmm.data.synthetic import sample_photo_assets
+    from stn3dmm.data.photo_assets import sample_photo_assets
 
     assets = sample_photo_assets(model)
     assert len(assets["tiles"]) >= 4
