@@ -69,8 +69,9 @@ class SyntheticConfig:
     noise: float = 0.025              #: max sigma of the pixel noise
     blur: float = 0.25                #: probability of a slight blur
     backgrounds: tuple = BACKGROUND_KINDS
-    photo_textures: bool = True       #: use the flattened sample photos when the detector works
-    photo_fraction: float = 0.3
+    photo_textures: bool = True       #: use photo textures (the flattened sample photos, or ``textures``)
+    photo_fraction: float = 0.3       #: share of identities with a photo texture
+    textures: str | None = None       #: folder of photos / ``stn3dmm flatten`` outputs instead of the samples
     supersample: int | None = None    #: anti-aliasing factor (default 2 up to 160 px, else 1)
     factor: int | None = None         #: lattice samples per grid cell (default: automatic)
 
@@ -131,8 +132,11 @@ class SyntheticFaces(Dataset):
         self.renderer = GridRenderer(model, self.size, supersample=cfg.supersample, factor=cfg.factor,
                                      n_id=cfg.n_id, n_exp=cfg.n_exp).to(self.device)
         self.n_id, self.n_exp = self.renderer.stn.n_id, self.renderer.stn.n_exp
-        self.bank = TextureBank(model, photos=cfg.photo_textures and texture is None,
-                                photo_fraction=cfg.photo_fraction, device=self.device, log=log)
+        if not 0 <= cfg.photo_fraction <= 1:
+            raise ValueError(f"photo_fraction must be in [0, 1], got {cfg.photo_fraction}")
+        self.bank = TextureBank(model, photos=(cfg.photo_textures or bool(cfg.textures)) and texture is None,
+                                photo_fraction=cfg.photo_fraction, device=self.device, log=log,
+                                textures=cfg.textures)
         self.tiles = []
         if "photo" in cfg.backgrounds:
             self.tiles = [t.to(self.device) for t in sample_photo_assets(model, log=log)["tiles"]] \
@@ -336,17 +340,27 @@ class SyntheticFaces(Dataset):
             return self._samples(self._store, indices)
         return self._samples(self.render_batch(indices), range(len(indices)))
 
-    def prerender(self, progress: bool = False) -> "SyntheticFaces":
-        """Render every item once and keep it (images as uint8: 3 S^2 bytes each)."""
+    def prerender(self, progress: bool = False, part: tuple[int, int] = (0, 1), gather=None) -> "SyntheticFaces":
+        """Render every item once and keep it (images as uint8: 3 S^2 bytes each).
+
+        Shared work (DDP): with ``part = (rank, world)`` this process renders only the aligned
+        chunks ``rank, rank + world, ...`` of ``batch_size`` items, and ``gather`` (a callable:
+        this process's ``{chunk start: batch}`` -> every process's merged) collects the rest.
+        The chunks are those of one process, so the store is bit-identical either way."""
         from tqdm import tqdm
 
         n = len(self)
-        parts = []
-        for lo in tqdm(range(0, n, self.batch_size), desc="render", unit="batch", disable=not progress):
+        rank, world = part
+        starts = list(range(0, n, self.batch_size))
+        mine = {}
+        for lo in tqdm(starts[rank::world], desc="render", unit="batch", disable=not progress):
             b = self.render_batch(range(lo, min(n, lo + self.batch_size)))
             b["image"] = (b["image"] * 255 + 0.5).clamp(0, 255).to(torch.uint8)
-            parts.append({k: v.cpu() for k, v in b.items()})
-        self._store = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            mine[lo] = {k: v.cpu() for k, v in b.items()}
+        parts = gather(mine) if gather is not None else mine
+        if sorted(parts) != starts:
+            raise RuntimeError(f"prerender: {len(parts)} of {len(starts)} chunks rendered (part={part})")
+        self._store = {k: torch.cat([parts[lo][k] for lo in starts]) for k in parts[starts[0]]}
         self._cache.clear()
         return self
 

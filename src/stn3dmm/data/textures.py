@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .imageops import _upsample
-from .photo_assets import sample_photo_assets
+from .photo_assets import folder_photo_assets, sample_photo_assets
 from .texture_layout import texture_layout
 
 #: sRGB skin tones from light to dark; a tone t in [0, 1] interpolates them.
@@ -42,13 +42,16 @@ class TextureBank:
 
     Args:
         model: the grid model (its landmarks place the features).
-        photos: use the flattened sample photos (:func:`sample_photo_assets`); ``False`` for
-            procedural textures only.
+        photos: use photo textures; ``False`` for procedural textures only.
+        textures: a folder of the user's photos or ``stn3dmm flatten`` outputs
+            (:func:`~.photo_assets.folder_photo_assets`) instead of the flattened sample photos
+            (:func:`~.photo_assets.sample_photo_assets`).
         photo_fraction: share of identities with a photo texture (when photos are available).
         device: where textures are made.
     """
 
-    def __init__(self, model, *, photos: bool = True, photo_fraction: float = 0.3, device="cpu", log=None):
+    def __init__(self, model, *, photos: bool = True, photo_fraction: float = 0.3, device="cpu", log=None,
+                 textures=None):
         self.res = int(model.res)
         self.device = torch.device(device)
         lay = texture_layout(model)
@@ -57,7 +60,12 @@ class TextureBank:
                       if isinstance(v, np.ndarray)}
         self.eye_height = float(lay["eye_height"])
         self.brow_top = float(lay.get("brow_top", 0.0))
-        assets = sample_photo_assets(model, log=log) if photos else {"textures": [], "skins": []}
+        if not photos:
+            assets = {"textures": [], "skins": []}
+        elif textures:
+            assets = folder_photo_assets(model, textures, log=log)
+        else:
+            assets = sample_photo_assets(model, log=log)
         self.photo_textures = [t.to(self.device) for t in assets["textures"]]
         self.photo_skins = [np.asarray(s, np.float32) for s in assets["skins"]]
         self.photo_fraction = float(photo_fraction) if self.photo_textures else 0.0
