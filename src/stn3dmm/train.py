@@ -3,9 +3,15 @@
 Owns the configuration (TOML file + ``--set key=value`` overrides), the deterministic batch
 schedule, the training step (four losses, flip augmentation, mirror and identity pairs),
 optimisation (AdamW or SGD, head learning-rate multipliers, warm-up + cosine schedule,
-gradient clipping, mixed precision on CUDA), checkpoints (atomic, loaded with
-``weights_only=True``, exact resume), logs (TensorBoard, ``metrics.jsonl``, a progress bar)
-and data parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``).
+gradient clipping, mixed precision on CUDA), checkpoints (atomic and fsynced, written once:
+``last.pt`` is a hard link to the newest ``step_*.pt``; loaded with ``weights_only=True``;
+exact resume, with the CPU and every rank's CUDA random state), logs (TensorBoard,
+``metrics.jsonl``, a progress bar) and data parallelism with ``torch.distributed`` (DDP,
+launched by ``torchrun``; the ranks share the synthetic prerendering).
+
+Settings are checked against the type of their defaults (:func:`check_value`). ``data.textures``
+names a folder of photos or ``stn3dmm flatten`` outputs for the synthetic textures and
+``data.photo_fraction`` the share of identities using them (negative: the default, 0.3).
 
 Loss normalisation: each term is the original's *sum* over a batch divided by the number of
 images in it, i.e. the original's per-image balance between the terms. Because every
