@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from stn3dmm.train import (IdentityGroups, batch_indices, check_batch, landmark_overlays, link_or_copy,
-                           load_checkpoint, load_config, write_durably)
+from stn3dmm.checkpoints import link_or_copy, load_checkpoint, write_durably
+from stn3dmm.train import landmark_overlays
+from stn3dmm.train_config import check_batch, load_config
+from stn3dmm.train_data import IdentityGroups, batch_indices
 
 TINY = ["data.n_identities=6", "data.views=2", "data.size=64", "localiser.image_size=64",
         "localiser.backbone='mobilenet'", "localiser.width=0.5", "localiser.norm='group'",

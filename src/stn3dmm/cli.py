@@ -142,7 +142,8 @@ def cmd_average(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import load_config, train
+    from .train import train
+    from .train_config import load_config
 
     cfg = load_config(args.config, args.set)
     last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet)
@@ -154,7 +155,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint, format_table
-    from .train import DEFAULTS, _parse_value, check_value
+    from .train_config import DEFAULTS, _parse_value, check_value
 
     spec = {}
     if args.data:

@@ -71,7 +71,7 @@ def _mad_visible(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.T
 @torch.no_grad()
 def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="cpu"):
     """Run the localiser on every item: predicted landmarks, theta, flattened + masks, and labels."""
-    from .train import fetch
+    from .train_data import fetch
 
     net.eval()
     device = torch.device(device)
@@ -126,7 +126,7 @@ def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
         res["pose_mae_deg"] = {k: float(err[ok, i].mean()) for i, k in enumerate(("yaw", "pitch", "roll"))}
         res["pose_mae_deg"]["mean"] = float(err[ok].mean())
     # flattened consistency across views of one identity (never a flip with an unflipped image:
-    # p["group"], from train.dataset_pair_groups), and symmetry
+    # p["group"], from train_data.dataset_pair_groups), and symmetry
     ids = (p["group"] if "group" in p else p["identity"]).numpy()
     cons = []
     for i in np.unique(ids[ids >= 0]):
@@ -168,7 +168,7 @@ def format_table(res: dict) -> str:
 def load_localiser(checkpoint, device="cpu"):
     """(localiser, config) from a training checkpoint (``weights_only=True``)."""
     from .localiser import build_localiser
-    from .train import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     cfg = json.loads(ck["config"])
@@ -185,7 +185,8 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     from .data.sample import landmark_vertices
     from .model.prepare import load_model
     from .stn import MorphableSTN
-    from .train import build_dataset, dataset_pair_groups, resolve_device
+    from .train import resolve_device
+    from .train_data import build_dataset, dataset_pair_groups
 
     device = resolve_device(device)
     net, cfg = load_localiser(checkpoint, device)

@@ -1,17 +1,12 @@
 """Training the localiser through the 3DMM spatial transformer (SPEC sections 5 and 6).
 
-Owns the configuration (TOML file + ``--set key=value`` overrides), the deterministic batch
-schedule, the training step (four losses, flip augmentation, mirror and identity pairs),
+Owns the training step (four losses, flip augmentation, mirror and identity pairs),
 optimisation (AdamW or SGD, head learning-rate multipliers, warm-up + cosine schedule,
-gradient clipping, mixed precision on CUDA), checkpoints (atomic and fsynced, written once:
-``last.pt`` is a hard link to the newest ``step_*.pt``; loaded with ``weights_only=True``;
-exact resume, with the CPU and every rank's CUDA random state), logs (TensorBoard,
-``metrics.jsonl``, a progress bar) and data parallelism with ``torch.distributed`` (DDP,
-launched by ``torchrun``; the ranks share the synthetic prerendering).
-
-Settings are checked against the type of their defaults (:func:`check_value`). ``data.textures``
-names a folder of photos or ``stn3dmm flatten`` outputs for the synthetic textures and
-``data.photo_fraction`` the share of identities using them (negative: the default, 0.3).
+gradient clipping, mixed precision on CUDA), the training state for checkpoints (exact
+resume, with the CPU and every rank's CUDA random state; written once by
+:mod:`.checkpoints`), logs (TensorBoard, ``metrics.jsonl``, a progress bar) and data
+parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``). The configuration is
+:mod:`.train_config`; data sets, pairing and the batch schedule are :mod:`.train_data`.
 
 Loss normalisation: each term is the original's *sum* over a batch divided by the number of
 images in it, i.e. the original's per-image balance between the terms. Because every
@@ -21,15 +16,11 @@ global batch B train exactly like one process with batch B.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
-import shutil
 import signal
-import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -37,228 +28,12 @@ import torch
 import torch.distributed as dist
 
 from .augment import flip_images
-from .losses import ORIGINAL_WEIGHTS, landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from .paths import publish
+from .checkpoints import link_or_copy, load_checkpoint, write_durably
+from .losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
+from .train_config import DEFAULTS, check_batch, load_config
+from .train_data import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
 
-DEFAULTS = {
-    "model": {"path": "", "n_id": 10, "n_exp": 10},
-    "localiser": {"backbone": "resnet18", "image_size": 112, "norm": "", "width": 1.0, "pretrained": ""},
-    "stn": {"visibility": "depth", "out_res": 0},
-    "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
-             "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
-             "textures": "", "photo_fraction": -1.0},
-    "loss": dict(ORIGINAL_WEIGHTS),
-    "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
-              "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},
-    "train": {"steps": 1000, "batch": 32, "mirror": True, "pairs": "mirror", "seed": 0, "out": "runs/train",
-              "log_every": 10, "image_every": 200, "ckpt_every": 200, "keep": 3, "device": "auto",
-              "threads": 0},
-}
-
-
-#: train.pairs: "mirror" (the siamese loss compares an image with its flip, when train.mirror)
-#: or "identity" (also two different images of one person: consecutive batch entries).
-PAIRS = ("mirror", "identity")
-
-# ----------------------------------------------------------------------------- config
-
-def _parse_value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text                                   # a bare string
-
-
-_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def check_value(key: str, value, default, where: str, raw: str | None = None):
-    """``value`` for setting ``key`` as the type of its default (int / float / str / bool; any
-    scalar where the default is None), or ValueError naming ``where`` and the key. Integral
-    floats pass as ints and ints as floats; an override's ``raw`` text is taken as it is where
-    a string is expected (``data.path=2024`` is the folder "2024")."""
-    if default is None:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{where}: {key} must be a single value, got {value!r}")
-        return value
-    kind = type(default)
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        if raw is not None:
-            return raw.strip()
-    elif kind is bool:
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    else:
-        return value
-    raise ValueError(f"{where}: {key} must be {_KINDS[kind]} (like its default {default!r}), "
-                     f"got {value!r} ({type(value).__name__})")
-
-
-def load_config(path=None, overrides=()) -> dict:
-    """DEFAULTS, updated by the TOML file ``path`` and then by ``section.key=value`` strings;
-    every value is checked against its default's type (:func:`check_value`)."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path:
-        path = Path(path)
-        if path.suffix.lower() in (".yaml", ".yml"):
-            raise ValueError(f"{path}: training configurations are TOML only (a .toml file with [sections] "
-                             "of key = value; see configs/synthetic_small.toml), not YAML")
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"{path}: cannot read the training configuration ({e})") from None
-        for sec, vals in data.items():
-            if sec not in cfg or not isinstance(vals, dict):
-                raise ValueError(f"{path}: unknown section [{sec}] (known: {', '.join(cfg)})")
-            for k, v in vals.items():
-                if k not in cfg[sec]:
-                    raise ValueError(f"{path}: unknown key {sec}.{k} (known: {', '.join(cfg[sec])})")
-                cfg[sec][k] = check_value(f"{sec}.{k}", v, DEFAULTS[sec][k], str(path))
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        key, text = item.split("=", 1)
-        sec, k = key.split(".", 1)
-        if sec not in cfg or k not in cfg[sec]:
-            raise ValueError(f"unknown setting {key!r}")
-        cfg[sec][k] = check_value(key, _parse_value(text), DEFAULTS[sec][k], f"override {item!r}", raw=text)
-    return cfg
-
-
-# ----------------------------------------------------------------------------- data
-
-def build_dataset(spec: dict, model, size: int, landmark_set: str, progress: bool = True, distributed: bool = False):
-    """A training or validation data set from a [data]/[val] section. With ``distributed``
-    (an initialised process group), the processes share the synthetic prerendering."""
-    kind = spec["kind"]
-    if kind == "synthetic":
-        from .data.synthetic import SyntheticFaces
-
-        ds = SyntheticFaces(model, n_identities=int(spec["n_identities"]), views_per_identity=int(spec["views"]),
-                            size=size, seed=int(spec["seed"]), landmark_set=landmark_set,
-                            identity_offset=int(spec.get("identity_offset", 0)), **synthetic_options(spec))
-        if not spec.get("prerender", True):
-            return ds
-        if distributed and dist.is_initialized() and dist.get_world_size() > 1:
-            return ds.prerender(progress=progress, part=(dist.get_rank(), dist.get_world_size()),
-                                gather=_gather_chunks)
-        return ds.prerender(progress=progress)
-    if kind == "demo":                                # the original demo's six photos (evaluation)
-        from .demo import DemoPhotos
-
-        return DemoPhotos(spec.get("path") or None, size=size)
-    from .data import readers
-
-    if kind == "umdfaces":
-        return readers.UMDFaces(spec["path"], spec["image_root"], size=size)
-    if kind in ("300w-lp", "aflw2000-3d", "mat68"):     # AFLW2000-3D's 68-point protocol uses pt3d_68
-        return readers.Mat68(spec["path"], size=size, points=spec.get("points") or
-                             ("pt3d_68" if kind == "aflw2000-3d" else "pt2d"))
-    if kind == "folder":
-        return readers.LandmarkFolder(spec["path"], size=size)
-    if kind == "photos":
-        return readers.DetectedPhotos(spec["path"], model, size=size, identity_from="folder")
-    raise ValueError(f"unknown data kind {kind!r} (synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos)")
-
-
-def synthetic_options(spec: dict) -> dict:
-    """SyntheticConfig overrides from a [data] section: ``textures`` (a folder of photos or
-    flatten outputs) and ``photo_fraction`` (negative: the default)."""
-    out = {}
-    if spec.get("textures"):
-        out["textures"] = str(spec["textures"])
-    if float(spec.get("photo_fraction", -1)) >= 0:
-        out["photo_fraction"] = float(spec["photo_fraction"])
-    return out
-
-
-def _gather_chunks(mine: dict) -> dict:
-    """Every process's prerendered chunks, merged (over gloo: CPU tensors, also beside NCCL)."""
-    group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, mine, group=group)
-    return {lo: b for p in parts for lo, b in p.items()}
-
-
-def dataset_identities(ds):
-    """(n,) identity of every item, or None when the data set does not know them."""
-    ids = getattr(ds, "identities", None)
-    if ids is None and hasattr(ds, "identity_of"):
-        ids = np.array([ds.identity_of(i)[0] for i in range(len(ds))])
-    return None if ids is None else np.asarray(ids)
-
-
-def dataset_pair_groups(ds):
-    """(n,) pairing group of every item, or None: items of one group are different images of
-    one person whose flattened textures should agree (identity pairs, the consistency metric).
-
-    The group is the identity, split further by the data set's optional ``mirrored`` (n,)
-    flags: a horizontally flipped copy (300W-LP's ``*_Flip`` folders) flattens to the MIRROR
-    of its person's texture, so it is only ever paired with other flipped images -- never with
-    an unflipped image, in particular never with the unflipped image it was made from."""
-    ids = dataset_identities(ds)
-    mirrored = getattr(ds, "mirrored", None)
-    if ids is None or mirrored is None:
-        return ids
-    m = np.asarray(mirrored, dtype=bool)
-    if m.shape != ids.shape:
-        raise ValueError(f"data set: mirrored has shape {m.shape}, identities {ids.shape}")
-    return np.where(ids >= 0, 2 * ids + m, -1)
-
-
-class IdentityGroups:
-    """The items of each identity seen at least twice, computed once (stable argsort).
-
-    ``keys`` (G,) the sorted identities; ``members[g]`` the ascending item indices of
-    identity ``keys[g]`` (exactly ``np.where(ids == keys[g])[0]``)."""
-
-    def __init__(self, identities):
-        ids = np.asarray(identities).reshape(-1)
-        order = np.argsort(ids, kind="stable")
-        uniq, start, count = np.unique(ids[order], return_index=True, return_counts=True)
-        ok = (uniq >= 0) & (count >= 2)
-        self.keys = uniq[ok]
-        self.members = {k: order[s:s + c] for k, s, c in zip(uniq[ok], start[ok], count[ok])}
-        self.n = len(ids)
-
-
-def fetch(ds, indices) -> dict:
-    """A collated batch of items ``indices`` (batched rendering / reading when offered)."""
-    from .data.sample import collate
-
-    many = getattr(ds, "__getitems__", None)
-    return collate(many([int(i) for i in indices]) if many else [ds[int(i)] for i in indices])
-
-
-def batch_indices(n: int, batch: int, step: int, seed: int, identities=None) -> np.ndarray:
-    """The global batch of ``step``: a pure function of (n, batch, step, seed[, identities]),
-    so every process, and every resumed run, sees the same batches. With ``identities`` ((n,)
-    array or an :class:`IdentityGroups` of it), the batch is batch/2 pairs of different items
-    of one identity (consecutive entries); pass the groups to avoid regrouping every step."""
-    if identities is None:
-        per_epoch = max(1, n // batch)
-        epoch, k = divmod(step, per_epoch)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        return perm[k * batch:(k + 1) * batch]
-    groups = identities if isinstance(identities, IdentityGroups) else IdentityGroups(identities)
-    if not len(groups.keys):
-        raise ValueError("train.pairs = 'identity' needs a data set with at least one identity seen twice")
-    rng = np.random.default_rng([seed, step, 7])
-    out = []
-    for g in rng.choice(groups.keys, size=batch // 2, replace=len(groups.keys) < batch // 2):
-        out += list(rng.choice(groups.members[g], size=2, replace=False))
-    return np.array(out)
-
+# ----------------------------------------------------------------------------- trainer
 
 def mirror_vertices(model, vertices: torch.Tensor) -> torch.Tensor:
     """The mirror vertex of each landmark vertex (same shape and device as ``vertices``):
@@ -278,23 +53,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError(f"device {name!r}: CUDA is not available here (use 'cpu' or 'auto')")
     return dev
 
-
-def check_batch(train: dict, world: int) -> None:
-    """Refuse, before any work, batch settings the step cannot use: the global batch splits
-    evenly over the processes, and with identity pairs every process gets whole pairs."""
-    b, pairs = int(train["batch"]), train["pairs"]
-    if pairs not in PAIRS:
-        raise ValueError(f"train.pairs must be one of {', '.join(PAIRS)}, got {pairs!r}")
-    if b < 1:
-        raise ValueError(f"train.batch must be at least 1, got {b}")
-    if b % world:
-        raise ValueError(f"train.batch ({b}) must be divisible by the number of processes ({world})")
-    if pairs == "identity" and b % (2 * world):
-        raise ValueError(f"train.pairs = 'identity': train.batch ({b}) must be divisible by 2 x the number of "
-                         f"processes ({2 * world}), so that every process gets whole pairs")
-
-
-# ----------------------------------------------------------------------------- trainer
 
 class Trainer:
     """One process's share of a (possibly distributed) training run."""
@@ -494,70 +252,6 @@ class Trainer:
         self.step_count = int(ck["step"])
 
 
-def write_durably(path: Path, write) -> Path:
-    """Write a file atomically and durably: ``write(f)`` into a temporary file beside it,
-    flush + fsync, rename into place, fsync the folder (a crash leaves the old or the new file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_dir(path.parent)
-    return path
-
-
-def link_or_copy(src: Path, dst: Path) -> Path:
-    """Make ``dst`` the same content as ``src`` atomically: a hard link when the file system
-    allows it (no second write), else a durable copy."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
-    except OSError:
-        if tmp.exists():
-            tmp.unlink()
-        with open(src, "rb") as f:
-            write_durably(dst, lambda out: shutil.copyfileobj(f, out, 1 << 20))
-    return dst
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def load_checkpoint(path) -> dict:
-    """A training checkpoint, loaded with ``weights_only=True`` (no code runs); clear errors."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files, foreign pickles ...
-        raise ValueError(f"{path}: not a readable stn3dmm checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ck, dict) or ck.get("format") != "stn3dmm-checkpoint-1":
-        raise ValueError(f"{path}: not an stn3dmm training checkpoint")
-    return ck
-
-
 # ----------------------------------------------------------------------------- logs
 
 class Logs:
@@ -668,3 +362,7 @@ def train(cfg: dict, resume=None, log=print, progress=True) -> dict:
     if tr.world > 1:
         dist.barrier()
     return last
+
+
+__all__ = ["Trainer", "train", "resolve_device", "mirror_vertices", "landmark_overlays", "Logs",
+           "DEFAULTS", "load_config", "load_checkpoint", "batch_indices", "build_dataset", "fetch"]

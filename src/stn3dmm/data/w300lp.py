@@ -35,7 +35,7 @@ all views of one source face, in the plain and the ``_Flip`` folders alike, shar
 (ids number the source faces in sorted order). ``mirrored`` flags the items of a ``*_Flip``
 folder (horizontally flipped copies): a flipped image flattens to the mirror of its person's
 texture, so identity pairs and the consistency metric never pair it with an unflipped image
-(:func:`stn3dmm.train.dataset_pair_groups`). Names without a ``_<digits>`` suffix, such as
+(:func:`stn3dmm.train_data.dataset_pair_groups`). Names without a ``_<digits>`` suffix, such as
 AFLW2000-3D's ``image00002``, get -1 (unknown); ``identity_from=None`` gives -1 everywhere.
 
 With ``check="exists"`` (default) the ``.mat`` files are parsed when an item is read (300W-LP has
