@@ -44,7 +44,8 @@ def child(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from stn3dmm.data.synthetic import SyntheticFaces, export_synthetic
+    from stn3dmm.data.synthetic import SyntheticFaces
+    from stn3dmm.data.synthetic_export import export_synthetic
     from stn3dmm.model.prepare import load_model
 
     model = load_model(args.model) if args.model else load_model()

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from stn3dmm.evaluate import bucketed, evaluate_predictions, nme
+from stn3dmm.evaluate import bucketed, evaluate_predictions, format_table, nme
 
 
 def test_nme_known_answer():
@@ -17,6 +17,19 @@ def test_nme_known_answer():
     assert torch.isnan(nme(pred, target, vis)).all()               # one visible point: undefined
     b = bucketed(np.array([1.0, 2.0, 3.0, 10.0]), np.array([5.0, -40.0, 50.0, 80.0]))
     assert b["0-30"] == 1 and b["30-60"] == 2.5 and b["60-90"] == 10 and b["bucket_mean"] == 4.5
+    assert b["empty_buckets"] == [] and b["all"] == 4.0
+
+
+def test_an_empty_yaw_bucket_makes_the_bucket_mean_undefined():
+    b = bucketed(np.array([1.0, 2.0, 3.0]), np.array([5.0, -40.0, 20.0]))     # nobody beyond 60 degrees
+    assert b["0-30"] == 2 and b["30-60"] == 2 and np.isnan(b["60-90"]) and b["n_60-90"] == 0
+    assert np.isnan(b["bucket_mean"]) and b["empty_buckets"] == ["60-90"] and b["all"] == 2
+    res = {"images": 3, "nme": b, "nme_mean_face": b, "nme_mean_layout": b, "flattened_consistency_mad": 1.0,
+           "symmetry_mad": 2.0}
+    table = format_table(res)
+    row = [x for x in table.splitlines() if x.startswith("NME % (localiser)")][0]
+    assert row.split()[-3:] == ["n/a", "n/a", "2.00"] and "nan" not in table
+    assert "no images with |yaw| in 60-90" in table
 
 
 def test_perfect_predictions_score_zero(default_grid):
@@ -39,6 +52,14 @@ def test_perfect_predictions_score_zero(default_grid):
     assert sum(res["nme"][f"n_{k}"] for k in ("0-30", "30-60", "60-90")) == 9
     # views of one identity share the texture, but lighting and colour jitter differ per view
     assert 0 < res["flattened_consistency_mad"] < 60 and 0 < res["symmetry_mad"] < 60
+    # pairing groups (dataset_pair_groups) replace identities: all in their own group -> no pairs
+    alone = evaluate_predictions(dict(p, group=torch.arange(9)), stn, verts, 96)
+    assert np.isnan(alone["flattened_consistency_mad"])
+    # one pair only (items 0 and 1): the metric is that pair's mean |difference| over both masks
+    one = evaluate_predictions(dict(p, group=torch.tensor([0, 0, 1, 2, 3, 4, 5, 6, 7])), stn, verts, 96)
+    both = (p["mask"][0, 0] > 0.5) & (p["mask"][1, 0] > 0.5)
+    want = float(255 * (p["masked"][0] - p["masked"][1]).abs().mean(0)[both].mean())
+    assert abs(one["flattened_consistency_mad"] - want) < 1e-4
 
 
 def test_evaluate_command_on_a_tiny_run(default_grid, tmp_path, capsys):
@@ -53,7 +74,7 @@ def test_evaluate_command_on_a_tiny_run(default_grid, tmp_path, capsys):
     assert main(args) == 0
     assert list((out / "tensorboard").glob("events.*"))             # TensorBoard logs were written
     rc = main(["evaluate", "--checkpoint", str(out / "checkpoints" / "last.pt"), "--set", "n_identities=2",
-               "--set", "identity_offset=100", "--out", str(tmp_path / "m.json")])
+               "--set", "identity_offset=100", "--out", str(tmp_path / "m.json"), "--device", "cpu"])
     assert rc == 0
     table = capsys.readouterr().out
     assert "NME % (localiser)" in table and "pose MAE" in table

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from stn3dmm.train import batch_indices, load_checkpoint, load_config
+from stn3dmm.checkpoints import link_or_copy, load_checkpoint, write_durably
+from stn3dmm.train import landmark_overlays
+from stn3dmm.train_config import check_batch, load_config
+from stn3dmm.train_data import IdentityGroups, batch_indices
 
 TINY = ["data.n_identities=6", "data.views=2", "data.size=64", "localiser.image_size=64",
         "localiser.backbone='mobilenet'", "localiser.width=0.5", "localiser.norm='group'",
@@ -54,6 +57,92 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_config(f)
 
 
+def test_config_values_are_type_checked(tmp_path):
+    cfg = load_config(None, ["data.path=2024", "train.steps=1e3", "optim.lr=1", "train.mirror=false"])
+    assert cfg["data"]["path"] == "2024" and cfg["train"]["steps"] == 1000 and isinstance(cfg["train"]["steps"], int)
+    assert cfg["optim"]["lr"] == 1.0 and isinstance(cfg["optim"]["lr"], float) and cfg["train"]["mirror"] is False
+    for bad, msg in (("train.steps=abc", "train.steps must be an integer.*'abc'"),
+                     ("train.steps=2.5", "train.steps must be an integer"),
+                     ("train.mirror=1", "train.mirror must be true or false"),
+                     ("optim.lr=fast", "optim.lr must be a number"),
+                     ("optim.amp='yes'", "optim.amp must be true or false")):
+        with pytest.raises(ValueError, match=msg):
+            load_config(None, [bad])
+    f = tmp_path / "c.toml"
+    f.write_text('[data]\npath = 2024\n')
+    with pytest.raises(ValueError, match="c.toml: data.path must be a string.*2024"):
+        load_config(f)
+    f.write_text('[train]\nbatch = "32"\n')
+    with pytest.raises(ValueError, match="c.toml: train.batch must be an integer"):
+        load_config(f)
+    y = tmp_path / "c.yaml"
+    y.write_text("train:\n  steps: 3\n")
+    with pytest.raises(ValueError, match="c.yaml: training configurations are TOML only"):
+        load_config(y)
+
+
+def test_identity_pairs_need_whole_pairs_on_every_process():
+    check_batch({"batch": 8, "pairs": "identity"}, 2)
+    check_batch({"batch": 6, "pairs": "mirror"}, 2)
+    with pytest.raises(ValueError, match=r"train.batch \(6\) must be divisible by 2 x the number of processes \(4\)"):
+        check_batch({"batch": 6, "pairs": "identity"}, 2)
+    with pytest.raises(ValueError, match="divisible by 2 x"):
+        check_batch({"batch": 5, "pairs": "identity"}, 1)
+    with pytest.raises(ValueError, match="by the number of processes"):
+        check_batch({"batch": 5, "pairs": "mirror"}, 2)
+    with pytest.raises(ValueError, match="train.pairs must be one of"):
+        check_batch({"batch": 4, "pairs": "identities"}, 1)
+
+
+def test_identity_batches_are_unchanged_by_precomputed_groups():
+    ids = np.repeat(np.arange(40), 3)
+    ids[:3] = -1
+    ids[10] = 99                                     # seen once: never paired
+    ids = ids[np.random.default_rng(5).permutation(len(ids))]
+    # the batch of the per-step regrouping this replaced (measured with it): unchanged
+    assert batch_indices(len(ids), 8, 7, 3, ids).tolist() == [51, 94, 65, 74, 111, 14, 107, 13]
+    g = IdentityGroups(ids)
+    assert 99 not in g.keys and -1 not in g.keys and len(g.keys) == 39
+    for step in range(20):
+        assert np.array_equal(batch_indices(len(ids), 8, step, 3, g), batch_indices(len(ids), 8, step, 3, ids))
+
+
+def test_landmark_overlays_known_pixels_and_any_device():
+    img = torch.zeros(2, 3, 8, 8)
+    target = torch.tensor([[[2.0, 3.0]], [[float("nan"), 0.0]]])
+    pred = torch.tensor([[[7.0, 7.0]], [[0.2, 0.4]]])
+    out = landmark_overlays(img, pred, target)
+    assert torch.equal(out[0, :, 3, 2], torch.tensor([0.0, 1.0, 0.0]))     # green 3x3 dot at (x 2, y 3)
+    assert int((out[0, 1] == 1).sum()) == 9 and int((out[0, 0] == 1).sum()) == 4   # red dot clipped at the corner
+    assert torch.equal(out[1, :, 0, 0], torch.tensor([1.0, 0.0, 0.0])) and int((out[1, 1] == 1).sum()) == 0
+    assert int((out[1, 0] == 1).sum()) == 4 and float(img.abs().sum()) == 0       # the input is left alone
+    # no tensor is made on another device (TensorBoard logging crashed on CUDA): runs on 'meta'
+    m = landmark_overlays(img.to("meta"), pred.to("meta"), target.to("meta"))
+    assert m.device.type == "meta" and m.shape == img.shape
+
+
+def test_checkpoints_are_written_once_durably(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    step = write_durably(tmp_path / "step_1.pt", lambda f: torch.save({"x": torch.arange(3)}, f))
+    assert len(synced) >= 1 and not list(tmp_path.glob("*.tmp"))
+    last = link_or_copy(step, tmp_path / "last.pt")
+    assert os.stat(last).st_ino == os.stat(step).st_ino            # a hard link: written once
+    step.unlink()                                                   # pruning old step files keeps last.pt
+    assert torch.equal(torch.load(last, weights_only=True)["x"], torch.arange(3))
+
+    def no_links(*a):
+        raise OSError("hard links not supported")
+
+    step2 = write_durably(tmp_path / "step_2.pt", lambda f: torch.save({"x": torch.ones(2)}, f))
+    monkeypatch.setattr(os, "link", no_links)
+    link_or_copy(step2, tmp_path / "last.pt")                       # falls back to an atomic copy
+    assert os.stat(tmp_path / "last.pt").st_ino != os.stat(step2).st_ino
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["x"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_2.pt"]
+
+
 def test_batch_schedule_is_a_pure_function_and_pairs_share_identity():
     a = batch_indices(100, 8, 5, seed=1)
     assert np.array_equal(a, batch_indices(100, 8, 5, seed=1)) and len(set(a)) == 8
@@ -72,6 +161,10 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(default_grid, tmp_path
     assert killed.returncode != 0                                 # SIGKILL after step 3 (last save: step 2)
     assert load_checkpoint(cut / "checkpoints" / "last.pt")["step"] == 2
     _run(_train_cmd(cut, 5, "--set", "train.ckpt_every=2", "--resume", model_path=model))
+    ck = full / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["last.pt", "step_0000002.pt", "step_0000004.pt",
+                                                    "step_0000005.pt"]
+    assert os.stat(ck / "last.pt").st_ino == os.stat(ck / "step_0000005.pt").st_ino   # saved once per checkpoint
     a = load_checkpoint(full / "checkpoints" / "last.pt")
     b = load_checkpoint(cut / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 5

@@ -172,7 +172,8 @@ def cmd_average(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import load_config, train
+    from .train import train
+    from .train_config import load_config
 
     cfg = load_config(args.config, args.set)
     last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet)
@@ -184,7 +185,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint, format_table
-    from .train import _parse_value
+    from .train_config import DEFAULTS, _parse_value, check_value
 
     spec = {}
     if args.data:
@@ -195,8 +196,11 @@ def cmd_evaluate(args) -> int:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected key=value (a [data] key)")
         k, v = item.split("=", 1)
-        spec[k.removeprefix("data.")] = _parse_value(v)
-    res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, log=_log)
+        k = k.strip().removeprefix("data.")
+        if k not in DEFAULTS["data"]:
+            raise ValueError(f"--set {item!r}: unknown [data] key {k!r} (known: {', '.join(DEFAULTS['data'])})")
+        spec[k] = check_value(f"data.{k}", _parse_value(v), DEFAULTS["data"][k], f"--set {item!r}", raw=v)
+    res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, batch=args.batch, device=args.device, log=_log)
     print(format_table(res))
     if args.out:
         _log(f"wrote {args.out}")
@@ -204,13 +208,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_synthetic(args) -> int:
-    from .data.synthetic import export_synthetic
+    from .data.synthetic_export import export_synthetic
     from .model.prepare import load_model
 
+    options = {}
+    if args.textures:
+        options["textures"] = args.textures
+    if args.photo_fraction is not None:
+        if not 0 <= args.photo_fraction <= 1:
+            raise ValueError(f"--photo-fraction must be in [0, 1], got {args.photo_fraction}")
+        options["photo_fraction"] = args.photo_fraction
     model = load_model(args.model, log=_log)
     export_synthetic(args.out, model, args.identities, views=args.views, size=args.size, seed=args.seed,
                      landmark_set=args.landmarks, identity_offset=args.identity_offset, overwrite=args.overwrite,
-                     progress=not args.quiet, log=_log)
+                     progress=not args.quiet, log=_log, **options)
     _log(f"wrote {args.identities * args.views} images to {Path(args.out).resolve()}")
     return 0
 
@@ -289,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--path", help="the data's file or folder")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [data] setting")
     q.add_argument("--out", help="write the metrics as JSON here")
+    q.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
+    q.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
     q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("synthetic", help="render a synthetic multi-view data set to a landmark folder")
@@ -300,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--identity-offset", type=int, default=0, help="first identity number (held-out splits)")
     q.add_argument("--landmarks", choices=["aflw21", "ibug68"], default="aflw21")
     q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--textures", metavar="DIR",
+                   help="photo textures from this folder instead of the sample photos: photos (flattened here) "
+                        "and/or stn3dmm flatten outputs (*_completed.png, *_texture.png; any resolution)")
+    q.add_argument("--photo-fraction", type=float, default=None,
+                   help="share of identities with a photo texture, 0-1 (default 0.3)")
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_synthetic)

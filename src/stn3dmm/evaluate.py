@@ -13,7 +13,7 @@ Owns the metrics of ``stn3dmm evaluate``:
 * the same NME for two baselines: the **mean face** at the localiser's start pose (frontal,
   centred, s0) and the **mean landmark layout** of the evaluated images themselves.
 
-Pose convention: the synthetic data's (:data:`stn3dmm.data.synthetic.POSE_CONVENTION`,
+Pose convention: the synthetic data's (:data:`stn3dmm.data.pose.POSE_CONVENTION`,
 R = Rz(roll) Rx(pitch) Ry(yaw) in the model frame; positive yaw turns the nose towards image
 +x). Real data sets define their angles in their own ways (signs, order); the |yaw| buckets
 do not depend on that, the pitch and roll errors may.
@@ -45,14 +45,18 @@ def nme(pred: torch.Tensor, target: torch.Tensor, vis: torch.Tensor) -> torch.Te
 
 
 def bucketed(values: np.ndarray, yaw: np.ndarray) -> dict:
-    """Mean of ``values`` per |yaw| bucket, their unweighted mean, and the overall mean."""
+    """Mean of ``values`` per |yaw| bucket, their unweighted mean, and the overall mean.
+
+    An empty bucket is NaN (``n_<bucket>`` = 0) and so is ``bucket_mean`` then: the
+    protocol's mean needs all three buckets (``empty_buckets`` lists the empty ones)."""
     out = {}
     for lo, hi in BUCKETS:
         m = (np.abs(yaw) >= lo) & (np.abs(yaw) < hi) & np.isfinite(values)
         out[f"{lo}-{int(hi)}"] = float(values[m].mean()) if m.any() else float("nan")
         out[f"n_{lo}-{int(hi)}"] = int(m.sum())
     b = [out[f"{lo}-{int(hi)}"] for lo, hi in BUCKETS]
-    out["bucket_mean"] = float(np.nanmean(b)) if np.isfinite(b).any() else float("nan")
+    out["empty_buckets"] = [f"{lo}-{int(hi)}" for lo, hi in BUCKETS if not out[f"n_{lo}-{int(hi)}"]]
+    out["bucket_mean"] = float(np.mean(b)) if not out["empty_buckets"] else float("nan")
     out["all"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return out
 
@@ -67,9 +71,11 @@ def _mad_visible(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.T
 @torch.no_grad()
 def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="cpu"):
     """Run the localiser on every item: predicted landmarks, theta, flattened + masks, and labels."""
-    from .train import fetch
+    from .train_data import fetch
 
     net.eval()
+    device = torch.device(device)
+    vidx = torch.as_tensor(vertices, dtype=torch.long, device=device)
     keep = {k: [] for k in ("pred", "target", "vis", "pose", "identity", "theta", "masked", "mask", "gt_theta")}
     for start in range(0, len(dataset), batch):
         idx = list(range(start, min(len(dataset), start + batch)))
@@ -77,14 +83,14 @@ def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="
         images = b["image"].to(device)
         theta = net(images).float()
         out = stn(images, theta)
-        keep["pred"].append(out["points"][:, vertices].cpu())
+        keep["pred"].append(out["points"][:, vidx].float().cpu())
         keep["target"].append(b["landmarks"])
         keep["vis"].append(b["visibility"])
         keep["pose"].append(b["pose"])
         keep["identity"].append(b["identity"])
         keep["theta"].append(theta.cpu())
-        keep["masked"].append(out["masked"].cpu())
-        keep["mask"].append(out["mask"].cpu())
+        keep["masked"].append(out["masked"].float().cpu())
+        keep["mask"].append(out["mask"].float().cpu())
         if "theta" in b:
             keep["gt_theta"].append(b["theta"])
     return {k: torch.cat(v) for k, v in keep.items() if v}
@@ -92,7 +98,7 @@ def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="
 
 def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
     """All metrics from :func:`predict`'s output (see the module docstring)."""
-    from .data.synthetic import pose_from_theta
+    from .data.pose import pose_from_theta
 
     yaw_gt = p["pose"][:, 0].numpy()
     pred_pose = pose_from_theta(p["theta"].double()).float()
@@ -101,10 +107,11 @@ def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
     res = {"images": int(len(p["pred"]))}
     res["nme"] = bucketed(nme(p["pred"], p["target"], p["vis"]).numpy(), yaw_gt)
     # baselines
-    start = torch.zeros(1, stn.n_params)
+    start = torch.zeros(1, stn.n_params, dtype=stn.mean.dtype, device=stn.mean.device)
     start[0, 3:5] = (image_size - 1) / 2
     start[0, 5] = math.log(image_size / 224)
-    mean_face = stn.geometry(start.to(stn.mean.dtype)).points[0, vertices].float()
+    vidx = torch.as_tensor(vertices, dtype=torch.long, device=stn.mean.device)
+    mean_face = stn.geometry(start).points[0, vidx].float().cpu()
     res["nme_mean_face"] = bucketed(nme(mean_face.expand_as(p["pred"]), p["target"], p["vis"]).numpy(), yaw_gt)
     layout = torch.nanmean(torch.where(p["vis"][..., None] > 0, p["target"], torch.full_like(p["target"], float("nan"))), 0)
     res["nme_mean_layout"] = bucketed(nme(torch.nan_to_num(layout).expand_as(p["pred"]), p["target"],
@@ -118,8 +125,9 @@ def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
         ok = np.isfinite(err).all(1)
         res["pose_mae_deg"] = {k: float(err[ok, i].mean()) for i, k in enumerate(("yaw", "pitch", "roll"))}
         res["pose_mae_deg"]["mean"] = float(err[ok].mean())
-    # flattened consistency across views of one identity, and symmetry
-    ids = p["identity"].numpy()
+    # flattened consistency across views of one identity (never a flip with an unflipped image:
+    # p["group"], from train_data.dataset_pair_groups), and symmetry
+    ids = (p["group"] if "group" in p else p["identity"]).numpy()
     cons = []
     for i in np.unique(ids[ids >= 0]):
         js = np.where(ids == i)[0]
@@ -139,11 +147,15 @@ def format_table(res: dict) -> str:
     for name, key in (("NME % (localiser)", "nme"), ("NME % (mean face, start pose)", "nme_mean_face"),
                       ("NME % (mean landmark layout)", "nme_mean_layout")):
         r = res[key]
-        rows.append((name,) + tuple(f"{r[k]:.2f}" for k in ("0-30", "30-60", "60-90", "bucket_mean", "all")))
+        rows.append((name,) + tuple(f"{r[k]:.2f}" if np.isfinite(r[k]) else "n/a"
+                                    for k in ("0-30", "30-60", "60-90", "bucket_mean", "all")))
     r = res["nme"]
     rows.append(("images",) + tuple(str(r[f"n_{k}"]) for k in ("0-30", "30-60", "60-90")) + ("", str(res["images"])))
     w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row)) for row in rows]
+    if r.get("empty_buckets"):
+        lines.append(f"n/a: no images with |yaw| in {', '.join(r['empty_buckets'])} degrees; the bucket mean "
+                     "(AFLW2000-3D protocol) needs all three")
     if "pose_mae_deg" in res:
         pm = res["pose_mae_deg"]
         lines.append(f"pose MAE: yaw {pm['yaw']:.2f}, pitch {pm['pitch']:.2f}, roll {pm['roll']:.2f}, "
@@ -156,7 +168,7 @@ def format_table(res: dict) -> str:
 def load_localiser(checkpoint, device="cpu"):
     """(localiser, config) from a training checkpoint (``weights_only=True``)."""
     from .localiser import build_localiser
-    from .train import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     cfg = json.loads(ck["config"])
@@ -167,13 +179,16 @@ def load_localiser(checkpoint, device="cpu"):
     return net.to(device).eval(), cfg
 
 
-def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="cpu", log=print) -> dict:
-    """Evaluate a checkpoint on a data set described like a [data] config section."""
+def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="auto", log=print) -> dict:
+    """Evaluate a checkpoint on a data set described like a [data] config section, on ``device``
+    (``"auto"``: CUDA when available)."""
     from .data.sample import landmark_vertices
     from .model.prepare import load_model
     from .stn import MorphableSTN
-    from .train import build_dataset
+    from .train import resolve_device
+    from .train_data import build_dataset, dataset_pair_groups
 
+    device = resolve_device(device)
     net, cfg = load_localiser(checkpoint, device)
     model = load_model(cfg["model"]["path"] or None, log=log)
     size = int(cfg["localiser"]["image_size"])
@@ -183,6 +198,9 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     stn = MorphableSTN(model, visibility=cfg["stn"]["visibility"], landmarks=None, n_id=int(cfg["model"]["n_id"]),
                        n_exp=int(cfg["model"]["n_exp"]), max_outside=None).to(device)
     p = predict(net, stn, ds, verts, batch=batch, device=device)
+    groups = dataset_pair_groups(ds)
+    if groups is not None:
+        p["group"] = torch.as_tensor(np.asarray(groups, dtype=np.int64))
     res = evaluate_predictions(p, stn, verts, size)
     res["checkpoint"], res["data"] = str(checkpoint), {k: v for k, v in spec.items()}
     if out:

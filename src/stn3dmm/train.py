@@ -1,11 +1,12 @@
 """Training the localiser through the 3DMM spatial transformer (SPEC sections 5 and 6).
 
-Owns the configuration (TOML file + ``--set key=value`` overrides), the deterministic batch
-schedule, the training step (four losses, flip augmentation, mirror and identity pairs),
+Owns the training step (four losses, flip augmentation, mirror and identity pairs),
 optimisation (AdamW or SGD, head learning-rate multipliers, warm-up + cosine schedule,
-gradient clipping, mixed precision on CUDA), checkpoints (atomic, loaded with
-``weights_only=True``, exact resume), logs (TensorBoard, ``metrics.jsonl``, a progress bar)
-and data parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``).
+gradient clipping, mixed precision on CUDA), the training state for checkpoints (exact
+resume, with the CPU and every rank's CUDA random state; written once by
+:mod:`.checkpoints`), logs (TensorBoard, ``metrics.jsonl``, a progress bar) and data
+parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``). The configuration is
+:mod:`.train_config`; data sets, pairing and the batch schedule are :mod:`.train_data`.
 
 Loss normalisation: each term is the original's *sum* over a batch divided by the number of
 images in it, i.e. the original's per-image balance between the terms. Because every
@@ -15,14 +16,11 @@ global batch B train exactly like one process with batch B.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
 import signal
-import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -30,138 +28,36 @@ import torch
 import torch.distributed as dist
 
 from .augment import flip_images
-from .losses import ORIGINAL_WEIGHTS, landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from .paths import publish
-
-DEFAULTS = {
-    "model": {"path": "", "n_id": 10, "n_exp": 10},
-    "localiser": {"backbone": "resnet18", "image_size": 112, "norm": "", "width": 1.0, "pretrained": ""},
-    "stn": {"visibility": "depth", "out_res": 0},
-    "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
-             "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": ""},
-    "loss": dict(ORIGINAL_WEIGHTS),
-    "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
-              "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},
-    "train": {"steps": 1000, "batch": 32, "mirror": True, "pairs": "mirror", "seed": 0, "out": "runs/train",
-              "log_every": 10, "image_every": 200, "ckpt_every": 200, "keep": 3, "device": "auto",
-              "threads": 0},
-}
-
-
-# ----------------------------------------------------------------------------- config
-
-def _parse_value(text: str):
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text                                   # a bare string
-
-
-def load_config(path=None, overrides=()) -> dict:
-    """DEFAULTS, updated by the TOML file ``path`` and then by ``section.key=value`` strings."""
-    cfg = copy.deepcopy(DEFAULTS)
-    if path:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"{path}: cannot read the training configuration ({e})") from None
-        for sec, vals in data.items():
-            if sec not in cfg or not isinstance(vals, dict):
-                raise ValueError(f"{path}: unknown section [{sec}] (known: {', '.join(cfg)})")
-            for k, v in vals.items():
-                if k not in cfg[sec]:
-                    raise ValueError(f"{path}: unknown key {sec}.{k} (known: {', '.join(cfg[sec])})")
-                cfg[sec][k] = v
-    for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.key=value")
-        key, text = item.split("=", 1)
-        sec, k = key.split(".", 1)
-        if sec not in cfg or k not in cfg[sec]:
-            raise ValueError(f"unknown setting {key!r}")
-        cfg[sec][k] = _parse_value(text)
-    return cfg
-
-
-# ----------------------------------------------------------------------------- data
-
-def build_dataset(spec: dict, model, size: int, landmark_set: str):
-    """A training or validation data set from a [data]/[val] section."""
-    kind = spec["kind"]
-    if kind == "synthetic":
-        from .data.synthetic import SyntheticFaces
-
-        ds = SyntheticFaces(model, n_identities=int(spec["n_identities"]), views_per_identity=int(spec["views"]),
-                            size=size, seed=int(spec["seed"]), landmark_set=landmark_set,
-                            identity_offset=int(spec.get("identity_offset", 0)))
-        return ds.prerender(progress=True) if spec.get("prerender", True) else ds
-    if kind == "demo":                                # the original demo's six photos (evaluation)
-        from .demo import DemoPhotos
-
-        return DemoPhotos(spec.get("path") or None, size=size)
-    from .data import readers
-
-    if kind == "umdfaces":
-        return readers.UMDFaces(spec["path"], spec["image_root"], size=size)
-    if kind in ("300w-lp", "aflw2000-3d", "mat68"):     # AFLW2000-3D's 68-point protocol uses pt3d_68
-        return readers.Mat68(spec["path"], size=size, points=spec.get("points") or
-                             ("pt3d_68" if kind == "aflw2000-3d" else "pt2d"))
-    if kind == "folder":
-        return readers.LandmarkFolder(spec["path"], size=size)
-    if kind == "photos":
-        return readers.DetectedPhotos(spec["path"], model, size=size, identity_from="folder")
-    raise ValueError(f"unknown data kind {kind!r} (synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos)")
-
-
-def dataset_identities(ds):
-    """(n,) identity of every item, or None when the data set does not know them."""
-    ids = getattr(ds, "identities", None)
-    if ids is None and hasattr(ds, "identity_of"):
-        ids = np.array([ds.identity_of(i)[0] for i in range(len(ds))])
-    return None if ids is None else np.asarray(ids)
-
-
-def fetch(ds, indices) -> dict:
-    """A collated batch of items ``indices`` (batched rendering / reading when offered)."""
-    from .data.sample import collate
-
-    many = getattr(ds, "__getitems__", None)
-    return collate(many([int(i) for i in indices]) if many else [ds[int(i)] for i in indices])
-
-
-def batch_indices(n: int, batch: int, step: int, seed: int, identities=None) -> np.ndarray:
-    """The global batch of ``step``: a pure function of (n, batch, step, seed), so every
-    process, and every resumed run, sees the same batches. With ``identities`` (n,), the
-    batch is batch/2 pairs of different items of one identity (consecutive entries)."""
-    if identities is None:
-        per_epoch = max(1, n // batch)
-        epoch, k = divmod(step, per_epoch)
-        perm = np.random.default_rng([seed, epoch]).permutation(n)
-        return perm[k * batch:(k + 1) * batch]
-    rng = np.random.default_rng([seed, step, 7])
-    ids = np.asarray(identities)
-    groups = {i: np.where(ids == i)[0] for i in np.unique(ids) if i >= 0 and (ids == i).sum() >= 2}
-    if not groups:
-        raise ValueError("train.pairs = 'identity' needs a data set with at least one identity seen twice")
-    keys = np.array(sorted(groups))
-    out = []
-    for g in rng.choice(keys, size=batch // 2, replace=len(keys) < batch // 2):
-        out += list(rng.choice(groups[g], size=2, replace=False))
-    return np.array(out)
-
-
-def mirror_vertices(model, vertices: torch.Tensor) -> torch.Tensor:
-    """The mirror vertex of each landmark vertex: a flipped image's landmark l sits on it."""
-    return torch.as_tensor(model.mirror, dtype=torch.long)[vertices]
-
+from .checkpoints import link_or_copy, load_checkpoint, write_durably
+from .losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
+from .train_config import DEFAULTS, check_batch, load_config
+from .train_data import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
 
 # ----------------------------------------------------------------------------- trainer
+
+def mirror_vertices(model, vertices: torch.Tensor) -> torch.Tensor:
+    """The mirror vertex of each landmark vertex (same shape and device as ``vertices``):
+    a flipped image's landmark l sits on it."""
+    return torch.as_tensor(model.mirror, dtype=torch.long, device=vertices.device)[vertices]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; any other name as given (checked)."""
+    if name in ("", "auto", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device {name!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available here (use 'cpu' or 'auto')")
+    return dev
+
 
 class Trainer:
     """One process's share of a (possibly distributed) training run."""
 
-    def __init__(self, cfg: dict, log=print):
+    def __init__(self, cfg: dict, log=print, progress: bool = True):
         from .data.sample import landmark_vertices
         from .localiser import build_localiser, param_groups
         from .model.prepare import load_model
@@ -170,25 +66,34 @@ class Trainer:
         self.cfg, self.log = cfg, log
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        dev = cfg["train"]["device"]
-        dev = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
-        if dev.startswith("cuda") and self.world > 1:
-            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        dev = resolve_device(cfg["train"]["device"])
+        if dev.type == "cuda" and self.world > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(dev)
-        self.device = torch.device(dev)
+        self.device = dev
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         threads = int(cfg["train"]["threads"]) or (max(1, (os.cpu_count() or 1) // self.world)
                                                   if self.world > 1 and self.device.type == "cpu" else 0)
         if threads:     # several processes on one CPU: oversubscribed threads slow down 10-20x
             torch.set_num_threads(threads)
+        check_batch(cfg["train"], self.world)
         torch.manual_seed(cfg["train"]["seed"])
         self.model = load_model(cfg["model"]["path"] or None, log=log if self.rank == 0 else (lambda m: None))
         n_id, n_exp = int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"])
         self.size = int(cfg["localiser"]["image_size"])
         size = int(cfg["data"]["size"]) or self.size
-        self.data = build_dataset(cfg["data"], self.model, size, cfg["data"]["landmark_set"])
-        self.vertices = torch.as_tensor(landmark_vertices(self.model, self.data.landmark_set), dtype=torch.long)
+        self.data = build_dataset(cfg["data"], self.model, size, cfg["data"]["landmark_set"],
+                                  progress=progress and self.rank == 0, distributed=self.world > 1)
+        self.groups = None
+        if cfg["train"]["pairs"] == "identity":   # grouped once: regrouping 368k items took 2 s per step
+            ids = dataset_pair_groups(self.data)
+            self.groups = IdentityGroups(np.full(len(self.data), -1) if ids is None else ids)
+            if not len(self.groups.keys):
+                raise ValueError("train.pairs = 'identity' needs a data set with at least one identity seen twice "
+                                 f"(data.kind = {cfg['data']['kind']!r} has none)")
+        self.vertices = torch.as_tensor(landmark_vertices(self.model, self.data.landmark_set), dtype=torch.long,
+                                        device=self.device)
         loc = cfg["localiser"]
         self.net = build_localiser(loc["backbone"], n_id=n_id, n_exp=n_exp, image_size=self.size, norm=loc["norm"] or None,
                                    width=loc["width"], pretrained=loc["pretrained"] or None).to(self.device)
@@ -227,10 +132,7 @@ class Trainer:
     def local_batch(self, step: int) -> dict:
         t = self.cfg["train"]
         b = int(t["batch"])
-        if b % self.world:
-            raise ValueError(f"train.batch ({b}) must be divisible by the number of processes ({self.world})")
-        ids = dataset_identities(self.data) if t["pairs"] == "identity" else None
-        idx = batch_indices(len(self.data), b, step, int(t["seed"]), ids)
+        idx = batch_indices(len(self.data), b, step, int(t["seed"]), self.groups)
         per = b // self.world
         mine = idx[self.rank * per:(self.rank + 1) * per]
         return {k: v.to(self.device) for k, v in fetch(self.data, mine).items()}
@@ -241,15 +143,15 @@ class Trainer:
         cfg = self.cfg
         images, target, vis = batch["image"], batch["landmarks"], batch["visibility"]
         b, w = images.shape[0], images.shape[-1]
-        verts = self.vertices.to(self.device).expand(b, -1)
+        verts = self.vertices.expand(b, -1)
         if cfg["train"]["mirror"]:
             fl = target.clone()
             fl[..., 0] = (w - 1) - fl[..., 0]
             images = torch.cat([images, flip_images(images)])
             target, vis = torch.cat([target, fl]), torch.cat([vis, vis])
-            verts = torch.cat([verts, mirror_vertices(self.model, verts.cpu()).to(self.device)])
+            verts = torch.cat([verts, mirror_vertices(self.model, verts)])
         n = images.shape[0]
-        with torch.autocast(self.device.type, enabled=self.amp):
+        with torch.autocast("cuda" if self.device.type == "cuda" else "cpu", enabled=self.amp):
             theta = self.ddp(images)
         theta = theta.float()
         out = self.stn(images, theta)
@@ -287,7 +189,7 @@ class Trainer:
         vals = {k: float(v.detach()) for k, v in terms.items() if not k.startswith("_")}
         vals["grad_norm"] = float(gnorm)
         if self.world > 1:                            # log the global mean
-            t = torch.tensor([vals[k] for k in sorted(vals)], dtype=torch.float64)
+            t = torch.tensor([vals[k] for k in sorted(vals)], dtype=torch.float64, device=self.device)  # NCCL: CUDA only
             dist.all_reduce(t)
             vals = {k: float(x) / self.world for k, x in zip(sorted(vals), t)}
         vals["lr"] = self.sched.get_last_lr()[0]
@@ -297,26 +199,38 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
 
     def state(self) -> dict:
-        return {"step": self.step_count, "model": self.net.state_dict(), "optim": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(), "config": json.dumps(self.cfg),
-                "format": "stn3dmm-checkpoint-1"}
+        """The full training state. Collective under DDP with CUDA (every rank must call it)."""
+        st = {"step": self.step_count, "model": self.net.state_dict(), "optim": self.opt.state_dict(),
+              "sched": self.sched.state_dict(), "scaler": self.scaler.state_dict(),
+              "torch_rng": torch.get_rng_state(), "config": json.dumps(self.cfg),
+              "format": "stn3dmm-checkpoint-1"}
+        cuda = self._cuda_rng_states()
+        if cuda is not None:
+            st["cuda_rng"] = cuda
+        return st
+
+    def _cuda_rng_states(self):
+        """Each rank's CUDA generator state (rank order), or None on the CPU."""
+        if self.device.type != "cuda":
+            return None
+        mine = torch.cuda.get_rng_state(self.device)
+        if self.world == 1:
+            return [mine]
+        out = [None] * self.world
+        dist.all_gather_object(out, mine)
+        return [torch.as_tensor(t).cpu() for t in out]
 
     def save(self) -> Path | None:
+        """Write ``step_<n>.pt`` once (temp file, fsync, rename) and make ``last.pt`` the same
+        file (a hard link, else an atomic copy); keep the newest ``train.keep`` step files."""
+        state = self.state()                          # collective: every rank takes part
         if self.rank != 0:
             return None
         d = self.out / "checkpoints"
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"step_{self.step_count:07d}.pt"
-        for target in (path, d / "last.pt"):
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=target.name + ".", suffix=".tmp")
-            os.close(fd)
-            try:
-                torch.save(self.state(), tmp)
-                publish(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+        write_durably(path, lambda f: torch.save(state, f))
+        link_or_copy(path, d / "last.pt")
         keep = int(self.cfg["train"]["keep"])
         for old in sorted(d.glob("step_*.pt"))[:-keep] if keep > 0 else []:
             old.unlink()
@@ -329,21 +243,13 @@ class Trainer:
         self.sched.load_state_dict(ck["sched"])
         self.scaler.load_state_dict(ck["scaler"])
         torch.set_rng_state(ck["torch_rng"])
+        cuda = ck.get("cuda_rng")
+        if self.device.type == "cuda" and cuda:
+            if len(cuda) != self.world and self.rank == 0:
+                self.log(f"note: {path} holds the CUDA random state of {len(cuda)} process(es), this run has "
+                         f"{self.world}: the resumed run is not bit-exact")
+            torch.cuda.set_rng_state(cuda[self.rank % len(cuda)], self.device)
         self.step_count = int(ck["step"])
-
-
-def load_checkpoint(path) -> dict:
-    """A training checkpoint, loaded with ``weights_only=True`` (no code runs); clear errors."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files, foreign pickles ...
-        raise ValueError(f"{path}: not a readable stn3dmm checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ck, dict) or ck.get("format") != "stn3dmm-checkpoint-1":
-        raise ValueError(f"{path}: not an stn3dmm training checkpoint")
-    return ck
 
 
 # ----------------------------------------------------------------------------- logs
@@ -378,9 +284,9 @@ class Logs:
             return
         out = terms["_out"]
         k = min(8, out["masked"].shape[0])
-        self.tb.add_images("flattened/masked", out["masked"][:k].detach().clamp(0, 1), step)
+        self.tb.add_images("flattened/masked", out["masked"][:k].detach().clamp(0, 1).float().cpu(), step)
         self.tb.add_images("landmarks/overlay", landmark_overlays(terms["_images"][:k], terms["_pred"][:k],
-                                                                  terms["_target"][:k]), step)
+                                                                  terms["_target"][:k]).float().cpu(), step)
 
     def close(self) -> None:
         if self.enabled:
@@ -390,18 +296,24 @@ class Logs:
 
 
 def landmark_overlays(images, pred, target) -> torch.Tensor:
-    """(B, 3, S, S) copies with predicted (red) and target (green) landmarks as 3x3 dots."""
-    img = images.detach().clone().clamp(0, 1)
-    s = img.shape[-1]
+    """(B, 3, S, S) copies with predicted (red) and target (green) landmarks as 3x3 dots.
+
+    Device-agnostic and without data-dependent shapes: the dots are scattered into a
+    (B, S*S + 1) canvas on the images' device (off-image points go to the spare last cell)."""
+    img = images.detach().clamp(0, 1)
+    b, s = img.shape[0], img.shape[-1]
     for pts, col in ((target, (0.0, 1.0, 0.0)), (pred.detach(), (1.0, 0.0, 0.0))):
-        p = torch.nan_to_num(pts, nan=-10).round().long()
+        p = torch.nan_to_num(pts.to(img.device), nan=-10, posinf=-10, neginf=-10).round().long()
+        canvas = torch.zeros(b, s * s + 1, device=img.device, dtype=img.dtype)
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
                 x, y = p[..., 0] + dx, p[..., 1] + dy
                 ok = (x >= 0) & (x < s) & (y >= 0) & (y < s)
-                bi = torch.arange(img.shape[0])[:, None].expand_as(x)
-                for c in range(3):
-                    img[bi[ok], c, y[ok], x[ok]] = col[c]
+                cell = torch.where(ok, y * s + x, torch.full_like(x, s * s))
+                canvas.scatter_(1, cell, 1.0)
+        dots = canvas[:, :-1].view(b, 1, s, s) > 0
+        colour = torch.tensor(col, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
+        img = torch.where(dots, colour, img)
     return img
 
 
@@ -411,7 +323,7 @@ def train(cfg: dict, resume=None, log=print, progress=True) -> dict:
     """Run (or resume) a training run; returns the last logged values."""
     from tqdm import tqdm
 
-    tr = Trainer(cfg, log=log)
+    tr = Trainer(cfg, log=log, progress=progress)
     t = cfg["train"]
     if resume:
         path = Path(tr.out / "checkpoints" / "last.pt") if resume == "auto" else Path(resume)
@@ -450,3 +362,7 @@ def train(cfg: dict, resume=None, log=print, progress=True) -> dict:
     if tr.world > 1:
         dist.barrier()
     return last
+
+
+__all__ = ["Trainer", "train", "resolve_device", "mirror_vertices", "landmark_overlays", "Logs",
+           "DEFAULTS", "load_config", "load_checkpoint", "batch_indices", "build_dataset", "fetch"]

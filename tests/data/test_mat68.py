@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 from reader_fixtures import AFLW21, IBUG68, assert_on_dots, dot_image, face_points, write_mat73, write_pose_mat
 
+from stn3dmm.data.pose import euler_to_rotation, pose_from_pose_para
 from stn3dmm.data.readers import Mat68, ReaderError, identity_key, read_pose_mat
+from stn3dmm.train_data import IdentityGroups, batch_indices, dataset_pair_groups
 
 # 300W-LP-like items: relative path, image size, centre, scale, Pose_Para (pitch, yaw, roll radians, tx, ty, tz, s)
 LP_ITEMS = [
@@ -73,8 +75,7 @@ def test_300w_lp(lp):
         pose = LP_ITEMS[n][4]
         s, tr = ds.item(i)
         assert s["image"].shape == (3, 224, 224) and s["landmarks"].shape == (68, 2)
-        assert np.allclose(s["pose"].numpy(), [math.degrees(pose[1]), math.degrees(pose[0]), math.degrees(pose[2])],
-                           atol=1e-4)  # (yaw, pitch, roll) degrees from (pitch, yaw, roll) radians
+        assert np.allclose(s["pose"].numpy(), pose_from_pose_para(*pose[:3]).numpy(), atol=1e-4)
         assert float(s["visibility"].sum()) == 68
         assert assert_on_dots(s) >= 60
         # round trip to the file's own 1-based coordinates
@@ -101,7 +102,7 @@ def test_aflw2000(aflw):
     ok = [k for k in range(21) if k not in invalid]
     assert (vis[ok] == 1).all()
     assert np.allclose(tr.to_source(lm[ok].astype(np.float64)), pts21[ok], atol=2e-3)
-    assert np.allclose(s["pose"].numpy(), [math.degrees(-0.7), math.degrees(0.2), math.degrees(0.1)], atol=1e-4)
+    assert np.allclose(s["pose"].numpy(), pose_from_pose_para(0.2, -0.7, 0.1).numpy(), atol=1e-4)
     s68 = Mat68(root, points="pt3d_68")[0]
     assert s68["landmarks"].shape == (68, 2) and assert_on_dots(s68) >= 60
     with pytest.warns(UserWarning, match="21 points in pt2d, the data set has 68"):
@@ -142,8 +143,56 @@ def test_mat73_and_names(tmp_path):
     write_mat73(tmp_path / "LFPW_image_test_0001_0.mat", pt2d=(pts + 1).T, Pose_Para=np.array([[0.0, 0.5, 0, 0, 0, 0,
                                                                                                    1]]))
     d = read_pose_mat(tmp_path / "LFPW_image_test_0001_0.mat")
-    assert np.allclose(d["landmarks"], pts) and np.isclose(d["pose"][0], math.degrees(0.5))
+    assert np.allclose(d["landmarks"], pts) and np.allclose(d["pose"], [-math.degrees(0.5), 0, 0])
     assert assert_on_dots(Mat68(tmp_path)[0]) >= 60
     assert identity_key("AFW_134212_1_0.jpg") == "AFW_134212_1"
     assert identity_key("LFPW_image_test_0001_0.jpg") == "LFPW_image_test_0001"
     assert identity_key("image00002.jpg") is None
+
+
+def _rotation_3ddfa(phi, gamma, theta):
+    """3DDFA's RotationMatrix.m written out: R = R_x R_y R_z with its own (transposed) factors."""
+    c, s = math.cos, math.sin
+    rx = np.array([[1, 0, 0], [0, c(phi), s(phi)], [0, -s(phi), c(phi)]])
+    ry = np.array([[c(gamma), 0, -s(gamma)], [0, 1, 0], [s(gamma), 0, c(gamma)]])
+    rz = np.array([[c(theta), s(theta), 0], [-s(theta), c(theta), 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def test_pose_para_in_our_convention():
+    # single angles: ours is minus theirs, in degrees, reordered to (yaw, pitch, roll)
+    assert np.allclose(pose_from_pose_para(0.0, 0.5, 0.0).numpy(), [-math.degrees(0.5), 0, 0], atol=1e-9)
+    assert np.allclose(pose_from_pose_para(0.3, 0.0, 0.0).numpy(), [0, -math.degrees(0.3), 0], atol=1e-9)
+    assert np.allclose(pose_from_pose_para(0.0, 0.0, -0.2).numpy(), [0, 0, math.degrees(0.2)], atol=1e-9)
+    # combined angles: our Euler angles rebuild 3DDFA's own rotation matrix exactly
+    for pp in [(0.2, -0.7, 0.1), (-0.4, 1.2, 0.3), (0.6, 0.9, -0.5)]:
+        ours = pose_from_pose_para(*pp)
+        r = euler_to_rotation(*ours).numpy()
+        assert np.allclose(r, _rotation_3ddfa(*pp), atol=1e-12), pp
+    # meaning: 3DDFA projects f R X + t and flips y (height + 1 - y); with their yaw 0.5 the nose
+    # tip (model +z) lands left of the face centre, i.e. our yaw < 0 ("yaw > 0: nose to image +x")
+    nose = _rotation_3ddfa(0.0, 0.5, 0.0) @ np.array([0.0, 0.0, 100.0])
+    assert nose[0] < -40 and float(pose_from_pose_para(0.0, 0.5, 0.0)[0]) < 0
+    # their pitch 0.3: nose goes up in their y-up frame -> image up -> our pitch < 0 ("> 0: nose down")
+    assert (_rotation_3ddfa(0.3, 0.0, 0.0) @ np.array([0.0, 0.0, 100.0]))[1] > 20
+
+
+def test_flipped_copies_are_never_paired_with_unflipped_images(tmp_path):
+    # one source face in three views, plain and flipped (300W-LP's AFW and AFW_Flip folders)
+    pts = face_points(IBUG68, (170, 160), 115)
+    for folder in ("AFW", "AFW_Flip"):
+        for v in range(3):
+            p = tmp_path / folder / f"AFW_1_1_{v}.jpg"
+            p.parent.mkdir(exist_ok=True)
+            Image.fromarray(dot_image(340, 340, pts, seed=v)).save(p)
+            write_pose_mat(p.with_suffix(".mat"), pt2d=(pts + 1).T, pose_para=(0, 0.3 * v, 0, 0, 0, 0, 1))
+    ds = Mat68(tmp_path)
+    assert ds.identities.tolist() == [0] * 6                    # one person ...
+    assert ds.mirrored.tolist() == [False] * 3 + [True] * 3      # ... half of the images mirrored
+    groups = dataset_pair_groups(ds)
+    assert len(set(groups[:3])) == 1 and len(set(groups[3:])) == 1 and groups[0] != groups[3]
+    g = IdentityGroups(groups)
+    for step in range(50):
+        b = batch_indices(len(ds), 8, step, seed=0, identities=g)
+        for k in range(0, 8, 2):
+            assert b[k] != b[k + 1] and ds.mirrored[b[k]] == ds.mirrored[b[k + 1]], (step, b)

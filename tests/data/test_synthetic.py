@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from stn3dmm.data.backgrounds import BACKGROUND_KINDS, background_params, make_backgrounds
+from stn3dmm.data.pose import euler_to_rotation, pose_from_theta, rotation_to_euler
 from stn3dmm.data.render import GridRenderer, splat_grid_surface
-from stn3dmm.data.synthetic import (BACKGROUND_KINDS, SyntheticFaces, background_params, euler_to_rotation,
-                                    export_synthetic, make_backgrounds, pose_from_theta, rotation_to_euler,
-                                    texture_layout)
+from stn3dmm.data.synthetic import SyntheticFaces
+from stn3dmm.data.synthetic_export import export_synthetic
+from stn3dmm.data.texture_layout import texture_layout
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.visibility import vertex_normals, visibility_depth
 
@@ -259,7 +262,7 @@ def test_procedural_textures_put_features_on_the_landmarks(model):
 
 
 def test_photo_textures_and_backgrounds_from_the_sample_photos(model):
-    from stn3dmm.data.synthetic import sample_photo_assets
+    from stn3dmm.data.photo_assets import sample_photo_assets
 
     assets = sample_photo_assets(model)
     assert len(assets["tiles"]) >= 4
@@ -351,3 +354,124 @@ def test_renderer_is_device_and_dtype_consistent(model):
     out64 = rend.double()(theta.double(), tex.double())
     assert out64["image"].dtype == torch.float64
     assert float((out64["image"].float() - out["image"]).abs().mean()) < 1e-3
+
+
+def _halves(res: int, dark: float, bright: float, alpha_hole: bool = False) -> np.ndarray:
+    """(res, res, 4) uint8 RGBA: left half ``dark``, right half ``bright`` grey; optionally a hole."""
+    img = np.full((res, res, 4), 255, np.uint8)
+    img[:, : res // 2, :3] = int(255 * dark)
+    img[:, res // 2:, :3] = int(255 * bright)
+    if alpha_hole:
+        img[: res // 4, :, 3] = 0                       # not visible: inpainted from below
+        img[: res // 4, :, :3] = 0
+    return img
+
+
+def test_textures_from_a_folder_of_flatten_outputs_at_any_resolution(model, tmp_path):
+    from PIL import Image
+
+    from stn3dmm.data.photo_assets import folder_photo_assets
+
+    r = int(model.res)
+    d = tmp_path / "faces"
+    (d / "sub").mkdir(parents=True)
+    Image.fromarray(_halves(56, 0.2, 0.8, alpha_hole=True)).save(d / "a_face0_completed.png")    # R / 2
+    Image.fromarray(_halves(56, 0.9, 0.9)).save(d / "a_face0_texture.png")     # the completion wins
+    Image.fromarray(_halves(56, 0.5, 0.5)).save(d / "a_face0_overlay.png")     # flatten's by-products:
+    Image.fromarray(_halves(56, 0.5, 0.5)).save(d / "a_face0.png")             # not photos
+    (d / "a_face0.obj").write_text("# mesh\n")
+    Image.fromarray(_halves(224, 0.8, 0.2)).save(d / "sub" / "b_face0_texture.png")             # 2 R
+    a = folder_photo_assets(model, d)
+    assert [Path(x).name for x in a["sources"]] == ["a_face0_completed.png", "b_face0_texture.png"]
+    assert a["problems"] == [] and len(a["skins"]) == 2
+    ta, tb = a["textures"]
+    # a photo beside them is flattened with the photo pipeline; an image without a face is reported
+    import shutil
+
+    from stn3dmm.samples import sample_photo_paths
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(d, mixed)
+    shutil.copy(sample_photo_paths()[0], mixed / "person.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(mixed / "noise.png")
+    if not _detector_works(model):
+        pytest.skip("no face detector here: photos cannot be flattened")
+    with pytest.warns(UserWarning, match="noise.png"):
+        m = folder_photo_assets(model, mixed)
+    assert [Path(x).name for x in m["sources"]] == ["a_face0_completed.png", "b_face0_texture.png", "person.jpg"]
+    assert m["textures"][2].shape == (3, r, r) and torch.isfinite(m["textures"][2]).all()
+    assert ta.shape == tb.shape == (3, r, r)
+    # constant halves survive the resampling; the hole (top quarter) is filled from below
+    q = r // 8
+    assert torch.allclose(ta[:, :, :q], torch.tensor(51 / 255), atol=2e-3)
+    assert torch.allclose(ta[:, :, -q:], torch.tensor(204 / 255), atol=2e-3)
+    assert torch.allclose(tb[:, :, :q], torch.tensor(204 / 255), atol=2e-3)
+    # every identity uses one of them (photo_fraction=1): the face keeps the 1:4 (or 4:1 mirrored) contrast
+    ds = SyntheticFaces(model, 12, 1, size=64, seed=0, textures=str(d), photo_fraction=1.0)
+    face = torch.from_numpy(ds.bank.layout["face"]) > 0.99
+    left, right = face.clone(), face.clone()
+    left[:, r // 2 - 2:], right[:, : r // 2 + 2] = False, False
+    used = set()
+    for i in range(12):
+        p = ds.identity_params(i)["texture"]
+        assert p["photo"] in (0, 1)
+        used.add(p["photo"])
+        t = ds.texture(i)
+        ratio = float(t[:, right].mean() / t[:, left].mean())
+        bright_right = (p["photo"] == 0) != p["photo_mirror"]
+        assert (ratio > 2.5) if bright_right else (ratio < 1 / 2.5), (i, p["photo"], p["photo_mirror"], ratio)
+    assert used == {0, 1}
+    # the default share of photo identities stays 0.3; procedural identities have ratio ~ 1
+    assert SyntheticFaces(model, 2, 1, size=64, textures=str(d)).bank.photo_fraction == 0.3
+
+
+def test_texture_folder_errors_name_the_folder(model, tmp_path):
+    from stn3dmm.data.photo_assets import folder_photo_assets
+
+    with pytest.raises(ValueError, match="nowhere.*no such folder"):
+        folder_photo_assets(model, tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no usable texture"):
+        SyntheticFaces(model, 2, 1, size=64, textures=str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="photo_fraction"):
+        SyntheticFaces(model, 2, 1, size=64, photo_fraction=1.5)
+
+
+def test_synthetic_command_takes_a_texture_folder(model, default_grid, tmp_path):
+    from PIL import Image
+
+    from stn3dmm.cli import main
+
+    d = tmp_path / "tex"
+    d.mkdir()
+    Image.fromarray(_halves(112, 0.3, 0.7)).save(d / "x_face0_completed.png")
+    out = tmp_path / "out"
+    assert main(["synthetic", "--out", str(out), "--identities", "2", "--views", "1", "--size", "48",
+                 "--textures", str(d), "--photo-fraction", "1", "--quiet", "--model", str(default_grid[2])]) == 0
+    cfg = json.loads((out / "synthetic.json").read_text())["config"]
+    assert cfg["textures"] == str(d) and cfg["photo_fraction"] == 1.0
+    assert len(list(out.glob("synth_*.png"))) == 2
+    assert main(["synthetic", "--out", str(out), "--photo-fraction", "2", "--quiet"]) == 2
+
+
+def _detector_works(model) -> bool:
+    from stn3dmm.data.photo_assets import sample_photo_assets
+
+    return bool(sample_photo_assets(model)["textures"])
+
+
+def test_prerender_shared_by_processes_equals_one_process(model):
+    # DDP: process r renders the aligned chunks r, r + W, ...; gathered, the store is bit-identical
+    full = SyntheticFaces(model, 5, 3, size=48, seed=2, batch_size=4, **PLAIN).prerender()._store
+    got = {}
+
+    def keep(mine):
+        got.update(mine)
+        return mine
+
+    with pytest.raises(RuntimeError, match="2 of 4 chunks"):      # alone, process 1 has half of them
+        SyntheticFaces(model, 5, 3, size=48, seed=2, batch_size=4, **PLAIN).prerender(part=(1, 2), gather=keep)
+    assert sorted(got) == [4, 12]                                   # chunks 1 and 3 of 0, 4, 8, 12
+    ds = SyntheticFaces(model, 5, 3, size=48, seed=2, batch_size=4, **PLAIN)
+    ds.prerender(part=(0, 2), gather=lambda mine: {**mine, **got})
+    assert all(torch.equal(ds._store[k], full[k]) for k in full)

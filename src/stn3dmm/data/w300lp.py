@@ -26,11 +26,16 @@ are real points outside the image (300W-LP's synthesised views) and are kept. 68
 ``landmark_set = "ibug68"`` (iBUG-300W order), 21 points ``"aflw21"``; pass ``landmark_set`` for
 other counts. All items of a reader must have the same count.
 
-Pose is ``(yaw, pitch, roll)`` in degrees from ``Pose_Para`` (pitch, yaw, roll in radians), with
-the data set's sign convention. Identity (``identity_from="name"``): 300W-LP names end in a view
+Pose is ``(yaw, pitch, roll)`` in degrees in OUR convention (:data:`stn3dmm.data.pose.POSE_CONVENTION`),
+converted exactly from ``Pose_Para``'s (pitch, yaw, roll) in radians by
+:func:`~stn3dmm.data.pose.pose_from_pose_para`: 3DDFA's rotation is ``Rx(-pitch) Ry(-yaw) Rz(-roll)``,
+so for a single angle ours is minus theirs (300W-LP's yaw > 0 turns the nose towards image -x). Identity (``identity_from="name"``): 300W-LP names end in a view
 index, ``<source face>_<view>`` (``AFW_134212_1_0.jpg`` is view 0 of face ``AFW_134212_1``);
 all views of one source face, in the plain and the ``_Flip`` folders alike, share an identity id
-(ids number the source faces in sorted order). Names without a ``_<digits>`` suffix, such as
+(ids number the source faces in sorted order). ``mirrored`` flags the items of a ``*_Flip``
+folder (horizontally flipped copies): a flipped image flattens to the mirror of its person's
+texture, so identity pairs and the consistency metric never pair it with an unflipped image
+(:func:`stn3dmm.train_data.dataset_pair_groups`). Names without a ``_<digits>`` suffix, such as
 AFLW2000-3D's ``image00002``, get -1 (unknown); ``identity_from=None`` gives -1 everywhere.
 
 With ``check="exists"`` (default) the ``.mat`` files are parsed when an item is read (300W-LP has
@@ -40,7 +45,6 @@ out unparsable ones and keeps the parsed labels in memory.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -50,12 +54,15 @@ from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
 from ..photos.io import IMAGE_EXTENSIONS
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_file, check_image, identities_or_none,
                    identity_ids, report_bad)
+from .pose import pose_from_pose_para
 
 POINT_FIELDS = ("pt2d", "pt3d_68")
 #: Variables that mark a .mat file as an image annotation of these data sets.
 ANNOTATION_FIELDS = ("Pose_Para", "pt2d", "pt3d_68")
 SETS_BY_COUNT = {68: "ibug68", 21: "aflw21"}
 _VIEW = re.compile(r"^(?P<key>.+)_(?P<view>\d+)$")
+#: folder-name suffix of 300W-LP's horizontally flipped copies (AFW_Flip, HELEN_Flip, ...)
+FLIP_SUFFIX = "_flip"
 # image extensions preferred when several files share a stem
 _PREFERRED = (".jpg", ".jpeg", ".png")
 
@@ -64,6 +71,11 @@ def identity_key(path) -> str | None:
     """The source-face key of a 300W-LP file name (its stem without the trailing ``_<view>``), or None."""
     m = _VIEW.match(Path(path).stem)
     return m.group("key") if m else None
+
+
+def is_flipped_copy(path) -> bool:
+    """Whether a file lies in a 300W-LP ``*_Flip`` folder (a horizontally flipped copy)."""
+    return Path(path).parent.name.lower().endswith(FLIP_SUFFIX)
 
 
 def _fail(path, reason: str):
@@ -126,9 +138,8 @@ def read_pose_mat(path, points: str = "pt2d") -> dict:
     pose = np.full(3, np.nan)
     if "Pose_Para" in mat:
         pp = np.asarray(mat["Pose_Para"], dtype=np.float64).ravel()
-        if pp.size >= 3:
-            pitch, yaw, roll = (math.degrees(v) for v in pp[:3])
-            pose = np.array([yaw, pitch, roll])
+        if pp.size >= 3 and np.isfinite(pp[:3]).all():
+            pose = pose_from_pose_para(*(float(v) for v in pp[:3])).numpy()
     return {"landmarks": lm, "pose": pose}
 
 
@@ -208,7 +219,8 @@ class Mat68(LabelledFaces):
         margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.data.crop.LabelledFaces`.
 
     Attributes:
-        landmark_set, identities, paths, mat_paths, excluded, identity_names.
+        landmark_set, identities, mirrored ((N,) bool: in a ``*_Flip`` folder), paths, mat_paths,
+        excluded, identity_names.
     """
 
     def __init__(self, root_or_files, size: int = DEFAULT_SIZE, points: str = "pt2d", *,
@@ -268,6 +280,7 @@ class Mat68(LabelledFaces):
         keys = [identity_key(i) if identity_from == "name" else None for i, _ in kept]
         self._ids, self.identity_names = identity_ids(keys)
         self.identities = identities_or_none(self._ids)
+        self.mirrored = np.array([is_flipped_copy(i) for i, _ in kept], dtype=bool)
 
     def annotation(self, index: int) -> Annotation:
         ann = self._cache[index] if self._cache is not None else read_pose_mat(self.mat_paths[index], self.points)
@@ -277,4 +290,4 @@ class Mat68(LabelledFaces):
         return Annotation(landmarks=lm, identity=int(self._ids[index]), pose=ann["pose"])
 
 
-__all__ = ["Mat68", "read_pose_mat", "identity_key", "POINT_FIELDS"]
+__all__ = ["Mat68", "read_pose_mat", "identity_key", "is_flipped_copy", "POINT_FIELDS"]
