@@ -80,3 +80,11 @@ def test_evaluate_command_on_a_tiny_run(default_grid, tmp_path, capsys):
     assert "NME % (localiser)" in table and "pose MAE" in table
     res = json.loads((tmp_path / "m.json").read_text())
     assert res["images"] == 4 and np.isfinite(res["nme"]["all"])
+
+
+def test_json_report_is_strict():
+    from stn3dmm.evaluate import _strict_json
+
+    res = {"nme": {"60-90": float("nan"), "mean": float("inf"), "0-30": 1.5}, "rows": [float("nan"), 2]}
+    assert json.loads(json.dumps(_strict_json(res), allow_nan=False)) == {
+        "nme": {"60-90": None, "mean": None, "0-30": 1.5}, "rows": [None, 2]}

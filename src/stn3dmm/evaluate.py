@@ -207,5 +207,16 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
         from .export import _atomic_write
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(Path(out), json.dumps(res, indent=1).encode())
+        _atomic_write(Path(out), json.dumps(_strict_json(res), indent=1, allow_nan=False).encode())
     return res
+
+
+def _strict_json(x):
+    """NaN and inf (an empty yaw bucket, an undefined mean) become null: strict JSON for scripts."""
+    if isinstance(x, dict):
+        return {k: _strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict_json(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
