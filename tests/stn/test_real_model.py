@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stn3dmm.augment import flip_images, flip_landmarks, flip_theta
-from stn3dmm.fit import fit_landmarks
+from stn3dmm.fit import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.layers import axis_angle_to_rotation, rotation_to_axis_angle, rotate
 from stn3dmm.stn.visibility import visibility_backface, visibility_depth
@@ -72,7 +72,9 @@ def test_fit_noise_free_landmarks(model, landmarks):
     th, yaw = _random_theta(stn.n_params, 32, seed=1)
     assert yaw.abs().max() <= 60
     lm = stn.geometry(th).points[:, stn.landmark_index]
-    res = fit_landmarks(model, lm, method="lm")
+    # clean landmarks: the original's small weight (the default, MAP for 1 px noise, pulls the
+    # shape to the mean: iBUG-68 pose error max 1.66 deg, AFLW-21 2.04 deg, landmarks < 0.4 px)
+    res = fit_landmarks(model, lm, method="lm", prior_weight=ORIGINAL_PRIOR_WEIGHT)
     pose = _pose_error_deg(res.theta, th)
     print(f"\nreal model, {landmarks}, no noise: landmark error max {res.error.max():.3f} px, "
           f"pose error mean {pose.mean():.2f} max {pose.max():.2f} deg")
@@ -81,21 +83,34 @@ def test_fit_noise_free_landmarks(model, landmarks):
         assert pose.max() < 1.0
     else:   # 21 points for 26 unknowns and the prior: shape and pose trade off a little
         assert pose.mean() < 1.0 and pose.max() < 2.0
+    default = fit_landmarks(model, lm, method="lm")
+    assert default.error.max() < 0.5 and _pose_error_deg(default.theta, th).mean() < 1.0
 
 
-def test_fit_with_one_pixel_noise_beats_the_mean_shape(model):
-    stn = MorphableSTN(model, landmarks="ibug68", visibility="none").double()
-    th, _ = _random_theta(stn.n_params, 48, seed=2)
+def _shape_rms_mm(stn, a, b):
+    return ((stn.geometry(a).shape - stn.geometry(b).shape) ** 2).sum(-1).mean(1).sqrt()
+
+
+@pytest.mark.parametrize("landmarks, ratio", [("ibug68", 0.7), ("aflw21", 0.8)])
+def test_fit_with_one_pixel_noise_beats_the_mean_shape(model, landmarks, ratio):
+    """At the default prior weight (1 = sigma^2, the MAP weight for this noise) the fitted shape
+    beats the mean shape with either landmark set. Measured (seed 2, 64 faces): AFLW-21 2.97 mm
+    vs 4.20 mm mean shape, iBUG-68 2.53 vs 4.20; at the original's ratio (0.111) AFLW-21 gave
+    4.53 mm, worse than the mean shape."""
+    stn = MorphableSTN(model, landmarks=landmarks, visibility="none").double()
+    th, _ = _random_theta(stn.n_params, 64, seed=2)
     lm = stn.geometry(th).points[:, stn.landmark_index]
     noisy = lm + torch.randn(lm.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     res = fit_landmarks(model, noisy, method="lm")
     base = th.clone()
     base[:, 6:] = 0
-    err = lambda t: ((stn.geometry(t).shape - stn.geometry(th).shape) ** 2).sum(-1).mean(1).sqrt()  # noqa: E731
-    fitted, baseline = err(res.theta), err(base)
-    print(f"\nreal model, iBUG-68, 1 px noise: shape RMS error {fitted.mean():.2f} mm fitted vs "
-          f"{baseline.mean():.2f} mm mean shape; pose error {_pose_error_deg(res.theta, th).mean():.2f} deg")
-    assert fitted.mean() < 0.8 * baseline.mean()
+    fitted, baseline = _shape_rms_mm(stn, res.theta, th), _shape_rms_mm(stn, base, th)
+    orig = _shape_rms_mm(stn, fit_landmarks(model, noisy, method="lm", prior_weight=ORIGINAL_PRIOR_WEIGHT).theta, th)
+    print(f"\nreal model, {landmarks}, 1 px noise: shape RMS error {fitted.mean():.2f} mm fitted (original's weight: "
+          f"{orig.mean():.2f}) vs {baseline.mean():.2f} mm mean shape; pose error "
+          f"{_pose_error_deg(res.theta, th).mean():.2f} deg")
+    assert fitted.mean() < ratio * baseline.mean()
+    assert fitted.mean() < 0.85 * orig.mean()            # the MAP weight beats the original's ratio
     assert _pose_error_deg(res.theta, th).mean() < 2.0
 
 
