@@ -201,11 +201,29 @@ def test_gradcheck_through_the_whole_module(small_model):
 def test_module_moves_and_converts_like_smplx(face_model):
     stn = MorphableSTN(face_model)
     assert stn.mean.dtype == torch.float32 and stn.faces.dtype == torch.long
-    d = stn.double()
+    d = MorphableSTN(face_model).double()
     assert d.mean.dtype == torch.float64 and d.basis_exp.dtype == torch.float64 and d.faces.dtype == torch.long
     assert len(stn.state_dict()) == 0  # the model is not part of checkpoints
     names = {n for n, _ in stn.named_buffers()}
     assert {"mean", "basis_id", "basis_exp", "faces", "landmark_index", "mirror"} <= names
+    # .to(...) moves every buffer and converts only the floating ones (checked on the CPU with
+    # the "meta" device, which has storage-free tensors: no GPU needed)
+    m = MorphableSTN(face_model).to("meta")
+    assert all(t.device.type == "meta" for t in m.buffers())
+    assert m.mean.dtype == torch.float32 and m.faces.dtype == torch.long and m.landmark_index.dtype == torch.long
+    h = MorphableSTN(face_model).to(torch.float16)
+    assert h.basis_id.dtype == torch.float16 and h.mirror.dtype == torch.long
+    with pytest.raises(ValueError, match="images are on meta but the module is on cpu"):
+        stn(torch.rand(2, 3, H, W, device="meta"), _theta(stn, 2))
+    # outputs follow the module's dtype, and the converted buffers are the same numbers
+    th = _theta(stn, 2, dtype=torch.float64)
+    imgs = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out64, out32 = d(imgs, th), stn(imgs.float(), th.float())
+    for k in ("points", "landmarks", "grid", "flattened", "mask", "masked", "shape", "posed", "rotation", "scale"):
+        assert out64[k].dtype == torch.float64 and out32[k].dtype == torch.float32, k
+    assert out64["visibility"].dtype == torch.bool
+    assert torch.equal(d.mean, torch.as_tensor(face_model.mean, dtype=torch.float32).double())
+    assert (out64["points"] - out32["points"].double()).abs().max() < 1e-3
     if torch.cuda.is_available():  # pragma: no cover - no GPU on the CI machine
         c = MorphableSTN(face_model).cuda()
         out = c(torch.rand(2, 3, H, W, device="cuda"), _theta(c, 2).cuda())

@@ -22,27 +22,56 @@ def _yaw(deg):
     return axis_angle_to_rotation(torch.tensor([0.0, math.radians(deg), 0.0], dtype=torch.float64))
 
 
-def test_depth_test_fixes_the_backface_rule_at_70_degrees(model):
+def _exact_truth(posed, faces, front):
+    """Exact ray casting (tests/stn/conftest.py, brute force over all triangles) of the
+    front-facing vertices; back-facing ones are invisible (an open mesh seen from behind)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    name = "stn_synthetic_models"  # ./conftest.py by path, as tests/stn/test_visibility.py loads it
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    brute_force_visibility = sys.modules[name].brute_force_visibility
+    truth = np.zeros(len(front), dtype=bool)
+    q = np.nonzero(front)[0]
+    truth[q] = brute_force_visibility(posed.numpy(), faces.numpy(), query=q)
+    return torch.from_numpy(truth)
+
+
+@pytest.mark.parametrize("yaw", [0, 70])
+def test_depth_test_agrees_with_exact_ray_casting_on_the_mean_face(model, yaw):
+    """Rule (b) against exact ray casting. At 70 deg the nose hides part of the far cheek, which
+    the back-face rule (a) calls visible; frontal, the buffer must not hide visible vertices next
+    to the jaw's silhouette. Measured: agreement 99.61 % at 0 deg (24 falsely hidden, was 98.21 %
+    and 179 before the exact step), 99.91 % at 70 (308 of the 313 hidden cheek vertices caught)."""
     mean = torch.as_tensor(model.mean, dtype=torch.float64)
     faces = torch.as_tensor(model.faces)
-    x = mean[:, 0]
-    for yaw, expect_hidden in ((0, False), (70, True)):
-        posed = rotate(mean[None], _yaw(yaw)[None])
-        a = visibility_backface(posed, faces)[0]
-        b = visibility_depth(posed, faces)[0]
-        assert not (b & ~a).any()                       # (b) only removes vertices
-        wrong = a & ~b                                  # called visible by (a), hidden in fact
+    posed = rotate(mean[None], _yaw(yaw)[None])
+    a = visibility_backface(posed, faces)[0]
+    b = visibility_depth(posed, faces)[0]
+    truth = _exact_truth(posed[0], faces, a.numpy())
+    assert not (b & ~a).any()                             # (b) only removes vertices
+    agree = float((b == truth).double().mean())
+    hidden_front = a & ~truth                             # front-facing but occluded: (a) is wrong there
+    falsely_hidden = int((truth & ~b).sum())
+    print(f"\nyaw {yaw}: (b) agrees with ray casting on {100 * agree:.2f} % of vertices, (a) on "
+          f"{100 * float((a == truth).double().mean()):.2f} %; {falsely_hidden} falsely hidden, "
+          f"{int((b & ~truth).sum())} falsely visible, {int(hidden_front.sum())} hidden front-facing")
+    if yaw == 70:
+        assert agree >= 0.997
         # a positive yaw turns the nose to image +x and the x > 0 cheek away, behind the nose
-        face = (x.abs() < 45) & (mean[:, 1].abs() < 40)
-        far = face & (x > 5) if yaw else face
-        n_far = int((wrong & far).sum())
-        if expect_hidden:
-            assert n_far > 150, n_far                   # the nose hides part of the far cheek
-            # and those vertices really are behind something: their depth is below the
-            # nearest surface in front (checked against the nose tip's depth)
-            assert posed[0, wrong & far, 2].max() < posed[0, :, 2].max()
-        else:
-            assert n_far < 60, n_far                    # frontal: (a) and (b) nearly agree
+        x = mean[:, 0]
+        cheek = hidden_front & (x > 5) & (x.abs() < 45) & (mean[:, 1].abs() < 40)
+        assert int(cheek.sum()) > 150                     # the known answer: the nose hides the cheek ...
+        assert float((~b[cheek]).double().mean()) >= 0.98  # ... and (b) hides it too
+        assert float((~b[hidden_front]).double().mean()) >= 0.97
+    else:
+        assert agree >= 0.994 and falsely_hidden < 60
 
 
 def _random_theta(n_params, b, seed, max_yaw=60.0):
@@ -132,13 +161,21 @@ def test_flipped_photo_flattens_to_the_mirrored_texture(model, demo_inputs):
     # fit the mirrored photo from its mirrored, re-ordered landmarks
     fl = flip_landmarks(labels, 224)
     res_f = fit_landmarks(model, fl, method="lm", image_size=(224, 224))
-    out_f = stn(flip_images(images), res_f.theta.double())
-    both = (out["mask"] * out_f["mask"].flip(-1)) > 0
-    diff = (out["flattened"] - out_f["flattened"].flip(-1)).abs().mean(1, keepdim=True)[both]
-    assert both.float().mean() > 0.4
-    print(f"\nflip consistency on demo photos 1-2: mean |difference| {diff.mean():.4f} over "
-          f"{both.float().mean():.2f} of the grid")
-    assert diff.mean() < 0.06, float(diff.mean())      # 0..1 scale: resampling + model asymmetry
+
+    def mismatch(theta_f):
+        out_f = stn(flip_images(images), theta_f)
+        both = (out["mask"] * out_f["mask"].flip(-1)) > 0
+        assert both.float().mean() > 0.4
+        return float((out["flattened"] - out_f["flattened"].flip(-1)).abs().mean(1, keepdim=True)[both].mean())
+
+    diff = mismatch(res_f.theta.double())
+    print(f"\nflip consistency on demo photos 1-2: mean |difference| {diff:.4f}")
+    # 0..1 scale: resampling + model asymmetry. Measured 0.0164 at the fit; a 1 px error in the
+    # mirrored fit's translation gives 0.0245 (x) / 0.0212 (y), 2 px 0.041 / 0.035
+    assert diff < 0.02, diff
+    shifted = res_f.theta.double().clone()
+    shifted[:, 3] += 1.0
+    assert mismatch(shifted) > 0.02                    # the tolerance catches a 1 px error
     # and the mirrored theta lands near the refit (labels and model are not exactly symmetric)
     pred = flip_theta(res.theta, 224)
     assert (pred[:, 3:5] - res_f.theta[:, 3:5]).abs().max() < 6.0
