@@ -221,13 +221,12 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     if n_top >= 2:  # steps 2: plus every edge midpoint, each once
         mid = 0.5 * (cm.index_select(1, edges[:, 0]) + cm.index_select(1, edges[:, 1]))  # (3, E, B)
         groups.append((mid[0], mid[1], mid[2], None, n_v + torch.arange(n_e, device=device)[:, None]))
-    # finer lattices: when many triangles need one (a buffer finer than the mesh), for all
-    # triangles at once in the (F, B) layout (the level that serves 90 % of them); then only for
-    # the triangles that need more (few: steep or stretched ones), gathered
-    need = nf[nf > 2]
-    dense = 2
-    if need.numel() > 0.25 * nf.numel():
-        dense = int(torch.kthvalue(need, max(1, int(0.9 * need.numel()))).values)
+    # finer lattices: for a buffer finer than the mesh (pixel < 0.9), the level a grid cell's
+    # diagonal needs, for all triangles at once in the (F, B) layout (batch-independent, so a
+    # batch gives what its images give one by one); then only for the triangles that need more
+    # (few: steep or stretched ones), gathered
+    dense = min(math.ceil(_COVER * math.sqrt(2.0) / pixel), max_samples)  # a grid cell's diagonal, seen frontally
+    if dense > 2 and n_top > 2:
         c0, c1, c2 = _corners(cm, faces)  # (3, F, B) each
         fid = n_v + n_e + torch.arange(len(faces), device=device)[:, None]
         for w in _barycentric_lattice(dense, dtype, device).tolist():
