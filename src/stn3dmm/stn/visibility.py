@@ -217,10 +217,15 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     # vertex v -> v, midpoint of edge e -> N + e, point of triangle f -> N + E + f)
     edges, edge_faces, face_edges = _edge_table(faces, n_v)
     n_e = len(edges)
-    groups = [(cm[0], cm[1], cm[2], None, torch.arange(n_v, device=device)[:, None])]  # steps 1: the vertices
-    if n_top >= 2:  # steps 2: plus every edge midpoint, each once
+    # (made one at a time, when splatted, to keep the peak memory down)
+    groups = [lambda: (cm[0], cm[1], cm[2], None, torch.arange(n_v, device=device)[:, None])]  # steps 1: vertices
+
+    def midpoints():
         mid = 0.5 * (cm.index_select(1, edges[:, 0]) + cm.index_select(1, edges[:, 1]))  # (3, E, B)
-        groups.append((mid[0], mid[1], mid[2], None, n_v + torch.arange(n_e, device=device)[:, None]))
+        return mid[0], mid[1], mid[2], None, n_v + torch.arange(n_e, device=device)[:, None]
+
+    if n_top >= 2:  # steps 2: plus every edge midpoint, each once
+        groups.append(midpoints)
     # finer lattices: for a buffer finer than the mesh (pixel < 0.9), the level a grid cell's
     # diagonal needs, for all triangles at once in the (F, B) layout (batch-independent, so a
     # batch gives what its images give one by one); then only for the triangles that need more
@@ -228,23 +233,26 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     dense = min(math.ceil(_COVER * math.sqrt(2.0) / pixel), max_samples)  # a grid cell's diagonal, seen frontally
     if dense > 2 and n_top > 2:
         c0, c1, c2 = _corners(cm, faces)  # (3, F, B) each
-        fid = n_v + n_e + torch.arange(len(faces), device=device)[:, None]
+        face_ids = n_v + n_e + torch.arange(len(faces), device=device)[:, None]
+        def lattice_point(w):
+            pts = w[0] * c0 + w[1] * c1 + w[2] * c2
+            return pts[0], pts[1], pts[2], None, face_ids
+
         for w in _barycentric_lattice(dense, dtype, device).tolist():
             if max(w) < 1 and sorted(w) != [0.0, 0.5, 0.5]:  # corners and edge midpoints are splatted already
-                pts = w[0] * c0 + w[1] * c1 + w[2] * c2
-                groups.append((pts[0], pts[1], pts[2], None, fid))
-        del c0, c1, c2
+                groups.append(lambda w=w: lattice_point(w))
     for n in (torch.unique(nf[nf > dense]).tolist() if n_top > dense else []):
         fi, bi = torch.nonzero(nf == n, as_tuple=True)
         corners = torch.stack([cm[:, faces[fi, k], bi] for k in range(3)], 0)  # (3 corners, 3, k)
         pts = torch.einsum("sc,cdk->dks", _barycentric_lattice(n, dtype, device), corners)  # (3, k, S)
-        groups.append((pts[0], pts[1], pts[2], bi[:, None], n_v + n_e + fi[:, None]))
+        groups.append(lambda pts=pts, bi=bi, fi=fi: (pts[0], pts[1], pts[2], bi[:, None], n_v + n_e + fi[:, None]))
     col = torch.arange(b, device=device)
     if with_faces:  # one scatter of (depth, sample id) keys: the max key holds the front-most sample
         keys = torch.full((b * hb * wb,), _EMPTY, dtype=torch.long, device=device)
     else:
         buf = torch.full((b * hb * wb,), -math.inf, dtype=dtype, device=device)
-    for x, y, z, bi, fid in groups:
+    for make in groups:
+        x, y, z, bi, sid = make()
         if bi is None:  # (M, B) layout: column = image
             lo_x, lo_y, hh, base = lo[0], lo[1], h, col * (hb * wb)
         else:           # (k, S) layout with the image index per row
@@ -253,7 +261,7 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
         iy = torch.floor((y - lo_y) / hh).long().clamp_(0, hb - 1)
         idx = (base + iy * wb + ix).reshape(-1)
         if with_faces:
-            keys.scatter_reduce_(0, idx, _pack(z, fid).reshape(-1), reduce="amax", include_self=True)
+            keys.scatter_reduce_(0, idx, _pack(z, sid).reshape(-1), reduce="amax", include_self=True)
         else:
             buf.scatter_reduce_(0, idx, z.reshape(-1), reduce="amax", include_self=True)
     out = {"origin": lo.t(), "pixel": h, "spacing": spacing, "samples": n_top}
@@ -261,6 +269,9 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
         buf, face = _unpack(keys, dtype)
         out["sample"] = face.view(b, hb, wb)
         out["patches"] = _patches(faces, n_v, edge_faces, face_edges)
+        pad = lambda t: torch.cat((t, torch.full((len(t), 3 - t.shape[1]), -1, dtype=torch.long, device=device)), 1)  # noqa: E731
+        # (N + E + F, 3) the vertices each sample id lies on
+        out["elements"] = torch.cat((pad(torch.arange(n_v, device=device)[:, None]), pad(edges), faces), 0)
     out["buffer"] = buf.view(b, hb, wb)
     return out
 
@@ -293,16 +304,18 @@ def depth_buffer(vertices: torch.Tensor, faces: torch.Tensor, *, pixel: float = 
                                 max_samples)
 
 
-def _exact_at_vertices(cm, faces, db, ix, iy, cand, eps, reach=1):
-    """Exact ray test of the vertices in ``cand`` ``(N, B)`` against the triangles around the
+_CHUNK = 16384
+
+
+def _exact_at_vertices(cm, faces, db, ix, iy, vi, bi, eps, reach=1):
+    """Exact ray test of vertices ``vi`` of images ``bi`` ``(K,)`` against the triangles around the
     front-most samples (``db["patches"]``) of the ``(2 reach + 1)^2`` buffer pixels around each.
-    Returns ``(covered, occluded)`` ``(K,)`` bool in the order of ``torch.nonzero(cand)``: some
-    such triangle's projection contains the vertex / one of those lies more than ``eps`` ``(B,)``
-    in front of it (its plane's depth at the vertex's x, y)."""
+    Returns ``(covered, occluded)`` ``(K,)`` bool: some such triangle's projection contains the
+    vertex / one of those lies more than ``eps`` ``(B,)`` in front of it (its plane's depth at the
+    vertex's x, y)."""
     sample, patches = db["sample"], db["patches"]
     b, hb, wb = sample.shape
     n_v = cm.shape[1]
-    vi, bi = torch.nonzero(cand, as_tuple=True)
     if not len(vi):
         return torch.zeros(0, dtype=torch.bool, device=cm.device), torch.zeros(0, dtype=torch.bool, device=cm.device)
     d = torch.arange(-reach, reach + 1, device=cm.device)
@@ -393,15 +406,16 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
             # only where something else may lie in front: the vertex's pixel is won by a sample
             # more than eps in front of it, not on one of the vertex's own triangles
             win = db["sample"].view(-1)[torch.arange(b, device=cm.device) * (hb * wb) + iy * wb + ix]  # (N, B)
-            tri = db["patches"][win.clamp_min(0)]                                                    # (N, B, P)
-            n_idx = torch.arange(cm.shape[1], device=cm.device)[:, None, None, None]
-            own = ((faces[tri.clamp_min(0)] == n_idx).any(-1) & (tri >= 0)).any(-1)
+            n_idx = torch.arange(cm.shape[1], device=cm.device)[:, None, None]
+            own = (db["elements"][win.clamp_min(0)] == n_idx).any(-1)                                # (N, B)
             cand = (front > cm[2] + eps) & ~own
             if backface:
                 cand &= nz >= 0
-            covered, occluded = _exact_at_vertices(cm, faces, db, ix, iy, cand, max(tol, 1e-3) * db["spacing"])
             vi, bi = torch.nonzero(cand, as_tuple=True)
-            visible[vi, bi] = torch.where(covered, ~occluded, visible[vi, bi])
+            for s in range(0, len(vi), _CHUNK):  # bounded temporaries: (chunk, 9 x P) per step
+                v_s, b_s = vi[s:s + _CHUNK], bi[s:s + _CHUNK]
+                covered, occluded = _exact_at_vertices(cm, faces, db, ix, iy, v_s, b_s, max(tol, 1e-3) * db["spacing"])
+                visible[v_s, b_s] = torch.where(covered, ~occluded, visible[v_s, b_s])
         visible = visible.t()
         return (visible, db) if return_buffer else visible
 
