@@ -1,6 +1,6 @@
 """Benchmark: landmark fitting, time and error per face, against the peer eos (C++).
 
-    python benchmarks/fit.py [--batch 64] [--threads 2]
+    python benchmarks/fit.py [--batch 64] [--threads 1]
 
 Same model (the prepared default grid model, 10 identity + 10 expression components), same
 landmarks (iBUG-68 vertices projected from random faces, |yaw| <= 60 degrees, plus 1 px
@@ -109,7 +109,8 @@ def eos_fit(mm, vertex_ids, landmarks, size=(224, 224)):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads for our fits (fit_landmarks(threads=...); its default is 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -123,6 +124,7 @@ def main():
     rows = []
 
     def ours(name, b, **kw):
+        kw = dict(kw, threads=args.threads)
         fit_landmarks(model, lm[:1], **kw)
         r, dt, pk = timed(lambda: fit_landmarks(model, lm[:b], **kw))
         rows.append((name, b, 1000 * dt / b, pk, float(r.error.mean()), float(r.error.max())))
@@ -152,17 +154,20 @@ def main():
     shared = Path(os.environ.get("STN3DMM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
     f = shared / "data" / "demodata.mat"
     if f.exists():
-        from stn3dmm.demo import read_demodata
+        from stn3dmm.demo import demo_configs, read_demodata
 
         images, labels = read_demodata(f)
         print(f"\nThe original demo's six photos (AFLW-21 labels), {args.threads} threads")
         print(f"{'method':<44} {'s total':>9} {'mean px':>8} per photo")
-        for name, kw in (("ours: Levenberg-Marquardt, 5+5", dict(method="lm", n_id=5, n_exp=5)),
-                         ("ours: Levenberg-Marquardt, 10+10", dict(method="lm")),
-                         ("ours: gradient descent (original), 5+5", dict(method="gd", n_id=5, n_exp=5, scale="original",
-                                                                         init_alpha="random",
-                                                                         generator=torch.Generator().manual_seed(0)))):
-            r, dt, _ = timed(lambda: fit_landmarks(model, labels, **kw))
+        # the very settings of `stn3dmm demo`; a fresh seed-0 generator for every timed run
+        for k in range(3):
+            name = "ours: " + demo_configs(model)[k][0]
+
+            def run(k=k):
+                return fit_landmarks(model, labels, image_size=tuple(images.shape[-2:]), threads=args.threads,
+                                     **demo_configs(model)[k][1])
+
+            r, dt, _ = timed(run)
             print(f"{name:<44} {dt:>9.3f} {float(r.error.mean()):>8.2f} {np.round(r.error.numpy(), 2).tolist()}")
         try:
             mm = eos_model(model)

@@ -17,6 +17,55 @@ def test_demo_writes_every_figure(default_grid, shared_dir, tmp_path, capsys):
     names = sorted(p.name for p in tmp_path.glob("*.png"))
     assert names == ["convergence.png"] + [f"demo_{k}.png" for k in range(1, 7)] + ["visibility_yaw.png"]
     assert "Levenberg-Marquardt, 5+5" in err and "gradient descent (original)" in err
+    from matplotlib.image import imread
+
+    for k in range(1, 7):
+        png = imread(tmp_path / f"demo_{k}.png")
+        assert png.shape[:2] == (324, 1440)                    # 16 x 3.6 in at 90 dpi: five panels
+        assert png[..., :3].std() > 0.1                        # not blank
+    assert imread(tmp_path / "convergence.png")[..., :3].std() > 0.05
+
+
+def test_demo_figure_content(default_grid, shared_dir):
+    """Each panel shows what it says: the photo with its labels and the fitted landmarks, the
+    projected wireframe, the flattened face, a mask, and the masked face (zero where masked)."""
+    data = shared_dir / "data" / "demodata.mat"
+    if not data.exists():
+        pytest.skip(f"{data} not present (the shared data folder is not shipped with stn3dmm)")
+    from stn3dmm.demo import DemoRun, demo_figure, demo_outputs, read_demodata
+    from stn3dmm.fit import fit_landmarks
+    from stn3dmm.viz import plt
+
+    model = default_grid[0]
+    images, labels = read_demodata(data)
+    r = fit_landmarks(model, labels, image_size=(224, 224))
+    run = DemoRun("lm", r.error.numpy(), 0.0, r.iterations.numpy(), r.history.numpy(), r.theta, r.n_id, r.n_exp,
+                  r.scale)
+    out = demo_outputs(model, images, run)
+    res = model.res
+    for k in range(6):
+        fig = demo_figure(images, labels, out, run, k, res)
+        ax = fig.axes
+        assert len(ax) == 5
+        photo = ax[0].images[0].get_array()
+        assert photo.shape == (224, 224, 3) and np.allclose(photo, images[k].permute(1, 2, 0).numpy())
+        lab, fit = ax[0].lines[0].get_xydata(), ax[0].lines[1].get_xydata()
+        assert np.allclose(lab, labels[k].numpy())
+        assert np.linalg.norm(fit - lab, axis=1).mean() == pytest.approx(float(r.error[k]), rel=1e-6)
+        assert float(r.error[k]) < 3.1                          # the fit (+) lands on the labels (o)
+        wire = np.concatenate([ln.get_xydata() for ln in ax[1].lines])
+        assert len(ax[1].lines) == 2 * len(range(0, res, 4))
+        assert ((wire > 0) & (wire < 223)).all()              # the mesh lies on the photo
+        flat, mask, masked = (a.images[0].get_array() for a in ax[2:])
+        assert flat.shape == masked.shape == (res, res, 3) and mask.shape == (res, res)
+        assert set(np.unique(mask)) <= {0.0, 1.0} and 0.5 < mask.mean() < 0.98
+        centre = np.s_[res // 3:2 * res // 3, res // 3:2 * res // 3]
+        # the face centre is visible (measured 0.95-0.99: nostrils and the mouth's inside hidden) ...
+        assert mask[centre].mean() > 0.9
+        assert masked[centre][mask[centre] > 0].mean() > 0.1   # ... and shows the photo there
+        assert (masked[mask == 0] == 0).all()                  # zero where the mask is 0
+        assert np.allclose(masked[mask == 1], flat[mask == 1])
+        plt.close(fig)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stn3dmm.conventions import original_start_theta
-from stn3dmm.fit import closed_form_pose, fit_landmarks
+from stn3dmm.fit import DEFAULT_PRIOR_WEIGHT, ORIGINAL_PRIOR_WEIGHT, closed_form_pose, fit_landmarks
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.layers import axis_angle_to_rotation, rotation_to_axis_angle
 
@@ -83,12 +83,30 @@ def test_closed_form_pose_recovers_an_exact_scaled_orthographic_camera(model, st
 def test_lm_noise_free_is_exact(model, stn):
     th = random_theta(stn, 24, seed=2)
     lm = stn.geometry(th).points[:, stn.landmark_index]
-    res = fit_landmarks(model, lm, method="lm")
+    # clean landmarks: the original's small prior weight (MAP for sigma = 0.33 px; the default,
+    # 1 = MAP for 1 px noise, pulls the shape towards the mean: up to 1.05 deg pose error here)
+    res = fit_landmarks(model, lm, method="lm", prior_weight=ORIGINAL_PRIOR_WEIGHT)
     assert res.theta.shape == (24, stn.n_params) and res.residuals.shape == (24, 68)
     assert res.error.max() < 0.5
     assert pose_error_deg(res.theta, th).max() < 1.0
     assert res.converged.all() and res.iterations.max() < 40
-    assert torch.isfinite(res.history).all() and (res.history[-1] <= res.history[0]).all()
+    # the result is a stationary point of the documented energy, computed here independently of
+    # the fitter (the STN's layers + the prior): its gradient is ~0 relative to the start's ...
+    def energy(t):
+        p = stn.geometry(t).points[:, stn.landmark_index]
+        return ((p - lm) ** 2).sum((1, 2)) + ORIGINAL_PRIOR_WEIGHT * (t[:, 6:] ** 2).sum(1)
+
+    def grad(t):
+        t = t.detach().clone().requires_grad_(True)
+        return torch.autograd.grad(energy(t).sum(), t)[0], energy(t).detach()
+
+    g_end, e_end = grad(res.theta)
+    g_start, _ = grad(fit_landmarks(model, lm, method="lm", max_iter=0, prior_weight=ORIGINAL_PRIOR_WEIGHT).theta)
+    assert (g_end.norm(dim=1) < 1e-6 * g_start.norm(dim=1)).all()
+    # ... and the reported loss and last history entry are that energy
+    assert torch.allclose(res.loss, e_end, rtol=1e-9, atol=1e-9)
+    last = res.history[res.iterations, torch.arange(24)]
+    assert torch.allclose(last, e_end, rtol=1e-9, atol=1e-9)
     # without the prior's pull the solution is the generating theta
     exact = fit_landmarks(model, lm, method="lm", prior_weight=1e-10)
     assert exact.error.max() < 1e-3 and pose_error_deg(exact.theta, th).max() < 1e-3
@@ -210,3 +228,54 @@ def test_closed_form_jacobian_matches_autograd(scale):
     th[2, :3] = torch.tensor([0, math.pi - 1e-4, 0])
     a, ref = prob.jacobian(th), prob.jacobian_autograd(th)
     assert (a - ref).abs().max() < 1e-9 * ref.abs().max()
+
+
+def test_degenerate_input_raises_naming_the_images(model, stn):
+    """No silent garbage: images a pose cannot be fitted to raise, each named by batch index."""
+    th = random_theta(stn, 6, seed=11, max_yaw=30.0)
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    ones = torch.ones(6, 68, dtype=torch.float64)
+
+    def raises(pattern, landmarks, vis=None, **kw):
+        with pytest.raises(ValueError, match=pattern):
+            fit_landmarks(model, landmarks, vis, **kw)
+
+    bad = lm.clone()
+    bad[1] = float("nan")                                         # all missing (visibility from NaN)
+    raises(r"image\(s\) \[1\] have fewer than 4 visible landmarks \(\[0\]\)", bad)
+    vis = ones.clone()
+    vis[[2, 4]] = 0                                               # all visibility 0, two images
+    raises(r"image\(s\) \[2, 4\] have fewer than 4", lm, vis)
+    vis = torch.zeros(6, 68, dtype=torch.float64)
+    vis[:, [36, 45, 30]] = 1                                      # 3 points: an exact, ambiguous "fit"
+    raises(r"image\(s\) \[0, 1, 2, 3, 4, 5\] have fewer than 4 visible landmarks \(\[3, 3, 3, 3, 3, 3\]\)", lm, vis)
+    bad = lm.clone()
+    bad[3] = bad[3, :1]                                           # identical landmarks
+    raises(r"image\(s\) \[3\] have visible landmarks spread over less than 1 px \(RMS \[0.0\]\)", bad)
+    raises(r"image\(s\) \[0, 1, 2, 3, 4, 5\] have visible landmarks spread", lm / 1000)   # normalised coordinates
+    vis = torch.zeros(6, 68, dtype=torch.float64)
+    vis[:, 27:31] = 1                                             # the nose bridge: collinear in 3-D
+    vis[5] = 1
+    raises(r"image\(s\) \[0, 1, 2, 3, 4\]: the visible landmarks' model vertices are \(nearly\) coplanar", lm, vis)
+    raises(r"image\(s\) \[0, 1, 2, 3, 4, 5\] have landmarks beyond \+-65536 px", lm * 1e4)
+    # documented escape hatches: the bound is off with max_coordinate=None or replaced by image_size
+    big = fit_landmarks(model, lm[:2] * 1e3, max_coordinate=None)
+    assert big.error.max() < 1.0 * 1e3 and torch.isfinite(big.theta).all()
+    raises(r"image\(s\) \[0, 1\] have landmarks far outside the 224 x 224 image", lm[:2] * 1e3, image_size=(224, 224))
+    # the minimum is usable: 4 non-coplanar points give a finite fit and the right pose
+    vis = torch.zeros(6, 68, dtype=torch.float64)
+    vis[:, [36, 45, 30, 8]] = 1
+    four = fit_landmarks(model, lm, vis, prior_weight=ORIGINAL_PRIOR_WEIGHT)
+    assert torch.isfinite(four.theta).all() and pose_error_deg(four.theta, th).max() < 5.0
+
+
+def test_default_prior_weight_is_the_map_weight_for_one_pixel_noise(model, stn):
+    """E = sum |P - y|^2 + w sum alpha^2 is 2 sigma^2 x the negative log posterior: w = sigma^2."""
+    assert DEFAULT_PRIOR_WEIGHT == 1.0 and ORIGINAL_PRIOR_WEIGHT == pytest.approx(0.1 / 0.8998)
+    th = random_theta(stn, 4, seed=12, max_yaw=20.0)
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    default = fit_landmarks(model, lm, method="lm")
+    assert torch.allclose(default.theta, fit_landmarks(model, lm, method="lm", prior_weight=1.0).theta)
+    gd = fit_landmarks(model, lm, method="gd", max_iter=3)       # gd keeps the original's ratio
+    gd_orig = fit_landmarks(model, lm, method="gd", max_iter=3, prior_weight=ORIGINAL_PRIOR_WEIGHT)
+    assert torch.equal(gd.theta, gd_orig.theta)

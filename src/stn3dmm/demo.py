@@ -65,18 +65,24 @@ class DemoRun:
     scale: str
 
 
-def run_demo(model, images, labels, log=print) -> list[DemoRun]:
-    """Fit with the original's gradient descent (5 + 5 components, s = 0.99^logs, random
-    alpha, step 1e-6, shape gradient x101, stop when the loss changes by < 1) and with
-    Levenberg–Marquardt (5 + 5, and all components)."""
-    runs = []
-    configs = [
+def demo_configs(model) -> list[tuple[str, dict]]:
+    """The demo's fits as ``(name, fit_landmarks keyword arguments)``: the original's gradient
+    descent (5 + 5 components, s = 0.99^logs, random alpha from a generator seeded 0, step 1e-6,
+    shape gradient x101, stop when the loss changes by < 1, the original's prior ratio) and
+    Levenberg–Marquardt (5 + 5, and all components; default prior weight). Each call makes a
+    fresh generator, so every run (the demo's, a benchmark's repeats) starts from the same alpha."""
+    return [
         ("gradient descent (original), 5+5", dict(method="gd", n_id=5, n_exp=5, scale="original",
                                                   init_alpha="random", generator=torch.Generator().manual_seed(0))),
         ("Levenberg-Marquardt, 5+5", dict(method="lm", n_id=5, n_exp=5)),
         (f"Levenberg-Marquardt, {model.n_id}+{model.n_exp}", dict(method="lm")),
     ]
-    for name, kw in configs:
+
+
+def run_demo(model, images, labels, log=print) -> list[DemoRun]:
+    """Fit the photos with each of :func:`demo_configs`, timing each (after a warm-up)."""
+    runs = []
+    for name, kw in demo_configs(model):
         fit_landmarks(model, labels[:1], **{k: v for k, v in kw.items() if k != "generator"})   # warm-up
         t = time.perf_counter()
         r = fit_landmarks(model, labels, image_size=tuple(images.shape[-2:]), **kw)
@@ -95,36 +101,45 @@ def _wireframe(ax, points, res, every=4, **kw):
         ax.plot(g[:, i, 0], g[:, i, 1], **kw)
 
 
-def demo_figures(model, images, labels, run: DemoRun, out_dir, visibility="depth", log=print) -> list[Path]:
-    """Per photo: photo with labels | projected mesh | flattened | mask | masked."""
+def demo_outputs(model, images, run: DemoRun, visibility="depth") -> dict:
+    """The STN's outputs (:class:`~stn3dmm.stn.MorphableSTN`, float64) for the photos at a run's theta."""
     stn = MorphableSTN(model, visibility=visibility, n_id=run.n_id, n_exp=run.n_exp, scale=run.scale).double()
     with torch.no_grad():
-        out = stn(images.double(), run.theta.double())
-    paths = []
-    for k in range(len(images)):
-        fig, ax = plt.subplots(1, 5, figsize=(16, 3.6), dpi=90)
-        photo = images[k].permute(1, 2, 0).numpy()
-        ax[0].imshow(photo)
-        ax[0].plot(labels[k, :, 0], labels[k, :, 1], "o", ms=3, mfc="none", mec="lime")
-        ax[0].plot(out["landmarks"][k, :, 0], out["landmarks"][k, :, 1], "+", ms=5, color="red")
-        ax[0].set_title(f"photo {k + 1}: labels (o), fit (+)")
-        ax[1].imshow(photo)
-        _wireframe(ax[1], out["points"][k].numpy(), model.res, color="cyan", lw=0.4)
-        ax[1].set_title(f"projected mesh, error {run.error[k]:.2f} px")
-        ax[2].imshow(out["flattened"][k].permute(1, 2, 0).clamp(0, 1).numpy())
-        ax[2].set_title("flattened (UV)")
-        ax[3].imshow(out["mask"][k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        ax[3].set_title(f"mask ({visibility})")
-        ax[4].imshow(out["masked"][k].permute(1, 2, 0).clamp(0, 1).numpy())
-        ax[4].set_title("masked")
-        for a in ax:
-            a.axis("off")
-        for a in ax[:2]:
-            a.set_xlim(0, images.shape[-1] - 1)
-            a.set_ylim(images.shape[-2] - 1, 0)
-        fig.tight_layout()
-        paths.append(save_figure(fig, Path(out_dir) / f"demo_{k + 1}.png"))
-    return paths
+        return stn(images.double(), run.theta.double())
+
+
+def demo_figure(images, labels, out: dict, run: DemoRun, k: int, res: int, visibility="depth"):
+    """Photo ``k``'s figure: photo with labels (o) and fit (+) | projected mesh | flattened | mask |
+    masked (5 axes, each panel's array in ``ax.images[0]``). Returns the Figure (not saved)."""
+    fig, ax = plt.subplots(1, 5, figsize=(16, 3.6), dpi=90)
+    photo = images[k].permute(1, 2, 0).numpy()
+    ax[0].imshow(photo)
+    ax[0].plot(labels[k, :, 0], labels[k, :, 1], "o", ms=3, mfc="none", mec="lime")
+    ax[0].plot(out["landmarks"][k, :, 0], out["landmarks"][k, :, 1], "+", ms=5, color="red")
+    ax[0].set_title(f"photo {k + 1}: labels (o), fit (+)")
+    ax[1].imshow(photo)
+    _wireframe(ax[1], out["points"][k].numpy(), res, color="cyan", lw=0.4)
+    ax[1].set_title(f"projected mesh, error {run.error[k]:.2f} px")
+    ax[2].imshow(out["flattened"][k].permute(1, 2, 0).clamp(0, 1).numpy())
+    ax[2].set_title("flattened (UV)")
+    ax[3].imshow(out["mask"][k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    ax[3].set_title(f"mask ({visibility})")
+    ax[4].imshow(out["masked"][k].permute(1, 2, 0).clamp(0, 1).numpy())
+    ax[4].set_title("masked")
+    for a in ax:
+        a.axis("off")
+    for a in ax[:2]:
+        a.set_xlim(0, images.shape[-1] - 1)
+        a.set_ylim(images.shape[-2] - 1, 0)
+    fig.tight_layout()
+    return fig
+
+
+def demo_figures(model, images, labels, run: DemoRun, out_dir, visibility="depth", log=print) -> list[Path]:
+    """Per photo ``demo_<k>.png`` (:func:`demo_figure`), written atomically."""
+    out = demo_outputs(model, images, run, visibility)
+    return [save_figure(demo_figure(images, labels, out, run, k, model.res, visibility),
+                        Path(out_dir) / f"demo_{k + 1}.png") for k in range(len(images))]
 
 
 def convergence_figure(runs: list[DemoRun], out_dir) -> Path:

@@ -172,18 +172,21 @@ def euler_to_axis_angle(yaw, pitch=0.0, roll=0.0, dtype=torch.float64):
     return torch.as_tensor(rot.as_rotvec(), dtype=dtype)
 
 
-def brute_force_visibility(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-6, chunk: int = 256) -> np.ndarray:
+def brute_force_visibility(vertices: np.ndarray, faces: np.ndarray, eps: float = 1e-6, chunk: int = 256,
+                           query: np.ndarray | None = None) -> np.ndarray:
     """Ground truth for one mesh: vertex i is unoccluded when no triangle covers its (x, y) with a
-    larger depth than z_i + eps (exact point-in-triangle and plane depth). (N,) bool."""
+    larger depth than z_i + eps (exact point-in-triangle and plane depth). (N,) bool, or (Q,) for
+    the vertex indices ``query`` only."""
+    points = vertices if query is None else vertices[query]
     tri = vertices[faces]  # (F, 3, 3)
     a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
     v0, v1 = (b - a)[:, :2], (c - a)[:, :2]
     den = v0[:, 0] * v1[:, 1] - v0[:, 1] * v1[:, 0]  # (F,)
     ok = np.abs(den) > 1e-12
     den = np.where(ok, den, 1.0)
-    out = np.empty(len(vertices), dtype=bool)
-    for s in range(0, len(vertices), chunk):
-        q = vertices[s:s + chunk]
+    out = np.empty(len(points), dtype=bool)
+    for s in range(0, len(points), chunk):
+        q = points[s:s + chunk]
         d = q[:, None, :2] - a[None, :, :2]  # (n, F, 2)
         w1 = (d[..., 0] * v1[:, 1] - d[..., 1] * v1[:, 0]) / den
         w2 = (v0[:, 0] * d[..., 1] - v0[:, 1] * d[..., 0]) / den

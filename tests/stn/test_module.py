@@ -177,6 +177,35 @@ def test_bad_input_raises_clear_errors(face_model):
         MorphableSTN(face_model, landmarks="mpie")
 
 
+def test_channels_and_non_finite_images(face_model):
+    """Grey (1) and RGB (3) images are sampled alike; other channel counts raise unless allowed;
+    NaN pixels where the face is sampled raise (naming the image), NaN elsewhere is harmless."""
+    stn = MorphableSTN(face_model)
+    th = _theta(stn, 2)
+    rgb = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(1))
+    out3 = stn(rgb, th)
+    out1 = stn(rgb[:, 1:2], th)                       # the green channel alone
+    assert out1["flattened"].shape == (2, 1, face_model.res, face_model.res)
+    assert torch.equal(out1["flattened"], out3["flattened"][:, 1:2])
+    assert torch.equal(out1["masked"], out3["masked"][:, 1:2]) and torch.equal(out1["mask"], out3["mask"])
+    for c in (2, 4, 5):
+        with pytest.raises(ValueError, match=f"images have {c} channels; this MorphableSTN takes 1 or 3"):
+            stn(torch.rand(2, c, H, W), th)
+    assert MorphableSTN(face_model, channels=None)(torch.rand(2, 5, H, W), th)["flattened"].shape[1] == 5
+    with pytest.raises(ValueError, match="takes 4"):
+        MorphableSTN(face_model, channels=4)(rgb, th)
+    nan = rgb.clone()
+    pts = out3["points"][1].round().long()
+    nan[1, 0, pts[:, 1].clamp(0, H - 1), pts[:, 0].clamp(0, W - 1)] = float("nan")   # under the face
+    with pytest.raises(ValueError, match=r"image\(s\) \[1\] have NaN or infinite pixels"):
+        stn(nan, th)
+    assert torch.isnan(MorphableSTN(face_model, check_finite=False)(nan, th)["flattened"][1]).any()
+    corner = rgb.clone()
+    corner[:, :, 0, 0] = float("nan")                 # not sampled by these poses: no effect
+    assert (out3["points"][..., 1] > 2).all() and (out3["points"][..., 0] > 2).all()
+    assert torch.equal(stn(corner, th)["flattened"], out3["flattened"])
+
+
 def test_gradcheck_through_the_whole_module(small_model):
     """Finite-difference check of d(outputs)/d(theta) in float64 (landmarks and sampled pixels)."""
     stn = MorphableSTN(small_model, visibility="backface", landmarks=[0, 40, 80]).double()
@@ -201,11 +230,29 @@ def test_gradcheck_through_the_whole_module(small_model):
 def test_module_moves_and_converts_like_smplx(face_model):
     stn = MorphableSTN(face_model)
     assert stn.mean.dtype == torch.float32 and stn.faces.dtype == torch.long
-    d = stn.double()
+    d = MorphableSTN(face_model).double()
     assert d.mean.dtype == torch.float64 and d.basis_exp.dtype == torch.float64 and d.faces.dtype == torch.long
     assert len(stn.state_dict()) == 0  # the model is not part of checkpoints
     names = {n for n, _ in stn.named_buffers()}
     assert {"mean", "basis_id", "basis_exp", "faces", "landmark_index", "mirror"} <= names
+    # .to(...) moves every buffer and converts only the floating ones (checked on the CPU with
+    # the "meta" device, which has storage-free tensors: no GPU needed)
+    m = MorphableSTN(face_model).to("meta")
+    assert all(t.device.type == "meta" for t in m.buffers())
+    assert m.mean.dtype == torch.float32 and m.faces.dtype == torch.long and m.landmark_index.dtype == torch.long
+    h = MorphableSTN(face_model).to(torch.float16)
+    assert h.basis_id.dtype == torch.float16 and h.mirror.dtype == torch.long
+    with pytest.raises(ValueError, match="images are on meta but the module is on cpu"):
+        stn(torch.rand(2, 3, H, W, device="meta"), _theta(stn, 2))
+    # outputs follow the module's dtype, and the converted buffers are the same numbers
+    th = _theta(stn, 2, dtype=torch.float64)
+    imgs = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out64, out32 = d(imgs, th), stn(imgs.float(), th.float())
+    for k in ("points", "landmarks", "grid", "flattened", "mask", "masked", "shape", "posed", "rotation", "scale"):
+        assert out64[k].dtype == torch.float64 and out32[k].dtype == torch.float32, k
+    assert out64["visibility"].dtype == torch.bool
+    assert torch.equal(d.mean, torch.as_tensor(face_model.mean, dtype=torch.float32).double())
+    assert (out64["points"] - out32["points"].double()).abs().max() < 1e-3
     if torch.cuda.is_available():  # pragma: no cover - no GPU on the CI machine
         c = MorphableSTN(face_model).cuda()
         out = c(torch.rand(2, 3, H, W, device="cuda"), _theta(c, 2).cuda())

@@ -168,6 +168,19 @@ def test_depth_visibility_is_batched_like_a_loop_and_dtype_independent(face_mode
     f32 = visibility_depth(v.float(), faces)
     assert (f32 == batched).float().mean() > 0.995
     assert torch.equal(visibility_backface(v, faces), torch.cat([visibility_backface(v[i:i + 1], faces) for i in range(4)]))
+    # random shapes and poses in float32 (the sampling lattice must not depend on the rest of the batch)
+    from stn3dmm.stn import MorphableSTN
+
+    stn = MorphableSTN(syn.make_face_model(48))
+    g = torch.Generator().manual_seed(0)
+    th = torch.zeros(16, stn.n_params)
+    th[:, :3] = syn.euler_to_axis_angle((torch.rand(16, generator=g).numpy() - 0.5) * 2.4,
+                                        (torch.rand(16, generator=g).numpy() - 0.5) * 0.7, dtype=torch.float32)
+    th[:, 3:5] = 112
+    th[:, 6:] = torch.randn(16, stn.n_params - 6, generator=g)
+    v = stn.geometry(th).posed
+    assert torch.equal(visibility_depth(v, stn.faces), torch.cat([visibility_depth(v[i:i + 1], stn.faces)
+                                                                  for i in range(16)]))
 
 
 def test_depth_visibility_carries_no_gradient(face_model):

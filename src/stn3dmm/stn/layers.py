@@ -124,10 +124,11 @@ def check_landmarks(landmarks, visibility=None, *, image_size=None, margin: floa
         far = vis & ((x < -margin * w) | (x > (w - 1) + margin * w) | (y < -margin * h) | (y > (h - 1) + margin * h))
         if bool(far.any()):
             b, l = torch.nonzero(far)[0].tolist()
+            rows = torch.nonzero(far.any(1)).flatten().tolist()
             raise ValueError(
-                f"landmark {l} of image {b} is at {landmarks[b, l].tolist()}, far outside the {h} x {w} image; "
-                "landmarks must be 0-based pixels with y down (convert the original's labels with "
-                "stn3dmm.conventions.points_from_original)")
+                f"image(s) {rows[:20]} have landmarks far outside the {h} x {w} image (first: landmark {l} of image "
+                f"{b} at {landmarks[b, l].tolist()}); landmarks must be 0-based pixels with y down (convert the "
+                "original's labels with stn3dmm.conventions.points_from_original)")
     return landmarks, visibility
 
 

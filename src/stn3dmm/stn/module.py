@@ -4,7 +4,7 @@ This module owns the thin module wrapper that composes the pure layers of
 :mod:`stn3dmm.stn.layers` and :mod:`stn3dmm.stn.visibility` into the paper's network block::
 
     stn = MorphableSTN(model, out_res=None, visibility="depth", landmarks="aflw21", scale="exp")
-    out = stn(images, theta)   # images (B, C, H, W); theta (B, 6 + K + E)
+    out = stn(images, theta)   # images (B, C, H, W), C = 1 or 3; theta (B, 6 + K + E)
 
 It holds the model's tensors as (non-persistent) buffers, smplx style, so ``.to(device)``,
 ``.double()`` and ``.cuda()`` move/convert them, and checkpoints stay small.
@@ -49,6 +49,14 @@ class MorphableSTN(nn.Module):
             the image, ``forward`` raises ``ValueError`` (a theta in another convention, or a
             diverged localiser); ``None`` disables the check (and its host sync).
         depth_options: keyword arguments for :func:`~stn3dmm.stn.visibility.visibility_depth`.
+        channels: image channel counts ``forward`` accepts: default ``(1, 3)`` (grey and RGB;
+            every channel is sampled alike, so the outputs keep the input's C); an int for
+            exactly that many; ``None`` for any (e.g. feature maps). Others raise ValueError.
+        check_finite: raise ValueError when the flattened output has NaN or infinity (NaN
+            pixels in the input where the face is sampled, e.g. unfilled padding). On CUDA a
+            check costs a host sync; this one shares the sync of the ``max_outside`` check (one
+            per forward), so the default (True) adds no sync unless ``max_outside=None``. Pass
+            ``check_finite=False, max_outside=None`` for a sync-free forward.
 
     ``forward(images, theta)`` returns a dict:
 
@@ -71,7 +79,8 @@ class MorphableSTN(nn.Module):
 
     def __init__(self, model, out_res: int | None = None, visibility: str | None = "depth",
                  landmarks="aflw21", scale: str = DEFAULT_SCALE, *, n_id: int | None = None,
-                 n_exp: int | None = None, max_outside: float | None = 1.0, depth_options: dict | None = None):
+                 n_exp: int | None = None, max_outside: float | None = 1.0, depth_options: dict | None = None,
+                 channels: int | tuple | None = (1, 3), check_finite: bool = True):
         super().__init__()
         if not getattr(model, "res", 0):
             raise ValueError("MorphableSTN needs a grid model (model.res > 0): its vertices must be a regular "
@@ -94,6 +103,9 @@ class MorphableSTN(nn.Module):
         self.visibility = visibility
         self.scale_map = scale
         self.max_outside = max_outside
+        self.channels = (int(channels),) if isinstance(channels, int) else (
+            tuple(int(c) for c in channels) if channels is not None else None)
+        self.check_finite = bool(check_finite)
         self.depth_options = dict(depth_options or {})
         if landmarks is None:
             idx = torch.zeros(0, dtype=torch.long)
@@ -153,29 +165,45 @@ class MorphableSTN(nn.Module):
             return visibility_backface(posed, self.faces)
         return visibility_depth(posed, self.faces, **self.depth_options)
 
-    def _check_bounds(self, landmarks: torch.Tensor, height: int, width: int) -> None:
+    def _far_rows(self, landmarks: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
+        """(B,) bool: projected landmarks more than ``max_outside`` image sizes outside (or not finite)."""
         if self.max_outside is None or landmarks.shape[1] == 0:
-            return
+            return None
         with torch.no_grad():
             x, y = landmarks[..., 0], landmarks[..., 1]
             dx = torch.maximum(-x, x - (width - 1)) / width
             dy = torch.maximum(-y, y - (height - 1)) / height
-            far = ~(torch.maximum(dx, dy) <= self.max_outside)  # also catches NaN
-            bad = far.any(1)
-            if bool(bad.any()):
-                rows = torch.nonzero(bad).flatten().tolist()
-                raise ValueError(
-                    f"projected landmarks of image(s) {rows[:10]} lie more than {self.max_outside} image sizes outside "
-                    f"the {height} x {width} image (or are not finite); check theta's convention "
-                    "([r, t, logs, alpha], t in 0-based y-down pixels, scale map "
-                    f"{self.scale_map!r}; see stn3dmm.conventions.theta_from_original) or pass max_outside=None")
+            return (~(torch.maximum(dx, dy) <= self.max_outside)).any(1)  # also catches NaN
+
+    def _check_output(self, far: torch.Tensor | None, flattened: torch.Tensor, height: int, width: int) -> None:
+        """Both checks with one host sync (one ``bool()``) per forward."""
+        nonfinite = None
+        if self.check_finite:
+            with torch.no_grad():
+                nonfinite = ~torch.isfinite(flattened).flatten(1).all(1)
+        checks = [c for c in (far, nonfinite) if c is not None]
+        if not checks or not bool(torch.stack(checks).any()):
+            return
+        if far is not None and bool(far.any()):
+            rows = torch.nonzero(far).flatten().tolist()
+            raise ValueError(
+                f"projected landmarks of image(s) {rows[:10]} lie more than {self.max_outside} image sizes outside "
+                f"the {height} x {width} image (or are not finite); check theta's convention "
+                "([r, t, logs, alpha], t in 0-based y-down pixels, scale map "
+                f"{self.scale_map!r}; see stn3dmm.conventions.theta_from_original) or pass max_outside=None")
+        rows = torch.nonzero(nonfinite).flatten().tolist()
+        raise ValueError(f"image(s) {rows[:10]} have NaN or infinite pixels where the face is sampled (the "
+                         "flattened output would not be finite); fill them, or pass check_finite=False")
 
     # -- forward -------------------------------------------------------------------------------
 
     def forward(self, images: torch.Tensor, theta: torch.Tensor) -> dict:
         dtype, device = self.mean.dtype, self.mean.device
         check_images(images, dtype=dtype, device=device)
-        b, _, h, w = images.shape
+        b, c, h, w = images.shape
+        if self.channels is not None and c not in self.channels:
+            raise ValueError(f"images have {c} channels; this MorphableSTN takes {' or '.join(map(str, self.channels))} "
+                             "(grey or RGB by default; build it with channels=C or channels=None for others)")
         if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
             raise ValueError(
                 f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
@@ -185,9 +213,10 @@ class MorphableSTN(nn.Module):
         check_theta(theta, self.n_id, self.n_exp, batch=b, dtype=dtype, device=device)
         proj = self.geometry(theta, check=False)
         lms = select_landmarks(proj.points, self.landmark_index)
-        self._check_bounds(lms, h, w)
+        far = self._far_rows(lms, h, w)
         grid = sampling_grid(proj.points, self.res, h, w, self.out_res)
         flattened = bilinear_sampler(images, grid)
+        self._check_output(far, flattened, h, w)
         mask = inside_image(grid)
         vis = self.vertex_visibility(proj.posed)
         if vis is not None:

@@ -13,12 +13,19 @@ results are masks and carry no gradient.
   with ``scatter_reduce('amax')`` from enough barycentric samples per triangle that it has no
   holes at its resolution (buffer pixel = the mesh spacing).
 * :func:`visibility_depth` -- rule (b), a depth test: a vertex is visible only if no part of
-  the posed mesh lies in front of it along its viewing ray: its depth is compared with the
-  buffer at its pixel, with a tolerance tied to the mesh spacing plus a slope-scaled bias (the
-  depth change the vertex's own tangent plane makes across one buffer pixel, as in shadow
-  mapping), so sloped surface is not mistaken for occluded by itself. By default a vertex must
-  also face the camera (rule (a)), because an open face mesh seen from behind shows the inside
-  of the head, which no depth test of the mesh alone can catch.
+  the posed mesh lies in front of it along its viewing ray. Its depth is compared with the
+  buffer (half the mesh spacing per pixel) at its pixel, with a tolerance tied to the mesh
+  spacing plus a slope-scaled bias (the depth change the vertex's own tangent plane makes
+  across one buffer pixel, as in shadow mapping), so sloped surface is not mistaken for
+  occluded by itself. Where the pixel's front-most sample is not on the vertex's own triangles,
+  the verdict is then made exact: the vertex's ray is intersected with the triangles around
+  the front-most samples of the 3 x 3 pixels about it (each sample's triangles and those across
+  their edges); if one of them covers the vertex, it is hidden exactly when one lies more than
+  ``tol`` spacings in front. This removes most of the buffer's errors next to depth
+  discontinuities (a visible vertex sharing its pixel with a nearer silhouette, e.g. along the
+  jaw of a frontal face). By default a vertex must also face the camera (rule (a)), because an
+  open face mesh seen from behind shows the inside of the head, which no depth test of the
+  mesh alone can catch.
 * :func:`visibility_comparison_figure` -- a figure of (a) vs (b) at several yaws.
 """
 
@@ -115,12 +122,49 @@ def visibility_backface(vertices: torch.Tensor, faces: torch.Tensor,
         return normals[..., 2] >= 0
 
 
-def _unique_edges(faces: torch.Tensor, n_vertices: int) -> torch.Tensor:
-    """``(F, 3) -> (E, 2)`` undirected edges, each once."""
+def _edge_table(faces: torch.Tensor, n_vertices: int):
+    """Undirected edges of ``(F, 3)`` faces: ``edges (E, 2)``, ``edge_faces (E, 2)`` the (one or
+    two) triangles on each (-1 if one), ``face_edges (F, 3)`` each triangle's edges."""
     e = torch.cat((faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]), 0)
     e = torch.sort(e, dim=1).values
-    key = torch.unique(e[:, 0] * n_vertices + e[:, 1])
-    return torch.stack((key // n_vertices, key % n_vertices), 1)
+    key, inv = torch.unique(e[:, 0] * n_vertices + e[:, 1], return_inverse=True)
+    ids = torch.arange(len(faces), device=faces.device).repeat(3)
+    lo = torch.full((len(key),), len(faces), dtype=torch.long, device=faces.device)
+    hi = torch.full_like(lo, -1)
+    lo.scatter_reduce_(0, inv, ids, reduce="amin")
+    hi.scatter_reduce_(0, inv, ids, reduce="amax")
+    hi = torch.where(hi == lo, torch.full_like(hi, -1), hi)
+    edges = torch.stack((key // n_vertices, key % n_vertices), 1)
+    return edges, torch.stack((lo, hi), 1), inv.view(3, -1).t()
+
+
+def _patches(faces: torch.Tensor, n_vertices: int, edge_faces, face_edges) -> torch.Tensor:
+    """Candidate triangles around each depth sample, ``(N + E + F, P)`` (-1 padded), by sample id:
+    a vertex (id < N): its triangles; an edge midpoint (N + e): the triangles on the edge and across
+    their other edges; a lattice point of triangle f (N + E + f): f and the triangles across its edges."""
+    dev = faces.device
+    n_f = len(faces)
+    # triangles across each triangle's edges (F, 3)
+    ef = edge_faces[face_edges]                                            # (F, 3, 2)
+    own = torch.arange(n_f, device=dev)[:, None]
+    across = torch.where(ef[..., 0] == own, ef[..., 1], ef[..., 0])        # (F, 3)
+    # vertex fans, padded
+    vert = faces.reshape(-1)
+    order = torch.argsort(vert, stable=True)
+    deg = torch.bincount(vert, minlength=n_vertices)
+    start = torch.cumsum(deg, 0) - deg
+    slot = torch.arange(len(vert), device=dev) - start[vert[order]]
+    width = max(int(deg.max()) if len(deg) else 1, 6)
+    fan = torch.full((n_vertices, width), -1, dtype=torch.long, device=dev)
+    fan[vert[order], slot] = order // 3
+    # edges: both triangles and what lies across them
+    two = edge_faces                                                       # (E, 2)
+    nb = torch.where(two[..., None] >= 0, across[two.clamp_min(0)], -1).flatten(1)   # (E, 6)
+    edge_patch = torch.cat((two, nb), 1)
+    face_patch = torch.cat((own, across), 1)
+    pad = lambda t: torch.cat((t, torch.full((len(t), max(0, width + 2 - t.shape[1])), -1, dtype=torch.long,  # noqa: E731
+                                                      device=dev)), 1)
+    return torch.cat((pad(fan), pad(edge_patch), pad(face_patch)), 0)
 
 
 def _barycentric_lattice(n: int, dtype, device) -> torch.Tensor:
@@ -134,7 +178,27 @@ def _barycentric_lattice(n: int, dtype, device) -> torch.Tensor:
 _COVER = 1.1 * 2.0 / math.sqrt(3.0)
 
 
-def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: int) -> dict:
+_EMPTY = -(2 ** 63)
+
+
+def _pack(z: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """Order-preserving int64 keys of (depth rounded to float32, triangle id >= -1): depth in the
+    high 32 bits (IEEE bits with the negatives' magnitude bits flipped), id + 1 in the low 32."""
+    bits = z.to(torch.float32).view(torch.int32).to(torch.long)
+    bits = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    return (bits << 32) | (face + 1)
+
+
+def _unpack(keys: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`_pack`: depth (-inf where empty) and triangle id (-1 where none)."""
+    high = keys >> 32
+    bits = torch.where(high >= 0, high, high ^ 0x7FFFFFFF).to(torch.int32)
+    empty = keys == _EMPTY
+    z = torch.where(empty, torch.tensor(-math.inf, dtype=dtype, device=keys.device), bits.view(torch.float32).to(dtype))
+    return z, torch.where(empty, torch.full_like(keys, -1), (keys & 0xFFFFFFFF) - 1)
+
+
+def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: int, with_faces: bool = False) -> dict:
     cm, faces = mesh.cm, mesh.faces
     _, n_v, b = cm.shape
     dtype, device = cm.dtype, cm.device
@@ -149,29 +213,67 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     # lattice steps each triangle needs so that the buffer has no holes
     nf = torch.ceil(_COVER * mesh.lmax / h).clamp_(1, max_samples).long()
     n_top = int(nf.max()) if nf.numel() else 1
-    # sample groups (x, y, z, image id or None for the (M, B) layout)
-    groups = [(cm[0], cm[1], cm[2], None)]  # steps 1: the vertices, each once
-    if n_top >= 2:  # steps 2: plus every edge midpoint, each once
-        edges = _unique_edges(faces, n_v)
+    # sample groups (x, y, z, image id or None for the (M, B) layout, sample id (M, 1) or (k, 1):
+    # vertex v -> v, midpoint of edge e -> N + e, point of triangle f -> N + E + f)
+    edges, edge_faces, face_edges = _edge_table(faces, n_v)
+    n_e = len(edges)
+    # (made one at a time, when splatted, to keep the peak memory down)
+    groups = [lambda: (cm[0], cm[1], cm[2], None, torch.arange(n_v, device=device)[:, None])]  # steps 1: vertices
+
+    def midpoints():
         mid = 0.5 * (cm.index_select(1, edges[:, 0]) + cm.index_select(1, edges[:, 1]))  # (3, E, B)
-        groups.append((mid[0], mid[1], mid[2], None))
-    # finer lattices only for the triangles that need them (few: steep or stretched ones)
-    for n in (torch.unique(nf[nf > 2]).tolist() if n_top > 2 else []):
+        return mid[0], mid[1], mid[2], None, n_v + torch.arange(n_e, device=device)[:, None]
+
+    if n_top >= 2:  # steps 2: plus every edge midpoint, each once
+        groups.append(midpoints)
+    # finer lattices: for a buffer finer than the mesh (pixel < 0.9), the level a grid cell's
+    # diagonal needs, for all triangles at once in the (F, B) layout (batch-independent, so a
+    # batch gives what its images give one by one); then only for the triangles that need more
+    # (few: steep or stretched ones), gathered
+    dense = min(math.ceil(_COVER * math.sqrt(2.0) / pixel), max_samples)  # a grid cell's diagonal, seen frontally
+    if dense > 2 and n_top > 2:
+        c0, c1, c2 = _corners(cm, faces)  # (3, F, B) each
+        face_ids = n_v + n_e + torch.arange(len(faces), device=device)[:, None]
+        def lattice_point(w):
+            pts = w[0] * c0 + w[1] * c1 + w[2] * c2
+            return pts[0], pts[1], pts[2], None, face_ids
+
+        for w in _barycentric_lattice(dense, dtype, device).tolist():
+            if max(w) < 1 and sorted(w) != [0.0, 0.5, 0.5]:  # corners and edge midpoints are splatted already
+                groups.append(lambda w=w: lattice_point(w))
+    for n in (torch.unique(nf[nf > dense]).tolist() if n_top > dense else []):
         fi, bi = torch.nonzero(nf == n, as_tuple=True)
         corners = torch.stack([cm[:, faces[fi, k], bi] for k in range(3)], 0)  # (3 corners, 3, k)
         pts = torch.einsum("sc,cdk->dks", _barycentric_lattice(n, dtype, device), corners)  # (3, k, S)
-        groups.append((pts[0], pts[1], pts[2], bi[:, None]))
-    buf = torch.full((b * hb * wb,), -math.inf, dtype=dtype, device=device)
+        groups.append(lambda pts=pts, bi=bi, fi=fi: (pts[0], pts[1], pts[2], bi[:, None], n_v + n_e + fi[:, None]))
     col = torch.arange(b, device=device)
-    for x, y, z, bi in groups:
+    if with_faces:  # one scatter of (depth, sample id) keys: the max key holds the front-most sample
+        keys = torch.full((b * hb * wb,), _EMPTY, dtype=torch.long, device=device)
+    else:
+        buf = torch.full((b * hb * wb,), -math.inf, dtype=dtype, device=device)
+    for make in groups:
+        x, y, z, bi, sid = make()
         if bi is None:  # (M, B) layout: column = image
             lo_x, lo_y, hh, base = lo[0], lo[1], h, col * (hb * wb)
         else:           # (k, S) layout with the image index per row
             lo_x, lo_y, hh, base = lo[0][bi], lo[1][bi], h[bi], bi * (hb * wb)
         ix = torch.floor((x - lo_x) / hh).long().clamp_(0, wb - 1)
         iy = torch.floor((y - lo_y) / hh).long().clamp_(0, hb - 1)
-        buf.scatter_reduce_(0, (base + iy * wb + ix).reshape(-1), z.reshape(-1), reduce="amax", include_self=True)
-    return {"buffer": buf.view(b, hb, wb), "origin": lo.t(), "pixel": h, "spacing": spacing, "samples": n_top}
+        idx = (base + iy * wb + ix).reshape(-1)
+        if with_faces:
+            keys.scatter_reduce_(0, idx, _pack(z, sid).reshape(-1), reduce="amax", include_self=True)
+        else:
+            buf.scatter_reduce_(0, idx, z.reshape(-1), reduce="amax", include_self=True)
+    out = {"origin": lo.t(), "pixel": h, "spacing": spacing, "samples": n_top}
+    if with_faces:
+        buf, face = _unpack(keys, dtype)
+        out["sample"] = face.view(b, hb, wb)
+        out["patches"] = _patches(faces, n_v, edge_faces, face_edges)
+        pad = lambda t: torch.cat((t, torch.full((len(t), 3 - t.shape[1]), -1, dtype=torch.long, device=device)), 1)  # noqa: E731
+        # (N + E + F, 3) the vertices each sample id lies on
+        out["elements"] = torch.cat((pad(torch.arange(n_v, device=device)[:, None]), pad(edges), faces), 0)
+    out["buffer"] = buf.view(b, hb, wb)
+    return out
 
 
 def depth_buffer(vertices: torch.Tensor, faces: torch.Tensor, *, pixel: float = 1.0, max_buffer: int = 1024,
@@ -202,38 +304,90 @@ def depth_buffer(vertices: torch.Tensor, faces: torch.Tensor, *, pixel: float = 
                                 max_samples)
 
 
+_CHUNK = 16384
+
+
+def _exact_at_vertices(cm, faces, db, ix, iy, vi, bi, eps, reach=1):
+    """Exact ray test of vertices ``vi`` of images ``bi`` ``(K,)`` against the triangles around the
+    front-most samples (``db["patches"]``) of the ``(2 reach + 1)^2`` buffer pixels around each.
+    Returns ``(covered, occluded)`` ``(K,)`` bool: some such triangle's projection contains the
+    vertex / one of those lies more than ``eps`` ``(B,)`` in front of it (its plane's depth at the
+    vertex's x, y)."""
+    sample, patches = db["sample"], db["patches"]
+    b, hb, wb = sample.shape
+    n_v = cm.shape[1]
+    if not len(vi):
+        return torch.zeros(0, dtype=torch.bool, device=cm.device), torch.zeros(0, dtype=torch.bool, device=cm.device)
+    d = torch.arange(-reach, reach + 1, device=cm.device)
+    qx = (ix[vi, bi][:, None, None] + d[None, None, :]).clamp(0, wb - 1)
+    qy = (iy[vi, bi][:, None, None] + d[None, :, None]).clamp(0, hb - 1)
+    sid = sample.view(-1)[(bi[:, None, None] * hb + qy) * wb + qx].reshape(len(vi), len(d) ** 2)  # (K, S)
+    f = torch.where(sid[..., None] >= 0, patches[sid.clamp_min(0)], -1).reshape(len(vi), -1)      # (K, S * P)
+    valid = f >= 0
+    f = f.clamp_min(0)
+    # gather whole (x, y, z) rows from a vertex-major copy: one contiguous read per corner
+    rows = cm.permute(2, 1, 0).reshape(b * n_v, 3)
+    base = (bi * n_v)[:, None]
+    a, p1, p2 = (rows.index_select(0, (base + faces[:, k][f]).reshape(-1)).view(*f.shape, 3).permute(2, 0, 1)
+                 for k in range(3))  # (3, K, S * P) each
+    x, y, z = rows.index_select(0, bi * n_v + vi).t()[:, :, None]  # (K, 1) each
+    v0x, v0y, v1x, v1y = p1[0] - a[0], p1[1] - a[1], p2[0] - a[0], p2[1] - a[1]
+    den = v0x * v1y - v0y * v1x
+    ok = valid & (den.abs() > 1e-9 * (v0x * v0x + v0y * v0y + v1x * v1x + v1y * v1y))
+    den = torch.where(ok, den, torch.ones_like(den))
+    dx, dy = x - a[0], y - a[1]
+    w1 = (dx * v1y - dy * v1x) / den
+    w2 = (v0x * dy - v0y * dx) / den
+    w0 = 1 - w1 - w2
+    tol_w = 1e-6 if cm.dtype == torch.float64 else 1e-4
+    inside = ok & (w0 >= -tol_w) & (w1 >= -tol_w) & (w2 >= -tol_w)
+    zq = w0 * a[2] + w1 * p1[2] + w2 * p2[2]
+    return inside.any(1), (inside & (zq > z + eps[bi][:, None])).any(1)
+
+
 def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: bool = True, tol: float = 0.5,
-                     pixel: float = 1.0, max_slope: float = 8.0, max_buffer: int = 1024, max_samples: int = 16,
-                     return_buffer: bool = False):
+                     pixel: float = 0.5, max_slope: float = 8.0, max_buffer: int = 1024, max_samples: int = 16,
+                     exact: bool = True, return_buffer: bool = False):
     """Rule (b), a depth test: ``(B, N, 3) posed vertices -> (B, N) bool`` visible. No gradient.
 
     A vertex is occluded when the depth buffer (:func:`depth_buffer`) at its pixel lies in
     front of it by more than ``tol_v = tol * spacing + min(slope_v, max_slope) * h * sqrt(2)``:
     a margin tied to the mesh spacing (``sqrt(2 * mean triangle area)``) plus a slope-scaled
     bias, the largest depth change the vertex's own tangent plane (slope ``|n_xy| / n_z`` from
-    its normal) makes within one buffer pixel of size ``h``. With ``backface=True`` (default)
-    the vertex must also pass rule (a).
+    its normal) makes within one buffer pixel of size ``h``. With ``exact=True`` (default), a
+    vertex whose pixel's front-most sample lies on another surface is then decided by exact ray
+    intersection with the triangles around the front-most samples of its 3 x 3 pixels (module
+    docstring) whenever one of those covers it: hidden iff one is more than ``tol * spacing``
+    in front. With ``backface=True`` (default) the vertex must also pass rule (a).
+
+    Agreement with exact ray casting on the default model's mean face (R = 112) at yaw 0 / 30 /
+    50 / 70 degrees: 99.61 / 99.89 / 99.79 / 99.91 % (before the exact step and the finer buffer,
+    98.21 / 98.92 / 99.03 / 99.61 %).
 
     Args:
         vertices: (B, N, 3) posed vertices in the model frame (viewer on +z).
         faces: (F, 3) triangles, counter-clockwise seen from outside.
         backface: also require ``n_z >= 0``.
         tol: depth margin in units of the mesh spacing.
-        pixel: buffer pixel size in units of the mesh spacing.
-        max_slope: cap on the slope in the bias. 8 (83 degrees) was the best trade-off against
+        pixel: buffer pixel size in units of the mesh spacing (default 0.5: half the width of
+            the band next to silhouettes where a pixel holds both a vertex and a nearer surface).
+        max_slope: cap on the slope in the bias. 8 (83 degrees) was the best trade-off (tuned with pixel=1, exact=False) against
             exact ray casting on a synthetic face (R = 64 and 112, yaw 30-75: >= 99.5 %
             agreement; the disagreements are grazing vertices, n_z < 0.25, next to silhouettes).
             A larger cap lets grazing vertices behind an occluder through; a smaller one hides
             grazing vertices behind their own surface.
         max_buffer: largest buffer side, in pixels.
         max_samples: largest lattice step count per triangle edge.
-        return_buffer: also return the :func:`depth_buffer` dict.
+        exact: refine by exact ray intersection where another surface wins the vertex's pixel.
+        return_buffer: also return the :func:`depth_buffer` dict (with ``exact``, also ``sample``
+            (B, Hb, Wb) the front-most sample's id and ``patches`` its candidate triangles;
+            depths then rounded to float32).
     """
     with torch.no_grad():
         mesh = _Mesh(_coord_major(vertices.detach()), faces, True)
         cm = mesh.cm
         nrm = mesh.normals
-        db = _depth_buffer_cm(mesh, pixel, max_buffer, max_samples)
+        db = _depth_buffer_cm(mesh, pixel, max_buffer, max_samples, with_faces=exact)
         buf, h = db["buffer"], db["pixel"]
         lo = db["origin"].t()
         b, hb, wb = buf.shape
@@ -247,6 +401,21 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
         visible = front <= cm[2] + margin
         if backface:
             visible &= nz >= 0
+        if exact:
+            eps = 1e-3 * db["spacing"]
+            # only where something else may lie in front: the vertex's pixel is won by a sample
+            # more than eps in front of it, not on one of the vertex's own triangles
+            win = db["sample"].view(-1)[torch.arange(b, device=cm.device) * (hb * wb) + iy * wb + ix]  # (N, B)
+            n_idx = torch.arange(cm.shape[1], device=cm.device)[:, None, None]
+            own = (db["elements"][win.clamp_min(0)] == n_idx).any(-1)                                # (N, B)
+            cand = (front > cm[2] + eps) & ~own
+            if backface:
+                cand &= nz >= 0
+            vi, bi = torch.nonzero(cand, as_tuple=True)
+            for s in range(0, len(vi), _CHUNK):  # bounded temporaries: (chunk, 9 x P) per step
+                v_s, b_s = vi[s:s + _CHUNK], bi[s:s + _CHUNK]
+                covered, occluded = _exact_at_vertices(cm, faces, db, ix, iy, v_s, b_s, max(tol, 1e-3) * db["spacing"])
+                visible[v_s, b_s] = torch.where(covered, ~occluded, visible[v_s, b_s])
         visible = visible.t()
         return (visible, db) if return_buffer else visible
 
