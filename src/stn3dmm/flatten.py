@@ -105,8 +105,9 @@ class Flattener:
         self.prior_weight = prior_weight if prior_weight is not None else (
             DENSE_PRIOR_WEIGHT if mapping == "dense" else 0.1 / 0.8998)
         self.device = torch.device(device)
+        # the crop carries a 4th channel, 1 inside the photo and 0 on padding (see the module doc)
         self.stn = _TimedSTN(model, out_res=res, visibility=visibility, landmarks=None,
-                             max_outside=None).to(self.device)
+                             max_outside=None, channels=4).to(self.device)
         self.res = self.stn.out_res
         self.detector = detector or FaceDetector()
 
