@@ -223,3 +223,11 @@ def test_two_processes_over_gloo_match_one_process(default_grid, tmp_path):
     for ra, rb in zip(a, b):
         for k in ("total", "landmark", "prior"):
             assert abs(ra[k] - rb[k]) <= 1e-4 * abs(ra[k]) + 1e-7, (k, ra, rb)
+
+
+def test_training_mask_uses_the_buffer_only_depth_test_unless_asked():
+    from stn3dmm.train_config import depth_options
+
+    cfg = load_config(None)
+    assert cfg["stn"]["depth_exact"] is False and depth_options(cfg["stn"]) == {"pixel": 1.0, "exact": False}
+    assert depth_options(load_config(None, ["stn.depth_exact=true"])["stn"]) == {}

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from .augment import flip_images
 from .checkpoints import link_or_copy, load_checkpoint, write_durably
 from .losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from .train_config import DEFAULTS, check_batch, load_config
+from .train_config import DEFAULTS, check_batch, depth_options, load_config
 from .train_data import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
 
 # ----------------------------------------------------------------------------- trainer
@@ -99,7 +99,7 @@ class Trainer:
                                    width=loc["width"], pretrained=loc["pretrained"] or None).to(self.device)
         self.stn = MorphableSTN(self.model, out_res=int(cfg["stn"]["out_res"]) or None,
                                 visibility=cfg["stn"]["visibility"], landmarks=None, n_id=n_id, n_exp=n_exp,
-                                max_outside=None).to(self.device)
+                                max_outside=None, depth_options=depth_options(cfg["stn"])).to(self.device)
         o = cfg["optim"]
         groups = param_groups(self.net, o["lr"], o["weight_decay"], head_lr_weight=o["head_lr_weight"],
                               head_lr_bias=o["head_lr_bias"])

@@ -4,7 +4,8 @@ Owns :data:`DEFAULTS` (every setting of ``stn3dmm train`` and its default), :fun
 (file, then overrides, each value checked against its default's type by :func:`check_value`;
 TOML only) and :func:`check_batch` (batch settings the step can use). ``data.textures`` names a
 folder of photos or ``stn3dmm flatten`` outputs for the synthetic textures, ``data.photo_fraction``
-the share of identities using them (negative: the default, 0.3).
+the share of identities using them (negative: the default, 0.3). ``stn.depth_exact`` chooses the
+depth test's exact ray refinement for the training mask (off by default, see :func:`depth_options`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .losses import ORIGINAL_WEIGHTS
 DEFAULTS = {
     "model": {"path": "", "n_id": 10, "n_exp": 10},
     "localiser": {"backbone": "resnet18", "image_size": 112, "norm": "", "width": 1.0, "pretrained": ""},
-    "stn": {"visibility": "depth", "out_res": 0},
+    "stn": {"visibility": "depth", "out_res": 0, "depth_exact": False},
     "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
              "textures": "", "photo_fraction": -1.0},
@@ -108,6 +109,15 @@ def load_config(path=None, overrides=()) -> dict:
             raise ValueError(f"unknown setting {key!r}")
         cfg[sec][k] = check_value(key, _parse_value(text), DEFAULTS[sec][k], f"override {item!r}", raw=text)
     return cfg
+
+
+def depth_options(stn: dict) -> dict:
+    """``visibility_depth`` options for the training mask. Without ``stn.depth_exact`` it is the
+    buffer-only depth test (98.2-99.6 % agreement with exact ray casting on the mean face against
+    99.6-99.9 % with the refinement, at about 2 instead of 12 ms per image on a 2-core CPU): in
+    training the mask only weights the symmetry and siamese terms, and the refinement made the
+    STN half of a ResNet-18 step at 112 px."""
+    return {} if stn.get("depth_exact") else {"pixel": 1.0, "exact": False}
 
 
 def check_batch(train: dict, world: int) -> None:
