@@ -4,17 +4,18 @@ import numpy as np
 import pytest
 
 from stn3dmm.model import ModelFileError, MorphableModel, save_model
-from stn3dmm.model.prepare import load_model
+from stn3dmm.model.prepare import PREPARED_BY, load_model
 from stn3dmm.paths import default_model_path, model_name, parse_model_name, prepared_models
 
 
-def _model(res=4, source="test"):
+def _model(res=4, source="test", prepared_by=PREPARED_BY):
     n = res * res
     rng = np.random.default_rng(res)
     return MorphableModel(mean=rng.normal(size=(n, 3)), basis_id=rng.normal(size=(2, n, 3)),
                           basis_exp=np.zeros((0, n, 3)), faces=np.array([[0, 1, 2]]),
                           landmarks={"aflw21": np.arange(21) % n, "ibug68": np.arange(68) % n},
-                          source=source, res=res)
+                          source=source, res=res,
+                          extras={"prepared_by": np.str_(prepared_by)} if prepared_by else {})
 
 
 @pytest.fixture
@@ -56,3 +57,17 @@ def test_unknown_name_lists_the_prepared_models(cache):
     assert "prepare-model --source bfm2009" in str(e.value)
     with pytest.raises(ModelFileError, match="no such model file"):
         load_model("missing.npz")
+
+
+def test_a_default_model_cached_by_an_earlier_version_is_prepared_again(cache, monkeypatch):
+    import stn3dmm.model.prepare as prep
+    import stn3dmm.model.sources as sources
+
+    save_model(_model(6, "stale", prepared_by=None), default_model_path())
+    calls = []
+    monkeypatch.setattr(sources, "load_default_source", lambda log=None: "source")
+    monkeypatch.setattr(prep, "prepare_grid_model", lambda src, res, log: (calls.append((src, res)) or _model(7, "new"), None))
+    logged = []
+    assert load_model(None, log=logged.append).source == "new"
+    assert calls == [("source", 112)] and "earlier stn3dmm" in logged[0]
+    assert load_model(None).source == "new" and len(calls) == 1          # the new file is current

@@ -225,10 +225,15 @@ def prepare_grid_model(src: MorphableModel, res: int = 112, log=print):
         source=f"{src.source}; symmetric Tutte UV grid {res}x{res}", res=res, uv=grid_uv(res),
         extras={"source_faces": F.astype(np.int64), "source_uv": suv.source_uv,
                 "source_mirror": mirror, "source_midline": midline,
-                "frame_rotation": suv.Rot, "frame_offset": suv.off})
+                "frame_rotation": suv.Rot, "frame_offset": suv.off, "prepared_by": np.str_(PREPARED_BY)})
     for line in rep.lines():
         log(line)
     return model, rep
+
+
+#: Written into every prepared file; bump it when preparation changes what it writes, so that a
+#: default model cached by an earlier version is prepared again (2: the source UV map repair).
+PREPARED_BY = "stn3dmm grid preparation 2"
 
 
 def load_model(path=None, res: int = 112, log=None) -> MorphableModel:
@@ -260,12 +265,16 @@ def load_model(path=None, res: int = 112, log=None) -> MorphableModel:
                                  f"(prepared in {default_model_path().parent}: {names}); "
                                  f"prepare it with: stn3dmm prepare-model --source {source} ... --res {r}")
     target = default_model_path(r)
+    log = log or (lambda msg: print(msg, flush=True))
+    why = "once"
     if target.exists():
-        return load_model_file(target)
+        model = load_model_file(target)
+        if str(model.extras.get("prepared_by", "")) == PREPARED_BY:
+            return model
+        why = "the cached file was made by an earlier stn3dmm"
     from .sources import load_default_source
 
-    log = log or (lambda msg: print(msg, flush=True))
-    log(f"preparing the default model at R = {r} (once; cached at {target}) ...")
+    log(f"preparing the default model at R = {r} ({why}; cached at {target}) ...")
     model, _ = prepare_grid_model(load_default_source(log=log), res=r, log=log)
     save_model(model, target)
     return model
