@@ -10,27 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .paths import publish
+from .paths import write_atomically
 
 def write_durably(path: Path, write) -> Path:
     """Write a file atomically and durably: ``write(f)`` into a temporary file beside it,
     flush + fsync, rename into place, fsync the folder (a crash leaves the old or the new file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    path = write_atomically(path, write, durable=True)
     _fsync_dir(path.parent)
     return path
 

@@ -114,7 +114,6 @@ def cmd_show_model(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import torch
 
     from .demo import convergence_figure, default_demo_data, demo_figures, read_demodata, run_demo
     from .model.prepare import load_model

@@ -204,10 +204,10 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     res = evaluate_predictions(p, stn, verts, size)
     res["checkpoint"], res["data"] = str(checkpoint), {k: v for k, v in spec.items()}
     if out:
-        from .export import _atomic_write
+        from .paths import write_bytes_atomically
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(Path(out), json.dumps(_strict_json(res), indent=1, allow_nan=False).encode())
+        write_bytes_atomically(Path(out), json.dumps(_strict_json(res), indent=1, allow_nan=False).encode())
     return res
 
 

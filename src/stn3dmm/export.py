@@ -10,24 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .paths import publish
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from .paths import write_bytes_atomically
 
 
 _STATIC: dict = {}
@@ -75,11 +62,11 @@ def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.nda
     mtl, png = stem.with_suffix(".mtl"), stem.with_suffix(".png")
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(texture)).save(buf, format="PNG")
-    _atomic_write(png, buf.getvalue())
+    write_bytes_atomically(png, buf.getvalue())
     mtl_text = (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
                 f"map_Kd {png.name}\n")
-    _atomic_write(mtl, mtl_text.encode())
-    _atomic_write(path, obj_text(vertices, faces, uv, mtl.name).encode())
+    write_bytes_atomically(mtl, mtl_text.encode())
+    write_bytes_atomically(path, obj_text(vertices, faces, uv, mtl.name).encode())
     return [path, mtl, png]
 
 

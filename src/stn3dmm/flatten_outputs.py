@@ -131,7 +131,8 @@ def write_outputs(r, out_dir: Path, stem: str, model, photo, overwrite: bool, me
     Raises FileExistsError when an output exists and ``overwrite`` is False (checked before
     anything is written). If a write fails, the files this call already wrote are removed
     (a face's outputs are all there or none are) and the error is raised."""
-    from .export import _atomic_write, obj_text
+    from .export import obj_text
+    from .paths import write_bytes_atomically
     from .photos import write_png_atomic
 
     names = output_names(stem, r.index, mesh)
@@ -146,14 +147,14 @@ def write_outputs(r, out_dir: Path, stem: str, model, photo, overwrite: bool, me
                          ("completed", np.concatenate([_u8(r.completed), _u8(r.completed_alpha)[..., None]], -1)),
                          ("overlay", overlay_image(r, model.res))):
             written.append(write_png_atomic(paths[key], img, compress_level=PNG_LEVEL))
-        _atomic_write(paths["json"], _json_text(_info(r, model, photo)).encode())
+        write_bytes_atomically(paths["json"], _json_text(_info(r, model, photo)).encode())
         written.append(paths["json"])
         if mesh:
             mtl = (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
                    f"map_Kd {paths['completed'].name}\n")
-            _atomic_write(paths["mtl"], mtl.encode())
+            write_bytes_atomically(paths["mtl"], mtl.encode())
             written.append(paths["mtl"])
-            _atomic_write(paths["obj"], obj_text(r.shape, model.faces, model.uv, paths["mtl"].name).encode())
+            write_bytes_atomically(paths["obj"], obj_text(r.shape, model.faces, model.uv, paths["mtl"].name).encode())
             written.append(paths["obj"])
     except BaseException:
         for p in written:

@@ -6,8 +6,6 @@ algorithm: triangles sorted back to front, each filled with Lambert shading.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -17,23 +15,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 
-from .paths import publish  # noqa: E402
+from .paths import write_atomically  # noqa: E402
 
 
 def save_figure(fig, path) -> Path:
     """Save a figure atomically (temporary file, then rename) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=fig.dpi)
-        publish(tmp, path)
+        return write_atomically(path, lambda f: fig.savefig(f, dpi=fig.dpi, format=path.suffix[1:] or "png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def yaw_rotation(deg: float) -> np.ndarray:

@@ -56,13 +56,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..paths import publish
+from ..paths import write_text_atomically
 from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
 from ..photos.io import IMAGE_EXTENSIONS, write_png_atomic
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_image, identities_or_none,
@@ -136,20 +134,7 @@ def write_pts(path, points, one_based: bool = True) -> Path:
 # ----------------------------------------------------------------------------- .json
 
 def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        return publish(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    return write_text_atomically(path, text, durable=True)
 
 
 def _plain(x):

@@ -48,7 +48,7 @@ def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: in
 
     from tqdm import tqdm
 
-    from ..export import _atomic_write
+    from ..paths import write_bytes_atomically
     from .folder import write_folder_item
 
     out = Path(out_dir)
@@ -62,7 +62,7 @@ def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: in
                 "model": str(model.source), "theta_layout": THETA_LAYOUT, "scale_map": "exp",
                 "pose_convention": POSE_CONVENTION,
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(ds.config).items()}}
-    _atomic_write(out / "synthetic.json", json.dumps(manifest, separators=(",", ":")).encode())
+    write_bytes_atomically(out / "synthetic.json", json.dumps(manifest, separators=(",", ":")).encode())
     names = [item_name(*ds.identity_of(i), prefix=prefix) for i in range(len(ds))]
     todo = [i for i, n in enumerate(names)
             if overwrite or not ((out / f"{n}.png").exists() and (out / f"{n}.json").exists())]

@@ -38,13 +38,12 @@ included. ``basis_id`` needs K >= 1; ``basis_exp`` may have E = 0 (no expression
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..paths import publish
+from ..paths import write_atomically
 
 LANDMARK_SETS = {"aflw21": 21, "ibug68": 68}
 
@@ -196,15 +195,7 @@ def save_model(model: MorphableModel, path: str | os.PathLike) -> Path:
         if k in arrays or k in _SPEC:
             raise ValueError(f"extra array name {k!r} clashes with a contract array")
         arrays[k] = np.asarray(v)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 # name -> (dtype kind(s) allowed, number of dims for a grid file, for a flat file)

@@ -44,7 +44,6 @@ import contextlib
 import io
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..paths import publish
+from ..paths import write_atomically
 
 #: Longest side, in pixels, of the images :func:`read_photo` returns by default.
 DEFAULT_MAX_SIDE = 2048
@@ -503,20 +502,9 @@ def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: exists (not overwritten)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(a)).save(f, format="PNG", compress_level=compress_level)
-            f.flush()
-            os.fsync(f.fileno())
-        return publish(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    return write_atomically(
+        path, lambda f: Image.fromarray(np.ascontiguousarray(a)).save(f, format="PNG", compress_level=compress_level),
+        durable=True)
 
 
 __all__ = [

@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
-import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -263,21 +261,14 @@ def load_cached_map(path, n_vertices: int) -> LandmarkMap | None:
 def save_cached_map(path, m: LandmarkMap) -> bool:
     """Store ``m`` at ``path`` atomically (temporary file, then rename); False if it failed
     (the cache is an optimisation: a read-only cache folder is not an error)."""
-    from ..paths import publish
+    from ..paths import write_atomically
 
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, vertices=m.vertices, sources=m.sources, weights=m.weights, residual=m.residual)
-        publish(tmp, path)
+        write_atomically(path, lambda f: np.savez(f, vertices=m.vertices, sources=m.sources, weights=m.weights,
+                                                  residual=m.residual))
         return True
     except OSError:
         return False
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def face_oval() -> tuple[int, ...]:
