@@ -24,37 +24,19 @@ import argparse
 import math
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def _rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from _common import measure
 
 
 def timed(fn, repeat=3):
+    """(result of the last call, best wall time, largest peak MiB) over ``repeat`` calls."""
     best, out, peak = float("inf"), None, 0.0
     for _ in range(repeat):
-        start, top, done = _rss(), [0.0], threading.Event()
-
-        def sample():
-            while not done.is_set():
-                top[0] = max(top[0], _rss() - start)
-                time.sleep(0.002)
-
-        th = threading.Thread(target=sample, daemon=True)
-        th.start()
-        t = time.perf_counter()
-        out = fn()
-        dt = time.perf_counter() - t
-        done.set()
-        th.join()
-        best, peak = min(best, dt), max(peak, top[0])
+        out, dt, _, pk = measure(fn, sample_s=0.002)
+        best, peak = min(best, dt), max(peak, pk)
     return out, best, peak
 
 

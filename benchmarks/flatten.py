@@ -26,16 +26,12 @@ import argparse
 import os
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import measure
 
 
-def _rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def make_photos(n, dest):
@@ -58,21 +54,8 @@ def make_photos(n, dest):
 
 
 def run(label, fn):
-    start, top, done = _rss(), [0.0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            top[0] = max(top[0], _rss() - start)
-            time.sleep(0.01)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    t = time.perf_counter()
-    extra = fn()
-    dt = time.perf_counter() - t
-    done.set()
-    th.join()
-    return label, dt, top[0], extra
+    extra, dt, _, peak = measure(fn, sample_s=0.01)
+    return label, dt, peak, extra
 
 
 def main():

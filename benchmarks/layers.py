@@ -16,23 +16,14 @@ subprocess so that its peak memory (peak RSS above the level before the first ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import rss_kb, run_child, synthetic_models
 
 
-def _synthetic():
-    spec = importlib.util.spec_from_file_location("stn_synthetic_models", ROOT / "tests" / "stn" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def build(res, n_id, n_exp, batch, device, seed=0):
@@ -42,7 +33,7 @@ def build(res, n_id, n_exp, batch, device, seed=0):
 
     from stn3dmm.model import MorphableModel
 
-    syn = _synthetic()
+    syn = synthetic_models()
     base = syn.make_face_model(res)
     rng = np.random.default_rng(seed)
     comps = np.concatenate([base.basis_id, base.basis_exp])
@@ -105,13 +96,6 @@ def run_loop(stn, images, theta, backward):
     return {"masked": torch.cat(outs)}
 
 
-def _rss_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
-
 
 def child(args):
     import torch
@@ -134,7 +118,7 @@ def child(args):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base_kb = _rss_kb("VmRSS:")
+    base_kb = rss_kb("VmRSS:")
     times = []
     repeats = args.repeats * (10 if args.case.startswith("landmarks") else 1)   # short runs: more samples
     for _ in range(repeats + 1):  # the first run is a warm-up
@@ -144,20 +128,18 @@ def child(args):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-               else max(_rss_kb("VmHWM:") - base_kb, 0) / 1024)
+               else max(rss_kb("VmHWM:") - base_kb, 0) / 1024)
     t = min(times[1:])  # the least-disturbed run: robust to other load on the machine
     print(json.dumps({"time": t, "peak_mb": peak_mb, "threads": torch.get_num_threads()}))
 
 
 def measure(args, case, visibility, mode):
-    cmd = [sys.executable, __file__, "--child", "--case", case, "--visibility", visibility, "--mode", mode,
+    cmd = ["--case", case, "--visibility", visibility, "--mode", mode,
            "--batch", str(args.batch), "--res", str(args.res), "--n-id", str(args.n_id), "--n-exp", str(args.n_exp),
            "--repeats", str(args.repeats), "--device", args.device]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, cmd)
 
 
 def check_equivalence(args):

@@ -21,38 +21,11 @@ import argparse
 import os
 import shutil
 import tempfile
-import threading
-import time
 
 import numpy as np
+from _common import measure
 
 
-def _rss_mib() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return float("nan")
-
-
-def measure(fn, *a, **k):
-    """(result, wall seconds, CPU seconds, peak resident memory above the start in MiB); RSS
-    is sampled every 5 ms."""
-    start, peak, done = _rss_mib(), [0.0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mib() - start)
-            time.sleep(0.005)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    t, c = time.perf_counter(), time.process_time()
-    out = fn(*a, **k)
-    dt, dc = time.perf_counter() - t, time.process_time() - c
-    done.set()
-    th.join()
-    return out, dt, dc, max(peak[0], _rss_mib() - start)
 
 
 def baseline_ball_pivoting(P):

@@ -21,22 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import rss_kb, run_child
+
 TARGET_IPS = 10000 / 300.0
 
-
-def _rss_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
 
 
 def child(args):
@@ -60,7 +51,7 @@ def child(args):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base_kb = _rss_kb("VmRSS:")
+    base_kb = rss_kb("VmRSS:")
     t0 = time.perf_counter()
     if args.mode == "batched":
         for lo in range(0, n_img, args.batch):
@@ -84,13 +75,13 @@ def child(args):
     if cuda:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else max(_rss_kb("VmHWM:") - base_kb, 0) / 1024)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else max(rss_kb("VmHWM:") - base_kb, 0) / 1024)
     print(json.dumps({"images": n_img, "seconds": dt, "peak_mb": peak, "threads": torch.get_num_threads(),
                       "supersample": ds.renderer.supersample, "factor": ds.renderer.factor}))
 
 
 def measure(args, mode, size, images):
-    cmd = [sys.executable, __file__, "--child", "--mode", mode, "--size", str(size), "--batch", str(args.batch),
+    cmd = ["--mode", mode, "--size", str(size), "--batch", str(args.batch),
            "--images", str(images), "--loop-images", str(args.loop_images), "--device", args.device]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -98,11 +89,7 @@ def measure(args, mode, size, images):
         cmd += ["--model", args.model]
     if args.supersample:
         cmd += ["--supersample", str(args.supersample)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise RuntimeError(f"{mode} at {size} px failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, cmd)
 
 
 def main():

@@ -20,20 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import rss_kb, run_child
 
 
-def _rss_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
 
 
 def child(args):
@@ -50,7 +41,7 @@ def child(args):
     tr = Trainer(cfg, log=lambda m: None, progress=False)
     batch = tr.local_batch(0)
     both = torch.cat([batch["image"], batch["image"].flip(-1)])   # the images the network sees
-    base = _rss_kb("VmRSS:")
+    base = rss_kb("VmRSS:")
 
     def full():
         tr.step(batch)
@@ -69,7 +60,7 @@ def child(args):
             fn()
             times.append(time.perf_counter() - t)
         out[name] = min(times)
-    out["peak_mb"] = max(0, _rss_kb("VmHWM:") - base) / 1024
+    out["peak_mb"] = max(0, rss_kb("VmHWM:") - base) / 1024
     out["images"] = int(both.shape[0])
     out["params"] = sum(p.numel() for p in tr.net.parameters())
     print(json.dumps(out))
@@ -88,7 +79,6 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     print(f"training step as stn3dmm train runs it: {args.batch} images through the network (train.batch "
           f"{max(1, args.batch // 2)} + mirrors), {args.threads} threads, load average {os.getloadavg()[0]:.2f}; "
           "baseline = the localiser alone (forward + backward + step, dummy loss) on the same images")
@@ -96,13 +86,11 @@ def main():
           f"{'STN+loss share':>16}{'peak MB':>9}")
     for bb in args.backbones:
         for size in args.sizes:
-            cmd = [sys.executable, __file__, "--child", "--backbone", bb, "--size", str(size), "--batch",
-                   str(args.batch), "--threads", str(args.threads), "--repeats", str(args.repeats)]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if r.returncode != 0:
-                print(f"{bb:<11}{size:>6}  failed: {r.stderr.strip().splitlines()[-1] if r.stderr else r.returncode}")
+            m = run_child(__file__, ["--backbone", bb, "--size", size, "--batch", args.batch,
+                                     "--threads", args.threads, "--repeats", args.repeats], check=False)
+            if "error" in m:
+                print(f"{bb:<11}{size:>6}  failed: {m['error']}")
                 continue
-            m = json.loads(r.stdout.strip().splitlines()[-1])
             share = 1 - m["baseline"] / m["full"]
             n = m["images"]
             print(f"{bb:<11}{size:>6}{m['params']:>12,}{n / m['full']:>9.1f}{m['full']:>9.2f}"

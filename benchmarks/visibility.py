@@ -15,24 +15,15 @@ Each timing runs in a fresh subprocess (peak RSS above the pre-run level; CUDA: 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import rss_kb, run_child, synthetic_models
+
 TARGET_MS = 20.0
 
-
-def _synthetic():
-    spec = importlib.util.spec_from_file_location("stn_synthetic_models", ROOT / "tests" / "stn" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def posed_batch(res, batch, device, dtype_name="float32", seed=0):
@@ -41,7 +32,7 @@ def posed_batch(res, batch, device, dtype_name="float32", seed=0):
 
     from stn3dmm.stn.layers import axis_angle_to_rotation, rotate
 
-    syn = _synthetic()
+    syn = synthetic_models()
     model = syn.make_face_model(res)
     dtype = getattr(torch, dtype_name)
     g = torch.Generator().manual_seed(seed)
@@ -52,13 +43,6 @@ def posed_batch(res, batch, device, dtype_name="float32", seed=0):
     v = rotate(mean[None].expand(batch, -1, -1), axis_angle_to_rotation(r)).contiguous()
     return model, v.to(device), torch.as_tensor(model.faces, dtype=torch.long, device=device)
 
-
-def _rss_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
 
 
 def child(args):
@@ -80,7 +64,7 @@ def child(args):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base_kb = _rss_kb("VmRSS:")
+    base_kb = rss_kb("VmRSS:")
     times = []
     for _ in range(args.repeats + 1):  # first run: warm-up
         t0 = time.perf_counter()
@@ -88,19 +72,17 @@ def child(args):
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else max(_rss_kb("VmHWM:") - base_kb, 0) / 1024)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else max(rss_kb("VmHWM:") - base_kb, 0) / 1024)
     t = min(times[1:])  # the least-disturbed run: robust to other load on the machine
     print(json.dumps({"time": t, "peak_mb": peak}))
 
 
 def measure(args, rule, mode):
-    cmd = [sys.executable, __file__, "--child", "--rule", rule, "--mode", mode, "--batch", str(args.batch),
+    cmd = ["--rule", rule, "--mode", mode, "--batch", str(args.batch),
            "--res", str(args.res), "--repeats", str(args.repeats), "--device", args.device, "--dtype", args.dtype]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, cmd)
 
 
 def accuracy(res, yaws):
@@ -110,7 +92,7 @@ def accuracy(res, yaws):
     from stn3dmm.stn.layers import axis_angle_to_rotation, rotate
     from stn3dmm.stn.visibility import vertex_normals, visibility_backface, visibility_depth
 
-    syn = _synthetic()
+    syn = synthetic_models()
     model = syn.make_face_model(res)
     faces = torch.as_tensor(model.faces)
     rows = []

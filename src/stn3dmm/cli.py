@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("demo", help="the original demo: fit six photos from landmarks and flatten them")
     q.add_argument("--data", help="demodata.mat (default: $STN3DMM_SHARED/data or ../shared/data)")
-    q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
+                   "(default: the prepared default model)")
     q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
     q.add_argument("--out", required=True, help="directory for the figures")
     q.set_defaults(func=cmd_demo)
@@ -274,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "applies to the reduced size")
     q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
     q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
+                   "(default: the prepared default model)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_flatten)
 
@@ -311,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--identity-offset", type=int, default=0, help="first identity number (held-out splits)")
     q.add_argument("--landmarks", choices=["aflw21", "ibug68"], default="aflw21")
-    q.add_argument("--model", help="grid model .npz (default: the prepared default model)")
+    q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
+                   "(default: the prepared default model)")
     q.add_argument("--textures", metavar="DIR",
                    help="photo textures from this folder instead of the sample photos: photos (flattened here) "
                         "and/or stn3dmm flatten outputs (*_completed.png, *_texture.png; any resolution)")
