@@ -77,10 +77,13 @@ def corpus(source, tmp_path_factory):
 def test_flatten_a_batch_of_good_and_bad_files(corpus, default_grid, tmp_path, capsys):
     d, expected = corpus
     out = tmp_path / "out"
-    rc = main(["flatten", str(d), "--out", str(out), "--model", str(default_grid[2]), "--quiet"])
+    rc = main(["flatten", str(d), "--out", str(out), "--model", str(default_grid[2])])
     err = capsys.readouterr().err
     assert rc == 0, err
     ok = {k for k, v in expected.items() if v == "ok"}
+    # the progress bar's last state agrees with the summary (it used to stop counting early)
+    last = [seg for seg in err.replace("\r", "\n").splitlines() if "faces=" in seg][-1]
+    assert f"faces={len(ok)}, failed={len(expected) - len(ok)}" in last, last
     for stem in ok:
         for suffix in ("_texture.png", "_completed.png", "_overlay.png", ".json", ".obj", ".mtl"):
             assert (out / f"{stem}_face0{suffix}").exists(), (stem, suffix, err)

@@ -305,9 +305,12 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
         writes.append(writer.submit(write_all, batch))
 
     pending = []
-    bar = tqdm(paths, desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
+    # a manual bar: iterating a tqdm closes it when the photos run out, before the last
+    # batch's faces are counted, so its final line would undercount
+    bar = tqdm(total=len(paths), desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
     try:
-        for path, stem in zip(bar, stems):
+        for path, stem in zip(paths, stems):
+            bar.update(1)
             rep.photos += 1
             t0 = time.perf_counter()
             try:
