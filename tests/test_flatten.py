@@ -144,15 +144,20 @@ def test_mesh_files_are_kept_without_overwrite(corpus, default_grid, tmp_path, c
     assert (out / "plain_face0.mtl").read_text() == "mine" and not (out / "plain_face0.obj").exists()
 
 
+def _copies_of_plain(corpus_dir, folder, names):
+    """A folder holding the corpus's plain photo under each of ``names``."""
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes((corpus_dir / "plain.jpg").read_bytes())
+    return folder
+
+
 def test_output_names_are_unique_per_run(corpus, default_grid, tmp_path, capsys):
     from stn3dmm.flatten_outputs import unique_stems
 
     assert unique_stems(["x/a-2.jpg", "x/a.jpg", "x/a.png", "y/a.jpg", "x/A.JPG"]) == ["a-2", "a", "a-3", "a-4", "A-5"]
     d, _ = corpus
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("a-2.jpg", "a.jpg", "a.png"):
-        (photos / name).write_bytes((d / "plain.jpg").read_bytes())
+    photos = _copies_of_plain(d, tmp_path / "photos", ("a-2.jpg", "a.jpg", "a.png"))
     out = tmp_path / "out"
     rc, err = _run(["flatten", str(photos), "--out", str(out), "--model", str(default_grid[2]), "--quiet",
                     "--no-mesh"], capsys)
@@ -165,10 +170,7 @@ def test_output_names_are_unique_per_run(corpus, default_grid, tmp_path, capsys)
 
 def test_a_failed_write_is_one_photos_failure(corpus, default_grid, tmp_path, capsys):
     d, _ = corpus
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("a.jpg", "b.jpg", "c.jpg"):
-        (photos / name).write_bytes((d / "plain.jpg").read_bytes())
+    photos = _copies_of_plain(d, tmp_path / "photos", ("a.jpg", "b.jpg", "c.jpg"))
     out = tmp_path / "out"
     (out / "b_face0_overlay.png").mkdir(parents=True)       # a folder where b's overlay goes
     rc, err = _run(["flatten", str(photos), "--out", str(out), "--model", str(default_grid[2]), "--quiet",
