@@ -44,6 +44,12 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, mtl_name: 
     return buf.getvalue() + _uv_and_faces_text(faces, uv, material)
 
 
+def mtl_text(texture_name: str) -> str:
+    """The one material of our OBJ files: unlit, textured by the image ``texture_name``."""
+    return (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
+            f"map_Kd {texture_name}\n")
+
+
 def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture: np.ndarray) -> list[Path]:
     """Write ``path`` (.obj), and beside it the .mtl and the texture .png of the same stem.
 
@@ -63,9 +69,7 @@ def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.nda
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(texture)).save(buf, format="PNG")
     write_bytes_atomically(png, buf.getvalue())
-    mtl_text = (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
-                f"map_Kd {png.name}\n")
-    write_bytes_atomically(mtl, mtl_text.encode())
+    write_bytes_atomically(mtl, mtl_text(png.name).encode())
     write_bytes_atomically(path, obj_text(vertices, faces, uv, mtl.name).encode())
     return [path, mtl, png]
 

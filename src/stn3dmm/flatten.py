@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fit import fit_landmarks
+from .fit import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
 from .flatten_outputs import is_flatten_output, output_names, unique_stems, write_outputs
 from .stn import MorphableSTN
 from .texture import symmetric_completion
@@ -103,7 +103,7 @@ class Flattener:
         self.model, self.size, self.mapping, self.blend = model, int(size), mapping, blend
         self.threads = threads
         self.prior_weight = prior_weight if prior_weight is not None else (
-            DENSE_PRIOR_WEIGHT if mapping == "dense" else 0.1 / 0.8998)
+            DENSE_PRIOR_WEIGHT if mapping == "dense" else ORIGINAL_PRIOR_WEIGHT)
         self.device = torch.device(device)
         # the crop carries a 4th channel, 1 inside the photo and 0 on padding (see the module doc)
         self.stn = _TimedSTN(model, out_res=res, visibility=visibility, landmarks=None,

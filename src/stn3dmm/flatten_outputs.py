@@ -131,7 +131,7 @@ def write_outputs(r, out_dir: Path, stem: str, model, photo, overwrite: bool, me
     Raises FileExistsError when an output exists and ``overwrite`` is False (checked before
     anything is written). If a write fails, the files this call already wrote are removed
     (a face's outputs are all there or none are) and the error is raised."""
-    from .export import obj_text
+    from .export import mtl_text, obj_text
     from .paths import write_bytes_atomically
     from .photos import write_png_atomic
 
@@ -150,9 +150,7 @@ def write_outputs(r, out_dir: Path, stem: str, model, photo, overwrite: bool, me
         write_bytes_atomically(paths["json"], _json_text(_info(r, model, photo)).encode())
         written.append(paths["json"])
         if mesh:
-            mtl = (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
-                   f"map_Kd {paths['completed'].name}\n")
-            write_bytes_atomically(paths["mtl"], mtl.encode())
+            write_bytes_atomically(paths["mtl"], mtl_text(paths["completed"].name).encode())
             written.append(paths["mtl"])
             write_bytes_atomically(paths["obj"], obj_text(r.shape, model.faces, model.uv, paths["mtl"].name).encode())
             written.append(paths["obj"])
