@@ -195,3 +195,15 @@ def test_comparison_figure(face_model, tmp_path):
     assert path.stat().st_size > 10_000
     assert len(fig.axes) == 8
     assert "hidden" in fig.axes[1].get_title()
+
+
+def test_topology_tables_are_cached_per_faces_tensor_and_redone_when_it_changes():
+    from stn3dmm.stn.visibility import _edge_table, _topology
+
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    a = _topology(faces, 4)
+    assert _topology(faces, 4) is a                                  # the same tensor: no recomputation
+    assert _topology(faces.clone(), 4) is not a                      # another tensor: its own tables
+    faces[1] = torch.tensor([0, 3, 1])                               # modified in place: recomputed
+    b = _topology(faces, 4)
+    assert b is not a and torch.equal(b["edges"], _edge_table(faces, 4)[0])

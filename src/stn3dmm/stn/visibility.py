@@ -138,6 +138,26 @@ def _edge_table(faces: torch.Tensor, n_vertices: int):
     return edges, torch.stack((lo, hi), 1), inv.view(3, -1).t()
 
 
+#: Topology tables (:func:`_edge_table`, :func:`_patches`) by faces tensor: they depend on the
+#: triangles alone, and an STN passes the same faces buffer on every forward. An entry holds its
+#: tensor (so its id cannot be reused) and is valid while the tensor is not modified in place.
+_TOPOLOGY: dict = {}
+
+
+def _topology(faces: torch.Tensor, n_vertices: int) -> dict:
+    """``{"edges", "edge_faces", "face_edges"}`` of ``faces`` (and ``"patches"``, added by the
+    first caller that needs it), computed once per faces tensor."""
+    hit = _TOPOLOGY.get(id(faces))
+    if hit is not None and hit[0] is faces and hit[1] == (faces._version, n_vertices):
+        return hit[2]
+    if len(_TOPOLOGY) >= 8:
+        _TOPOLOGY.clear()
+    edges, edge_faces, face_edges = _edge_table(faces, n_vertices)
+    tables = {"edges": edges, "edge_faces": edge_faces, "face_edges": face_edges}
+    _TOPOLOGY[id(faces)] = (faces, (faces._version, n_vertices), tables)
+    return tables
+
+
 def _patches(faces: torch.Tensor, n_vertices: int, edge_faces, face_edges) -> torch.Tensor:
     """Candidate triangles around each depth sample, ``(N + E + F, P)`` (-1 padded), by sample id:
     a vertex (id < N): its triangles; an edge midpoint (N + e): the triangles on the edge and across
@@ -215,7 +235,8 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     n_top = int(nf.max()) if nf.numel() else 1
     # sample groups (x, y, z, image id or None for the (M, B) layout, sample id (M, 1) or (k, 1):
     # vertex v -> v, midpoint of edge e -> N + e, point of triangle f -> N + E + f)
-    edges, edge_faces, face_edges = _edge_table(faces, n_v)
+    topo = _topology(faces, n_v)
+    edges = topo["edges"]
     n_e = len(edges)
     # (made one at a time, when splatted, to keep the peak memory down)
     groups = [lambda: (cm[0], cm[1], cm[2], None, torch.arange(n_v, device=device)[:, None])]  # steps 1: vertices
@@ -268,7 +289,9 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     if with_faces:
         buf, face = _unpack(keys, dtype)
         out["sample"] = face.view(b, hb, wb)
-        out["patches"] = _patches(faces, n_v, edge_faces, face_edges)
+        if "patches" not in topo:
+            topo["patches"] = _patches(faces, n_v, topo["edge_faces"], topo["face_edges"])
+        out["patches"] = topo["patches"]
         pad = lambda t: torch.cat((t, torch.full((len(t), 3 - t.shape[1]), -1, dtype=torch.long, device=device)), 1)  # noqa: E731
         # (N + E + F, 3) the vertices each sample id lies on
         out["elements"] = torch.cat((pad(torch.arange(n_v, device=device)[:, None]), pad(edges), faces), 0)
