@@ -133,15 +133,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_flatten(args) -> int:
-    from .flatten import MIN_RES, MIN_SIZE, Flattener, flatten_paths
+    from .flatten import Flattener, check_options, flatten_paths
     from .model.prepare import load_model
 
-    if args.size < MIN_SIZE:
-        raise ValueError(f"--size must be at least {MIN_SIZE} px (the face crop side), got {args.size}")
-    if args.res is not None and args.res < MIN_RES:
-        raise ValueError(f"--res must be at least {MIN_RES}, got {args.res}")
-    if args.max_faces is not None and args.max_faces < 1:
-        raise ValueError(f"--max-faces must be at least 1 (leave it out for all faces), got {args.max_faces}")
+    check_options(args.size, args.res, args.max_faces, flags=True)     # before any work
     if args.max_pixels is not None and args.max_pixels < 1:
         raise ValueError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     inputs = list(args.inputs)

@@ -40,6 +40,19 @@ MIN_SIZE, MIN_RES = 32, 16
 VALID_MIN = 0.999
 
 
+def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
+    """Refuse a crop side below :data:`MIN_SIZE`, a texture side below :data:`MIN_RES` or
+    ``max_faces`` below 1 (None: not given) with ValueError; ``flags`` names them as the
+    command line's options."""
+    name = (lambda n: "--" + n.replace("_", "-")) if flags else (lambda n: n)  # noqa: E731
+    if size is not None and int(size) < MIN_SIZE:
+        raise ValueError(f"{name('size')} must be at least {MIN_SIZE} px (the face crop side), got {size}")
+    if res is not None and int(res) < MIN_RES:
+        raise ValueError(f"{name('res')} must be at least {MIN_RES} (the texture side), got {res}")
+    if max_faces is not None and int(max_faces) < 1:
+        raise ValueError(f"{name('max_faces')} must be at least 1 (leave it out for all faces), got {max_faces}")
+
+
 @dataclass
 class FaceResult:
     """One flattened face. Arrays are numpy; images float in [0, 1], UV layout (R', R')."""
@@ -96,10 +109,7 @@ class Flattener:
                  detector=None, device="cpu", blend=2.0, threads: int | None = 1):
         from .photos import FaceDetector
 
-        if int(size) < MIN_SIZE:
-            raise ValueError(f"size (the face crop side) must be at least {MIN_SIZE} px, got {size}")
-        if res is not None and int(res) < MIN_RES:
-            raise ValueError(f"res (the texture side) must be at least {MIN_RES}, got {res}")
+        check_options(size=size, res=res)
         self.model, self.size, self.mapping, self.blend = model, int(size), mapping, blend
         self.threads = threads
         self.prior_weight = prior_weight if prior_weight is not None else (
@@ -236,8 +246,7 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
 
     from .photos import PhotoError, iter_photos, read_photo
 
-    if max_faces is not None and int(max_faces) < 1:
-        raise ValueError(f"max_faces must be at least 1 (or None for all faces), got {max_faces}")
+    check_options(max_faces=max_faces)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = RunReport()
