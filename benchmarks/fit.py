@@ -96,7 +96,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from stn3dmm.fit import fit_landmarks
+    from stn3dmm.fitting.landmarks import fit_landmarks
     from stn3dmm.model.prepare import load_model
     from stn3dmm.stn import MorphableSTN
 

@@ -37,7 +37,7 @@ from _common import measure
 def make_photos(n, dest):
     from PIL import Image
 
-    from stn3dmm.samples import sample_photo_paths
+    from stn3dmm.photos.samples import sample_photo_paths
 
     srcs = [Image.open(p).convert("RGB") for p in sample_photo_paths()]
     rng = np.random.default_rng(0)
@@ -66,7 +66,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    from stn3dmm.flatten import Flattener, flatten_paths
+    from stn3dmm.flatten.pipeline import Flattener, flatten_paths
     from stn3dmm.model.prepare import load_model
     from stn3dmm.photos import FaceDetector, detect_faces, read_photo
 

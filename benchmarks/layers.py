@@ -69,7 +69,7 @@ def run_landmark_path(stn, images, theta, backward, full=False):
     model, rotation, projection, scale, translation, landmark selection and the landmark
     loss. ``full``: evaluate the model at all N vertices, then select (as the original did);
     otherwise only the landmark rows are evaluated."""
-    from stn3dmm.losses import landmark_loss
+    from stn3dmm.stn.losses import landmark_loss
     from stn3dmm.stn.layers import grid_generator, select_landmarks
 
     th = theta.clone().requires_grad_(True)

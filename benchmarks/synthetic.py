@@ -1,6 +1,6 @@
 """Benchmark of the synthetic-data renderer: images per second and peak memory, batched vs one by one.
 
-Owns: the throughput of :class:`stn3dmm.data.synthetic.SyntheticFaces` (the whole item pipeline:
+Owns: the throughput of :class:`stn3dmm.training.data.synthetic.SyntheticFaces` (the whole item pipeline:
 random parameters, per-identity textures, backgrounds, rendering with depth test and
 anti-aliasing, landmark visibility, camera effects) at 112 and 224 px, against a named
 baseline measured in the same run: the SAME pipeline called one image at a time
@@ -35,8 +35,8 @@ def child(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from stn3dmm.data.synthetic import SyntheticFaces
-    from stn3dmm.data.synthetic_export import export_synthetic
+    from stn3dmm.training.data.synthetic import SyntheticFaces
+    from stn3dmm.training.data.synthetic_export import export_synthetic
     from stn3dmm.model.prepare import load_model
 
     model = load_model(args.model) if args.model else load_model()

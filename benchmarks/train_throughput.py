@@ -31,7 +31,7 @@ def child(args):
     import torch
 
     torch.set_num_threads(args.threads)
-    from stn3dmm.train import Trainer, load_config
+    from stn3dmm.training.loop import Trainer, load_config
 
     half = max(1, args.batch // 2)                    # train.batch images + their mirrors
     cfg = load_config(None, [f"localiser.backbone='{args.backbone}'", f"localiser.image_size={args.size}",

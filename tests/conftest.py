@@ -2,7 +2,7 @@
 
 The default model's data comes from a PyPI wheel (see stn3dmm.model.sources). Tests that
 need it skip, saying why, when it cannot be fetched (no network and no cache). They use the
-cache root $STN3DMM_TEST_CACHE if set, else the user's own stn3dmm cache (stn3dmm.paths), so
+cache root $STN3DMM_TEST_CACHE if set, else the user's own stn3dmm cache (stn3dmm.core.paths), so
 a machine that ran the demo does not download again. Tests of the no-network and no-cache
 errors use private empty caches of their own.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stn3dmm.paths import cache_dir
+from stn3dmm.core.paths import cache_dir
 
 # the user's cache root, read before any test changes $STN3DMM_CACHE
 USER_CACHE = cache_dir()

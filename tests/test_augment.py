@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stn3dmm.augment import (AFLW21_FLIP, IBUG68_FLIP, flip_images, flip_landmarks, flip_permutation, flip_theta,
+from stn3dmm.stn.flip import (AFLW21_FLIP, IBUG68_FLIP, flip_images, flip_landmarks, flip_permutation, flip_theta,
                              mirror_augment)
 from stn3dmm.stn import MorphableSTN
 

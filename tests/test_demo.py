@@ -33,7 +33,7 @@ def test_demo_figure_content(default_grid, shared_dir):
     if not data.exists():
         pytest.skip(f"{data} not present (the shared data folder is not shipped with stn3dmm)")
     from stn3dmm.demo import DemoRun, demo_figure, demo_outputs, read_demodata
-    from stn3dmm.fit import fit_landmarks
+    from stn3dmm.fitting.landmarks import fit_landmarks
     from stn3dmm.viz import plt
 
     model = default_grid[0]

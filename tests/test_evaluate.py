@@ -5,7 +5,7 @@ import json
 import numpy as np
 import torch
 
-from stn3dmm.evaluate import bucketed, evaluate_predictions, format_table, nme
+from stn3dmm.training.evaluate import bucketed, evaluate_predictions, format_table, nme
 
 
 def test_nme_known_answer():
@@ -33,8 +33,8 @@ def test_an_empty_yaw_bucket_makes_the_bucket_mean_undefined():
 
 
 def test_perfect_predictions_score_zero(default_grid):
-    from stn3dmm.data.sample import landmark_vertices
-    from stn3dmm.data.synthetic import SyntheticFaces
+    from stn3dmm.training.data.sample import landmark_vertices
+    from stn3dmm.training.data.synthetic import SyntheticFaces
     from stn3dmm.stn import MorphableSTN
 
     model = default_grid[0]
@@ -83,7 +83,7 @@ def test_evaluate_command_on_a_tiny_run(default_grid, tmp_path, capsys):
 
 
 def test_json_report_is_strict():
-    from stn3dmm.evaluate import _strict_json
+    from stn3dmm.training.evaluate import _strict_json
 
     res = {"nme": {"60-90": float("nan"), "mean": float("inf"), "0-30": 1.5}, "rows": [float("nan"), 2]}
     assert json.loads(json.dumps(_strict_json(res), allow_nan=False)) == {

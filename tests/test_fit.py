@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from stn3dmm.conventions import original_start_theta
-from stn3dmm.fit import DEFAULT_PRIOR_WEIGHT, ORIGINAL_PRIOR_WEIGHT, closed_form_pose, fit_landmarks
+from stn3dmm.core.conventions import original_start_theta
+from stn3dmm.fitting.landmarks import DEFAULT_PRIOR_WEIGHT, ORIGINAL_PRIOR_WEIGHT, closed_form_pose, fit_landmarks
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.layers import axis_angle_to_rotation, rotation_to_axis_angle
 
@@ -212,7 +212,7 @@ def test_aflw21_and_bad_input(model, stn):
 
 @pytest.mark.parametrize("scale", ["exp", "original"])
 def test_closed_form_jacobian_matches_autograd(scale):
-    from stn3dmm.fit import _Problem
+    from stn3dmm.fitting.landmarks import _Problem
 
     g = torch.Generator().manual_seed(7)
     n_l, k, e, b = 12, 4, 3, 6

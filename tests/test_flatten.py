@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from stn3dmm.cli import main
-from stn3dmm.export import read_obj
+from stn3dmm.flatten.export import read_obj
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,7 +31,7 @@ def source():
 
 @pytest.fixture(scope="module")
 def flattener(default_grid):
-    from stn3dmm.flatten import Flattener
+    from stn3dmm.flatten.pipeline import Flattener
 
     return Flattener(default_grid[0])
 
@@ -153,7 +153,7 @@ def _copies_of_plain(corpus_dir, folder, names):
 
 
 def test_output_names_are_unique_per_run(corpus, default_grid, tmp_path, capsys):
-    from stn3dmm.flatten_outputs import unique_stems
+    from stn3dmm.flatten.outputs import unique_stems
 
     assert unique_stems(["x/a-2.jpg", "x/a.jpg", "x/a.png", "y/a.jpg", "x/A.JPG"]) == ["a-2", "a", "a-3", "a-4", "A-5"]
     d, _ = corpus
@@ -229,7 +229,7 @@ def test_a_coarser_texture_samples_the_same_surface(source, flattener, default_g
     import torch
     import torch.nn.functional as F
 
-    from stn3dmm.flatten import Flattener, flatten_largest
+    from stn3dmm.flatten.pipeline import Flattener, flatten_largest
 
     img = np.asarray(source, dtype=np.float32) / 255
     r112 = flatten_largest(flattener, img)
@@ -246,7 +246,7 @@ def test_padding_outside_the_photo_is_invisible(source, flattener):
     pads it black. Padding must not count as seen (before: 12.8 % of the grid visible and
     black), and must be completed from the mirror side. (The fit itself differs from the uncut
     photo's, 21 / 255 over the texels both see: the detector's mesh of a half face is poorer.)"""
-    from stn3dmm.flatten import flatten_largest
+    from stn3dmm.flatten.pipeline import flatten_largest
 
     f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
     full = flatten_largest(flattener, f(source))
@@ -331,7 +331,7 @@ MIN_BOTH = {"grace_hopper.jpg": 0.75, "astronaut.png": 0.68}
 
 
 def _sample(name):
-    from stn3dmm.samples import sample_photo_paths
+    from stn3dmm.photos.samples import sample_photo_paths
 
     p = next((p for p in sample_photo_paths() if p.name == name), None)
     if p is None:
@@ -342,7 +342,7 @@ def _sample(name):
 @pytest.fixture(scope="module")
 def consistency(flattener):
     """photo -> transform -> (MAD, fraction visible in both), computed on first use."""
-    from stn3dmm.flatten import flatten_largest, texture_difference
+    from stn3dmm.flatten.pipeline import flatten_largest, texture_difference
 
     f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
     cache = {}

@@ -8,7 +8,7 @@ import pytest
 import scipy.io
 import torch
 
-from stn3dmm.localiser import (ALIASES, LOCALISERS, Localiser, ResNet18, ThetaHead, VGGFace16, WeightLoadError,
+from stn3dmm.nets.localiser import (ALIASES, LOCALISERS, Localiser, ResNet18, ThetaHead, VGGFace16, WeightLoadError,
                                build_backbone, build_localiser, load_backbone_state_dict, param_groups,
                                vggface_matconvnet_shapes)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from stn3dmm.losses import ORIGINAL_WEIGHTS, landmark_loss, prior_loss, siamese_loss, symmetry_loss, total_loss
+from stn3dmm.stn.losses import ORIGINAL_WEIGHTS, landmark_loss, prior_loss, siamese_loss, symmetry_loss, total_loss
 
 nan = float("nan")
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from stn3dmm.paths import write_atomically, write_bytes_atomically, write_text_atomically
+from stn3dmm.core.paths import write_atomically, write_bytes_atomically, write_text_atomically
 
 
 def test_writes_and_replaces(tmp_path):

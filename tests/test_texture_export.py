@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stn3dmm.export import read_obj, write_textured_obj
+from stn3dmm.flatten.export import read_obj, write_textured_obj
 from stn3dmm.model.resample import grid_faces, grid_uv
-from stn3dmm.texture import symmetric_completion, weighted_average
+from stn3dmm.stn.texture import symmetric_completion, weighted_average
 
 
 def test_completion_fills_hidden_pixels_from_their_mirror():

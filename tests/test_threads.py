@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stn3dmm.threads import cpu_threads
+from stn3dmm.core.threads import cpu_threads
 
 
 def test_sets_and_restores():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from stn3dmm.checkpoints import link_or_copy, load_checkpoint, write_durably
-from stn3dmm.train import landmark_overlays
-from stn3dmm.train_config import check_batch, load_config
-from stn3dmm.train_data import IdentityGroups, batch_indices
+from stn3dmm.training.checkpoints import link_or_copy, load_checkpoint, write_durably
+from stn3dmm.training.loop import landmark_overlays
+from stn3dmm.training.config import check_batch, load_config
+from stn3dmm.training.batches import IdentityGroups, batch_indices
 
 TINY = ["data.n_identities=6", "data.views=2", "data.size=64", "localiser.image_size=64",
         "localiser.backbone='mobilenet'", "localiser.width=0.5", "localiser.norm='group'",
@@ -226,7 +226,7 @@ def test_two_processes_over_gloo_match_one_process(default_grid, tmp_path):
 
 
 def test_training_mask_uses_the_buffer_only_depth_test_unless_asked():
-    from stn3dmm.train_config import depth_options
+    from stn3dmm.training.config import depth_options
 
     cfg = load_config(None)
     assert cfg["stn"]["depth_exact"] is False and depth_options(cfg["stn"]) == {"pixel": 1.0, "exact": False}

@@ -21,7 +21,7 @@ def __getattr__(name):
 
         return MorphableSTN
     if name == "fit_landmarks":
-        from .fit import fit_landmarks
+        from .fitting.landmarks import fit_landmarks
 
         return fit_landmarks
     raise AttributeError(f"module 'stn3dmm' has no attribute {name!r}")

@@ -88,7 +88,7 @@ def _bfm2009_landmarks(index_map):
 def cmd_prepare_model(args) -> int:
     from .model import save_model
     from .model.prepare import prepare_grid_model
-    from .paths import default_model_path, model_name
+    from .core.paths import default_model_path, model_name
 
     if args.res < 16:
         raise ValueError(f"--res must be at least 16, got {args.res}")
@@ -133,7 +133,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_flatten(args) -> int:
-    from .flatten import Flattener, check_options, flatten_paths
+    from .flatten.pipeline import Flattener, check_options, flatten_paths
     from .model.prepare import load_model
 
     check_options(args.size, args.res, args.max_faces, flags=True)     # before any work
@@ -141,7 +141,7 @@ def cmd_flatten(args) -> int:
         raise ValueError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     inputs = list(args.inputs)
     if args.samples:
-        from .samples import copy_samples
+        from .photos.samples import copy_samples
 
         inputs += [str(p) for p in copy_samples(Path(args.out) / "samples")]
     if not inputs:
@@ -157,7 +157,7 @@ def cmd_flatten(args) -> int:
 
 
 def cmd_average(args) -> int:
-    from .average import average_folder
+    from .flatten.average import average_folder
 
     paths = average_folder(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
     for p in paths:
@@ -166,8 +166,8 @@ def cmd_average(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import train
-    from .train_config import load_config
+    from .training.loop import train
+    from .training.config import load_config
 
     cfg = load_config(args.config, args.set)
     last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet)
@@ -178,8 +178,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_checkpoint, format_table
-    from .train_config import DEFAULTS, _parse_value, check_value
+    from .training.evaluate import evaluate_checkpoint, format_table
+    from .training.config import DEFAULTS, _parse_value, check_value
 
     spec = {}
     if args.data:
@@ -202,7 +202,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_synthetic(args) -> int:
-    from .data.synthetic_export import export_synthetic
+    from .training.data.synthetic_export import export_synthetic
     from .model.prepare import load_model
 
     options = {}

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .conventions import points_from_original
-from .fit import fit_landmarks
+from .core.conventions import points_from_original
+from .fitting.landmarks import fit_landmarks
 from .stn import MorphableSTN
 from .viz import plt, save_figure
 
@@ -161,15 +161,15 @@ def convergence_figure(runs: list[DemoRun], out_dir) -> Path:
 
 class DemoPhotos(torch.utils.data.Dataset):
     """The demo's photos as a data set of the training sample format, cropped like the other
-    readers (a square around the labelled AFLW-21 landmarks, :func:`stn3dmm.data.crop.landmark_square`),
+    readers (a square around the labelled AFLW-21 landmarks, :func:`stn3dmm.training.data.crop.landmark_square`),
     for ``stn3dmm evaluate --data demo``. Landmarks keep NaN where unlabelled."""
 
     landmark_set = "aflw21"
     identities = None
 
     def __init__(self, path=None, size: int = 224):
-        from .data.crop import landmark_square
-        from .data.sample import make_sample
+        from .training.data.crop import landmark_square
+        from .training.data.sample import make_sample
         from .photos import crop_square
 
         images, labels = read_demodata(path or default_demo_data())

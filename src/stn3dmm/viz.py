@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 
-from .paths import write_atomically  # noqa: E402
+from .core.paths import write_atomically  # noqa: E402
 
 
 def save_figure(fig, path) -> Path:

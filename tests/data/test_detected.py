@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stn3dmm.data.crop import landmark_square
-from stn3dmm.data.readers import DetectedPhotos, ReaderError
+from stn3dmm.training.data.crop import landmark_square
+from stn3dmm.training.data.readers import DetectedPhotos, ReaderError
 from stn3dmm.photos import crop_face, detect_faces, read_photo
 from stn3dmm.photos.crop import face_square
 from stn3dmm.photos.landmark_map import MEDIAPIPE_TO_IBUG68, get_map

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from reader_fixtures import AFLW21, IBUG68, assert_on_dots, dot_image, face_points
 
-from stn3dmm.data import collate
-from stn3dmm.data.readers import LandmarkFolder, ReaderError, read_pts, write_folder_item, write_pts
+from stn3dmm.training.data import collate
+from stn3dmm.training.data.readers import LandmarkFolder, ReaderError, read_pts, write_folder_item, write_pts
 
 
 def _theta(t=(100.0, 120.0), logs=0.1, d=4):

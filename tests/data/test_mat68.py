@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from reader_fixtures import AFLW21, IBUG68, assert_on_dots, dot_image, face_points, write_mat73, write_pose_mat
 
-from stn3dmm.data.pose import euler_to_rotation, pose_from_pose_para
-from stn3dmm.data.readers import Mat68, ReaderError, identity_key, read_pose_mat
-from stn3dmm.train_data import IdentityGroups, batch_indices, dataset_pair_groups
+from stn3dmm.training.data.pose import euler_to_rotation, pose_from_pose_para
+from stn3dmm.training.data.readers import Mat68, ReaderError, identity_key, read_pose_mat
+from stn3dmm.training.batches import IdentityGroups, batch_indices, dataset_pair_groups
 
 # 300W-LP-like items: relative path, image size, centre, scale, Pose_Para (pitch, yaw, roll radians, tx, ty, tz, s)
 LP_ITEMS = [

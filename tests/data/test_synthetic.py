@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stn3dmm.data.backgrounds import BACKGROUND_KINDS, background_params, make_backgrounds
-from stn3dmm.data.pose import euler_to_rotation, pose_from_theta, rotation_to_euler
-from stn3dmm.data.render import GridRenderer, splat_grid_surface
-from stn3dmm.data.synthetic import SyntheticFaces
-from stn3dmm.data.synthetic_export import export_synthetic
-from stn3dmm.data.texture_layout import texture_layout
+from stn3dmm.training.data.backgrounds import BACKGROUND_KINDS, background_params, make_backgrounds
+from stn3dmm.training.data.pose import euler_to_rotation, pose_from_theta, rotation_to_euler
+from stn3dmm.training.data.render import GridRenderer, splat_grid_surface
+from stn3dmm.training.data.synthetic import SyntheticFaces
+from stn3dmm.training.data.synthetic_export import export_synthetic
+from stn3dmm.training.data.texture_layout import texture_layout
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.visibility import vertex_normals, visibility_depth
 
@@ -262,7 +262,7 @@ def test_procedural_textures_put_features_on_the_landmarks(model):
 
 
 def test_photo_textures_and_backgrounds_from_the_sample_photos(model):
-    from stn3dmm.data.photo_assets import sample_photo_assets
+    from stn3dmm.training.data.photo_assets import sample_photo_assets
 
     assets = sample_photo_assets(model)
     assert len(assets["tiles"]) >= 4
@@ -327,7 +327,7 @@ def test_export_writes_the_folder_format_and_reads_back(model, tmp_path):
     assert np.allclose(doc["theta"], ref["theta"][3].numpy(), atol=1e-6)
     manifest = json.loads((out / "synthetic.json").read_text())
     assert manifest["items"] == 4 and manifest["seed"] == 1
-    from stn3dmm.data.readers import LandmarkFolder
+    from stn3dmm.training.data.readers import LandmarkFolder
 
     folder = LandmarkFolder(out, size=64)
     assert len(folder) == 4 and folder.landmark_set == "ibug68"
@@ -370,7 +370,7 @@ def _halves(res: int, dark: float, bright: float, alpha_hole: bool = False) -> n
 def test_textures_from_a_folder_of_flatten_outputs_at_any_resolution(model, tmp_path):
     from PIL import Image
 
-    from stn3dmm.data.photo_assets import folder_photo_assets
+    from stn3dmm.training.data.photo_assets import folder_photo_assets
 
     r = int(model.res)
     d = tmp_path / "faces"
@@ -388,7 +388,7 @@ def test_textures_from_a_folder_of_flatten_outputs_at_any_resolution(model, tmp_
     # a photo beside them is flattened with the photo pipeline; an image without a face is reported
     import shutil
 
-    from stn3dmm.samples import sample_photo_paths
+    from stn3dmm.photos.samples import sample_photo_paths
 
     mixed = tmp_path / "mixed"
     shutil.copytree(d, mixed)
@@ -426,7 +426,7 @@ def test_textures_from_a_folder_of_flatten_outputs_at_any_resolution(model, tmp_
 
 
 def test_texture_folder_errors_name_the_folder(model, tmp_path):
-    from stn3dmm.data.photo_assets import folder_photo_assets
+    from stn3dmm.training.data.photo_assets import folder_photo_assets
 
     with pytest.raises(ValueError, match="nowhere.*no such folder"):
         folder_photo_assets(model, tmp_path / "nowhere")
@@ -455,7 +455,7 @@ def test_synthetic_command_takes_a_texture_folder(model, default_grid, tmp_path)
 
 
 def _detector_works(model) -> bool:
-    from stn3dmm.data.photo_assets import sample_photo_assets
+    from stn3dmm.training.data.photo_assets import sample_photo_assets
 
     return bool(sample_photo_assets(model)["textures"])
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from reader_fixtures import AFLW21, dot_image, face_points, write_umd_csv, assert_on_dots
 
-from stn3dmm.data.crop import FRAMING, landmark_square
-from stn3dmm.data.readers import ReaderError, UMDFaces
+from stn3dmm.training.data.crop import FRAMING, landmark_square
+from stn3dmm.training.data.readers import ReaderError, UMDFaces
 from stn3dmm.photos import PhotoError
 from stn3dmm.photos.crop import DEFAULT_MARGIN
 

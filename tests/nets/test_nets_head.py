@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from stn3dmm.conventions import scale_from_log
+from stn3dmm.core.conventions import scale_from_log
 from stn3dmm.nets.head import ThetaHead, param_groups, start_theta
 
 

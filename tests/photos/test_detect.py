@@ -280,7 +280,7 @@ def test_fit_ready_targets(model, dense, grace_faces):
     assert t.vertices.shape == (len(dense),) and t.points.shape == (len(dense), 2)
     assert t.weights.shape == (len(dense),) and (t.weights >= 0).all() and (t.weights <= 1).all()
     assert (t.weights > 0.3).mean() > 0.8
-    from stn3dmm.fit import fit_landmarks
+    from stn3dmm.fitting.landmarks import fit_landmarks
 
     res = fit_landmarks(model, torch.as_tensor(t.points)[None], torch.as_tensor(t.weights)[None],
                         landmark_set=torch.as_tensor(t.vertices))

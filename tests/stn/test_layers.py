@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from stn3dmm import conventions as C
+from stn3dmm.core import conventions as C
 from stn3dmm.stn import layers as L
 
 

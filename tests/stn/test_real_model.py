@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from stn3dmm.augment import flip_images, flip_landmarks, flip_theta
-from stn3dmm.fit import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
+from stn3dmm.stn.flip import flip_images, flip_landmarks, flip_theta
+from stn3dmm.fitting.landmarks import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.layers import axis_angle_to_rotation, rotation_to_axis_angle, rotate
 from stn3dmm.stn.visibility import visibility_backface, visibility_depth

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paths import write_atomically
+from ..core.paths import write_atomically
 
 LANDMARK_SETS = {"aflw21": 21, "ibug68": 68}
 

@@ -240,14 +240,14 @@ def load_model(path=None, res: int = 112, log=None) -> MorphableModel:
     """A grid model, named by ``path``:
 
     * None: the default model at resolution ``res`` (prepared, and cached under
-      :func:`stn3dmm.paths.default_model_path`, on first use);
+      :func:`stn3dmm.core.paths.default_model_path`, on first use);
     * a path to a ``.npz`` file;
     * the name of a model prepared into the cache by ``stn3dmm prepare-model``: the source,
       with ``_rR`` unless R = 112 ("default", "default_r64", "bfm2017", "bfm2017_r64").
       The default source's names are prepared on demand; other unknown names raise a
       :class:`ModelFileError` listing the prepared models found.
     """
-    from ..paths import default_model_path, parse_model_name, prepared_models
+    from ..core.paths import default_model_path, parse_model_name, prepared_models
 
     if path is None:
         source, r = "default", res

@@ -7,7 +7,7 @@ face, frontal, centred, at the start scale:
 * weights: Xavier-uniform times ``init_scale`` (0.001), so theta barely depends on the image;
 * bias: zero except ``t`` = the image centre and ``logs`` = the log of the start scale ``s0``.
 
-The start pose, in OUR conventions (:mod:`stn3dmm.conventions`):
+The start pose, in OUR conventions (:mod:`stn3dmm.core.conventions`):
 
 * ``t = ((W - 1) / 2, (H - 1) / 2)``: the exact centre of the image with 0-based pixel centres
   (111.5 for 224). The original's ``t = (112, 112)`` was in its 1-based, y-up frame, which is
@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..conventions import DEFAULT_SCALE, LOGS_INDEX, N_POSE, T_SLICE, log_from_scale
+from ..core.conventions import DEFAULT_SCALE, LOGS_INDEX, N_POSE, T_SLICE, log_from_scale
 
 #: The original's input side, where the start scale is 1 px/mm.
 REFERENCE_SIZE = 224

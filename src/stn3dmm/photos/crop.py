@@ -4,7 +4,7 @@ This module owns :class:`CropTransform` (a 2 x 3 similarity between photo pixels
 pixels), :func:`warp` (resample an image through one), :func:`square_transform`,
 :func:`crop_square` and :func:`crop_face`.
 
-Coordinates follow :mod:`stn3dmm.conventions` in both images: x right, y down, 0-based pixel
+Coordinates follow :mod:`stn3dmm.core.conventions` in both images: x right, y down, 0-based pixel
 centres. A square crop of ``side`` photo pixels centred on photo point ``c`` and resampled to
 ``size`` pixels, turned by ``angle`` (radians; the crop's x axis points along the photo
 direction ``(cos angle, sin angle)``), is the similarity::
@@ -160,7 +160,7 @@ def warp(image, transform: CropTransform, padding: str = "zeros"):
         t = F.avg_pool2d(t[None], k, stride=k, ceil_mode=True)[0]
     rh, rw = t.shape[-2:]
     # one affine map: crop normalised -> crop pixels -> photo pixels -> pooled pixels -> pooled
-    # normalised, all with align_corners=True (stn3dmm.conventions)
+    # normalised, all with align_corners=True (stn3dmm.core.conventions)
     to_pixels = np.array([[(w - 1) / 2.0, 0.0, (w - 1) / 2.0], [0.0, (h - 1) / 2.0, (h - 1) / 2.0], [0, 0, 1]])
     photo = np.vstack([inv.matrix, [0.0, 0.0, 1.0]])
     ax, ay = 2.0 / (k * max(rw - 1, 1)), 2.0 / (k * max(rh - 1, 1))

@@ -21,7 +21,7 @@ downloaded. Detection runs in two stages:
    faces turned in the image plane), and its points are mapped back to photo pixels. Of the
    meshes found in a crop, the one that overlaps the box best is taken.
 
-Points are in the image convention of :mod:`stn3dmm.conventions` (x right, y down, 0-based
+Points are in the image convention of :mod:`stn3dmm.core.conventions` (x right, y down, 0-based
 pixel centres; mediapipe's normalised x maps to ``x * width - 0.5``). Mediapipe's point order
 is "subject's right first": point 33 is the outer corner of the subject's right eye, which
 is on the image's left in an unmirrored photo. ``Face.depth`` is mediapipe's z in photo

@@ -35,7 +35,7 @@ What :func:`read_photo` does, in order:
    time of Lanczos on a 12 MP photo; ``max_side=None`` keeps the full size.
 
 The result is float32 RGB in [0, 1], shape (H, W, 3), in the image convention of
-:mod:`stn3dmm.conventions` (x right, y down, 0-based pixel centres).
+:mod:`stn3dmm.core.conventions` (x right, y down, 0-based pixel centres).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..paths import write_atomically
+from ..core.paths import write_atomically
 
 #: Longest side, in pixels, of the images :func:`read_photo` returns by default.
 DEFAULT_MAX_SIDE = 2048
@@ -483,7 +483,7 @@ def iter_photos(inputs, *, recursive: bool = False, extensions: Iterable[str] = 
 
 def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int = 6) -> Path:
     """Write an image as PNG atomically: to a temporary file in the same folder, then moved
-    into place (:func:`stn3dmm.paths.publish`). A reader never sees a half-written file.
+    into place (:func:`stn3dmm.core.paths.publish`). A reader never sees a half-written file.
 
     Args:
         path: destination (its folder is created if missing).

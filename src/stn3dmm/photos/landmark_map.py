@@ -4,7 +4,7 @@ This module owns :class:`LandmarkMap`, :class:`LandmarkTargets`, :func:`dense_ma
 :func:`ibug68_map`, :func:`get_map` and :func:`render_mean` (the small renderer that
 :func:`dense_map` uses). A map turns the 468 mediapipe face-mesh points of a
 :class:`~stn3dmm.photos.detect.Face` into fitting targets ``(vertices (L,), points (L, 2),
-weights (L,))`` for :func:`stn3dmm.fit.fit_landmarks` (pass ``landmark_set=vertices``).
+weights (L,))`` for :func:`stn3dmm.fitting.landmarks.fit_landmarks` (pass ``landmark_set=vertices``).
 
 ``"dense"`` (default): a correspondence computed at run time for the given model, from the
 installed mediapipe and nothing else (no index table copied from anywhere; mediapipe's wheel
@@ -237,7 +237,7 @@ def _mediapipe_version() -> str:
 
 def map_cache_path(key: str):
     """Where the dense map of cache key ``key`` is kept on disk."""
-    from ..paths import cache_dir
+    from ..core.paths import cache_dir
 
     return cache_dir() / "landmark_maps" / f"dense-{key}.npz"
 
@@ -261,7 +261,7 @@ def load_cached_map(path, n_vertices: int) -> LandmarkMap | None:
 def save_cached_map(path, m: LandmarkMap) -> bool:
     """Store ``m`` at ``path`` atomically (temporary file, then rename); False if it failed
     (the cache is an optimisation: a read-only cache folder is not an error)."""
-    from ..paths import write_atomically
+    from ..core.paths import write_atomically
 
     try:
         write_atomically(path, lambda f: np.savez(f, vertices=m.vertices, sources=m.sources, weights=m.weights,

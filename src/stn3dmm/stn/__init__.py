@@ -2,7 +2,7 @@
 
 This package owns the differentiable grid generator, sampler and masking of SPEC section 2
 (:mod:`.layers`), the visibility rules of section 4 (:mod:`.visibility`) and the module that
-composes them (:mod:`.module`). Conventions live in :mod:`stn3dmm.conventions`.
+composes them (:mod:`.module`). Conventions live in :mod:`stn3dmm.core.conventions`.
 """
 
 from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, check_images, check_landmarks,

@@ -23,7 +23,7 @@ bilinear sampler         :func:`bilinear_sampler`       image (B, C, H, W), grid
 masking                  :func:`masking`                flattened, mask -> flattened * mask
 =======================  =============================  ==========================================
 
-Conventions (see :mod:`stn3dmm.conventions`): the model is y up, the image y down, so the
+Conventions (see :mod:`stn3dmm.core.conventions`): the model is y up, the image y down, so the
 projection flips y: ``P_x = s X'_x + t_x``, ``P_y = -s X'_y + t_y``. The rotation acts in the
 model's y-up frame (``r`` means what it meant in the original). Pixel centres are at integer
 coordinates; the sampler uses ``align_corners=True``.
@@ -36,7 +36,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..conventions import DEFAULT_SCALE, N_POSE, pixel_to_normalized, scale_from_log
+from ..core.conventions import DEFAULT_SCALE, N_POSE, pixel_to_normalized, scale_from_log
 
 # Below this squared angle, sin(a)/a and (1 - cos a)/a^2 come from their Taylor series
 # (5 terms: truncation error < 3e-18 at the threshold), which are polynomials in |r|^2 and
@@ -128,7 +128,7 @@ def check_landmarks(landmarks, visibility=None, *, image_size=None, margin: floa
             raise ValueError(
                 f"image(s) {rows[:20]} have landmarks far outside the {h} x {w} image (first: landmark {l} of image "
                 f"{b} at {landmarks[b, l].tolist()}); landmarks must be 0-based pixels with y down (convert the "
-                "original's labels with stn3dmm.conventions.points_from_original)")
+                "original's labels with stn3dmm.core.conventions.points_from_original)")
     return landmarks, visibility
 
 

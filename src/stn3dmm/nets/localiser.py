@@ -5,7 +5,7 @@ the registry of backbones :data:`LOCALISERS` with :func:`build_localiser` /
 :func:`register_localiser`, and the loading of pretrained backbone weights. The networks
 themselves live in :mod:`stn3dmm.nets` and are re-exported here::
 
-    from stn3dmm.localiser import Localiser, build_localiser, param_groups
+    from stn3dmm.nets.localiser import Localiser, build_localiser, param_groups
 
     net = build_localiser("resnet18", n_id=10, n_exp=10, image_size=112, norm="group")
     theta = net(images)           # images (B, 3, 112, 112) RGB in [0, 1] -> (B, 6 + 10 + 10)
@@ -24,7 +24,7 @@ mobilenet    :class:`MobileNetV2Small`   batch / group / none   a state dict of 
 Aliases: ``vggface``, ``vgg16``, ``vgg-face`` -> ``vggface16``; ``mobilenetv2`` ->
 ``mobilenet``. The localiser takes RGB images in [0, 1] and normalises them itself (VGG-Face:
 ``255 x - mean pixel``; the others: ImageNet mean / std), so every backbone sees the input it
-expects. Its output theta is in the conventions of :mod:`stn3dmm.conventions` and starts, before
+expects. Its output theta is in the conventions of :mod:`stn3dmm.core.conventions` and starts, before
 training, at the start pose of :mod:`stn3dmm.nets.head`.
 """
 
@@ -38,11 +38,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .conventions import DEFAULT_SCALE, SCALE_MAPS
-from .nets.head import ThetaHead, param_groups, start_theta
-from .nets.mobilenet import MobileNetV2Small
-from .nets.resnet import NORMS, ResNet18
-from .nets.vgg import (VGGFACE_MEAN_RGB, LoadReport, VGGFace16, WeightLoadError, load_vggface,
+from ..core.conventions import DEFAULT_SCALE, SCALE_MAPS
+from .head import ThetaHead, param_groups, start_theta
+from .mobilenet import MobileNetV2Small
+from .resnet import NORMS, ResNet18
+from .vgg import (VGGFACE_MEAN_RGB, LoadReport, VGGFace16, WeightLoadError, load_vggface,
                        load_vggface_matconvnet, load_vggface_state_dict, read_state_dict, vggface_matconvnet_shapes)
 
 

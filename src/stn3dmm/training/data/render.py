@@ -1,6 +1,6 @@
 """A fast, batched renderer of grid morphable models (textured, shaded, with a depth buffer).
 
-This module owns the image formation of the synthetic data (:mod:`stn3dmm.data.synthetic`):
+This module owns the image formation of the synthetic data (:mod:`stn3dmm.training.data.synthetic`):
 pure tensor functions for each step and :class:`GridRenderer`, the module that chains them.
 It renders a grid model (its vertices an R x R grid in UV space, see :mod:`stn3dmm.model`)
 under the STN's own projection (:func:`stn3dmm.stn.layers.grid_generator`), so an image
@@ -34,7 +34,7 @@ Method: dense surface splatting with a per-pixel depth test, no Python loop over
    within a few grid cells of the vertex in UV, or when nothing lies more than a small depth
    margin in front of it.
 
-Conventions are the STN's (:mod:`stn3dmm.conventions`): image x right, y down, pixel centres at
+Conventions are the STN's (:mod:`stn3dmm.core.conventions`): image x right, y down, pixel centres at
 integers (0-based); model mm, y up, viewer on +z; theta = [r, t, logs, alpha_id, alpha_exp].
 A raster ``supersample`` times finer has pixel centres at ``x_r = (x + 0.5) a - 0.5``.
 """
@@ -426,7 +426,7 @@ class GridRenderer(nn.Module):
     def __init__(self, model, size: int = 112, *, supersample: int | None = None, factor: int | None = None,
                  n_id: int | None = None, n_exp: int | None = None, scale: str = "exp", fill_holes: bool = True):
         super().__init__()
-        from ..stn import MorphableSTN
+        from ...stn import MorphableSTN
 
         self.stn = MorphableSTN(model, landmarks=None, visibility="none", scale=scale, n_id=n_id, n_exp=n_exp,
                                 max_outside=None)

@@ -3,7 +3,7 @@
 Owns :func:`write_durably` (temporary file, fsync, rename, fsync of the folder),
 :func:`link_or_copy` (``last.pt`` as a hard link to the newest step file, else an atomic copy)
 and :func:`load_checkpoint` (``weights_only=True``: no code runs; clear errors). The state
-itself is :meth:`stn3dmm.train.Trainer.state`.
+itself is :meth:`stn3dmm.training.loop.Trainer.state`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import write_atomically
+from ..core.paths import write_atomically
 
 def write_durably(path: Path, write) -> Path:
     """Write a file atomically and durably: ``write(f)`` into a temporary file beside it,

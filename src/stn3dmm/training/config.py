@@ -14,7 +14,7 @@ import copy
 import tomllib
 from pathlib import Path
 
-from .losses import ORIGINAL_WEIGHTS
+from ..stn.losses import ORIGINAL_WEIGHTS
 
 DEFAULTS = {
     "model": {"path": "", "n_id": 10, "n_exp": 10},

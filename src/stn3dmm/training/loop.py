@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .augment import flip_images
+from ..stn.flip import flip_images
 from .checkpoints import link_or_copy, load_checkpoint, write_durably
-from .losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from .train_config import DEFAULTS, check_batch, depth_options, load_config
-from .train_data import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
+from ..stn.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
+from .config import DEFAULTS, check_batch, depth_options, load_config
+from .batches import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
 
 # ----------------------------------------------------------------------------- trainer
 
@@ -59,9 +59,9 @@ class Trainer:
 
     def __init__(self, cfg: dict, log=print, progress: bool = True):
         from .data.sample import landmark_vertices
-        from .localiser import build_localiser, param_groups
-        from .model.prepare import load_model
-        from .stn import MorphableSTN
+        from ..nets.localiser import build_localiser, param_groups
+        from ..model.prepare import load_model
+        from ..stn import MorphableSTN
 
         self.cfg, self.log = cfg, log
         self.world = int(os.environ.get("WORLD_SIZE", "1"))

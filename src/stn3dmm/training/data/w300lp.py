@@ -26,16 +26,16 @@ are real points outside the image (300W-LP's synthesised views) and are kept. 68
 ``landmark_set = "ibug68"`` (iBUG-300W order), 21 points ``"aflw21"``; pass ``landmark_set`` for
 other counts. All items of a reader must have the same count.
 
-Pose is ``(yaw, pitch, roll)`` in degrees in OUR convention (:data:`stn3dmm.data.pose.POSE_CONVENTION`),
+Pose is ``(yaw, pitch, roll)`` in degrees in OUR convention (:data:`stn3dmm.training.data.pose.POSE_CONVENTION`),
 converted exactly from ``Pose_Para``'s (pitch, yaw, roll) in radians by
-:func:`~stn3dmm.data.pose.pose_from_pose_para`: 3DDFA's rotation is ``Rx(-pitch) Ry(-yaw) Rz(-roll)``,
+:func:`~stn3dmm.training.data.pose.pose_from_pose_para`: 3DDFA's rotation is ``Rx(-pitch) Ry(-yaw) Rz(-roll)``,
 so for a single angle ours is minus theirs (300W-LP's yaw > 0 turns the nose towards image -x). Identity (``identity_from="name"``): 300W-LP names end in a view
 index, ``<source face>_<view>`` (``AFW_134212_1_0.jpg`` is view 0 of face ``AFW_134212_1``);
 all views of one source face, in the plain and the ``_Flip`` folders alike, share an identity id
 (ids number the source faces in sorted order). ``mirrored`` flags the items of a ``*_Flip``
 folder (horizontally flipped copies): a flipped image flattens to the mirror of its person's
 texture, so identity pairs and the consistency metric never pair it with an unflipped image
-(:func:`stn3dmm.train_data.dataset_pair_groups`). Names without a ``_<digits>`` suffix, such as
+(:func:`stn3dmm.training.batches.dataset_pair_groups`). Names without a ``_<digits>`` suffix, such as
 AFLW2000-3D's ``image00002``, get -1 (unknown); ``identity_from=None`` gives -1 everywhere.
 
 With ``check="exists"`` (default) the ``.mat`` files are parsed when an item is read (300W-LP has
@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
-from ..photos.io import IMAGE_EXTENSIONS
+from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
+from ...photos.io import IMAGE_EXTENSIONS
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_file, check_image, identities_or_none,
                    identity_ids, report_bad)
 from .pose import pose_from_pose_para
@@ -216,7 +216,7 @@ class Mat68(LabelledFaces):
             21 -> ``"aflw21"``): a name or an array of model vertex indices.
         check: ``"exists"`` (default; labels parsed on read), ``"header"`` or ``"decode"``.
         skip_bad: leave unusable items out with a warning (True) or raise :class:`ReaderError`.
-        margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.data.crop.LabelledFaces`.
+        margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.training.data.crop.LabelledFaces`.
 
     Attributes:
         landmark_set, identities, mirrored ((N,) bool: in a ``*_Flip`` folder), paths, mat_paths,

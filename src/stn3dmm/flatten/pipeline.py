@@ -2,9 +2,9 @@
 
 Owns the per-face pipeline (detect -> crop -> fit -> flatten -> mask -> complete) as a
 function, :func:`Flattener.flatten_many`, and the batch runner behind ``stn3dmm flatten``,
-:func:`flatten_paths`, which writes the files of :mod:`stn3dmm.flatten_outputs` for every
+:func:`flatten_paths`, which writes the files of :mod:`stn3dmm.flatten.outputs` for every
 face, named ``<photo stem>_face<k>`` (k = 0 for the largest face; photos whose stems clash
-get ``-2``, ``-3``, ... see :func:`~stn3dmm.flatten_outputs.unique_stems`). Every file is
+get ``-2``, ``-3``, ... see :func:`~stn3dmm.flatten.outputs.unique_stems`). Every file is
 written atomically; existing outputs are never replaced without ``overwrite``. A bad photo,
 or a photo whose files cannot be written, is reported and skipped; the run goes on.
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .fit import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
-from .flatten_outputs import is_flatten_output, output_names, unique_stems, write_outputs
-from .stn import MorphableSTN
-from .texture import symmetric_completion
-from .threads import cpu_threads
+from ..fitting.landmarks import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
+from .outputs import is_flatten_output, output_names, unique_stems, write_outputs
+from ..stn import MorphableSTN
+from ..stn.texture import symmetric_completion
+from ..core.threads import cpu_threads
 
 #: Prior weight for dense detector targets (~400 points, a few px of noise each): the
 #: landmark term is ~20x that of 21 labelled points, and MAP with ~2 px noise gives ~4.
@@ -102,12 +102,12 @@ class Flattener:
         device: torch device for fitting and sampling.
         threads: torch CPU threads for cropping, fitting and sampling (default 1: these are many
             small operations, and more threads slow them down badly on a busy machine; see
-            :mod:`stn3dmm.threads`). None keeps the process's setting.
+            :mod:`stn3dmm.core.threads`). None keeps the process's setting.
     """
 
     def __init__(self, model, size=224, res=None, visibility="depth", mapping="dense", prior_weight=None,
                  detector=None, device="cpu", blend=2.0, threads: int | None = 1):
-        from .photos import FaceDetector
+        from ..photos import FaceDetector
 
         check_options(size=size, res=res)
         self.model, self.size, self.mapping, self.blend = model, int(size), mapping, blend
@@ -123,7 +123,7 @@ class Flattener:
 
     def detect(self, photo):
         """Faces of a Photo (or image array), largest first, tiny ones flagged."""
-        from .photos import detect_faces
+        from ..photos import detect_faces
 
         return detect_faces(photo, self.detector)
 
@@ -140,7 +140,7 @@ class Flattener:
             return self._flatten_many(items)
 
     def _flatten_many(self, items: list) -> list[FaceResult]:
-        from .photos import crop_face
+        from ..photos import crop_face
 
         t0 = time.perf_counter()
         crops, transforms, targets = [], [], []
@@ -244,7 +244,7 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
 
     from tqdm import tqdm
 
-    from .photos import PhotoError, iter_photos, read_photo
+    from ..photos import PhotoError, iter_photos, read_photo
 
     check_options(max_faces=max_faces)
     out_dir = Path(out_dir)

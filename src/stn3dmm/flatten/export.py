@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .paths import write_bytes_atomically
+from ..core.paths import write_bytes_atomically
 
 
 _STATIC: dict = {}

@@ -12,7 +12,7 @@ This module owns nothing itself: it gathers the readers, each documented in its 
 * :class:`DetectedPhotos` (:mod:`.photos_reader`): photos with detector landmarks mapped onto
   the model.
 
-All return the sample dicts of :mod:`stn3dmm.data.sample` (landmarks in crop pixels: ours,
+All return the sample dicts of :mod:`stn3dmm.training.data.sample` (landmarks in crop pixels: ours,
 0-based, y down; NaN and visibility 0 when missing), crop faces as the photo pipeline does
 (:mod:`.crop`), and have ``landmark_set``, ``identities`` (or None), ``excluded`` and
 ``item(i) -> (sample, transform)``.

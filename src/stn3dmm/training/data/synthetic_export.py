@@ -1,7 +1,7 @@
 """Export of the synthetic data to disk in the landmark-folder format.
 
 Owns :func:`item_name` (file stems) and :func:`export_synthetic` (``name.png`` + ``name.json``
-pairs written through :func:`stn3dmm.data.folder.write_folder_item`, atomically, by background
+pairs written through :func:`stn3dmm.training.data.folder.write_folder_item`, atomically, by background
 threads, plus a ``synthetic.json`` manifest; an interrupted export resumes).
 """
 
@@ -27,9 +27,9 @@ def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: in
                      batch_size: int = 32, overwrite: bool = False, prefix: str = "synth",
                      config: SyntheticConfig | None = None, device="cpu", writers: int = 4, log=None,
                      **options) -> dict:
-    """Render a synthetic data set to ``out_dir`` in the landmark-folder format (:mod:`stn3dmm.data.folder`).
+    """Render a synthetic data set to ``out_dir`` in the landmark-folder format (:mod:`stn3dmm.training.data.folder`).
 
-    Every item is written with :func:`~stn3dmm.data.folder.write_folder_item`: ``<name>.png``
+    Every item is written with :func:`~stn3dmm.training.data.folder.write_folder_item`: ``<name>.png``
     (RGB, 8 bit, the S x S STN input) and ``<name>.json`` with ``landmarks`` [[x, y], ...]
     (0-based px, y down), ``visibility`` [0/1, ...], ``identity`` (int), ``pose`` [yaw, pitch,
     roll] (degrees, :data:`POSE_CONVENTION`), ``landmark_set``, ``theta`` (:data:`THETA_LAYOUT`)
@@ -48,7 +48,7 @@ def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: in
 
     from tqdm import tqdm
 
-    from ..paths import write_bytes_atomically
+    from ...core.paths import write_bytes_atomically
     from .folder import write_folder_item
 
     out = Path(out_dir)
@@ -56,7 +56,7 @@ def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: in
     ds = SyntheticFaces(model, n_identities, views, size, seed, landmark_set, identity_offset=identity_offset,
                         config=config, batch_size=batch_size, device=device, log=log, **options)
     lset = landmark_set if isinstance(landmark_set, str) else [int(i) for i in ds.landmark_index]
-    manifest = {"generator": "stn3dmm.data.synthetic_export.export_synthetic", "n_identities": int(n_identities),
+    manifest = {"generator": "stn3dmm.training.data.synthetic_export.export_synthetic", "n_identities": int(n_identities),
                 "views": int(views), "identity_offset": int(identity_offset), "size": int(size), "seed": int(seed),
                 "landmark_set": lset, "items": len(ds), "name_pattern": f"{prefix}_<identity:06d>_<view:02d>",
                 "model": str(model.source), "theta_layout": THETA_LAYOUT, "scale_map": "exp",

@@ -1,7 +1,7 @@
 """Photo material for the synthetic data: flattened face textures and background tiles.
 
-Owns :func:`sample_photo_assets` (the sample photos of :mod:`stn3dmm.samples`, flattened once
-per process and model with :class:`stn3dmm.flatten.Flattener`: symmetric completion, holes
+Owns :func:`sample_photo_assets` (the sample photos of :mod:`stn3dmm.photos.samples`, flattened once
+per process and model with :class:`stn3dmm.flatten.pipeline.Flattener`: symmetric completion, holes
 inpainted by normalised blurring; and crops of them away from the face as background tiles),
 :func:`folder_photo_assets` (the same textures from a folder of the user's photos or of
 ``stn3dmm flatten`` outputs at any resolution: ``SyntheticConfig.textures``),
@@ -40,8 +40,8 @@ def sample_photo_assets(model, *, log=None, tile: int = 128) -> dict:
     key = _model_key(model) + (tile,)
     if key in _PHOTO_ASSETS:
         return _PHOTO_ASSETS[key]
-    from ..photos import read_photo
-    from ..samples import sample_photo_paths
+    from ...photos import read_photo
+    from ...photos.samples import sample_photo_paths
 
     out = {"textures": [], "skins": [], "tiles": [], "problems": []}
     photos = []
@@ -72,7 +72,7 @@ def _flatten_photos(model, photos: list, out: dict, what: str) -> dict:
     if not photos:
         return boxes
     try:
-        from ..flatten import Flattener, flatten_largest
+        from ...flatten.pipeline import Flattener, flatten_largest
 
         fl = Flattener(model)
         try:
@@ -111,7 +111,7 @@ def _folder_files(folder: Path) -> tuple[list, list]:
     """(flatten texture files, photo files) of a folder, recursively, sorted. ``X_completed.png``
     is preferred to ``X_texture.png``; flatten's other images (``*_overlay.png``, the mesh
     texture ``X.png`` beside ``X.obj``) are not photos."""
-    from ..photos.io import IMAGE_EXTENSIONS
+    from ...photos.io import IMAGE_EXTENSIONS
 
     exts = {e.lower() for e in IMAGE_EXTENSIONS}
     files = sorted(q for q in folder.rglob("*") if q.is_file() and not q.name.startswith(".")
@@ -166,7 +166,7 @@ def folder_photo_assets(model, folder, *, log=None) -> dict:
     key = _model_key(model) + ("folder", str(folder.resolve()), state)
     if key in _PHOTO_ASSETS:
         return _PHOTO_ASSETS[key]
-    from ..photos import read_photo
+    from ...photos import read_photo
 
     out = {"textures": [], "skins": [], "tiles": [], "problems": [], "sources": []}
     for q in flat:

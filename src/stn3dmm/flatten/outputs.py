@@ -126,14 +126,14 @@ def _json_text(info: dict) -> str:
 
 
 def write_outputs(r, out_dir: Path, stem: str, model, photo, overwrite: bool, mesh: bool = True) -> list:
-    """Write the files of one face (a :class:`~stn3dmm.flatten.FaceResult`); returns their paths.
+    """Write the files of one face (a :class:`~stn3dmm.flatten.pipeline.FaceResult`); returns their paths.
 
     Raises FileExistsError when an output exists and ``overwrite`` is False (checked before
     anything is written). If a write fails, the files this call already wrote are removed
     (a face's outputs are all there or none are) and the error is raised."""
     from .export import mtl_text, obj_text
-    from .paths import write_bytes_atomically
-    from .photos import write_png_atomic
+    from ..core.paths import write_bytes_atomically
+    from ..photos import write_png_atomic
 
     names = output_names(stem, r.index, mesh)
     paths = {k: Path(out_dir) / v for k, v in names.items()}

@@ -13,7 +13,7 @@ Owns the metrics of ``stn3dmm evaluate``:
 * the same NME for two baselines: the **mean face** at the localiser's start pose (frontal,
   centred, s0) and the **mean landmark layout** of the evaluated images themselves.
 
-Pose convention: the synthetic data's (:data:`stn3dmm.data.pose.POSE_CONVENTION`,
+Pose convention: the synthetic data's (:data:`stn3dmm.training.data.pose.POSE_CONVENTION`,
 R = Rz(roll) Rx(pitch) Ry(yaw) in the model frame; positive yaw turns the nose towards image
 +x). Real data sets define their angles in their own ways (signs, order); the |yaw| buckets
 do not depend on that, the pitch and roll errors may.
@@ -71,7 +71,7 @@ def _mad_visible(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.T
 @torch.no_grad()
 def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="cpu"):
     """Run the localiser on every item: predicted landmarks, theta, flattened + masks, and labels."""
-    from .train_data import fetch
+    from .batches import fetch
 
     net.eval()
     device = torch.device(device)
@@ -167,7 +167,7 @@ def format_table(res: dict) -> str:
 
 def load_localiser(checkpoint, device="cpu"):
     """(localiser, config) from a training checkpoint (``weights_only=True``)."""
-    from .localiser import build_localiser
+    from ..nets.localiser import build_localiser
     from .checkpoints import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
@@ -183,10 +183,10 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     """Evaluate a checkpoint on a data set described like a [data] config section, on ``device``
     (``"auto"``: CUDA when available)."""
     from .data.sample import landmark_vertices
-    from .model.prepare import load_model
-    from .stn import MorphableSTN
-    from .train import resolve_device
-    from .train_data import build_dataset, dataset_pair_groups
+    from ..model.prepare import load_model
+    from ..stn import MorphableSTN
+    from .loop import resolve_device
+    from .batches import build_dataset, dataset_pair_groups
 
     device = resolve_device(device)
     net, cfg = load_localiser(checkpoint, device)
@@ -204,7 +204,7 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     res = evaluate_predictions(p, stn, verts, size)
     res["checkpoint"], res["data"] = str(checkpoint), {k: v for k, v in spec.items()}
     if out:
-        from .paths import write_bytes_atomically
+        from ..core.paths import write_bytes_atomically
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomically(Path(out), json.dumps(_strict_json(res), indent=1, allow_nan=False).encode())

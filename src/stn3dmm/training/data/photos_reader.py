@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, crop_square, face_square
-from ..photos.io import DEFAULT_MAX_SIDE, PhotoError, iter_photos, read_photo
+from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, crop_square, face_square
+from ...photos.io import DEFAULT_MAX_SIDE, PhotoError, iter_photos, read_photo
 from .crop import ReaderError, identities_or_none, identity_ids, report_bad
 from .sample import make_sample
 
@@ -72,8 +72,8 @@ class DetectedPhotos(Dataset):
                  skip_bad: bool = True, progress: bool = True, padding: str = "zeros", map_options: dict | None = None):
         from tqdm import tqdm
 
-        from ..photos.detect import detect_faces
-        from ..photos.landmark_map import get_map
+        from ...photos.detect import detect_faces
+        from ...photos.landmark_map import get_map
 
         if mapping not in MAPPINGS:
             raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")

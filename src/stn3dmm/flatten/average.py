@@ -1,7 +1,7 @@
 """``stn3dmm average``: the visibility-weighted mean of many flattened textures of one person.
 
 Reads RGBA texture PNGs written by ``stn3dmm flatten`` (alpha = visibility), averages them
-with :func:`stn3dmm.texture.weighted_average`, and writes the mean (RGBA, alpha = pixels seen
+with :func:`stn3dmm.stn.texture.weighted_average`, and writes the mean (RGBA, alpha = pixels seen
 at least once) and a coverage map (how many photos saw each pixel).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .texture import weighted_average
+from ..stn.texture import weighted_average
 
 
 def read_textures(paths) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -55,7 +55,7 @@ def coverage_image(cov: np.ndarray, n: int) -> np.ndarray:
 
 
 def average_folder(folder, out, pattern="*_texture.png", overwrite=False, log=print) -> list[Path]:
-    from .photos import write_png_atomic
+    from ..photos import write_png_atomic
 
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():

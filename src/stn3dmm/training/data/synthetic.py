@@ -3,7 +3,7 @@
 This module owns :class:`SyntheticConfig` and :class:`SyntheticFaces`, the synthetic training /
 test data of issue 5 section 4: random identities of a grid morphable model, each rendered in
 several views (same identity coefficients and texture; different pose, expression, lighting,
-background and camera effects) by the batched renderer of :mod:`stn3dmm.data.render`, with
+background and camera effects) by the batched renderer of :mod:`stn3dmm.training.data.render`, with
 exact landmarks, their depth-tested visibility, pose, identity and theta. Its parts:
 
 * pose convention and theta layout -- :mod:`.pose`;
@@ -13,7 +13,7 @@ exact landmarks, their depth-tested visibility, pose, identity and theta. Its pa
 * backgrounds -- :mod:`.backgrounds`; camera effects and blurs -- :mod:`.imageops`;
 * export to disk -- :mod:`.synthetic_export`.
 
-:class:`SyntheticFaces` is a ``torch.utils.data.Dataset`` (sample format of :mod:`stn3dmm.data`);
+:class:`SyntheticFaces` is a ``torch.utils.data.Dataset`` (sample format of :mod:`stn3dmm.training.data`);
 deterministic given ``(seed, identity, view)``; batched rendering
 (:meth:`SyntheticFaces.render_batch`, ``__getitems__`` for DataLoader batches, a small cache of
 rendered batches for ``__getitem__``, :meth:`SyntheticFaces.prerender`).
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..conventions import N_POSE
+from ...core.conventions import N_POSE
 from .backgrounds import BACKGROUND_KINDS, background_params, make_backgrounds
 from .imageops import camera_effects
 from .photo_assets import _background_tiles, sample_photo_assets
@@ -98,7 +98,7 @@ class SyntheticFaces(Dataset):
         cache_batches: how many rendered chunks to keep.
         device: where to render (returned items are on the CPU).
 
-    Items are sample dicts (:func:`~stn3dmm.data.sample.make_sample`): ``image`` (3, S, S) in
+    Items are sample dicts (:func:`~stn3dmm.training.data.sample.make_sample`): ``image`` (3, S, S) in
     [0, 1]; ``landmarks`` (L, 2) exact projections (px, x right, y down, 0-based);
     ``visibility`` (L,) 1 = inside the image and passing the depth test (self-occluded
     landmarks are 0); ``identity``; ``pose`` (yaw, pitch, roll) degrees (:data:`POSE_CONVENTION`);
@@ -153,8 +153,8 @@ class SyntheticFaces(Dataset):
         self._store: dict | None = None
 
     def _corner_tiles(self):
-        from ..photos import read_photo
-        from ..samples import sample_photo_paths
+        from ...photos import read_photo
+        from ...photos.samples import sample_photo_paths
 
         tiles = []
         for p in sample_photo_paths():
@@ -220,7 +220,7 @@ class SyntheticFaces(Dataset):
 
         ``t`` puts the projected face centre (centroid of the mean shape's landmarks) at the
         image centre plus the view's shift, as the photo pipeline's crops centre the face."""
-        from ..stn.layers import rotation_to_axis_angle
+        from ...stn.layers import rotation_to_axis_angle
 
         pose = torch.tensor([[v["yaw"], v["pitch"], v["roll"]] for v in view_params], dtype=torch.float64)
         rot = euler_to_rotation(pose[:, 0], pose[:, 1], pose[:, 2])

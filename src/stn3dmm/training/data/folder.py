@@ -29,7 +29,7 @@ say) is ignored.
 Landmark convention
 -------------------
 JSON coordinates are **ours**: 0-based pixels of the image as stored, x right, y down (pixel
-centres at integers, :mod:`stn3dmm.conventions`). ``.pts`` coordinates are **1-based** (the
+centres at integers, :mod:`stn3dmm.core.conventions`). ``.pts`` coordinates are **1-based** (the
 300-W/iBUG convention; menpo, for one, subtracts 1 when importing them) and become ours by
 ``x - 1, y - 1`` (``pts_one_based=False`` reads them as 0-based). ``theta`` is in our convention
 (``t`` in the image's pixels, ``s = exp(logs)``); the reader re-expresses it for the crop.
@@ -60,9 +60,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paths import write_text_atomically
-from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
-from ..photos.io import IMAGE_EXTENSIONS, write_png_atomic
+from ...core.paths import write_text_atomically
+from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
+from ...photos.io import IMAGE_EXTENSIONS, write_png_atomic
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_image, identities_or_none,
                    identity_ids, report_bad)
 
@@ -323,7 +323,7 @@ class LandmarkFolder(LabelledFaces):
         check: ``"exists"`` (default), ``"header"`` or ``"decode"`` for the images; landmark
             files are always parsed when the reader is built.
         skip_bad: leave unusable items out with a warning (True) or raise :class:`ReaderError`.
-        margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.data.crop.LabelledFaces`.
+        margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.training.data.crop.LabelledFaces`.
     """
 
     def __init__(self, root, size: int = DEFAULT_SIZE, landmark_set=None, *, crop: str = "auto",

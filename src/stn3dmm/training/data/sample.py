@@ -1,4 +1,4 @@
-"""The training sample format shared by every reader (see :mod:`stn3dmm.data`)."""
+"""The training sample format shared by every reader (see :mod:`stn3dmm.training.data`)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ This module owns :func:`landmark_square` (the square crop around labelled landma
 Landmark convention
 -------------------
 Readers convert every data set's labels into :class:`Annotation` s in **file pixels, ours**:
-x right, y down, 0-based pixel centres (:mod:`stn3dmm.conventions`), on the pixel grid of the
+x right, y down, 0-based pixel centres (:mod:`stn3dmm.core.conventions`), on the pixel grid of the
 image as stored in the file, missing points NaN. Each reader's docstring says how its own
 labels are converted (1-based MATLAB, 0-based, ...). Samples then carry landmarks in **crop
 pixels** (the same convention in the ``size`` x ``size`` crop).
@@ -64,8 +64,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, square_transform, warp
-from ..photos.io import PhotoError, read_photo
+from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, square_transform, warp
+from ...photos.io import PhotoError, read_photo
 from .sample import make_sample
 
 #: Landmark box -> face-mesh box, per landmark set: (side factor k, centre shift fx, fy in units
@@ -263,7 +263,7 @@ class Annotation:
 
 class LabelledFaces(Dataset):
     """Base class of the labelled readers: turns an image file and its :class:`Annotation`
-    into a sample (:mod:`stn3dmm.data.sample`) cropped as the photo pipeline crops.
+    into a sample (:mod:`stn3dmm.training.data.sample`) cropped as the photo pipeline crops.
 
     Subclasses set ``self.paths`` (image files, one per item), ``self.landmark_set``,
     ``self.identities`` and implement :meth:`annotation`.

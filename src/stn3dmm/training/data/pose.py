@@ -43,7 +43,7 @@ def rotation_to_euler(rotation: torch.Tensor) -> torch.Tensor:
 
 def pose_from_theta(theta: torch.Tensor) -> torch.Tensor:
     """``theta (..., P) -> (..., 3)`` yaw, pitch, roll in degrees (of its axis-angle ``r``)."""
-    from ..stn.layers import axis_angle_to_rotation
+    from ...stn.layers import axis_angle_to_rotation
 
     return rotation_to_euler(axis_angle_to_rotation(theta[..., :3]))
 

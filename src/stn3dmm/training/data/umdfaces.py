@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
+from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
 from .crop import Annotation, LabelledFaces, ReaderError, as_path_list, check_image, identities_or_none, report_bad
 
 N_POINTS = 21
@@ -158,7 +158,7 @@ class UMDFaces(LabelledFaces):
         image_root: folder the CSV's FILE paths are relative to (None or "": the CSV's own
             folder); one folder for all CSVs or one per CSV.
         size: crop side (224; 112 for small models).
-        margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.data.crop.LabelledFaces`.
+        margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.training.data.crop.LabelledFaces`.
         check: ``"exists"`` (default), ``"header"`` or ``"decode"`` (see :mod:`.crop`).
         skip_bad: leave unusable rows and images out with a warning (True) or raise.
         one_based: the CSV's coordinates are 1-based (default False, see the module docstring).

@@ -37,7 +37,7 @@ Initialisation (``init``): ``"closed_form"`` (default for lm and lbfgs) aligns t
 shape's landmarks to the 2-D landmarks by a weighted affine camera fit, projected to the
 nearest scaled orthographic camera (SVD), giving r, t and s; ``"original"`` (default for gd)
 is the original's start: r = 0, t = (112, 112) in its y-up 1-based frame converted to ours
-(``stn3dmm.conventions.original_start_theta``; ``image_size`` sets H, default 224), logs for
+(``stn3dmm.core.conventions.original_start_theta``; ``image_size`` sets H, default 224), logs for
 s = 0.99; or a tensor ``(B, 6+K+E)`` / ``(6+K+E,)``. Shape coefficients start at zero
 (``init_alpha="zeros"``, the prior's mode, deterministic) or N(0, 1) (``"random"``, as the
 original demo did). All computation runs in float64; results come back in the landmarks' dtype.
@@ -61,10 +61,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .conventions import (_LN_099, DEFAULT_SCALE, N_POSE, ORIGINAL_IMAGE_SIZE, SCALE_MAPS, log_from_scale,
+from ..core.conventions import (_LN_099, DEFAULT_SCALE, N_POSE, ORIGINAL_IMAGE_SIZE, SCALE_MAPS, log_from_scale,
                           original_start_theta, scale_from_log)
-from .threads import cpu_threads
-from .stn.layers import (axis_angle_to_rotation, check_landmarks, grid_generator, morphable_model, rotate,
+from ..core.threads import cpu_threads
+from ..stn.layers import (axis_angle_to_rotation, check_landmarks, grid_generator, morphable_model, rotate,
                          rotation_to_axis_angle, skew, split_theta)
 
 METHODS = ("lm", "gd", "lbfgs")
@@ -463,7 +463,7 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
         generator: random generator for ``init_alpha="random"``.
         threads: torch CPU threads while fitting (default 1: many tiny operations, where more
             threads only add overhead, and 50x slow-downs on a busy machine; see
-            :mod:`stn3dmm.threads`); None keeps the process's setting. No effect on CUDA.
+            :mod:`stn3dmm.core.threads`); None keeps the process's setting. No effect on CUDA.
         max_coordinate: without ``image_size``, visible landmarks beyond +-this many px raise
             ValueError (None: no bound).
 
