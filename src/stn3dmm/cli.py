@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from .core.defaults import GRID_RES, IMAGE_SIZE, LOCALISER_SIZE
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("prepare-model", help="build the R x R grid model file from a morphable model")
     q.add_argument("--source", choices=["default", "bfm2009", "bfm2017"], default="default")
     q.add_argument("inputs", nargs="*", help="the source's files (none for the default model)")
-    q.add_argument("--res", type=int, default=112, help="grid resolution R (default 112, at least 16)")
+    q.add_argument("--res", type=int, default=GRID_RES, help=f"grid resolution R (default {GRID_RES}, at least 16)")
     q.add_argument("--out", help="output .npz (default: the cache location other commands use)")
     q.add_argument("--n-id", type=int, default=10, help="identity components to keep (default 10)")
     q.add_argument("--n-exp", type=int, default=10, help="expression components to keep (default 10)")
@@ -258,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--res", type=int, default=None,
                    help="output texture side, at least 16 (default: the model's R, 112); the OBJ keeps the "
                         "model's mesh, textured with the completed PNG of this side")
-    q.add_argument("--size", type=int, default=224, help="STN input (face crop) side in px, at least 32 (default 224)")
+    q.add_argument("--size", type=int, default=IMAGE_SIZE,
+                   help=f"STN input (face crop) side in px, at least 32 (default {IMAGE_SIZE})")
     q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
     q.add_argument("--landmarks", choices=["dense", "ibug68"], default="dense",
                    help="detector points used for fitting (default: dense, about 400)")
@@ -304,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True)
     q.add_argument("--identities", type=int, default=100)
     q.add_argument("--views", type=int, default=4)
-    q.add_argument("--size", type=int, default=112)
+    q.add_argument("--size", type=int, default=LOCALISER_SIZE)
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--identity-offset", type=int, default=0, help="first identity number (held-out splits)")
     q.add_argument("--landmarks", choices=["aflw21", "ibug68"], default="aflw21")

@@ -20,6 +20,7 @@ from .core.conventions import points_from_original
 from .fitting.landmarks import fit_landmarks
 from .stn import MorphableSTN
 from .viz import plt, save_figure
+from .core.defaults import IMAGE_SIZE
 
 
 def default_demo_data() -> Path:
@@ -167,7 +168,7 @@ class DemoPhotos(torch.utils.data.Dataset):
     landmark_set = "aflw21"
     identities = None
 
-    def __init__(self, path=None, size: int = 224):
+    def __init__(self, path=None, size: int = IMAGE_SIZE):
         from .training.data.crop import landmark_square
         from .training.data.sample import make_sample
         from .photos import crop_square

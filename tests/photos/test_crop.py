@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from stn3dmm.photos.crop import (DEFAULT_SIZE, CropTransform, crop_face, crop_square, face_square, square_transform,
+from stn3dmm.core.defaults import IMAGE_SIZE as DEFAULT_SIZE
+from stn3dmm.photos.crop import (CropTransform, crop_face, crop_square, face_square, square_transform,
                                  warp)
 
 

@@ -64,6 +64,7 @@ from __future__ import annotations
 import math
 
 import torch
+from .defaults import IMAGE_SIZE
 
 #: Width of the pose part of theta: r (3), t (2), logs (1).
 N_POSE = 6
@@ -77,8 +78,8 @@ DEFAULT_SCALE = "exp"
 _LN_099 = math.log(0.99)
 
 #: The original's input size (H, W) and initial translation (its image centre, y-up 1-based).
-ORIGINAL_IMAGE_SIZE = (224, 224)
-ORIGINAL_START_T = (112.0, 112.0)
+ORIGINAL_IMAGE_SIZE = (IMAGE_SIZE, IMAGE_SIZE)
+ORIGINAL_START_T = (IMAGE_SIZE / 2, IMAGE_SIZE / 2)
 #: The original's initial logs (s = 0.99 ** 1 = 0.99).
 ORIGINAL_START_LOGS = 1.0
 

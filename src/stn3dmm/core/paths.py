@@ -14,6 +14,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from .defaults import GRID_RES
 
 
 def cache_dir() -> Path:
@@ -26,9 +27,9 @@ def cache_dir() -> Path:
     return base / "stn3dmm"
 
 
-def default_model_path(res: int = 112, source: str = "default") -> Path:
+def default_model_path(res: int = GRID_RES, source: str = "default") -> Path:
     """Where ``prepare-model`` writes, and every other command looks, when no file is named."""
-    name = "grid_model.npz" if (source, res) == ("default", 112) else f"grid_model_{source}_r{res}.npz"
+    name = "grid_model.npz" if (source, res) == ("default", GRID_RES) else f"grid_model_{source}_r{res}.npz"
     return cache_dir() / "models" / name
 
 
@@ -42,13 +43,13 @@ def model_name(path: str | os.PathLike) -> str | None:
     m = re.fullmatch(r"grid_model_(.+)_r(\d+)\.npz", stem)
     if not m:
         return None
-    return m.group(1) if m.group(2) == "112" else f"{m.group(1)}_r{m.group(2)}"
+    return m.group(1) if int(m.group(2)) == GRID_RES else f"{m.group(1)}_r{m.group(2)}"
 
 
 def parse_model_name(name: str) -> tuple[str, int]:
     """"bfm2017_r64" -> ("bfm2017", 64); "bfm2017" -> ("bfm2017", 112)."""
     m = re.fullmatch(r"(.+?)(?:_r(\d+))?", name)
-    return m.group(1), int(m.group(2) or 112)
+    return m.group(1), int(m.group(2) or GRID_RES)
 
 
 def prepared_models() -> dict[str, Path]:

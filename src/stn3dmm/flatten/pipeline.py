@@ -30,6 +30,7 @@ from .outputs import is_flatten_output, output_names, unique_stems, write_output
 from ..stn import MorphableSTN
 from ..stn.texture import symmetric_completion
 from ..core.threads import cpu_threads
+from ..core.defaults import IMAGE_SIZE
 
 #: Prior weight for dense detector targets (~400 points, a few px of noise each): the
 #: landmark term is ~20x that of 21 labelled points, and MAP with ~2 px noise gives ~4.
@@ -105,7 +106,7 @@ class Flattener:
             :mod:`stn3dmm.core.threads`). None keeps the process's setting.
     """
 
-    def __init__(self, model, size=224, res=None, visibility="depth", mapping="dense", prior_weight=None,
+    def __init__(self, model, size=IMAGE_SIZE, res=None, visibility="depth", mapping="dense", prior_weight=None,
                  detector=None, device="cpu", blend=2.0, threads: int | None = 1):
         from ..photos import FaceDetector
 

@@ -24,6 +24,7 @@ from .symmetry import canonical_frame, cut_at_midplane, mirror_pairs, mirror_pla
 from .triangulate import fill_holes, recover_mesh
 from .uv import embed_half, signed_areas
 from .uv_repair import make_bijective
+from ..core.defaults import GRID_RES
 
 
 @dataclass
@@ -187,7 +188,7 @@ def measure_quality(rep: PrepareReport, suv: SymmetricUV, F: np.ndarray, mean: n
     rep.grid_folds = int((np.einsum("ij,ij->i", face_normals(mean, GF), face_normals(Vc, F)[t[:nt]]) < 0).sum())
 
 
-def prepare_grid_model(src: MorphableModel, res: int = 112, log=print):
+def prepare_grid_model(src: MorphableModel, res: int = GRID_RES, log=print):
     """Resample ``src`` onto a symmetric ``res`` x ``res`` UV grid. Returns (model, report).
 
     The steps are :func:`source_mesh`, :func:`symmetric_uv` and :func:`resample_model`; the
@@ -236,7 +237,7 @@ def prepare_grid_model(src: MorphableModel, res: int = 112, log=print):
 PREPARED_BY = "stn3dmm grid preparation 2"
 
 
-def load_model(path=None, res: int = 112, log=None) -> MorphableModel:
+def load_model(path=None, res: int = GRID_RES, log=None) -> MorphableModel:
     """A grid model, named by ``path``:
 
     * None: the default model at resolution ``res`` (prepared, and cached under

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from ..core.conventions import DEFAULT_SCALE, LOGS_INDEX, N_POSE, T_SLICE, log_from_scale
+from ..core.defaults import IMAGE_SIZE
 
 #: The original's input side, where the start scale is 1 px/mm.
-REFERENCE_SIZE = 224
 
 
 def _size(image_size) -> tuple[int, int]:
@@ -43,13 +43,13 @@ def _size(image_size) -> tuple[int, int]:
     return h, w
 
 
-def start_theta(n_id: int, n_exp: int, image_size=224, scale_map: str = DEFAULT_SCALE,
+def start_theta(n_id: int, n_exp: int, image_size=IMAGE_SIZE, scale_map: str = DEFAULT_SCALE,
                 start_scale: float | None = None, dtype=None) -> torch.Tensor:
     """The start pose as a ``(6 + n_id + n_exp,)`` vector: ``r = 0``, ``t`` = the image centre,
     ``logs`` = log of ``start_scale`` (default ``min(H, W) / 224``), zero coefficients.
     ``image_size`` is ``S`` or ``(H, W)``."""
     h, w = _size(image_size)
-    s0 = min(h, w) / REFERENCE_SIZE if start_scale is None else float(start_scale)
+    s0 = min(h, w) / IMAGE_SIZE if start_scale is None else float(start_scale)
     if not s0 > 0:
         raise ValueError(f"start_scale must be positive, got {start_scale}")
     th = torch.zeros(N_POSE + n_id + n_exp, dtype=dtype or torch.get_default_dtype())
@@ -58,7 +58,7 @@ def start_theta(n_id: int, n_exp: int, image_size=224, scale_map: str = DEFAULT_
     return th
 
 
-def output_scales(n_id: int, n_exp: int, image_size=224, mode="auto") -> torch.Tensor:
+def output_scales(n_id: int, n_exp: int, image_size=IMAGE_SIZE, mode="auto") -> torch.Tensor:
     """Per-parameter units of the head's weighted output: theta's parts live on very different
     scales (radians, pixels, log-scale, N(0, 1) coefficients), and an optimiser such as Adam
     moves every weight by about the same amount. ``"auto"``: r 1 rad, t S/8 px, logs 0.25,
@@ -94,7 +94,7 @@ class ThetaHead(nn.Linear):
     ``head.weight`` / ``head.bias``. :meth:`reset_parameters` re-applies the initialisation.
     """
 
-    def __init__(self, in_features: int, n_id: int, n_exp: int, image_size=224, init_scale: float = 1e-3,
+    def __init__(self, in_features: int, n_id: int, n_exp: int, image_size=IMAGE_SIZE, init_scale: float = 1e-3,
                  scale_map: str = DEFAULT_SCALE, start_scale: float | None = None, output_scale="auto"):
         if n_id < 0 or n_exp < 0:
             raise ValueError(f"n_id and n_exp must be >= 0, got {n_id}, {n_exp}")
@@ -165,4 +165,4 @@ def param_groups(model: nn.Module, base_lr: float, weight_decay: float = 0.0, *,
     return [g for g in groups if g["params"]]
 
 
-__all__ = ["REFERENCE_SIZE", "ThetaHead", "param_groups", "start_theta"]
+__all__ = ["ThetaHead", "param_groups", "start_theta"]

@@ -44,6 +44,7 @@ from .mobilenet import MobileNetV2Small
 from .resnet import NORMS, ResNet18
 from .vgg import (VGGFACE_MEAN_RGB, LoadReport, VGGFace16, WeightLoadError, load_vggface,
                        load_vggface_matconvnet, load_vggface_state_dict, read_state_dict, vggface_matconvnet_shapes)
+from ..core.defaults import IMAGE_SIZE
 
 
 def load_backbone_state_dict(net: nn.Module, path, *, strict: bool = True) -> LoadReport:
@@ -175,7 +176,7 @@ class Localiser(nn.Module):
     loading ``pretrained`` did, or ``None``).
     """
 
-    def __init__(self, backbone: str = "resnet18", n_id: int = 10, n_exp: int = 10, image_size=224,
+    def __init__(self, backbone: str = "resnet18", n_id: int = 10, n_exp: int = 10, image_size=IMAGE_SIZE,
                  pretrained=None, norm: str | None = None, *, width: float = 1.0, scale_map: str = DEFAULT_SCALE,
                  init_scale: float = 1e-3, start_scale: float | None = None, backbone_options: dict | None = None):
         super().__init__()

@@ -7,7 +7,7 @@ offline), :mod:`.landmark_map` (detector points -> morphable-model vertices) and
 not import mediapipe; the detector loads it on first use.
 """
 
-from .crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, crop_face, crop_square, square_transform, warp
+from .crop import DEFAULT_MARGIN, CropTransform, crop_face, crop_square, square_transform, warp
 from .detect import (MIN_FACE, DetectorUnavailable, Face, FaceDetector, FaceError, NoLandmarksError, TinyFaceError,
                      detect_faces)
 from .io import (DEFAULT_MAX_SIDE, IMAGE_EXTENSIONS, Photo, PhotoError, iter_photos, photo_from_array, read_photo,
@@ -20,5 +20,5 @@ __all__ = [
     "detect_faces", "Face", "FaceDetector", "FaceError", "TinyFaceError", "NoLandmarksError", "DetectorUnavailable",
     "MIN_FACE",
     "LandmarkMap", "LandmarkTargets", "dense_map", "ibug68_map", "get_map",
-    "crop_face", "crop_square", "square_transform", "warp", "CropTransform", "DEFAULT_SIZE", "DEFAULT_MARGIN",
+    "crop_face", "crop_square", "square_transform", "warp", "CropTransform", "DEFAULT_MARGIN",
 ]

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..core.defaults import IMAGE_SIZE
 
-#: The STN's input size (the original's 224 x 224).
-DEFAULT_SIZE = 224
 #: Context added around the face box on each side, as a fraction of the box side. With the
 #: face-mesh box (the default model's mean spans 140 x 162 mm of it, centred within 5 mm of the
 #: model's origin), a 224 crop shows the face at about 1 px/mm with the origin near the centre:
@@ -182,7 +181,7 @@ def warp(image, transform: CropTransform, padding: str = "zeros"):
     return out if image.ndim == 3 else out[:, :, 0]
 
 
-def crop_square(image, center, side: float, size: int = DEFAULT_SIZE, *, angle: float = 0.0,
+def crop_square(image, center, side: float, size: int = IMAGE_SIZE, *, angle: float = 0.0,
                 padding: str = "zeros"):
     """Crop a ``side``-pixel square around ``center`` (turned by ``angle``) to ``size`` pixels.
 
@@ -219,7 +218,7 @@ def face_square(face, margin: float = DEFAULT_MARGIN, *, align: bool = False):
     return center, max(side, 1.0), angle
 
 
-def crop_face(image, face, size: int = DEFAULT_SIZE, margin: float = DEFAULT_MARGIN, *, align: bool = False,
+def crop_face(image, face, size: int = IMAGE_SIZE, margin: float = DEFAULT_MARGIN, *, align: bool = False,
               padding: str = "zeros"):
     """Crop a detected face for the STN: ``(crop (size, size, 3), transform)``.
 
@@ -242,5 +241,5 @@ def crop_face(image, face, size: int = DEFAULT_SIZE, margin: float = DEFAULT_MAR
     return crop_square(image, center, side, size, angle=angle, padding=padding)
 
 
-__all__ = ["DEFAULT_SIZE", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
+__all__ = ["DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
            "crop_square", "face_square", "crop_face"]

@@ -15,10 +15,11 @@ import tomllib
 from pathlib import Path
 
 from ..stn.losses import ORIGINAL_WEIGHTS
+from ..core.defaults import LOCALISER_SIZE
 
 DEFAULTS = {
     "model": {"path": "", "n_id": 10, "n_exp": 10},
-    "localiser": {"backbone": "resnet18", "image_size": 112, "norm": "", "width": 1.0, "pretrained": ""},
+    "localiser": {"backbone": "resnet18", "image_size": LOCALISER_SIZE, "norm": "", "width": 1.0, "pretrained": ""},
     "stn": {"visibility": "depth", "out_res": 0, "depth_exact": False},
     "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",

@@ -64,9 +64,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, square_transform, warp
+from ...photos.crop import DEFAULT_MARGIN, CropTransform, square_transform, warp
 from ...photos.io import PhotoError, read_photo
 from .sample import make_sample
+from ...core.defaults import IMAGE_SIZE
 
 #: Landmark box -> face-mesh box, per landmark set: (side factor k, centre shift fx, fy in units
 #: of the landmark box's longer side; y down, so negative fy moves the square up).
@@ -282,7 +283,7 @@ class LabelledFaces(Dataset):
     landmark_set = None
     identities = None
 
-    def __init__(self, size: int = DEFAULT_SIZE, margin: float = DEFAULT_MARGIN, framing: str = "mesh",
+    def __init__(self, size: int = IMAGE_SIZE, margin: float = DEFAULT_MARGIN, framing: str = "mesh",
                  max_side: int | None = None, labels_on: str = "stored", padding: str = "zeros"):
         if int(size) < 8:
             raise ValueError(f"size must be at least 8 pixels, got {size}")

@@ -61,10 +61,11 @@ from pathlib import Path
 import numpy as np
 
 from ...core.paths import write_text_atomically
-from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
+from ...photos.crop import DEFAULT_MARGIN
 from ...photos.io import IMAGE_EXTENSIONS, write_png_atomic
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_image, identities_or_none,
                    identity_ids, report_bad)
+from ...core.defaults import IMAGE_SIZE
 
 FORMAT_VERSION = 1
 SETS_BY_COUNT = {21: "aflw21", 68: "ibug68"}
@@ -326,7 +327,7 @@ class LandmarkFolder(LabelledFaces):
         margin, framing, max_side, labels_on, padding: see :class:`~stn3dmm.training.data.crop.LabelledFaces`.
     """
 
-    def __init__(self, root, size: int = DEFAULT_SIZE, landmark_set=None, *, crop: str = "auto",
+    def __init__(self, root, size: int = IMAGE_SIZE, landmark_set=None, *, crop: str = "auto",
                  identity_from: str | None = "file", pts_one_based: bool = True, recursive: bool = True,
                  margin: float = DEFAULT_MARGIN, framing: str = "mesh", check: str = "exists", skip_bad: bool = True,
                  max_side: int | None = None, labels_on: str = "stored", padding: str = "zeros"):

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE, CropTransform, crop_square, face_square
+from ...photos.crop import DEFAULT_MARGIN, CropTransform, crop_square, face_square
 from ...photos.io import DEFAULT_MAX_SIDE, PhotoError, iter_photos, read_photo
 from .crop import ReaderError, identities_or_none, identity_ids, report_bad
 from .sample import make_sample
+from ...core.defaults import IMAGE_SIZE
 
 MAPPINGS = ("dense", "ibug68")
 
@@ -66,7 +67,7 @@ class DetectedPhotos(Dataset):
         paths, excluded, ignored (files in the folders that are not photos).
     """
 
-    def __init__(self, paths_or_dirs, model, size: int = DEFAULT_SIZE, mapping: str = "dense",
+    def __init__(self, paths_or_dirs, model, size: int = IMAGE_SIZE, mapping: str = "dense",
                  identity_from: str | None = "folder", *, detector=None, max_side: int | None = DEFAULT_MAX_SIDE,
                  recursive: bool = True, margin: float = DEFAULT_MARGIN, allow_tiny: bool = False,
                  skip_bad: bool = True, progress: bool = True, padding: str = "zeros", map_options: dict | None = None):

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ...core.defaults import IMAGE_SIZE, LOCALISER_SIZE
 
 #: Depth range of the packed keys: |z| < 512 mm (posed model frame).
 _DEPTH_RANGE_BITS = 10
@@ -423,7 +424,7 @@ class GridRenderer(nn.Module):
     ==========  ================  =================================================
     """
 
-    def __init__(self, model, size: int = 112, *, supersample: int | None = None, factor: int | None = None,
+    def __init__(self, model, size: int = LOCALISER_SIZE, *, supersample: int | None = None, factor: int | None = None,
                  n_id: int | None = None, n_exp: int | None = None, scale: str = "exp", fill_holes: bool = True):
         super().__init__()
         from ...stn import MorphableSTN
@@ -436,7 +437,7 @@ class GridRenderer(nn.Module):
         if self.size < 2 or self.supersample < 1:
             raise ValueError(f"size must be >= 2 and supersample >= 1, got {size}, {supersample}")
         self.factor = int(factor) if factor else default_factor(model, self.size, self.supersample,
-                                                                1.25 * self.size / 224)
+                                                                1.25 * self.size / IMAGE_SIZE)
         self.fill_holes = fill_holes
 
     @property

@@ -43,6 +43,7 @@ from .pose import euler_to_rotation
 from .render import GridRenderer, Lighting
 from .sample import landmark_vertices, make_sample
 from .textures import TextureBank
+from ...core.defaults import IMAGE_SIZE, LOCALISER_SIZE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ class SyntheticFaces(Dataset):
     once (images stored as uint8, like the exported PNGs).
     """
 
-    def __init__(self, model, n_identities: int, views_per_identity: int = 4, size: int = 112, seed: int = 0,
+    def __init__(self, model, n_identities: int, views_per_identity: int = 4, size: int = LOCALISER_SIZE, seed: int = 0,
                  landmark_set="aflw21", *, identity_offset: int = 0, config: SyntheticConfig | None = None,
                  texture: torch.Tensor | None = None, batch_size: int = 32, cache_batches: int = 4, device="cpu",
                  log=None, **options):
@@ -196,7 +197,7 @@ class SyntheticFaces(Dataset):
             "yaw": float(rng.uniform(-cfg.yaw_range, cfg.yaw_range)),
             "pitch": float(rng.uniform(-cfg.pitch_range, cfg.pitch_range)),
             "roll": float(rng.uniform(-cfg.roll_range, cfg.roll_range)),
-            "scale": float(cfg.scale * self.size / 224 * math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter))),
+            "scale": float(cfg.scale * self.size / IMAGE_SIZE * math.exp(rng.uniform(-cfg.scale_jitter, cfg.scale_jitter))),
             "shift": rng.uniform(-cfg.shift, cfg.shift, 2).astype(np.float32) * self.size,
             "alpha_exp": (rng.normal(0, 1, self.n_exp) * cfg.exp_scale).astype(np.float32),
         }

@@ -16,13 +16,14 @@ import torch
 
 from .pose import POSE_CONVENTION, THETA_LAYOUT
 from .synthetic import SyntheticConfig, SyntheticFaces
+from ...core.defaults import LOCALISER_SIZE
 
 def item_name(identity: int, view: int, prefix: str = "synth") -> str:
     """File stem of an exported item: ``<prefix>_<identity:06d>_<view:02d>``."""
     return f"{prefix}_{identity:06d}_{view:02d}"
 
 
-def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: int = 112, seed: int = 0,
+def export_synthetic(out_dir, model, n_identities: int, views: int = 4, size: int = LOCALISER_SIZE, seed: int = 0,
                      landmark_set: str = "aflw21", progress: bool = True, *, identity_offset: int = 0,
                      batch_size: int = 32, overwrite: bool = False, prefix: str = "synth",
                      config: SyntheticConfig | None = None, device="cpu", writers: int = 4, log=None,

@@ -49,8 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
+from ...photos.crop import DEFAULT_MARGIN
 from .crop import Annotation, LabelledFaces, ReaderError, as_path_list, check_image, identities_or_none, report_bad
+from ...core.defaults import IMAGE_SIZE
 
 N_POINTS = 21
 REQUIRED = ("SUBJECT_ID", "FILE", "FACE_X", "FACE_Y", "FACE_WIDTH", "FACE_HEIGHT", "YAW", "PITCH", "ROLL")
@@ -170,7 +171,7 @@ class UMDFaces(LabelledFaces):
         excluded: ``(path or row, reason)`` of everything left out.
     """
 
-    def __init__(self, csv_path, image_root=None, size: int = DEFAULT_SIZE, *, margin: float = DEFAULT_MARGIN,
+    def __init__(self, csv_path, image_root=None, size: int = IMAGE_SIZE, *, margin: float = DEFAULT_MARGIN,
                  framing: str = "mesh", check: str = "exists", skip_bad: bool = True, max_side: int | None = None,
                  labels_on: str = "stored", padding: str = "zeros", one_based: bool = False):
         super().__init__(size, margin, framing, max_side, labels_on, padding)

@@ -50,11 +50,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...photos.crop import DEFAULT_MARGIN, DEFAULT_SIZE
+from ...photos.crop import DEFAULT_MARGIN
 from ...photos.io import IMAGE_EXTENSIONS
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_file, check_image, identities_or_none,
                    identity_ids, report_bad)
 from .pose import pose_from_pose_para
+from ...core.defaults import IMAGE_SIZE
 
 POINT_FIELDS = ("pt2d", "pt3d_68")
 #: Variables that mark a .mat file as an image annotation of these data sets.
@@ -223,7 +224,7 @@ class Mat68(LabelledFaces):
         excluded, identity_names.
     """
 
-    def __init__(self, root_or_files, size: int = DEFAULT_SIZE, points: str = "pt2d", *,
+    def __init__(self, root_or_files, size: int = IMAGE_SIZE, points: str = "pt2d", *,
                  identity_from: str | None = "name", landmark_set=None, margin: float = DEFAULT_MARGIN,
                  framing: str = "mesh", check: str = "exists", skip_bad: bool = True, max_side: int | None = None,
                  labels_on: str = "stored", padding: str = "zeros"):
