@@ -64,6 +64,7 @@ import torch
 from ..core.conventions import (_LN_099, DEFAULT_SCALE, N_POSE, ORIGINAL_IMAGE_SIZE, SCALE_MAPS, log_from_scale,
                           original_start_theta, scale_from_log)
 from ..core.threads import cpu_threads
+from ..model.morphable import SETS_BY_COUNT, landmark_indices
 from ..stn.layers import (axis_angle_to_rotation, check_landmarks, grid_generator, morphable_model, rotate,
                          rotation_to_axis_angle, skew, split_theta)
 
@@ -266,16 +267,11 @@ def _landmark_rows(model, landmark_set, n_landmarks, n_id, n_exp, dtype, device)
     else:
         mean, bid, bexp = (torch.as_tensor(a) for a in (model.mean, model.basis_id, model.basis_exp))
         if landmark_set is None:
-            landmark_set = {21: "aflw21", 68: "ibug68"}.get(n_landmarks)
+            landmark_set = SETS_BY_COUNT.get(n_landmarks)
             if landmark_set is None or landmark_set not in model.landmarks:
                 raise ValueError(f"cannot tell which landmark set {n_landmarks} landmarks are; pass landmark_set= "
                                  f"(the model has {sorted(model.landmarks)})")
-        if isinstance(landmark_set, str):
-            if landmark_set not in model.landmarks:
-                raise ValueError(f"the model has no landmark set {landmark_set!r} (it has {sorted(model.landmarks)})")
-            idx = torch.as_tensor(model.landmarks[landmark_set])
-        else:
-            idx = torch.as_tensor(landmark_set)
+        idx = torch.as_tensor(landmark_indices(model.landmarks, landmark_set)[0])
     idx = idx.to(device=mean.device, dtype=torch.long).reshape(-1)
     if idx.numel() != n_landmarks:
         raise ValueError(f"{n_landmarks} landmarks given but the landmark set has {idx.numel()} vertices")

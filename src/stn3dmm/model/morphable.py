@@ -46,6 +46,27 @@ import numpy as np
 from ..core.paths import write_atomically
 
 LANDMARK_SETS = {"aflw21": 21, "ibug68": 68}
+#: The named landmark set of each size: 21 -> "aflw21", 68 -> "ibug68".
+SETS_BY_COUNT = {n: name for name, n in LANDMARK_SETS.items()}
+
+
+def landmark_indices(landmarks: dict, landmark_set) -> tuple[np.ndarray, str]:
+    """Resolve a landmark set against a model's ``landmarks`` dict.
+
+    Args:
+        landmarks: the model's name -> (L,) vertex indices.
+        landmark_set: a name in ``landmarks``, or (L,) vertex indices.
+
+    Returns:
+        (indices (L,) int64, name): the name, or ``"custom"`` for explicit indices.
+    """
+    if isinstance(landmark_set, str):
+        if landmark_set not in landmarks:
+            raise ValueError(f"the model has no landmark set {landmark_set!r} (it has: {sorted(landmarks)})")
+        return np.asarray(landmarks[landmark_set], dtype=np.int64).reshape(-1), landmark_set
+    if hasattr(landmark_set, "cpu"):  # a tensor, perhaps on a GPU
+        landmark_set = landmark_set.detach().cpu()
+    return np.asarray(landmark_set, dtype=np.int64).reshape(-1), "custom"
 
 
 class ModelFileError(ValueError):

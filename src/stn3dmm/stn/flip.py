@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from ..core.conventions import R_SLICE, T_SLICE
+from ..model.morphable import SETS_BY_COUNT
 
 # AFLW-21, 1-based new order from SPEC section 5: 6 5 4 3 2 1 12 11 10 9 8 7 17 16 15 14 13 20 19 18 21
 AFLW21_FLIP = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20)
@@ -46,7 +47,7 @@ FLIP_PERMUTATIONS = {"aflw21": AFLW21_FLIP, "ibug68": IBUG68_FLIP}
 def flip_permutation(landmark_set: str | int) -> torch.Tensor:
     """The left-right permutation of a landmark set (name or size 21 / 68) as a long tensor."""
     if isinstance(landmark_set, int):
-        landmark_set = {21: "aflw21", 68: "ibug68"}.get(landmark_set, landmark_set)
+        landmark_set = SETS_BY_COUNT.get(landmark_set, landmark_set)
     if landmark_set not in FLIP_PERMUTATIONS:
         raise ValueError(f"no flip permutation for landmark set {landmark_set!r} (known: {sorted(FLIP_PERMUTATIONS)})")
     return torch.tensor(FLIP_PERMUTATIONS[landmark_set], dtype=torch.long)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
+from ..model.morphable import landmark_indices
 from .layers import (Projection, bilinear_sampler, check_images, check_theta, grid_generator, inside_image,
                      masking, sampling_grid, select_landmarks)
 from .visibility import visibility_backface, visibility_depth
@@ -110,14 +111,9 @@ class MorphableSTN(nn.Module):
         if landmarks is None:
             idx = torch.zeros(0, dtype=torch.long)
             self.landmark_set = None
-        elif isinstance(landmarks, str):
-            if landmarks not in model.landmarks:
-                raise ValueError(f"the model has no landmark set {landmarks!r} (it has: {sorted(model.landmarks)})")
-            idx = torch.as_tensor(model.landmarks[landmarks], dtype=torch.long)
-            self.landmark_set = landmarks
         else:
-            idx = torch.as_tensor(landmarks, dtype=torch.long).reshape(-1)
-            self.landmark_set = "custom"
+            idx, self.landmark_set = landmark_indices(model.landmarks, landmarks)
+            idx = torch.as_tensor(idx, dtype=torch.long)
         n = model.n_vertices
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise ValueError(f"landmark indices must lie in [0, {n})")

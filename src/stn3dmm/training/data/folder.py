@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.paths import write_text_atomically
+from ...model.morphable import LANDMARK_SETS, SETS_BY_COUNT
 from ...photos.crop import DEFAULT_MARGIN
 from ...photos.io import IMAGE_EXTENSIONS, write_png_atomic
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_image, identities_or_none,
@@ -68,7 +69,6 @@ from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_i
 from ...core.defaults import IMAGE_SIZE
 
 FORMAT_VERSION = 1
-SETS_BY_COUNT = {21: "aflw21", 68: "ibug68"}
 CROPS = ("auto", "face", "whole")
 _PREFERRED = (".png", ".jpg", ".jpeg")
 
@@ -382,7 +382,7 @@ class LandmarkFolder(LabelledFaces):
                     bad.append((af, f"{n} landmarks and no landmark_set: pass landmark_set= to the reader"))
                     continue
                 data_set = item_set
-            want_n = len(data_set) if not isinstance(data_set, str) else {"aflw21": 21, "ibug68": 68}.get(data_set)
+            want_n = len(data_set) if not isinstance(data_set, str) else LANDMARK_SETS.get(data_set)
             if want_n is not None and n != want_n:
                 bad.append((af, f"{n} landmarks, the data set's {_set_name(data_set)} has {want_n}"))
                 continue

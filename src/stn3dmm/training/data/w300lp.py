@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...model.morphable import LANDMARK_SETS, SETS_BY_COUNT
 from ...photos.crop import DEFAULT_MARGIN
 from ...photos.io import IMAGE_EXTENSIONS
 from .crop import (Annotation, LabelledFaces, ReaderError, as_path_list, check_file, check_image, identities_or_none,
@@ -60,7 +61,6 @@ from ...core.defaults import IMAGE_SIZE
 POINT_FIELDS = ("pt2d", "pt3d_68")
 #: Variables that mark a .mat file as an image annotation of these data sets.
 ANNOTATION_FIELDS = ("Pose_Para", "pt2d", "pt3d_68")
-SETS_BY_COUNT = {68: "ibug68", 21: "aflw21"}
 _VIEW = re.compile(r"^(?P<key>.+)_(?P<view>\d+)$")
 #: folder-name suffix of 300W-LP's horizontally flipped copies (AFW_Flip, HELEN_Flip, ...)
 FLIP_SUFFIX = "_flip"
@@ -240,7 +240,7 @@ class Mat68(LabelledFaces):
         total = len(pairs) + len(bad)
         kept, cache = [], []
         if isinstance(landmark_set, str):
-            n_points = {v: k for k, v in SETS_BY_COUNT.items()}.get(landmark_set)
+            n_points = LANDMARK_SETS.get(landmark_set)
         else:
             n_points = None if landmark_set is None else len(landmark_set)
         for img, mat in pairs:
