@@ -8,7 +8,6 @@ in-process row samples the resident size on a thread (:func:`measure`).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -74,9 +73,10 @@ def run_child(script: str, args: list[str], check: bool = True) -> dict:
 
 
 def synthetic_models():
-    """The tests' synthetic face models (``tests/stn/conftest.py``): ``make_face_model(res)``,
+    """The tests' synthetic face models (``tests/testkit/synthetic_models.py``): ``make_face_model(res)``,
     ``euler_to_axis_angle``, ``brute_force_visibility``."""
-    spec = importlib.util.spec_from_file_location("stn_synthetic_models", ROOT / "tests" / "stn" / "conftest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    from testkit import synthetic_models
+
+    return synthetic_models

@@ -5,7 +5,7 @@ on a batch, each against a named baseline measured in the same run: the same lay
 image by image in a Python loop -- the way the original MatConvNet layers looped over the
 batch. Ratios are baseline / batched (higher = batched is better).
 
-Uses a synthetic R x R grid face model (tests/stn/conftest.py) with K identity and E expression
+Uses a synthetic R x R grid face model (tests/testkit/synthetic_models.py) with K identity and E expression
 components (the real model plugs in the same way). Every measurement runs in a fresh
 subprocess so that its peak memory (peak RSS above the level before the first run; CUDA:
 ``torch.cuda.max_memory_allocated``) is its own.

@@ -78,3 +78,19 @@ def demo_inputs():
     from stn3dmm.demo import read_demodata
 
     return read_demodata(f)
+
+
+@pytest.fixture(scope="session")
+def face_model():
+    """The synthetic 32 x 32 face model of :mod:`testkit.synthetic_models`."""
+    from testkit.synthetic_models import make_face_model
+
+    return make_face_model(32)
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """A 9 x 9 synthetic face model with 2 identity and 1 expression components."""
+    from testkit.synthetic_models import make_face_model
+
+    return make_face_model(9, n_id=2, n_exp=1)

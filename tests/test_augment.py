@@ -1,9 +1,6 @@
 """Tests of the flip augmentation: permutations, landmark mirroring, and the STN's flip equivariance."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,20 +9,9 @@ import torch
 from stn3dmm.stn.flip import (AFLW21_FLIP, IBUG68_FLIP, flip_images, flip_landmarks, flip_permutation, flip_theta,
                              mirror_augment)
 from stn3dmm.stn import MorphableSTN
+from testkit import synthetic_models as syn
 
 
-def load_synthetic():
-    """The synthetic-model builders of tests/stn/conftest.py."""
-    name = "stn_synthetic_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "stn" / "conftest.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-syn = load_synthetic()
 nan = float("nan")
 
 

@@ -1,9 +1,6 @@
 """Tests of landmark fitting on the synthetic model: accuracy, noise robustness, methods, bad input."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +10,7 @@ from stn3dmm.core.conventions import original_start_theta
 from stn3dmm.fitting.landmarks import DEFAULT_PRIOR_WEIGHT, ORIGINAL_PRIOR_WEIGHT, closed_form_pose, fit_landmarks
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn.layers import axis_angle_to_rotation, rotation_to_axis_angle
-
-
-def load_synthetic():
-    """The synthetic-model builders of tests/stn/conftest.py."""
-    name = "stn_synthetic_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "stn" / "conftest.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-syn = load_synthetic()
+from testkit import synthetic_models as syn
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,20 +11,9 @@ from PIL import Image, ImageFile
 
 from stn3dmm.photos import io as pio
 from stn3dmm.photos.io import Photo, PhotoError, iter_photos, read_photo, write_png_atomic
+from testkit import photo_corpus as kit
 
 
-def load_corpus_kit():
-    """./conftest.py loaded by path (``import conftest`` is ambiguous with several test folders)."""
-    name = "photos_corpus_kit"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-kit = load_corpus_kit()
 BAD, GOOD, PATTERN, STORED, block_centres, pattern = kit.BAD, kit.GOOD, kit.PATTERN, kit.STORED, kit.block_centres, \
     kit.pattern
 

@@ -1,30 +1,13 @@
 """Tests of MorphableSTN: the output contract, known answers, gradients, dtype/device, bad input."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from stn3dmm.stn import MorphableSTN
 from stn3dmm.stn import layers as L
-
-
-def _load_synthetic():
-    """The synthetic-model builders of ./conftest.py, loaded by path (``import conftest`` is
-    ambiguous when other test directories have a conftest.py too)."""
-    name = "stn_synthetic_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-syn = _load_synthetic()
+from testkit import synthetic_models as syn
 
 
 H = W = 224

@@ -23,20 +23,11 @@ def _yaw(deg):
 
 
 def _exact_truth(posed, faces, front):
-    """Exact ray casting (tests/stn/conftest.py, brute force over all triangles) of the
+    """Exact ray casting (testkit.synthetic_models, brute force over all triangles) of the
     front-facing vertices; back-facing ones are invisible (an open mesh seen from behind)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     import numpy as np
+    from testkit.synthetic_models import brute_force_visibility
 
-    name = "stn_synthetic_models"  # ./conftest.py by path, as tests/stn/test_visibility.py loads it
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    brute_force_visibility = sys.modules[name].brute_force_visibility
     truth = np.zeros(len(front), dtype=bool)
     q = np.nonzero(front)[0]
     truth[q] = brute_force_visibility(posed.numpy(), faces.numpy(), query=q)

@@ -1,9 +1,6 @@
 """Tests of the visibility rules: normals, back-face (a), depth test (b), against known answers."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,21 +9,7 @@ import torch
 from stn3dmm.stn import layers as L
 from stn3dmm.stn.visibility import (depth_buffer, vertex_normals, visibility_backface, visibility_comparison_figure,
                                     visibility_depth)
-
-
-def _load_synthetic():
-    """The synthetic-model builders of ./conftest.py, loaded by path (``import conftest`` is
-    ambiguous when other test directories have a conftest.py too)."""
-    name = "stn_synthetic_models"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-syn = _load_synthetic()
+from testkit import synthetic_models as syn
 
 
 def _t(a, dtype=torch.float64):

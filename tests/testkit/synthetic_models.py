@@ -3,8 +3,9 @@
 Owns: :func:`make_face_model` (a mirror-symmetric half-ellipsoid face cap with a nose ridge on a
 res x res grid, smooth symmetric identity / expression components, AFLW-21 and iBUG-68
 landmarks placed from 2-D templates), :func:`grid_faces`, :func:`make_sphere` /
-:func:`make_plane` (known-answer visibility scenes), :func:`euler_to_axis_angle`, and pytest
-fixtures. Top-level tests load this file by path (``load_synthetic()`` in their modules).
+:func:`make_plane` (known-answer visibility scenes), :func:`euler_to_axis_angle` and
+:func:`brute_force_visibility`. The fixtures ``face_model`` and ``small_model`` are in
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from stn3dmm.model import MorphableModel
@@ -195,13 +195,3 @@ def brute_force_visibility(vertices: np.ndarray, faces: np.ndarray, eps: float =
         z = w0 * a[:, 2] + w1 * b[:, 2] + w2 * c[:, 2]
         out[s:s + chunk] = ~((inside & (z > q[:, None, 2] + eps)).any(1))
     return out
-
-
-@pytest.fixture(scope="session")
-def face_model():
-    return make_face_model(32)
-
-
-@pytest.fixture(scope="session")
-def small_model():
-    return make_face_model(9, n_id=2, n_exp=1)
