@@ -97,7 +97,7 @@ def main():
     torch.set_num_threads(args.threads)
 
     from stn3dmm.fitting.landmarks import fit_landmarks
-    from stn3dmm.model.prepare import load_model
+    from stn3dmm.model.store import load_model
     from stn3dmm.stn import MorphableSTN
 
     model = load_model()

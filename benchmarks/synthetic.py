@@ -37,7 +37,7 @@ def child(args):
         torch.set_num_threads(args.threads)
     from stn3dmm.training.data.synthetic import SyntheticFaces
     from stn3dmm.training.data.synthetic_export import export_synthetic
-    from stn3dmm.model.prepare import load_model
+    from stn3dmm.model.store import load_model
 
     model = load_model(args.model) if args.model else load_model()
     views = 4

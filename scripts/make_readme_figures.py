@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from stn3dmm.model.prepare import load_model
+from stn3dmm.model.store import load_model
 from stn3dmm.viz import draw_shaded, plt, save_figure, yaw_rotation
 
 

@@ -7,8 +7,7 @@
     fit = stn3dmm.fit_landmarks(model, landmarks)     # theta from 2-D landmarks
 """
 
-from .model import MorphableModel, load_model_file, save_model
-from .model.prepare import load_model
+from .model import MorphableModel, load_model, load_model_file, save_model
 
 __version__ = "0.1.0"
 __all__ = ["MorphableModel", "MorphableSTN", "fit_landmarks", "load_model", "load_model_file", "save_model"]

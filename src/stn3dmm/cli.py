@@ -90,7 +90,7 @@ def _bfm2009_landmarks(index_map):
 def cmd_prepare_model(args) -> int:
     from .model import save_model
     from .model.prepare import prepare_grid_model
-    from .core.paths import default_model_path, model_name
+    from .model.store import default_model_path, model_name
 
     if args.res < 16:
         raise ValueError(f"--res must be at least 16, got {args.res}")
@@ -107,7 +107,7 @@ def cmd_prepare_model(args) -> int:
 
 
 def cmd_show_model(args) -> int:
-    from .model.prepare import load_model
+    from .model.store import load_model
     from .viz import show_model
 
     model = load_model(args.file, log=_log)
@@ -118,7 +118,7 @@ def cmd_show_model(args) -> int:
 def cmd_demo(args) -> int:
 
     from .demo import convergence_figure, default_demo_data, demo_figures, read_demodata, run_demo
-    from .model.prepare import load_model
+    from .model.store import load_model
     from .stn.visibility import visibility_comparison_figure
 
     images, labels = read_demodata(args.data or default_demo_data())
@@ -136,7 +136,7 @@ def cmd_demo(args) -> int:
 
 def cmd_flatten(args) -> int:
     from .flatten.pipeline import Flattener, check_options, flatten_paths
-    from .model.prepare import load_model
+    from .model.store import load_model
 
     check_options(args.size, args.res, args.max_faces, flags=True)     # before any work
     if args.max_pixels is not None and args.max_pixels < 1:
@@ -205,7 +205,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_synthetic(args) -> int:
     from .training.data.synthetic_export import export_synthetic
-    from .model.prepare import load_model
+    from .model.store import load_model
 
     options = {}
     if args.textures:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from stn3dmm.model import ModelFileError, MorphableModel, save_model
-from stn3dmm.model.prepare import PREPARED_BY, load_model
-from stn3dmm.core.paths import default_model_path, model_name, parse_model_name, prepared_models
+from stn3dmm.model.prepare import PREPARED_BY
+from stn3dmm.model.store import load_model
+from stn3dmm.model.store import default_model_path, model_name, parse_model_name, prepared_models
 
 
 def _model(res=4, source="test", prepared_by=PREPARED_BY):

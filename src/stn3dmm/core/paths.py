@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from .defaults import GRID_RES
 
 
 def cache_dir() -> Path:
@@ -25,38 +23,6 @@ def cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "stn3dmm"
-
-
-def default_model_path(res: int = GRID_RES, source: str = "default") -> Path:
-    """Where ``prepare-model`` writes, and every other command looks, when no file is named."""
-    name = "grid_model.npz" if (source, res) == ("default", GRID_RES) else f"grid_model_{source}_r{res}.npz"
-    return cache_dir() / "models" / name
-
-
-def model_name(path: str | os.PathLike) -> str | None:
-    """The name ``load_model`` knows a prepared file in the cache by: ``grid_model.npz`` is
-    "default", ``grid_model_bfm2017_r64.npz`` is "bfm2017_r64" (R = 112 names drop the
-    suffix: "bfm2017"); None for other file names."""
-    stem = Path(path).name
-    if stem == "grid_model.npz":
-        return "default"
-    m = re.fullmatch(r"grid_model_(.+)_r(\d+)\.npz", stem)
-    if not m:
-        return None
-    return m.group(1) if int(m.group(2)) == GRID_RES else f"{m.group(1)}_r{m.group(2)}"
-
-
-def parse_model_name(name: str) -> tuple[str, int]:
-    """"bfm2017_r64" -> ("bfm2017", 64); "bfm2017" -> ("bfm2017", 112)."""
-    m = re.fullmatch(r"(.+?)(?:_r(\d+))?", name)
-    return m.group(1), int(m.group(2) or GRID_RES)
-
-
-def prepared_models() -> dict[str, Path]:
-    """Name -> path of every prepared grid model in the cache, sorted by name."""
-    folder = cache_dir() / "models"
-    found = {model_name(p): p for p in folder.glob("grid_model*.npz")} if folder.is_dir() else {}
-    return dict(sorted((k, v) for k, v in found.items() if k))
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:

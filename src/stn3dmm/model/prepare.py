@@ -2,22 +2,19 @@
 
 :func:`prepare_grid_model` runs the whole pipeline and returns the grid model together with
 a :class:`PrepareReport` of what it measured (mesh checks, UV bijectivity, mirror and
-resampling errors, time per step). :func:`load_model` is the one-call entry point the rest
-of the package uses: it returns a model named by a path or by its name in the cache, or the
-prepared default model, preparing it on first use.
+resampling errors, time per step). Where prepared files are kept, and how a model is found
+by name, is :mod:`.store`'s job.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .mesh import MeshReport, closest_points_on_mesh, face_normals, mesh_report
-from .morphable import ModelFileError, MorphableModel, load_model_file, save_model
+from .morphable import MorphableModel
 from .resample import (grid_faces, grid_midline, grid_mirror, grid_uv, resampling_matrix,
                        uv_of_points)
 from .symmetry import canonical_frame, cut_at_midplane, mirror_pairs, mirror_plane
@@ -25,6 +22,10 @@ from .triangulate import fill_holes, recover_mesh
 from .uv import embed_half, signed_areas
 from .uv_repair import make_bijective
 from ..core.defaults import GRID_RES
+
+#: Written into every prepared file; bump it when preparation changes what it writes, so that a
+#: default model cached by an earlier version is prepared again (2: the source UV map repair).
+PREPARED_BY = "stn3dmm grid preparation 2"
 
 
 @dataclass
@@ -231,51 +232,3 @@ def prepare_grid_model(src: MorphableModel, res: int = GRID_RES, log=print):
         log(line)
     return model, rep
 
-
-#: Written into every prepared file; bump it when preparation changes what it writes, so that a
-#: default model cached by an earlier version is prepared again (2: the source UV map repair).
-PREPARED_BY = "stn3dmm grid preparation 2"
-
-
-def load_model(path=None, res: int = GRID_RES, log=None) -> MorphableModel:
-    """A grid model, named by ``path``:
-
-    * None: the default model at resolution ``res`` (prepared, and cached under
-      :func:`stn3dmm.core.paths.default_model_path`, on first use);
-    * a path to a ``.npz`` file;
-    * the name of a model prepared into the cache by ``stn3dmm prepare-model``: the source,
-      with ``_rR`` unless R = 112 ("default", "default_r64", "bfm2017", "bfm2017_r64").
-      The default source's names are prepared on demand; other unknown names raise a
-      :class:`ModelFileError` listing the prepared models found.
-    """
-    from ..core.paths import default_model_path, parse_model_name, prepared_models
-
-    if path is None:
-        source, r = "default", res
-    else:
-        text = str(path)
-        if os.sep in text or "/" in text or text.endswith(".npz") or Path(text).exists():
-            return load_model_file(text)
-        source, r = parse_model_name(text)
-        found = prepared_models()
-        if text in found:
-            return load_model_file(found[text])
-        if source != "default":
-            names = ", ".join(found) or "none"
-            raise ModelFileError(f"{text}: no such file, and not the name of a prepared model "
-                                 f"(prepared in {default_model_path().parent}: {names}); "
-                                 f"prepare it with: stn3dmm prepare-model --source {source} ... --res {r}")
-    target = default_model_path(r)
-    log = log or (lambda msg: print(msg, flush=True))
-    why = "once"
-    if target.exists():
-        model = load_model_file(target)
-        if str(model.extras.get("prepared_by", "")) == PREPARED_BY:
-            return model
-        why = "the cached file was made by an earlier stn3dmm"
-    from .sources import load_default_source
-
-    log(f"preparing the default model at R = {r} ({why}; cached at {target}) ...")
-    model, _ = prepare_grid_model(load_default_source(log=log), res=r, log=log)
-    save_model(model, target)
-    return model

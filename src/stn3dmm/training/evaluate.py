@@ -183,7 +183,7 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     """Evaluate a checkpoint on a data set described like a [data] config section, on ``device``
     (``"auto"``: CUDA when available)."""
     from .data.sample import landmark_vertices
-    from ..model.prepare import load_model
+    from ..model.store import load_model
     from ..stn import MorphableSTN
     from .loop import resolve_device
     from .batches import build_dataset, dataset_pair_groups

@@ -60,7 +60,7 @@ class Trainer:
     def __init__(self, cfg: dict, log=print, progress: bool = True):
         from .data.sample import landmark_vertices
         from ..nets.localiser import build_localiser, param_groups
-        from ..model.prepare import load_model
+        from ..model.store import load_model
         from ..stn import MorphableSTN
 
         self.cfg, self.log = cfg, log
