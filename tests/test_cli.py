@@ -99,12 +99,11 @@ def test_bfm2017_needs_both_landmark_sets(tmp_path, capsys):
 
 def test_bfm2009_landmarks_come_from_the_default_data(real_cache, monkeypatch, tmp_path):
     """Through the identity index map, the BFM 2009 landmarks are the default model's own."""
-    from stn3dmm.cli import _bfm2009_landmarks
-    from stn3dmm.model.sources import load_default_source
+    from stn3dmm.model.sources import default_landmarks, load_default_source
 
     monkeypatch.setenv("STN3DMM_CACHE", real_cache[0])
     np.save(tmp_path / "map.npy", np.arange(53215))
-    lms = _bfm2009_landmarks(tmp_path / "map.npy")
+    lms = default_landmarks(tmp_path / "map.npy")
     ref = load_default_source(1, 0, log=lambda m: None).landmarks
     assert lms["aflw21"] == ref["aflw21"].tolist() and lms["ibug68"] == ref["ibug68"].tolist()
 

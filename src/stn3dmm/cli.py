@@ -5,12 +5,15 @@ Commands: ``prepare-model`` (build the grid model file), ``show-model`` (picture
 flattened face textures), ``average`` (mean texture of one person), ``train``, ``evaluate`` and
 ``synthetic`` (learning the localiser).
 Errors the user can fix (bad files, missing data) print one clear line and exit with 2.
+
+Each command imports what it calls inside its function, so that ``stn3dmm --help`` and a
+mistyped option answer at once instead of after importing torch and mediapipe.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -21,80 +24,15 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _landmarks_arg(path):
-    """The --landmarks JSON: both landmark sets the model file contract requires."""
-    from .model.morphable import LANDMARK_SETS
-
-    if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-        lms = {k: [int(i) for i in v] for k, v in data.items()}
-    except (OSError, ValueError, AttributeError, TypeError) as e:
-        raise ValueError(f"{path}: cannot read landmark indices ({e}); expected JSON "
-                         '{"aflw21": [21 vertex indices], "ibug68": [68 vertex indices]}') from None
-    missing = [k for k in LANDMARK_SETS if k not in lms]
-    if missing:
-        raise ValueError(f"{path}: no {' or '.join(missing)} landmark set; the model file needs both "
-                         '(JSON {"aflw21": [21 vertex indices], "ibug68": [68 vertex indices]})')
-    return lms
-
-
-def _source_model(args):
-    from .model.sources import load_bfm2009, load_bfm2017, load_default_source
-
-    n = dict(n_id=args.n_id, n_exp=args.n_exp)
-    if args.source == "default":
-        if args.inputs:
-            raise ValueError("--source default takes no input files (its data comes from PyPI)")
-        return load_default_source(log=_log, **n)
-    if args.source == "bfm2009":
-        if len(args.inputs) != 3:
-            raise ValueError("--source bfm2009 needs three files: 01_MorphableModel.mat "
-                             "Model_Expression.mat INDEX_MAP (the 53,215 expression vertices in BFM's numbering)")
-        lms = _landmarks_arg(args.landmarks) or _bfm2009_landmarks(args.inputs[2])
-        return load_bfm2009(*args.inputs, landmarks=lms, log=_log, **n)
-    if len(args.inputs) != 1:
-        raise ValueError("--source bfm2017 needs one file: the model's .h5")
-    if not Path(args.inputs[0]).is_file():
-        raise ValueError(f"{args.inputs[0]}: no such file")
-    if args.landmarks is None:
-        raise ValueError("--source bfm2017 needs --landmarks FILE.json: the model file must carry the "
-                         'AFLW-21 and iBUG-68 vertex indices ({"aflw21": [21 indices], "ibug68": [68 indices]} '
-                         "in the .h5's vertex numbering); the BFM 2017/2019 files hold none")
-    return load_bfm2017(args.inputs[0], landmarks=_landmarks_arg(args.landmarks), log=_log, **n)
-
-
-def _bfm2009_landmarks(index_map):
-    """AFLW-21 and iBUG-68 mapped into BFM 2009's numbering through the 3DDFA index map. The
-    iBUG-68 vertices come from the default model's data (fetched, as for --source default,
-    when not cached)."""
-    import numpy as np
-
-    from .model.sources import SourceUnavailable, bfm2009, default_3ddfa
-
-    idx = bfm2009._index_map(index_map, n=10 ** 9)
-    if len(idx) != default_3ddfa.N_VERTICES:
-        raise ValueError(f"{index_map}: {len(idx)} entries, but mapping the default landmarks needs the "
-                         f"{default_3ddfa.N_VERTICES}-vertex 3DDFA index map; or pass --landmarks FILE.json")
-    try:
-        folder = default_3ddfa.fetch_default_files(log=_log)
-    except SourceUnavailable as e:
-        raise SourceUnavailable(f"--source bfm2009 takes its iBUG-68 landmarks from the default model's data, "
-                                f"which is not cached and could not be fetched (or pass --landmarks FILE.json "
-                                f"with both sets). {e}") from None
-    kp = default_3ddfa._ibug68(np.load(folder / "keypoints_sim.npy", allow_pickle=False), folder)
-    return {"aflw21": idx[default_3ddfa.AFLW21].tolist(), "ibug68": idx[kp].tolist()}
-
-
 def cmd_prepare_model(args) -> int:
     from .model import save_model
     from .model.prepare import prepare_grid_model
+    from .model.sources import load_source
     from .model.store import default_model_path, model_name
 
     if args.res < 16:
         raise ValueError(f"--res must be at least 16, got {args.res}")
-    src = _source_model(args)
+    src = load_source(args.source, args.inputs, args.landmarks, n_id=args.n_id, n_exp=args.n_exp, log=_log)
     model, _ = prepare_grid_model(src, res=args.res, log=_log)
     out = Path(args.out) if args.out else default_model_path(args.res, args.source)
     save_model(model, out)
@@ -116,7 +54,6 @@ def cmd_show_model(args) -> int:
 
 
 def cmd_demo(args) -> int:
-
     from .demo import convergence_figure, default_demo_data, demo_figures, read_demodata, run_demo
     from .model.store import load_model
     from .stn.visibility import visibility_comparison_figure
@@ -173,7 +110,7 @@ def cmd_train(args) -> int:
 
     cfg = load_config(args.config, args.set)
     last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         _log("last: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
         _log(f"checkpoints and logs in {Path(cfg['train']['out']).resolve()}")
     return 0
@@ -222,10 +159,7 @@ def cmd_synthetic(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stn3dmm", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_prepare_model(sub) -> None:
     q = sub.add_parser("prepare-model", help="build the R x R grid model file from a morphable model")
     q.add_argument("--source", choices=["default", "bfm2009", "bfm2017"], default="default")
     q.add_argument("inputs", nargs="*", help="the source's files (none for the default model)")
@@ -237,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(required for bfm2017; bfm2009 maps the default model's)")
     q.set_defaults(func=cmd_prepare_model)
 
+
+def _add_show_model(sub) -> None:
     q = sub.add_parser("show-model", help="write pictures of a grid model")
     q.add_argument("file", nargs="?", help="grid model .npz, or the name of a prepared model such as "
                                            "bfm2017_r64 (default: the prepared default model)")
@@ -244,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-random", type=int, default=6, help="random faces to draw (default 6)")
     q.set_defaults(func=cmd_show_model)
 
+
+def _add_demo(sub) -> None:
     q = sub.add_parser("demo", help="the original demo: fit six photos from landmarks and flatten them")
     q.add_argument("--data", help="demodata.mat (default: $STN3DMM_SHARED/data or ../shared/data)")
     q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
@@ -252,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="directory for the figures")
     q.set_defaults(func=cmd_demo)
 
+
+def _add_flatten(sub) -> None:
     q = sub.add_parser("flatten", help="flatten the faces of photos into the model's UV space")
     q.add_argument("inputs", nargs="*", help="photos and/or folders of photos")
     q.add_argument("--samples", action="store_true",
@@ -278,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_flatten)
 
+
+def _add_average(sub) -> None:
     q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person)")
     q.add_argument("folder", help="folder of *_texture.png files written by flatten")
     q.add_argument("--out", required=True, help="output PNG; a coverage map is written beside it")
@@ -285,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_average)
 
+
+def _add_train(sub) -> None:
     q = sub.add_parser("train", help="train a localiser through the 3DMM-STN (TOML config)")
     q.add_argument("--config", help="TOML file (sections: model, localiser, stn, data, loss, optim, train)")
     q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
@@ -292,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     q = sub.add_parser("evaluate", help="landmark NME by yaw, pose error, consistency, symmetry of a checkpoint")
     q.add_argument("--checkpoint", required=True)
     q.add_argument("--data", help="data kind (default: the training run's): synthetic, umdfaces, 300w-lp, "
@@ -303,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
     q.set_defaults(func=cmd_evaluate)
 
+
+def _add_synthetic(sub) -> None:
     q = sub.add_parser("synthetic", help="render a synthetic multi-view data set to a landmark folder")
     q.add_argument("--out", required=True)
     q.add_argument("--identities", type=int, default=100)
@@ -321,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--overwrite", action="store_true")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_synthetic)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stn3dmm", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_prepare_model(sub)
+    _add_show_model(sub)
+    _add_demo(sub)
+    _add_flatten(sub)
+    _add_average(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_synthetic(sub)
     return p
 
 

@@ -2,10 +2,8 @@
 
 Owns :func:`cpu_threads`. Fitting theta runs hundreds of tiny tensor operations; with more
 than one intra-op thread every one of them is an OpenMP fork/join, which buys nothing at
-these sizes and, when other processes keep the cores busy, costs a great deal: measured on
-the 2-core machine here, fitting the six demo photos took 0.033 s with 1 or 2 threads on an
-idle machine, but 2.1 s with 2 threads against 0.039 s with 1 while two busy loops ran.
-So those parts run single-threaded on the CPU unless asked otherwise. CUDA is unaffected.
+these sizes and, when other processes keep the cores busy, costs a great deal (every
+fork/join waits for a core that another process holds). So those parts run single-threaded on the CPU unless asked otherwise. CUDA is unaffected.
 
 ``torch.set_num_threads`` is process-wide: do not change it concurrently from two Python
 threads (the flattening pipeline's writer thread does no torch work).

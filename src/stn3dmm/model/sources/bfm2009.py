@@ -19,7 +19,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..morphable import ModelFileError, MorphableModel
-from .wheel import log_stderr
+from .wheel import SourceUnavailable, log_stderr
 
 
 def load_bfm2009(bfm_path: str | os.PathLike, expression_path: str | os.PathLike,
@@ -243,3 +243,27 @@ def _index_map(index_map, n: int) -> np.ndarray:
     if len(np.unique(a)) != len(a):
         raise ModelFileError(f"{where}: repeats vertex indices")
     return a
+
+
+def default_landmarks(index_map: str | os.PathLike | np.ndarray,
+                      log: Callable[[str], None] = log_stderr) -> dict[str, list[int]]:
+    """AFLW-21 and iBUG-68 in BFM 2009's numbering, mapped through the 3DDFA index map.
+
+    The two sets are the default model's (whose 53,215 vertices are the index map's), so the
+    iBUG-68 vertices come from the default model's data, fetched as ``--source default`` would
+    fetch it when it is not cached.
+    """
+    from . import default_3ddfa
+
+    idx = _index_map(index_map, n=10 ** 9)
+    if len(idx) != default_3ddfa.N_VERTICES:
+        raise ValueError(f"{index_map}: {len(idx)} entries, but mapping the default landmarks needs the "
+                         f"{default_3ddfa.N_VERTICES}-vertex 3DDFA index map; or pass --landmarks FILE.json")
+    try:
+        folder = default_3ddfa.fetch_default_files(log=log)
+    except SourceUnavailable as e:
+        raise SourceUnavailable(f"--source bfm2009 takes its iBUG-68 landmarks from the default model's data, "
+                                f"which is not cached and could not be fetched (or pass --landmarks FILE.json "
+                                f"with both sets). {e}") from None
+    kp = default_3ddfa.ibug68_indices(np.load(folder / "keypoints_sim.npy", allow_pickle=False), folder)
+    return {"aflw21": idx[default_3ddfa.AFLW21].tolist(), "ibug68": idx[kp].tolist()}

