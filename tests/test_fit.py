@@ -196,7 +196,7 @@ def test_aflw21_and_bad_input(model, stn):
 
 @pytest.mark.parametrize("scale", ["exp", "original"])
 def test_closed_form_jacobian_matches_autograd(scale):
-    from stn3dmm.fitting.landmarks import _Problem
+    from stn3dmm.fitting.problem import LandmarkProblem as _Problem
 
     g = torch.Generator().manual_seed(7)
     n_l, k, e, b = 12, 4, 3, 6
