@@ -141,7 +141,7 @@ class Flattener:
             return self._flatten_many(items)
 
     def _flatten_many(self, items: list) -> list[FaceResult]:
-        from ..photos import crop_face
+        from ..photos import crop_face, face_targets
 
         t0 = time.perf_counter()
         crops, transforms, targets = [], [], []
@@ -150,7 +150,7 @@ class Flattener:
             # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
             crops.append(np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1))
             transforms.append(tr)
-            targets.append(f.transformed(tr).landmarks(self.model, self.mapping))
+            targets.append(face_targets(f.transformed(tr), self.model, self.mapping))
         t1 = time.perf_counter()
         pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
         w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
