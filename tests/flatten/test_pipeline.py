@@ -10,8 +10,7 @@ from PIL import Image
 
 def test_a_coarser_texture_samples_the_same_surface(source, flattener, default_grid):
     """The R' = 64 texture equals the R = 112 one resampled to 64 (both sample the same grid
-    positions, align_corners), up to interpolating twice: measured 3.7 / 255, about what a JPEG
-    re-encode changes (3.3)."""
+    positions, align_corners), up to interpolating twice: about what a JPEG re-encode changes."""
     import torch
     import torch.nn.functional as F
 
@@ -29,9 +28,8 @@ def test_a_coarser_texture_samples_the_same_surface(source, flattener, default_g
 
 def test_padding_outside_the_photo_is_invisible(source, flattener):
     """The face square of a photo cut through the face reaches past the photo's edge: the crop
-    pads it black. Padding must not count as seen (before: 12.8 % of the grid visible and
-    black), and must be completed from the mirror side. (The fit itself differs from the uncut
-    photo's, 21 / 255 over the texels both see: the detector's mesh of a half face is poorer.)"""
+    pads it black. Padding must not count as seen, and must be completed from the mirror side.
+    (The fit itself differs from the uncut photo's: the detector's mesh of a half face is poorer.)"""
     from stn3dmm.flatten.pipeline import flatten_largest
 
     f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
@@ -120,5 +118,5 @@ def test_flattened_texture_is_consistent_under_photo_transforms(photo, name, con
 @pytest.mark.parametrize("photo", list(MEASURED))
 def test_upscaling_changes_the_texture_no_more_than_re_encoding(photo, consistency):
     """Scaling 2x resamples the photo; the texture must differ by no more than 1.5x what a
-    JPEG re-encode of the same photo changes (measured: 1.02x grace_hopper, 0.87x astronaut)."""
+    JPEG re-encode of the same photo changes."""
     assert consistency(photo, "scaled 2x")[0] <= 1.5 * consistency(photo, "re-encoded JPEG q90 (reference)")[0]

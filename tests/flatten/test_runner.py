@@ -18,7 +18,7 @@ def test_flatten_a_batch_of_good_and_bad_files(corpus, default_grid, tmp_path, c
     err = capsys.readouterr().err
     assert rc == 0, err
     ok = {k for k, v in expected.items() if v == "ok"}
-    # the progress bar's last state agrees with the summary (it used to stop counting early)
+    # the progress bar's last state agrees with the summary (counted after the last batch)
     last = [seg for seg in err.replace("\r", "\n").splitlines() if "faces=" in seg][-1]
     assert f"faces={len(ok)}, failed={len(expected) - len(ok)}" in last, last
     for stem in ok:

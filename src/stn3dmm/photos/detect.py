@@ -278,8 +278,8 @@ def _as_uint8_rgb(image) -> np.ndarray:
 def _warp_uint8(img: np.ndarray, t: CropTransform) -> np.ndarray:
     """A similarity crop of a uint8 image with Pillow (box filter by the integer shrink factor,
     then bilinear; black outside), giving the uint8 crop mediapipe takes. Pillow rather than
-    :func:`~stn3dmm.photos.crop.warp` (torch): on 2 cores, torch's thread pool was seen running
-    ~10x slower right after mediapipe's worker threads."""
+    :func:`~stn3dmm.photos.crop.warp` (torch): on a machine with few cores, torch's thread pool
+    runs much slower right after mediapipe's worker threads."""
     from PIL import Image
 
     w, h = t.size

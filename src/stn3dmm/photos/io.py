@@ -12,8 +12,8 @@ What :func:`read_photo` does, in order:
 2. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, the
    smallest that keeps the longer side at least ``max_side / 1.25``); when that is already at
    most ``max_side`` it is the result, so a JPEG may come out up to 20 % below ``max_side``
-   (a 4000 x 3000 photo gives 2000 x 1500 in a tenth of the time, a 12000 x 9000 one is
-   decoded at 3000 x 2250: 6.75 M pixels, not 108 M).
+   (a 4000 x 3000 photo is decoded at 2000 x 1500, a 12000 x 9000 one at 3000 x 2250: 6.75 M
+   pixels, not 108 M).
 3. Decompression-bomb protection: the number of pixels that will be decoded (the reduced
    size for a JPEG, the header's size for other formats, which cannot be decoded reduced)
    must not exceed ``max_pixels`` (default: Pillow's ``Image.MAX_IMAGE_PIXELS`` at call time,
@@ -31,8 +31,8 @@ What :func:`read_photo` does, in order:
    composited over a neutral grey (:data:`BACKGROUND`, 0.5); their alpha is kept in
    :attr:`Photo.alpha`. Multi-frame files give their first frame.
 6. Images whose longer side exceeds ``max_side`` (default :data:`DEFAULT_MAX_SIDE`, 2048) are
-   downscaled (aspect ratio kept) with Pillow's antialiased bilinear (triangle) filter, half the
-   time of Lanczos on a 12 MP photo; ``max_side=None`` keeps the full size.
+   downscaled (aspect ratio kept) with Pillow's antialiased bilinear (triangle) filter, cheaper
+   than Lanczos; ``max_side=None`` keeps the full size.
 
 The result is float32 RGB in [0, 1], shape (H, W, 3), in the image convention of
 :mod:`stn3dmm.core.conventions` (x right, y down, 0-based pixel centres).
