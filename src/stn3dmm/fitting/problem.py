@@ -91,7 +91,8 @@ class LandmarkProblem:
         return (r * r).sum(1)
 
     def jacobian(self, theta):
-        """(B, M, P) Jacobian of :meth:`residuals`, in closed form (batched einsums).
+        """(B, 6+K+E) -> (B, 2L+K+E, 6+K+E): the Jacobian of :meth:`residuals`, in closed form
+        (batched einsums).
 
         With p = s D R X + t (D keeps x and -y) and X = mean + B_id a + B_exp b:
         dp/dt = I, dp/dlogs = s' D R X, dp/da_k = s D R B_k, and for the axis-angle r,
@@ -130,7 +131,7 @@ class LandmarkProblem:
         return torch.cat((jd, jp), 1)
 
     def jacobian_autograd(self, theta):
-        """The same Jacobian by automatic differentiation (for tests)."""
+        """The same (B, 2L+K+E, 6+K+E) Jacobian by automatic differentiation (for tests)."""
         def one(th, yy, ww):
             return self.residuals(th[None], yy[None], ww[None])[0]
 
