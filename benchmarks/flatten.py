@@ -66,7 +66,7 @@ def main():
     import torch
 
     torch.set_num_threads(args.threads)
-    from stn3dmm.flatten.pipeline import Flattener, flatten_paths
+    from stn3dmm.flatten import Flattener, flatten_paths
     from stn3dmm.model.store import load_model
     from stn3dmm.photos import FaceDetector, detect_faces, read_photo
 

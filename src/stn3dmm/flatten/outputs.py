@@ -12,7 +12,7 @@ Owns :func:`output_names`, :func:`unique_stems`, :func:`is_flatten_output`,
   of any side R' fits the mesh; no second copy of the same image is written).
 
 Every file is written atomically (temporary file, then renamed into place). PNGs use zlib
-level 1: the images are small and level 6 costs 2-3x the time for ~10 % smaller files.
+level 1: the images are small, and higher levels cost much more time for slightly smaller files.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def _info(r, model, photo) -> dict:
 
 
 def _json_text(info: dict) -> str:
-    """One top-level key per line; each value compact (the C encoder: 10x faster than indent=)."""
+    """One top-level key per line; each value compact (so json uses its C encoder, which it
+    does not with indent=)."""
     return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in info.items()) + "\n}\n"
 
 

