@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..core.conventions import N_POSE
 from ..stn.flip import flip_images
-from .checkpoints import link_or_copy, load_checkpoint, write_durably
-from ..stn.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from .config import DEFAULTS, check_batch, depth_options, load_config
+from ..stn.losses import siamese_loss, total_loss
 from .batches import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
+from .checkpoints import link_or_copy, load_checkpoint, write_durably
+from .config import DEFAULTS, check_batch, depth_options, load_config
 
 # ----------------------------------------------------------------------------- trainer
 
@@ -157,11 +158,12 @@ class Trainer:
         out = self.stn(images, theta)
         pred = torch.gather(out["points"], 1, verts[..., None].expand(-1, -1, 2))
         wts = cfg["loss"]
-        terms = {"landmark": wts["landmark"] * landmark_loss(pred, target, vis, "sum") / n,
-                 "prior": wts["prior"] * prior_loss(theta[:, 6:], "sum") / n}
         masked = out["masked"]
-        if wts["symmetry"]:
-            terms["symmetry"] = wts["symmetry"] * symmetry_loss(masked, "sum") / n
+        # the original's sums, weighted, then per image (module docstring); the siamese term
+        # is not total_loss's single pair: it adds the mirror pairs and the identity pairs
+        weighted = total_loss(predicted=pred, target=target, visibility=vis, alpha=theta[:, N_POSE:],
+                              flattened=masked if wts["symmetry"] else None, weights=wts, reduction="sum")
+        terms = {k: v / n for k, v in weighted.items() if k != "total"}
         if wts["siamese"]:
             sia = []
             if cfg["train"]["mirror"]:                # an image and its mirror: compare mirrored UV
