@@ -125,7 +125,7 @@ def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
         res["pose_mae_deg"] = {k: float(err[ok, i].mean()) for i, k in enumerate(("yaw", "pitch", "roll"))}
         res["pose_mae_deg"]["mean"] = float(err[ok].mean())
     # flattened consistency across views of one identity (never a flip with an unflipped image:
-    # p["group"], from train_data.dataset_pair_groups), and symmetry
+    # p["group"], from batches.dataset_pair_groups), and symmetry
     ids = (p["group"] if "group" in p else p["identity"]).numpy()
     cons = []
     for i in np.unique(ids[ids >= 0]):

@@ -6,7 +6,7 @@ gradient clipping, mixed precision on CUDA), the training state for checkpoints 
 resume, with the CPU and every rank's CUDA random state; written once by
 :mod:`.checkpoints`), logs (TensorBoard, ``metrics.jsonl``, a progress bar) and data
 parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``). The configuration is
-:mod:`.train_config`; data sets, pairing and the batch schedule are :mod:`.train_data`.
+:mod:`.config`; data sets, pairing and the batch schedule are :mod:`.batches`.
 
 Loss normalisation: each term is the original's *sum* over a batch divided by the number of
 images in it, i.e. the original's per-image balance between the terms. Because every
@@ -76,7 +76,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         threads = int(cfg["train"]["threads"]) or (max(1, (os.cpu_count() or 1) // self.world)
                                                   if self.world > 1 and self.device.type == "cpu" else 0)
-        if threads:     # several processes on one CPU: oversubscribed threads slow down 10-20x
+        if threads:     # several processes on one CPU: share its cores (oversubscribed threads crawl)
             torch.set_num_threads(threads)
         check_batch(cfg["train"], self.world)
         torch.manual_seed(cfg["train"]["seed"])
@@ -87,7 +87,7 @@ class Trainer:
         self.data = build_dataset(cfg["data"], self.model, size, cfg["data"]["landmark_set"],
                                   progress=progress and self.rank == 0, distributed=self.world > 1)
         self.groups = None
-        if cfg["train"]["pairs"] == "identity":   # grouped once: regrouping 368k items took 2 s per step
+        if cfg["train"]["pairs"] == "identity":   # grouped once: regrouping a large data set every step is slow
             ids = dataset_pair_groups(self.data)
             self.groups = IdentityGroups(np.full(len(self.data), -1) if ids is None else ids)
             if not len(self.groups.keys):
