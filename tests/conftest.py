@@ -75,7 +75,7 @@ def demo_inputs():
     f = SHARED_DATA / "demodata.mat"
     if not f.exists():
         pytest.skip(f"{f} not present (the shared data folder is not shipped with stn3dmm)")
-    from stn3dmm.demo import read_demodata
+    from stn3dmm.training.data.demo_photos import read_demodata
 
     return read_demodata(f)
 

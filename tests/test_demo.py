@@ -1,7 +1,6 @@
 """stn3dmm demo: the original's six photos (when ../shared/data is present) and bad input."""
 
 import numpy as np
-import torch
 import pytest
 import scipy.io
 
@@ -32,7 +31,8 @@ def test_demo_figure_content(default_grid, shared_dir):
     data = shared_dir / "data" / "demodata.mat"
     if not data.exists():
         pytest.skip(f"{data} not present (the shared data folder is not shipped with stn3dmm)")
-    from stn3dmm.demo import DemoRun, demo_figure, demo_outputs, read_demodata
+    from stn3dmm.demo import DemoRun, demo_figure, demo_outputs
+    from stn3dmm.training.data.demo_photos import read_demodata
     from stn3dmm.fitting.landmarks import fit_landmarks
     from stn3dmm.viz import plt
 
@@ -82,21 +82,3 @@ def test_demo_bad_data_file(tmp_path, capsys, content, message):
         f.write_text(content)
     assert main(["demo", "--data", str(f), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
-
-
-def test_demo_photos_as_an_evaluation_set(shared_dir):
-    data = shared_dir / "data" / "demodata.mat"
-    if not data.exists():
-        pytest.skip(f"{data} not present (the shared data folder is not shipped with stn3dmm)")
-    from stn3dmm.demo import DemoPhotos, read_demodata
-
-    ds = DemoPhotos(data, size=112)
-    _, labels = read_demodata(data)
-    assert len(ds) == 6 and ds[0]["image"].shape == (3, 112, 112)
-    for k in range(6):
-        lm = ds[k]["landmarks"]
-        assert ((lm > 0) & (lm < 111)).all()                       # the face is inside its crop
-        # a similarity of the labels: the ratio of distances is kept
-        a, b = labels[k], lm.double()
-        ratio = (b[0] - b[20]).norm() / (a[0] - a[20]).norm()
-        assert torch.allclose((b[5] - b[12]).norm(), ratio * (a[5] - a[12]).norm(), rtol=1e-4)

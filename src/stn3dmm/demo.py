@@ -1,14 +1,13 @@
 """The original's demo: fit the six demo photos from their landmarks, then flatten them.
 
-Owns reading ``demodata.mat`` (``Images`` 224x224x3xB float 0..255, ``Labels`` 1x2x21xB as
-(x, y_up), 1-based; SPEC section 7), running both optimisers (the original's plain gradient
-descent and our Levenberg–Marquardt), and the figures: per photo
-``photo | projected mesh | flattened | mask | masked``, plus a convergence plot.
+Owns running both optimisers (the original's plain gradient descent and our
+Levenberg–Marquardt) and the figures: per photo ``photo | projected mesh | flattened | mask |
+masked``, plus a convergence plot. Reading ``demodata.mat`` is a data reader's job
+(:mod:`stn3dmm.training.data.demo_photos`); its names stay importable from here.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,41 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core.conventions import points_from_original
 from .fitting.landmarks import fit_landmarks
 from .stn import MorphableSTN
+from .training.data.demo_photos import DemoPhotos, default_demo_data, read_demodata
 from .viz import plt, save_figure
-from .core.defaults import IMAGE_SIZE
 
-
-def default_demo_data() -> Path:
-    """``$STN3DMM_SHARED/data/demodata.mat``, else ``../shared/data/demodata.mat``."""
-    shared = os.environ.get("STN3DMM_SHARED")
-    return Path(shared) / "data" / "demodata.mat" if shared else Path("../shared/data/demodata.mat")
-
-
-def read_demodata(path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (B, 3, 224, 224) float in [0, 1], landmarks (B, 21, 2) ours: 0-based, y down)."""
-    import scipy.io
-
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such file (the original demo's demodata.mat: Images 224x224x3xB, "
-                         "Labels 1x2x21xB); pass --data")
-    try:
-        d = scipy.io.loadmat(path)
-    except Exception as e:  # scipy raises several types for non-.mat input
-        raise ValueError(f"{path}: not a readable MATLAB file ({e})") from None
-    for k in ("Images", "Labels"):
-        if k not in d:
-            raise ValueError(f"{path}: no variable {k!r} (found {sorted(x for x in d if not x.startswith('__'))})")
-    img, lab = np.asarray(d["Images"], np.float32), np.asarray(d["Labels"], np.float64)
-    if img.ndim != 4 or img.shape[2] != 3 or lab.shape[:3] != (1, 2, 21) or lab.shape[3] != img.shape[3]:
-        raise ValueError(f"{path}: Images {img.shape} / Labels {lab.shape}; expected (H, W, 3, B) and (1, 2, 21, B)")
-    images = torch.from_numpy(img.transpose(3, 2, 0, 1) / 255.0)
-    labels = torch.from_numpy(lab[0].transpose(2, 1, 0).copy())     # (B, 21, 2) as (x, y_up), 1-based
-    labels[~np.isfinite(labels.numpy()).all(-1)] = float("nan")
-    return images, points_from_original(labels, img.shape[0])
+__all__ = ["DemoRun", "demo_configs", "run_demo", "demo_outputs", "demo_figure", "demo_figures",
+           "convergence_figure", "default_demo_data", "read_demodata", "DemoPhotos"]
 
 
 @dataclass
@@ -158,31 +129,3 @@ def convergence_figure(runs: list[DemoRun], out_dir) -> Path:
         a.set_title(f"{r.name}\nmean error {r.error.mean():.2f} px in {r.seconds:.3f} s", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, Path(out_dir) / "convergence.png")
-
-
-class DemoPhotos(torch.utils.data.Dataset):
-    """The demo's photos as a data set of the training sample format, cropped like the other
-    readers (a square around the labelled AFLW-21 landmarks, :func:`stn3dmm.training.data.crop.landmark_square`),
-    for ``stn3dmm evaluate --data demo``. Landmarks keep NaN where unlabelled."""
-
-    landmark_set = "aflw21"
-    identities = None
-
-    def __init__(self, path=None, size: int = IMAGE_SIZE):
-        from .training.data.crop import landmark_square
-        from .training.data.sample import make_sample
-        from .photos import crop_square
-
-        images, labels = read_demodata(path or default_demo_data())
-        self.items = []
-        for k in range(len(images)):
-            lm = labels[k].numpy()
-            centre, side = landmark_square(lm, "aflw21")
-            crop, tr = crop_square(images[k], centre, side, size)
-            self.items.append(make_sample(crop, tr.apply(lm), index=k))
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]

@@ -1,4 +1,4 @@
-"""Backbone networks and the theta head of the localiser (issue 5, SPEC section 6).
+"""Backbone networks and the theta head of the localiser (SPEC section 6).
 
 This package owns the network building blocks that :mod:`stn3dmm.nets.localiser` composes:
 

@@ -33,8 +33,6 @@ from torch import nn
 from ..core.conventions import DEFAULT_SCALE, LOGS_INDEX, N_POSE, T_SLICE, log_from_scale
 from ..core.defaults import IMAGE_SIZE
 
-#: The original's input side, where the start scale is 1 px/mm.
-
 
 def _size(image_size) -> tuple[int, int]:
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(int(v) for v in image_size)

@@ -1,4 +1,4 @@
-"""The localiser: a CNN from face images to theta (issue 5 section 1, SPEC section 6).
+"""The localiser: a CNN from face images to theta (SPEC section 6).
 
 This module owns :class:`Localiser` (backbone + input normalisation + :class:`ThetaHead`),
 the registry of backbones :data:`LOCALISERS` with :func:`build_localiser` /

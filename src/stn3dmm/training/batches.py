@@ -28,7 +28,7 @@ def build_dataset(spec: dict, model, size: int, landmark_set: str, progress: boo
                                 gather=_gather_chunks)
         return ds.prerender(progress=progress)
     if kind == "demo":                                # the original demo's six photos (evaluation)
-        from ..demo import DemoPhotos
+        from .data.demo_photos import DemoPhotos
 
         return DemoPhotos(spec.get("path") or None, size=size)
     from .data import readers

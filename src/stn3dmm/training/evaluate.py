@@ -98,6 +98,7 @@ def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="
 
 def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
     """All metrics from :func:`predict`'s output (see the module docstring)."""
+    from ..nets.head import start_theta
     from .data.pose import pose_from_theta
 
     yaw_gt = p["pose"][:, 0].numpy()
@@ -107,9 +108,7 @@ def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
     res = {"images": int(len(p["pred"]))}
     res["nme"] = bucketed(nme(p["pred"], p["target"], p["vis"]).numpy(), yaw_gt)
     # baselines
-    start = torch.zeros(1, stn.n_params, dtype=stn.mean.dtype, device=stn.mean.device)
-    start[0, 3:5] = (image_size - 1) / 2
-    start[0, 5] = math.log(image_size / 224)
+    start = start_theta(stn.n_id, stn.n_exp, image_size, dtype=stn.mean.dtype)[None].to(stn.mean.device)
     vidx = torch.as_tensor(vertices, dtype=torch.long, device=stn.mean.device)
     mean_face = stn.geometry(start).points[0, vidx].float().cpu()
     res["nme_mean_face"] = bucketed(nme(mean_face.expand_as(p["pred"]), p["target"], p["vis"]).numpy(), yaw_gt)
@@ -126,7 +125,7 @@ def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
         res["pose_mae_deg"] = {k: float(err[ok, i].mean()) for i, k in enumerate(("yaw", "pitch", "roll"))}
         res["pose_mae_deg"]["mean"] = float(err[ok].mean())
     # flattened consistency across views of one identity (never a flip with an unflipped image:
-    # p["group"], from train_data.dataset_pair_groups), and symmetry
+    # p["group"], from batches.dataset_pair_groups), and symmetry
     ids = (p["group"] if "group" in p else p["identity"]).numpy()
     cons = []
     for i in np.unique(ids[ids >= 0]):

@@ -6,7 +6,7 @@ gradient clipping, mixed precision on CUDA), the training state for checkpoints 
 resume, with the CPU and every rank's CUDA random state; written once by
 :mod:`.checkpoints`), logs (TensorBoard, ``metrics.jsonl``, a progress bar) and data
 parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``). The configuration is
-:mod:`.train_config`; data sets, pairing and the batch schedule are :mod:`.train_data`.
+:mod:`.config`; data sets, pairing and the batch schedule are :mod:`.batches`.
 
 Loss normalisation: each term is the original's *sum* over a batch divided by the number of
 images in it, i.e. the original's per-image balance between the terms. Because every
@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..core.conventions import N_POSE
 from ..stn.flip import flip_images
-from .checkpoints import link_or_copy, load_checkpoint, write_durably
-from ..stn.losses import landmark_loss, prior_loss, siamese_loss, symmetry_loss
-from .config import DEFAULTS, check_batch, depth_options, load_config
+from ..stn.losses import siamese_loss, total_loss
 from .batches import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
+from .checkpoints import link_or_copy, load_checkpoint, write_durably
+from .config import DEFAULTS, check_batch, depth_options, load_config
 
 # ----------------------------------------------------------------------------- trainer
 
@@ -75,7 +76,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         threads = int(cfg["train"]["threads"]) or (max(1, (os.cpu_count() or 1) // self.world)
                                                   if self.world > 1 and self.device.type == "cpu" else 0)
-        if threads:     # several processes on one CPU: oversubscribed threads slow down 10-20x
+        if threads:     # several processes on one CPU: share its cores (oversubscribed threads crawl)
             torch.set_num_threads(threads)
         check_batch(cfg["train"], self.world)
         torch.manual_seed(cfg["train"]["seed"])
@@ -86,7 +87,7 @@ class Trainer:
         self.data = build_dataset(cfg["data"], self.model, size, cfg["data"]["landmark_set"],
                                   progress=progress and self.rank == 0, distributed=self.world > 1)
         self.groups = None
-        if cfg["train"]["pairs"] == "identity":   # grouped once: regrouping 368k items took 2 s per step
+        if cfg["train"]["pairs"] == "identity":   # grouped once: regrouping a large data set every step is slow
             ids = dataset_pair_groups(self.data)
             self.groups = IdentityGroups(np.full(len(self.data), -1) if ids is None else ids)
             if not len(self.groups.keys):
@@ -157,11 +158,12 @@ class Trainer:
         out = self.stn(images, theta)
         pred = torch.gather(out["points"], 1, verts[..., None].expand(-1, -1, 2))
         wts = cfg["loss"]
-        terms = {"landmark": wts["landmark"] * landmark_loss(pred, target, vis, "sum") / n,
-                 "prior": wts["prior"] * prior_loss(theta[:, 6:], "sum") / n}
         masked = out["masked"]
-        if wts["symmetry"]:
-            terms["symmetry"] = wts["symmetry"] * symmetry_loss(masked, "sum") / n
+        # the original's sums, weighted, then per image (module docstring); the siamese term
+        # is not total_loss's single pair: it adds the mirror pairs and the identity pairs
+        weighted = total_loss(predicted=pred, target=target, visibility=vis, alpha=theta[:, N_POSE:],
+                              flattened=masked if wts["symmetry"] else None, weights=wts, reduction="sum")
+        terms = {k: v / n for k, v in weighted.items() if k != "total"}
         if wts["siamese"]:
             sia = []
             if cfg["train"]["mirror"]:                # an image and its mirror: compare mirrored UV

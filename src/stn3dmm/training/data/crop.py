@@ -25,20 +25,19 @@ added: for a landmark box of centre ``c`` and longer side ``d``::
 
     centre = c + (fx, fy) d,      side = k d (1 + 2 margin)
 
-with ``(k, fx, fy)`` from :data:`FRAMING` per landmark set. The factors were measured on the
-default model's mean face rendered at yaw 0-60 and pitch -15..15 degrees (mesh box from the
-detector on the render, landmark box from the model's ``aflw21`` / ``ibug68`` vertices:
-``k`` 1.04-1.13, ``fy`` -0.05..-0.12) and on matplotlib's ``grace_hopper.jpg`` (iBUG points from
-the face mesh: ``k`` = 1.07, ``fy`` = -0.07); the table holds their typical values. A face thus
-fills a data-set crop as it fills a photo crop (to a few per cent), so the localiser sees the
-same framing in training and at run time. ``framing="landmarks"`` uses the plain landmark box
-(``k = 1``, no shift); ``framing="box"`` the data set's own face box where it has one; landmark
-sets given as vertex indices always use the plain landmark box. Crops are never turned.
+with ``(k, fx, fy)`` from :data:`FRAMING` per landmark set: typical values of the two boxes'
+relation on the default model's mean face rendered over a range of yaws and pitches (mesh box
+from the detector on the render, landmark box from the model's ``aflw21`` / ``ibug68``
+vertices) and on a real photo (iBUG points from its face mesh). A face thus fills a data-set
+crop as it fills a photo crop, so the localiser sees the same framing in training and at run
+time. ``framing="landmarks"`` uses the plain landmark box (``k = 1``, no shift);
+``framing="box"`` the data set's own face box where it has one; landmark sets given as vertex
+indices always use the plain landmark box. Crops are never turned.
 
 Files
 -----
 ``check`` decides what is verified when a reader is built: ``"exists"`` (the image and
-annotation files exist and are not empty: one ``stat`` each, fine for 400k images),
+annotation files exist and are not empty: one ``stat`` each, cheap for any data set size),
 ``"header"`` (also: Pillow can read the image header and annotations parse) or ``"decode"``
 (also: every image decodes fully; slow). With ``skip_bad=True`` (default) bad items are left
 out with one warning listing them (all of them are in the reader's ``excluded``); with

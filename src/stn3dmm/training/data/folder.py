@@ -310,6 +310,75 @@ def _discover(root: Path, recursive: bool):
     return groups
 
 
+def _find_items(roots: list, recursive: bool) -> tuple[list, list]:
+    """The folders' items ``(root, image, landmark file)`` (a ``.json`` before a ``.pts``, the
+    preferred image extension first) and the unusable files ``(path, reason)``."""
+    bad, items = [], []
+    for r in roots:
+        if not r.is_dir():
+            bad.append((r, "not a folder" if r.exists() else "does not exist"))
+            continue
+        for (parent, stem), g in sorted(_discover(r, recursive).items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+            ann_file = (g.get("json") or g.get("pts") or [None])[0]
+            images = sorted(g.get("image", []), key=lambda q: (_PREFERRED.index(q.suffix.lower())
+                                                                if q.suffix.lower() in _PREFERRED else 99, q.name))
+            if ann_file is None:
+                bad += [(q, "no .json or .pts landmark file beside this image") for q in images]
+                continue
+            if not images:
+                if ann_file.suffix == ".json" and not _has_landmarks_key(ann_file):
+                    continue  # some other JSON (a manifest, ...)
+                bad.append((ann_file, "no image beside this landmark file"))
+                continue
+            items.append((r, images[0], ann_file))
+    return items, bad
+
+
+def _read_landmark_file(path: Path, pts_one_based: bool) -> dict:
+    """:func:`read_folder_json`'s dict for a ``.json`` or a ``.pts`` file (raises :class:`ReaderError`)."""
+    if path.suffix.lower() == ".pts":
+        return {"landmarks": read_pts(path, pts_one_based), "visibility": None, "identity": -1, "pose": None,
+                "landmark_set": None, "theta": None, "box": None, "cropped": False}
+    return read_folder_json(path)
+
+
+def _landmark_set_problem(d: dict, data_set, given) -> tuple:
+    """``(data set's landmark set, why the item cannot be used or None)``. The data set's set is
+    ``given`` (the constructor's), else the first item's that names or implies one."""
+    n = len(d["landmarks"])
+    item_set = d["landmark_set"] if d["landmark_set"] is not None else SETS_BY_COUNT.get(n)
+    if data_set is None:
+        if item_set is None:
+            return None, f"{n} landmarks and no landmark_set: pass landmark_set= to the reader"
+        data_set = item_set
+    want_n = len(data_set) if not isinstance(data_set, str) else LANDMARK_SETS.get(data_set)
+    if want_n is not None and n != want_n:
+        return data_set, f"{n} landmarks, the data set's {_set_name(data_set)} has {want_n}"
+    if item_set is not None and given is None and not _same_set(item_set, data_set):
+        return data_set, f"landmark set {_set_name(item_set)}, the data set's is {_set_name(data_set)}"
+    return data_set, None
+
+
+def _identity_key(identity_from: str | None, d: dict, image: Path, root: Path):
+    """An item's identity before numbering: the file's, its folder (None directly in the root), or None."""
+    if identity_from == "file":
+        return d["identity"]
+    if identity_from == "folder":
+        return str(image.parent.relative_to(root)) if image.parent != root else None
+    return None
+
+
+def _number_identities(keys: list) -> tuple[np.ndarray, list | None]:
+    """(ids, names): integer keys as they are (None: -1), else every known key numbered 0..n-1 in
+    sorted order of its text (:func:`~.crop.identity_ids`); negative ids become -1."""
+    if all(k is None or (isinstance(k, int) and not isinstance(k, bool)) for k in keys):
+        ids, names = np.array([-1 if k is None else int(k) for k in keys], dtype=np.int64), None
+    else:
+        ids, names = identity_ids(keys)
+    ids[ids < 0] = -1
+    return ids, names
+
+
 class LandmarkFolder(LabelledFaces):
     """Images with ``.json`` or ``.pts`` landmark files beside them (module docstring).
 
@@ -340,24 +409,7 @@ class LandmarkFolder(LabelledFaces):
             landmark_set = np.asarray(landmark_set, dtype=np.int64).ravel()
         self.crop = crop
         roots = as_path_list(root)
-        bad, items = [], []
-        for r in roots:
-            if not r.is_dir():
-                bad.append((r, "not a folder" if r.exists() else "does not exist"))
-                continue
-            for (parent, stem), g in sorted(_discover(r, recursive).items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-                ann_file = (g.get("json") or g.get("pts") or [None])[0]
-                images = sorted(g.get("image", []), key=lambda q: (_PREFERRED.index(q.suffix.lower())
-                                                                    if q.suffix.lower() in _PREFERRED else 99, q.name))
-                if ann_file is None:
-                    bad += [(q, "no .json or .pts landmark file beside this image") for q in images]
-                    continue
-                if not images:
-                    if ann_file.suffix == ".json" and not _has_landmarks_key(ann_file):
-                        continue  # some other JSON (a manifest, ...)
-                    bad.append((ann_file, "no image beside this landmark file"))
-                    continue
-                items.append((r, images[0], ann_file))
+        items, bad = _find_items(roots, recursive)
         total = len(items) + len(bad)
         kept, anns, keys = [], [], []
         data_set = landmark_set
@@ -367,49 +419,25 @@ class LandmarkFolder(LabelledFaces):
                 bad.append((img, problem))
                 continue
             try:
-                if af.suffix.lower() == ".pts":
-                    d = {"landmarks": read_pts(af, pts_one_based), "visibility": None, "identity": -1, "pose": None,
-                         "landmark_set": None, "theta": None, "box": None, "cropped": False}
-                else:
-                    d = read_folder_json(af)
+                d = _read_landmark_file(af, pts_one_based)
             except ReaderError as e:
                 bad.append((af, e.bad[0][1] if e.bad else str(e)))
                 continue
-            n = len(d["landmarks"])
-            item_set = d["landmark_set"] if d["landmark_set"] is not None else SETS_BY_COUNT.get(n)
-            if data_set is None:
-                if item_set is None:
-                    bad.append((af, f"{n} landmarks and no landmark_set: pass landmark_set= to the reader"))
-                    continue
-                data_set = item_set
-            want_n = len(data_set) if not isinstance(data_set, str) else LANDMARK_SETS.get(data_set)
-            if want_n is not None and n != want_n:
-                bad.append((af, f"{n} landmarks, the data set's {_set_name(data_set)} has {want_n}"))
-                continue
-            if item_set is not None and landmark_set is None and not _same_set(item_set, data_set):
-                bad.append((af, f"landmark set {_set_name(item_set)}, the data set's is {_set_name(data_set)}"))
+            data_set, problem = _landmark_set_problem(d, data_set, landmark_set)
+            if problem:
+                bad.append((af, problem))
                 continue
             whole = crop == "whole" or (crop == "auto" and d["cropped"])
             kept.append(img)
             anns.append(Annotation(landmarks=d["landmarks"], visibility=d["visibility"], identity=-1, pose=d["pose"],
                                    theta=d["theta"], box=d["box"], whole_image=whole))
-            if identity_from == "file":
-                keys.append(d["identity"])
-            elif identity_from == "folder":
-                keys.append(str(img.parent.relative_to(r)) if img.parent != r else None)
-            else:
-                keys.append(None)
+            keys.append(_identity_key(identity_from, d, img, r))
         self.excluded = bad
         report_bad(f"LandmarkFolder ({', '.join(str(r) for r in roots)})", bad, skip_bad, total)
         self.landmark_set = data_set if data_set is not None else "ibug68"
         self.paths = [str(p) for p in kept]
         self._anns = anns
-        if all(k is None or (isinstance(k, int) and not isinstance(k, bool)) for k in keys):
-            ids = np.array([-1 if k is None else int(k) for k in keys], dtype=np.int64)
-            self.identity_names = None
-        else:
-            ids, self.identity_names = identity_ids(keys)
-        ids[ids < 0] = -1
+        ids, self.identity_names = _number_identities(keys)
         self._ids = ids
         self.identities = identities_or_none(ids)
         for a, i in zip(self._anns, ids):

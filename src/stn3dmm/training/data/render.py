@@ -113,13 +113,13 @@ def shade_maps(normals: torch.Tensor, lighting: Lighting):
     (only where ``n . l > 0``), with ``h`` the half vector of the light and the viewer (+z).
     A shaded colour is ``albedo * diffuse + specular``.
     """
-    l = lighting.direction
-    ndl = torch.einsum("brcd,bd->brc", normals, l)
+    light = lighting.direction                        # l
+    ndl = torch.einsum("brcd,bd->brc", normals, light)
     lam = ndl.clamp_min(0)[:, None]
     diffuse = lighting.ambient[:, :, None, None] + lighting.diffuse[:, :, None, None] * lam
-    view = torch.zeros_like(l)
+    view = torch.zeros_like(light)
     view[:, 2] = 1
-    h = l + view
+    h = light + view
     h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     ndh = torch.einsum("brcd,bd->brc", normals, h).clamp_min(0)
     spec = lighting.specular[:, None, None] * ndh.pow(lighting.shininess[:, None, None]) * (ndl > 0)

@@ -1,7 +1,7 @@
 """The synthetic multi-view face data set with exact ground truth.
 
 This module owns :class:`SyntheticConfig` and :class:`SyntheticFaces`, the synthetic training /
-test data of issue 5 section 4: random identities of a grid morphable model, each rendered in
+test data: random identities of a grid morphable model, each rendered in
 several views (same identity coefficients and texture; different pose, expression, lighting,
 background and camera effects) by the batched renderer of :mod:`stn3dmm.training.data.render`, with
 exact landmarks, their depth-tested visibility, pose, identity and theta. Its parts:

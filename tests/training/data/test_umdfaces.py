@@ -1,4 +1,4 @@
-"""UMDFaces CSV reader on a tiny fixture in the real format (see reader_fixtures)."""
+"""UMDFaces CSV reader on a tiny fixture in the real format (see testkit.reader_fixtures)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reader_fixtures import AFLW21, dot_image, face_points, write_umd_csv, assert_on_dots
+from testkit.reader_fixtures import AFLW21, dot_image, face_points, write_umd_csv, assert_on_dots
 
 from stn3dmm.training.data.crop import FRAMING, landmark_square
 from stn3dmm.training.data.readers import ReaderError, UMDFaces

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from reader_fixtures import AFLW21, IBUG68, assert_on_dots, dot_image, face_points
+from testkit.reader_fixtures import AFLW21, IBUG68, assert_on_dots, dot_image, face_points
 
 from stn3dmm.training.data import collate
 from stn3dmm.training.data.readers import LandmarkFolder, ReaderError, read_pts, write_folder_item, write_pts

@@ -24,7 +24,7 @@ TINY = ["data.n_identities=6", "data.views=2", "data.size=64", "localiser.image_
 
 def _run(args, env=None, check=True):
     e = dict(os.environ, **(env or {}))
-    e["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    e["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + e.get("PYTHONPATH", "")
     out = subprocess.run(args, capture_output=True, text=True, env=e)
     if check and out.returncode != 0:
         raise AssertionError(out.stdout[-2000:] + out.stderr[-4000:])

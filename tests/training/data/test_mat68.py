@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
-from reader_fixtures import AFLW21, IBUG68, assert_on_dots, dot_image, face_points, write_mat73, write_pose_mat
+from testkit.reader_fixtures import (AFLW21, IBUG68, assert_on_dots, dot_image, face_points, write_mat73,
+                                     write_pose_mat)
 
 from stn3dmm.training.data.pose import euler_to_rotation, pose_from_pose_para
 from stn3dmm.training.data.readers import Mat68, ReaderError, identity_key, read_pose_mat
