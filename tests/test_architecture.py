@@ -4,7 +4,7 @@ few modules at the root, short functions.
 Floors, bottom to top (a package may import its own modules and anything on a lower floor;
 packages on one floor do not import each other):
 
-    core < model < {stn, nets, photos} < fitting < flatten < training < viz < demo < cli
+    core < model < {stn, nets, photos} < fitting < flatten < training < evaluation < viz < demo < cli
 """
 
 import ast
@@ -14,7 +14,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "stn3dmm"
 FLOORS = {"core": 0, "model": 1, "stn": 2, "nets": 2, "photos": 2, "fitting": 3, "flatten": 4,
-          "training": 5, "viz": 6, "demo": 7, "cli": 8}
+          "training": 5, "evaluation": 6, "viz": 7, "demo": 8, "cli": 9}
 MAX_ROOT_MODULES = 8
 MAX_FUNCTION_LINES = 80
 

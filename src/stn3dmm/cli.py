@@ -117,7 +117,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .training.evaluate import evaluate_checkpoint, format_table
+    from .evaluation.checkpoint import evaluate_checkpoint, format_table
     from .training.config import DEFAULTS, _parse_value, check_value
 
     spec = {}

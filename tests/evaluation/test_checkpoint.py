@@ -5,7 +5,8 @@ import json
 import numpy as np
 import torch
 
-from stn3dmm.training.evaluate import bucketed, evaluate_predictions, format_table, nme
+from stn3dmm.evaluation.checkpoint import evaluate_predictions, format_table
+from stn3dmm.evaluation.protocol import bucketed, nme
 
 
 def test_nme_known_answer():
@@ -18,6 +19,12 @@ def test_nme_known_answer():
     b = bucketed(np.array([1.0, 2.0, 3.0, 10.0]), np.array([5.0, -40.0, 50.0, 80.0]))
     assert b["0-30"] == 1 and b["30-60"] == 2.5 and b["60-90"] == 10 and b["bucket_mean"] == 4.5
     assert b["empty_buckets"] == [] and b["all"] == 4.0
+
+
+def test_faces_turned_beyond_90_degrees_count_in_the_last_bucket():
+    """AFLW2000-3D has 7 faces with |yaw| > 90; the published numbers count them in 60-90."""
+    b = bucketed(np.array([1.0, 2.0, 4.0, 8.0]), np.array([10.0, 45.0, 95.0, -170.0]))
+    assert b["n_60-90"] == 2 and b["60-90"] == 6.0 and b["bucket_mean"] == 3.0
 
 
 def test_an_empty_yaw_bucket_makes_the_bucket_mean_undefined():
@@ -83,7 +90,7 @@ def test_evaluate_command_on_a_tiny_run(default_grid, tmp_path, capsys):
 
 
 def test_json_report_is_strict():
-    from stn3dmm.training.evaluate import _strict_json
+    from stn3dmm.evaluation.protocol import strict_json as _strict_json
 
     res = {"nme": {"60-90": float("nan"), "mean": float("inf"), "0-30": 1.5}, "rows": [float("nan"), 2]}
     assert json.loads(json.dumps(_strict_json(res), allow_nan=False)) == {

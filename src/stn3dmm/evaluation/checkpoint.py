@@ -1,6 +1,7 @@
-"""Evaluating a trained localiser: landmark NME by yaw, pose error, flattened consistency, symmetry.
+"""Evaluating a trained localiser checkpoint: landmark NME by yaw, pose error, flattened consistency, symmetry.
 
-Owns the metrics of ``stn3dmm evaluate``:
+Owns ``stn3dmm evaluate --checkpoint`` on a data set described like a ``[data]`` config section
+(the NME and its buckets are :mod:`.protocol`'s):
 
 * **NME** (%): mean distance of the predicted to the labelled landmarks over the visible
   ones, divided by sqrt(w h) of the labelled landmarks' bounding box, in |yaw| buckets
@@ -22,44 +23,12 @@ do not depend on that, the pitch and roll errors may.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-BUCKETS = ((0, 30), (30, 60), (60, 90.0001))
-
-
-def nme(pred: torch.Tensor, target: torch.Tensor, vis: torch.Tensor) -> torch.Tensor:
-    """(B,) normalised mean error in % (see the module docstring); NaN with < 2 visible points."""
-    used = (vis > 0) & torch.isfinite(target).all(-1)
-    big = torch.where(used[..., None], target, torch.full_like(target, float("inf")))
-    small = torch.where(used[..., None], target, torch.full_like(target, float("-inf")))
-    wh = (small.amax(1) - big.amin(1)).clamp_min(1e-6)
-    norm = wh.prod(-1).sqrt()
-    d = torch.where(used, (pred - torch.nan_to_num(target)).norm(dim=-1), torch.zeros_like(vis))
-    n = used.sum(1)
-    out = 100 * d.sum(1) / n.clamp_min(1) / norm
-    return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
-
-
-def bucketed(values: np.ndarray, yaw: np.ndarray) -> dict:
-    """Mean of ``values`` per |yaw| bucket, their unweighted mean, and the overall mean.
-
-    An empty bucket is NaN (``n_<bucket>`` = 0) and so is ``bucket_mean`` then: the
-    protocol's mean needs all three buckets (``empty_buckets`` lists the empty ones)."""
-    out = {}
-    for lo, hi in BUCKETS:
-        m = (np.abs(yaw) >= lo) & (np.abs(yaw) < hi) & np.isfinite(values)
-        out[f"{lo}-{int(hi)}"] = float(values[m].mean()) if m.any() else float("nan")
-        out[f"n_{lo}-{int(hi)}"] = int(m.sum())
-    b = [out[f"{lo}-{int(hi)}"] for lo, hi in BUCKETS]
-    out["empty_buckets"] = [f"{lo}-{int(hi)}" for lo, hi in BUCKETS if not out[f"n_{lo}-{int(hi)}"]]
-    out["bucket_mean"] = float(np.mean(b)) if not out["empty_buckets"] else float("nan")
-    out["all"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-    return out
-
+from .protocol import bucketed, nme, strict_json
 
 def _mad_visible(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.Tensor) -> float:
     both = (ma > 0.5) & (mb > 0.5)
@@ -71,7 +40,7 @@ def _mad_visible(a: torch.Tensor, b: torch.Tensor, ma: torch.Tensor, mb: torch.T
 @torch.no_grad()
 def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="cpu"):
     """Run the localiser on every item: predicted landmarks, theta, flattened + masks, and labels."""
-    from .batches import fetch
+    from ..training.batches import fetch
 
     net.eval()
     device = torch.device(device)
@@ -99,7 +68,7 @@ def predict(net, stn, dataset, vertices: torch.Tensor, batch: int = 32, device="
 def evaluate_predictions(p: dict, stn, vertices, image_size: int) -> dict:
     """All metrics from :func:`predict`'s output (see the module docstring)."""
     from ..nets.head import start_theta
-    from .data.pose import pose_from_theta
+    from ..training.data.pose import pose_from_theta
 
     yaw_gt = p["pose"][:, 0].numpy()
     pred_pose = pose_from_theta(p["theta"].double()).float()
@@ -167,7 +136,7 @@ def format_table(res: dict) -> str:
 def load_localiser(checkpoint, device="cpu"):
     """(localiser, config) from a training checkpoint (``weights_only=True``)."""
     from ..nets.localiser import build_localiser
-    from .checkpoints import load_checkpoint
+    from ..training.checkpoints import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     cfg = json.loads(ck["config"])
@@ -181,11 +150,11 @@ def load_localiser(checkpoint, device="cpu"):
 def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="auto", log=print) -> dict:
     """Evaluate a checkpoint on a data set described like a [data] config section, on ``device``
     (``"auto"``: CUDA when available)."""
-    from .data.sample import landmark_vertices
     from ..model.store import load_model
     from ..stn import MorphableSTN
-    from .loop import resolve_device
-    from .batches import build_dataset, dataset_pair_groups
+    from ..training.batches import build_dataset, dataset_pair_groups
+    from ..training.data.sample import landmark_vertices
+    from ..training.loop import resolve_device
 
     device = resolve_device(device)
     net, cfg = load_localiser(checkpoint, device)
@@ -206,16 +175,5 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
         from ..core.paths import write_bytes_atomically
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomically(Path(out), json.dumps(_strict_json(res), indent=1, allow_nan=False).encode())
+        write_bytes_atomically(Path(out), json.dumps(strict_json(res), indent=1, allow_nan=False).encode())
     return res
-
-
-def _strict_json(x):
-    """NaN and inf (an empty yaw bucket, an undefined mean) become null: strict JSON for scripts."""
-    if isinstance(x, dict):
-        return {k: _strict_json(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_strict_json(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
