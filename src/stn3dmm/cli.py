@@ -117,24 +117,40 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    method = args.method or ("localiser" if args.checkpoint else "flatten")
+    if method == "flatten":
+        return _evaluate_flatten(args)
+    if not args.checkpoint:
+        raise ValueError("--method localiser needs --checkpoint (a trained localiser); "
+                         "--method flatten scores the landmark pipeline without one")
     from .evaluation.checkpoint import evaluate_checkpoint, format_table
-    from .training.config import DEFAULTS, _parse_value, check_value
+    from .training.config import data_overrides
 
-    spec = {}
-    if args.data:
-        spec["kind"] = args.data
-    if args.path:
-        spec["path"] = args.path
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value (a [data] key)")
-        k, v = item.split("=", 1)
-        k = k.strip().removeprefix("data.")
-        if k not in DEFAULTS["data"]:
-            raise ValueError(f"--set {item!r}: unknown [data] key {k!r} (known: {', '.join(DEFAULTS['data'])})")
-        spec[k] = check_value(f"data.{k}", _parse_value(v), DEFAULTS["data"][k], f"--set {item!r}", raw=v)
+    spec = data_overrides(args.data, args.path, args.set)
     res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, batch=args.batch, device=args.device, log=_log)
     print(format_table(res))
+    if args.out:
+        _log(f"wrote {args.out}")
+    return 0
+
+
+def _evaluate_flatten(args) -> int:
+    from .evaluation.aflw2000 import PUBLISHED, default_aflw2000, format_table
+    from .evaluation.methods import FlattenMethod, evaluate_aflw2000
+    from .model.store import load_model
+    from .viz import nme_by_yaw_figure
+
+    if (args.data or "aflw2000-3d") != "aflw2000-3d":
+        raise ValueError(f"--method flatten is scored on --data aflw2000-3d (68-point ground truth), not {args.data}")
+    if args.per_bucket is not None and args.per_bucket < 1:
+        raise ValueError(f"--per-bucket must be at least 1, got {args.per_bucket}")
+    model = load_model(args.model, log=_log)
+    res = evaluate_aflw2000(args.path or default_aflw2000(), model, args.per_bucket, out=args.out,
+                            progress=not args.quiet)
+    print(format_table(res["methods"]))
+    figure = args.figure or (Path(args.out).with_suffix(".png") if args.out else None)
+    if figure:
+        _log(f"wrote {nme_by_yaw_figure(res, PUBLISHED, FlattenMethod.name, figure)}")
     if args.out:
         _log(f"wrote {args.out}")
     return 0
@@ -238,15 +254,25 @@ def _add_train(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
-    q = sub.add_parser("evaluate", help="landmark NME by yaw, pose error, consistency, symmetry of a checkpoint")
-    q.add_argument("--checkpoint", required=True)
-    q.add_argument("--data", help="data kind (default: the training run's): synthetic, umdfaces, 300w-lp, "
-                                  "aflw2000-3d, folder, photos")
-    q.add_argument("--path", help="the data's file or folder")
+    q = sub.add_parser("evaluate", help="score a method: the landmark pipeline on AFLW2000-3D, or a trained "
+                                        "localiser (NME by yaw, pose error, consistency)")
+    q.add_argument("--method", choices=["flatten", "localiser"],
+                   help="flatten: the landmark pipeline of stn3dmm flatten, on AFLW2000-3D; localiser: a "
+                        "--checkpoint (default: localiser with --checkpoint, else flatten)")
+    q.add_argument("--checkpoint", help="a trained localiser (for --method localiser)")
+    q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
+                                  "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos")
+    q.add_argument("--path", help="the data's file or folder (AFLW2000-3D: default $STN3DMM_SHARED/data/"
+                                  "aflw2000-3d, else ../shared/data/aflw2000-3d)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [data] setting")
-    q.add_argument("--out", help="write the metrics as JSON here")
+    q.add_argument("--out", help="write the metrics as JSON here (flatten: and the figure beside it, .png)")
+    q.add_argument("--figure", help="flatten: write the NME-by-yaw figure here")
+    q.add_argument("--per-bucket", type=int, help="flatten: only N images of each |yaw| bucket, spread through "
+                                                  "the file order (a quick run; default: all 2,000)")
+    q.add_argument("--model", help="grid model .npz or prepared-model name (flatten; default: the default model)")
     q.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
     q.add_argument("--batch", type=int, default=32, help="images per forward pass (default 32)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_evaluate)
 
 

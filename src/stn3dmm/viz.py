@@ -140,3 +140,31 @@ def show_model(model, out_dir, n_random: int = 6, seed: int = 0, log=print) -> l
     for p in paths:
         log(f"wrote {p}")
     return paths
+
+
+def nme_by_yaw_figure(result: dict, published: dict, method: str, path) -> Path:
+    """AFLW2000-3D: each face's NME against its |yaw| (crosses: faces the method did not find
+    by itself), our bucket means as solid steps, the published ones as dashed steps."""
+    recs = result["images"]
+    yaw = np.array([r["abs_yaw"] for r in recs])
+    e = np.array([r["nme"] for r in recs])
+    found = np.array([r["how"] == "detected" for r in recs])
+    edges, top = (0, 30, 60, 90), 20.0
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.scatter(np.minimum(yaw[found], 99), np.minimum(e[found], top), s=4, alpha=0.35, color="tab:blue",
+               label="a face found by the method")
+    ax.scatter(np.minimum(yaw[~found], 99), np.minimum(e[~found], top), s=14, marker="x", color="black",
+               label="not found: scored from the benchmark box")
+    ours = result["methods"][method]["nme"]
+    for k, name in enumerate(("0-30", "30-60", "60-90")):
+        ax.hlines(ours[name], edges[k], edges[k + 1] if k < 2 else 99, color="black", lw=2.5,
+                  label=f"{method}: bucket means" if k == 0 else None)
+    for j, (who, vals) in enumerate(published.items()):
+        for k in range(3):
+            ax.hlines(vals[k], edges[k], edges[k + 1] if k < 2 else 99, color=f"C{j + 2}", lw=1.5, ls="--",
+                      label=f"published: {who}" if k == 0 else None)
+    ax.set(xlim=(0, 100), ylim=(0, top), xlabel="|yaw|, degrees (over 90 counted in 60-90)",
+           ylabel=f"NME %, 68 points (clipped at {top:.0f})",
+           title=f"AFLW2000-3D, {len(recs)} faces: {method}, bucket mean {ours['bucket_mean']:.2f}%")
+    ax.legend(fontsize=7, loc="upper left")
+    return save_figure(fig, path)

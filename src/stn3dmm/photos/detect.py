@@ -457,6 +457,20 @@ class FaceDetector:
             return None
         return t.to_source(best[:, :2]), best[:, 2] / t.scale
 
+    def face_in_box(self, image, box) -> Face:
+        """The face inside a given ``box`` (x0, y0, x1, y1, photo pixels, about the face's own
+        extent) with its face-mesh points, for faces located by other means than this detector
+        (a benchmark's box, a user's annotation). ``points`` is None when the mesh finds none."""
+        img = _as_uint8_rgb(image)
+        h, w = img.shape[:2]
+        box = np.asarray(box, dtype=np.float64).reshape(4)
+        got = self._mesh_in_box(img, box)
+        pts, depth = got if got is not None else (None, None)
+        tiny = min(box[2] - box[0], box[3] - box[1]) < self.min_face
+        return Face(bbox=box, score=1.0, keypoints=np.full((len(KEYPOINTS), 2), np.nan), points=pts, depth=depth,
+                    visibility=None if pts is None else point_visibility(pts, depth), tiny=bool(tiny),
+                    image_size=(w, h))
+
     def __call__(self, image) -> list[Face]:
         """Detect every face: a list of :class:`Face`, largest box first."""
         img = _as_uint8_rgb(image)

@@ -133,6 +133,13 @@ class LandmarkMap:
         return LandmarkTargets(self.vertices.copy(), pts, w)
 
 
+def mediapipe_ibug68(points: np.ndarray) -> np.ndarray:
+    """The detector's own 68 iBUG points: (468, 2) face-mesh points -> (68, 2), each the mean of
+    its :data:`MEDIAPIPE_TO_IBUG68` points (the raw detector, without the model)."""
+    points = np.asarray(points, dtype=np.float64)
+    return np.stack([points[list(s)].mean(0) for s in MEDIAPIPE_TO_IBUG68])
+
+
 def ibug68_map(model, contour_weight: float = 0.0) -> LandmarkMap:
     """The table map onto ``model.landmarks['ibug68']`` (see the module docstring)."""
     if "ibug68" not in getattr(model, "landmarks", {}):
@@ -410,6 +417,6 @@ def face_targets(face, model, mapping: str = "dense", *, allow_tiny: bool = Fals
     return get_map(model, mapping, **options).targets(face.points, face.visibility)
 
 
-__all__ = ["MEDIAPIPE_TO_IBUG68", "IBUG68_CONTOUR", "DENSE_VIEWS", "MAPPINGS", "LandmarkTargets", "LandmarkMap",
+__all__ = ["MEDIAPIPE_TO_IBUG68", "mediapipe_ibug68", "IBUG68_CONTOUR", "DENSE_VIEWS", "MAPPINGS", "LandmarkTargets", "LandmarkMap",
            "ibug68_map", "dense_map", "get_map", "face_targets", "MAP_VERSION", "map_cache_path", "load_cached_map",
            "save_cached_map", "rotation", "render_mean", "Render", "triangulate", "face_oval"]

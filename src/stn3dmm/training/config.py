@@ -135,4 +135,25 @@ def check_batch(train: dict, world: int) -> None:
                          f"processes ({2 * world}), so that every process gets whole pairs")
 
 
-__all__ = ["DEFAULTS", "PAIRS", "check_value", "load_config", "check_batch"]
+
+
+def data_overrides(kind: str | None, path: str | None, items) -> dict:
+    """A [data] section from command-line options: ``kind``, ``path`` and ``KEY=VALUE`` items
+    (``data.`` prefixes allowed), each checked against the defaults' keys and types."""
+    spec = {}
+    if kind:
+        spec["kind"] = kind
+    if path:
+        spec["path"] = path
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected key=value (a [data] key)")
+        k, v = item.split("=", 1)
+        k = k.strip().removeprefix("data.")
+        if k not in DEFAULTS["data"]:
+            raise ValueError(f"--set {item!r}: unknown [data] key {k!r} (known: {', '.join(DEFAULTS['data'])})")
+        spec[k] = check_value(f"data.{k}", _parse_value(v), DEFAULTS["data"][k], f"--set {item!r}", raw=v)
+    return spec
+
+
+__all__ = ["DEFAULTS", "PAIRS", "check_value", "load_config", "check_batch", "data_overrides"]

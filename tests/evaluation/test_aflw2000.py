@@ -1,0 +1,72 @@
+"""The AFLW2000-3D benchmark harness, on the real benchmark files when ../shared/data has them.
+
+Known answers of the protocol (no method involved), then the landmark pipeline on a fixed
+spread of 21 images: the figures asserted there are loose sanity bounds, not tuned ones.
+"""
+
+import numpy as np
+import pytest
+
+from stn3dmm.evaluation.aflw2000 import (ROI_TO_FACE, BenchmarkError, format_table, load_aflw2000, score,
+                                         spread_subset)
+
+
+@pytest.fixture(scope="module")
+def bench(shared_dir):
+    root = shared_dir / "data" / "aflw2000-3d"
+    if not (root / "gt" / "image_names.txt").exists():
+        pytest.skip(f"{root} not present (AFLW2000-3D is not shipped with stn3dmm)")
+    return load_aflw2000(root)
+
+
+def test_buckets_hold_all_2000_faces_with_those_beyond_90_in_the_last(bench):
+    r = score(bench, np.arange(len(bench)), bench.reannotated, np.ones(len(bench), bool))
+    assert (r["nme"]["n_0-30"], r["nme"]["n_30-60"], r["nme"]["n_60-90"]) == (1312, 383, 305)
+    assert (bench.abs_yaw > 90).sum() == 7
+    assert r["nme"]["bucket_mean"] == 0.0 and r["found"]["bucket_mean"] == 1.0
+
+
+def test_the_two_ground_truths_disagree_by_a_known_amount(bench):
+    """The original fitted landmarks scored against the re-annotated ones: the protocol's floor."""
+    r = score(bench, np.arange(len(bench)), bench.original, np.ones(len(bench), bool))["nme"]
+    assert (r["0-30"], r["30-60"], r["60-90"]) == pytest.approx((2.6297, 3.2331, 4.3412), abs=1e-4)
+
+
+def test_face_boxes_are_3ddfas_squares_of_the_original_landmarks(bench):
+    """0-based boxes: centred on the original landmarks' box, sqrt(2) times its longer side
+    (for all but a few dozen boxes, which 3DDFA made otherwise)."""
+    lo, hi = bench.original.min(1), bench.original.max(1)
+    sq = np.stack([bench.face_square(i) for i in range(len(bench))])
+    off = np.abs((sq[:, :2] + sq[:, 2:]) / 2 - (lo + hi) / 2).max(1)
+    assert (off < 0.75).mean() > 0.95                      # a 1 px convention error would fail this
+    side = (sq[:, 2:] - sq[:, :2]).max(1)
+    assert np.median(np.abs(side / (hi - lo).max(1) - 1)) < 0.005
+    assert ROI_TO_FACE == pytest.approx(2 ** -0.5)
+
+
+def test_spread_subset_takes_each_bucket_evenly(bench):
+    idx = spread_subset(bench, 7)
+    assert len(idx) == 21 and len(set(idx)) == 21
+    yaw = bench.abs_yaw[idx]
+    assert ((yaw < 30).sum(), ((yaw >= 30) & (yaw < 60)).sum(), (yaw >= 60).sum()) == (7, 7, 7)
+
+
+def test_a_folder_that_is_not_the_benchmark_is_refused(tmp_path):
+    with pytest.raises(BenchmarkError, match="not an AFLW2000-3D folder"):
+        load_aflw2000(tmp_path)
+
+
+def test_the_landmark_pipeline_on_21_spread_images(bench, real_cache, monkeypatch):
+    """End to end, as `stn3dmm evaluate --method flatten --per-bucket 7` runs it."""
+    from stn3dmm.evaluation.methods import FlattenMethod, run_benchmark
+    from stn3dmm.model import load_model
+
+    monkeypatch.setenv("STN3DMM_CACHE", real_cache[0])
+    results, records = run_benchmark(bench, FlattenMethod(load_model()), spread_subset(bench, 7), progress=False)
+    ours = results["stn3dmm flatten"]
+    assert len(records) == 21 and {r["how"] for r in records} <= {"detected", "benchmark box", "mean face"}
+    assert ours["found"]["0-30"] == 1.0                       # frontal faces are all found
+    assert ours["nme"]["0-30"] < 4.0 and ours["nme"]["bucket_mean"] < 10.0
+    assert ours["pose_mae_deg"]["mean"] < 15.0
+    table = format_table(results)
+    assert "published: 3DDFA_V2" in table and "faces found by the method" in table
