@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from stn3dmm.stn import layers as L
-from stn3dmm.stn.visibility import (depth_buffer, vertex_normals, visibility_backface, visibility_comparison_figure,
-                                    visibility_depth)
+from stn3dmm.stn.visibility import depth_buffer, vertex_normals, visibility_backface, visibility_depth
 from testkit import synthetic_models as syn
 
 
@@ -170,14 +169,6 @@ def test_depth_visibility_carries_no_gradient(face_model):
     v = _posed(face_model, 40).requires_grad_(True)
     out = visibility_depth(v, _t(face_model.faces, torch.long))
     assert out.dtype == torch.bool and not out.requires_grad
-
-
-def test_comparison_figure(face_model, tmp_path):
-    path = tmp_path / "vis.png"
-    fig = visibility_comparison_figure(face_model, yaws=(0, 60), path=path)
-    assert path.stat().st_size > 10_000
-    assert len(fig.axes) == 8
-    assert "hidden" in fig.axes[1].get_title()
 
 
 def test_topology_tables_are_cached_per_faces_tensor_and_redone_when_it_changes():

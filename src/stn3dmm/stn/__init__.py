@@ -10,8 +10,7 @@ from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, check
                      resample_grid, rotate, rotation_to_axis_angle, sampling_grid, scale, select_landmarks, skew,
                      split_theta, translate)
 from .module import VISIBILITY_MODES, MorphableSTN
-from .visibility import (depth_buffer, vertex_normals, visibility_backface, visibility_comparison_figure,
-                         visibility_depth)
+from .visibility import depth_buffer, vertex_normals, visibility_backface, visibility_depth
 
 __all__ = [
     "MorphableSTN", "VISIBILITY_MODES", "Projection",
@@ -19,5 +18,5 @@ __all__ = [
     "orthographic_projection", "scale", "translate", "select_landmarks", "resample_grid", "sampling_grid",
     "bilinear_sampler", "inside_image", "masking", "grid_generator",
     "check_theta", "check_images", "check_landmarks",
-    "vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth", "visibility_comparison_figure",
+    "vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth",
 ]

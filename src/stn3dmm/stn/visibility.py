@@ -26,7 +26,6 @@ results are masks and carry no gradient.
   jaw of a frontal face). By default a vertex must also face the camera (rule (a)), because an
   open face mesh seen from behind shows the inside of the head, which no depth test of the
   mesh alone can catch.
-* :func:`visibility_comparison_figure` -- a figure of (a) vs (b) at several yaws.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ import math
 
 import torch
 
-from .layers import axis_angle_to_rotation, rotate
 
 
 # Internally everything runs "coordinate-major": a batch of meshes is one (3, N, B) tensor, so
@@ -443,72 +441,4 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
         return (visible, db) if return_buffer else visible
 
 
-def _posed_mean(model, yaw_deg: float, pitch_deg: float = 0.0):
-    """Mean shape of ``model`` (MorphableModel or MorphableSTN) rotated by yaw (about y) then pitch (about x)."""
-    if isinstance(model, torch.nn.Module):
-        mean, faces, res = model.mean.detach().double().cpu(), model.faces.cpu(), model.res
-    else:
-        mean = torch.as_tensor(model.mean, dtype=torch.float64)
-        faces, res = torch.as_tensor(model.faces, dtype=torch.long), model.res
-    ry = axis_angle_to_rotation(torch.tensor([0.0, math.radians(yaw_deg), 0.0], dtype=torch.float64))
-    rx = axis_angle_to_rotation(torch.tensor([math.radians(pitch_deg), 0.0, 0.0], dtype=torch.float64))
-    return rotate(mean[None], (rx @ ry)[None]), faces, res
-
-
-def visibility_comparison_figure(model, yaws=(0, 30, 50, 70), *, pitch: float = 0.0, path=None, depth_options=None):
-    """Figure comparing rule (a) (back-face) with rule (b) (depth test) at several yaws.
-
-    For the mean shape of ``model`` (a grid :class:`~stn3dmm.model.MorphableModel` or a
-    :class:`~stn3dmm.stn.MorphableSTN`) at each yaw (degrees, about the model's y axis) it shows
-    the projected vertices coloured by verdict (both visible / visible only by (a) -- occluded
-    front-facing surface / invisible by both) and, for grid models, both masks in UV space.
-    Uses the Agg canvas directly (no global backend change). Saves to ``path`` if given.
-
-    Returns:
-        the :class:`matplotlib.figure.Figure`.
-    """
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-
-    yaws = list(yaws)
-    rows = 4 if model.res else 1
-    fig = Figure(figsize=(3.0 * len(yaws), 3.0 * rows), dpi=100)
-    FigureCanvasAgg(fig)
-    axes = np.asarray(fig.subplots(rows, len(yaws), squeeze=False))
-    colors = np.array([[0.75, 0.75, 0.75], [0.85, 0.15, 0.15], [0.15, 0.55, 0.15]])
-    for c, yaw in enumerate(yaws):
-        posed, faces, res = _posed_mean(model, yaw, pitch)
-        a = visibility_backface(posed, faces)[0]
-        bvis = visibility_depth(posed, faces, **(depth_options or {}))[0]
-        cat = (a.long() + bvis.long()).numpy()  # 0 neither, 1 (a) only, 2 both
-        p = posed[0].numpy()
-        ax = axes[0, c]
-        for k, size in ((0, 1.0), (2, 1.0), (1, 4.0)):  # red (the disagreement) drawn last, larger
-            sel = cat == k
-            ax.scatter(p[sel, 0], p[sel, 1], s=size, c=colors[k][None], linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(f"yaw {yaw:g} deg: {int((cat == 1).sum())} hidden\nfront-facing vertices")
-        if rows > 1:
-            r = res
-            imgs = [a.numpy().reshape(r, r), bvis.numpy().reshape(r, r), (a & ~bvis).numpy().reshape(r, r)]
-            titles = ["(a) back-face", "(b) depth test", "(a) and not (b)"]
-            for k, (im, t) in enumerate(zip(imgs, titles)):
-                axk = axes[k + 1, c]
-                axk.imshow(im, cmap=ListedColormap(["black", "white"]) if k < 2 else ListedColormap(["black", "red"]),
-                           vmin=0, vmax=1, interpolation="nearest")
-                axk.set_xticks([])
-                axk.set_yticks([])
-                axk.set_title(t, fontsize=9)
-    fig.suptitle("visibility: green = visible by both, red = visible by (a) only, grey = invisible")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-    return fig
-
-
-__all__ = ["vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth",
-           "visibility_comparison_figure"]
+__all__ = ["vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth"]
