@@ -9,8 +9,9 @@ from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, check
                      check_theta, grid_generator, inside_image, masking, morphable_model, orthographic_projection,
                      resample_grid, rotate, rotation_to_axis_angle, sampling_grid, scale, select_landmarks, skew,
                      split_theta, translate)
+from .depth import depth_buffer
 from .module import VISIBILITY_MODES, MorphableSTN
-from .visibility import depth_buffer, vertex_normals, visibility_backface, visibility_depth
+from .visibility import vertex_normals, visibility_backface, visibility_depth
 
 __all__ = [
     "MorphableSTN", "VISIBILITY_MODES", "Projection",
