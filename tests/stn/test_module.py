@@ -92,6 +92,25 @@ def test_visibility_modes_and_mask(face_model):
         MorphableSTN(face_model, visibility="zbuffer")
 
 
+def test_theta_is_checked_once_per_forward_with_the_same_errors(face_model, monkeypatch):
+    from stn3dmm.stn import module
+
+    calls = []
+    real = module.check_theta
+    monkeypatch.setattr(module, "check_theta", lambda *a, **k: calls.append(a) or real(*a, **k))
+    stn = MorphableSTN(face_model)
+    imgs, th = torch.rand(2, 3, H, W), _theta(stn, 2)
+    stn(imgs, th)
+    assert len(calls) == 1
+    stn.geometry(th)
+    assert len(calls) == 2
+    # the module's advice on the column count comes first, whatever else is wrong
+    with pytest.raises(ValueError, match="columns .* n_id=..., n_exp=..."):
+        stn(imgs, th[:, :-1].long())
+    with pytest.raises(ValueError, match="floating-point"):
+        stn(imgs, th.long())
+
+
 def test_out_res_resamples_the_grid_exactly_at_shared_points(face_model):
     stn = MorphableSTN(face_model).double()
     big = MorphableSTN(face_model, out_res=2 * face_model.res - 1).double()

@@ -148,10 +148,30 @@ class MorphableSTN(nn.Module):
     # -- pieces other tools can use without images --------------------------------------------
 
     def geometry(self, theta: torch.Tensor, check: bool = True) -> Projection:
-        """Grid generator only: ``theta (B, n_params) ->`` :class:`~stn3dmm.stn.layers.Projection`."""
+        """Grid generator only: ``theta (B, n_params) ->`` :class:`~stn3dmm.stn.layers.Projection`.
+
+        ``check=True`` validates theta first (:func:`~stn3dmm.stn.layers.check_theta`: shape,
+        dtype, device, finite; the last costs a host sync on CUDA).
+        """
         if check:
             check_theta(theta, self.n_id, self.n_exp, dtype=self.mean.dtype, device=self.mean.device)
+        return self._project(theta)
+
+    def _project(self, theta: torch.Tensor) -> Projection:
+        """The grid generator on the model's buffers, theta unchecked (the caller has checked it)."""
         return grid_generator(theta, self.mean, self.basis_id, self.basis_exp, self.n_id, self.n_exp, self.scale_map)
+
+    def _check_theta(self, theta, batch: int) -> None:
+        """The one theta check of a forward: a (B, n_params) tensor of the images' batch size and the
+        module's dtype and device, finite; otherwise ValueError. A wrong column count gets this
+        module's advice (n_id / n_exp) before :func:`~stn3dmm.stn.layers.check_theta` does the rest."""
+        if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
+            raise ValueError(
+                f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
+                f"{self.n_id} identity + {self.n_exp} expression coefficients ([r(3), t(2), logs(1), alpha_id, "
+                "alpha_exp]); for fewer coefficients build it with MorphableSTN(model, n_id=..., n_exp=...), "
+                "which uses the model's leading components")
+        check_theta(theta, self.n_id, self.n_exp, batch=batch, dtype=self.mean.dtype, device=self.mean.device)
 
     def vertex_visibility(self, posed: torch.Tensor) -> torch.Tensor | None:
         """``(B, N, 3)`` posed vertices -> ``(B, N)`` bool by this module's rule (None for ``"none"``)."""
@@ -200,14 +220,8 @@ class MorphableSTN(nn.Module):
         if self.channels is not None and c not in self.channels:
             raise ValueError(f"images have {c} channels; this MorphableSTN takes {' or '.join(map(str, self.channels))} "
                              "(grey or RGB by default; build it with channels=C or channels=None for others)")
-        if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
-            raise ValueError(
-                f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
-                f"{self.n_id} identity + {self.n_exp} expression coefficients ([r(3), t(2), logs(1), alpha_id, "
-                "alpha_exp]); for fewer coefficients build it with MorphableSTN(model, n_id=..., n_exp=...), "
-                "which uses the model's leading components")
-        check_theta(theta, self.n_id, self.n_exp, batch=b, dtype=dtype, device=device)
-        proj = self.geometry(theta, check=False)
+        self._check_theta(theta, b)
+        proj = self._project(theta)
         lms = select_landmarks(proj.points, self.landmark_index)
         far = self._far_rows(lms, h, w)
         grid = sampling_grid(proj.points, self.res, h, w, self.out_res)
