@@ -1,11 +1,12 @@
 """Tests of MorphableSTN: the output contract, known answers, gradients, dtype/device, bad input."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from stn3dmm.stn import MorphableSTN
+from stn3dmm.stn import MorphableSTN, STNOutput
 from stn3dmm.stn import layers as L
 from testkit import synthetic_models as syn
 
@@ -90,6 +91,23 @@ def test_visibility_modes_and_mask(face_model):
     assert torch.equal(outs["depth"]["visibility"].view(2, 1, 32, 32).float(), depth)
     with pytest.raises(ValueError, match="visibility"):
         MorphableSTN(face_model, visibility="zbuffer")
+
+
+def test_output_is_typed_with_attribute_and_key_access(face_model):
+    stn = MorphableSTN(face_model, visibility="none")
+    out = stn(torch.rand(2, 3, H, W), _theta(stn, 2))
+    assert isinstance(out, STNOutput)
+    names = [f.name for f in dataclasses.fields(out)]
+    assert names == ["points", "landmarks", "grid", "flattened", "mask", "masked", "visibility", "shape", "posed",
+                     "rotation", "scale"]
+    for k in names:
+        assert isinstance(getattr(out, k), torch.Tensor), k
+        assert out[k] is getattr(out, k), k  # key access is the attribute, not a copy
+    assert out.flattened.shape == (2, 3, face_model.res, face_model.res)
+    assert out.visibility.dtype == torch.bool and out.visibility.all()  # "none": every vertex
+    for key in ("raster", "__class__", "keys"):  # only the fields are keys
+        with pytest.raises(KeyError):
+            out[key]
 
 
 def test_theta_is_checked_once_per_forward_with_the_same_errors(face_model, monkeypatch):

@@ -10,11 +10,11 @@ from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, check
                      resample_grid, rotate, rotation_to_axis_angle, sampling_grid, scale, select_landmarks, skew,
                      split_theta, translate)
 from .depth import depth_buffer
-from .module import VISIBILITY_MODES, MorphableSTN
+from .module import VISIBILITY_MODES, MorphableSTN, STNOutput
 from .visibility import vertex_normals, visibility_backface, visibility_depth
 
 __all__ = [
-    "MorphableSTN", "VISIBILITY_MODES", "Projection",
+    "MorphableSTN", "STNOutput", "VISIBILITY_MODES", "Projection",
     "split_theta", "morphable_model", "skew", "axis_angle_to_rotation", "rotation_to_axis_angle", "rotate",
     "orthographic_projection", "scale", "translate", "select_landmarks", "resample_grid", "sampling_grid",
     "bilinear_sampler", "inside_image", "masking", "grid_generator",
