@@ -5,11 +5,11 @@ This package owns the differentiable grid generator, sampler and masking of SPEC
 composes them (:mod:`.module`). Conventions live in :mod:`stn3dmm.core.conventions`.
 """
 
-from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, check_images, check_landmarks,
-                     check_theta, grid_generator, inside_image, masking, morphable_model, orthographic_projection,
-                     resample_grid, rotate, rotation_to_axis_angle, sampling_grid, scale, select_landmarks, skew,
-                     split_theta, translate)
+from .checks import check_images, check_landmarks, check_theta
 from .depth import depth_buffer
+from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, grid_generator, inside_image, masking,
+                     morphable_model, orthographic_projection, resample_grid, rotate, rotation_to_axis_angle,
+                     sampling_grid, scale, select_landmarks, skew, split_theta, translate)
 from .module import VISIBILITY_MODES, MorphableSTN, STNOutput
 from .visibility import vertex_normals, visibility_backface, visibility_depth
 

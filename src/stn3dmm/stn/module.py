@@ -25,8 +25,9 @@ from torch import nn
 
 from ..core.conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
 from ..model.morphable import landmark_indices
-from .layers import (Projection, bilinear_sampler, check_images, check_theta, grid_generator, inside_image,
-                     masking, sampling_grid, select_landmarks)
+from .checks import check_images, check_theta
+from .layers import (Projection, bilinear_sampler, grid_generator, inside_image, masking, sampling_grid,
+                     select_landmarks)
 from .visibility import visibility_backface, visibility_depth
 
 VISIBILITY_MODES = ("depth", "backface", "none")
@@ -211,7 +212,7 @@ class MorphableSTN(nn.Module):
     def geometry(self, theta: torch.Tensor, check: bool = True) -> Projection:
         """Grid generator only: ``theta (B, n_params) ->`` :class:`~stn3dmm.stn.layers.Projection`.
 
-        ``check=True`` validates theta first (:func:`~stn3dmm.stn.layers.check_theta`: shape,
+        ``check=True`` validates theta first (:func:`~stn3dmm.stn.checks.check_theta`: shape,
         dtype, device, finite; the last costs a host sync on CUDA).
         """
         if check:
@@ -225,7 +226,7 @@ class MorphableSTN(nn.Module):
     def _check_theta(self, theta, batch: int) -> None:
         """The one theta check of a forward: a (B, n_params) tensor of the images' batch size and the
         module's dtype and device, finite; otherwise ValueError. A wrong column count gets this
-        module's advice (n_id / n_exp) before :func:`~stn3dmm.stn.layers.check_theta` does the rest."""
+        module's advice (n_id / n_exp) before :func:`~stn3dmm.stn.checks.check_theta` does the rest."""
         if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
             raise ValueError(
                 f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
