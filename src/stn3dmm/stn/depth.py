@@ -254,6 +254,10 @@ def depth_buffer(vertices: torch.Tensor, faces: torch.Tensor, *, pixel: float = 
                  max_samples: int = 16) -> dict:
     """Splat an orthographic depth buffer (max z) of each posed mesh. No gradient.
 
+    The depth test of :func:`~stn3dmm.stn.visibility.visibility_depth` compares each vertex with
+    the front-most surface along its viewing ray; this buffer holds that surface's depth per
+    pixel, for a whole batch at once (``scatter_reduce('amax')``, no rasteriser loop).
+
     The buffer pixel size is ``h = pixel * spacing`` per mesh, where the *mesh spacing* is
     ``sqrt(2 * mean triangle area)`` (the cell size of a grid mesh), enlarged if needed so the
     buffer is at most ``max_buffer`` pixels a side. Each triangle is sampled on a barycentric
@@ -265,13 +269,34 @@ def depth_buffer(vertices: torch.Tensor, faces: torch.Tensor, *, pixel: float = 
 
     Args:
         vertices: (B, N, 3) posed vertices (model frame, viewer on +z).
-        faces: (F, 3).
+        faces: (F, 3) long.
+        pixel: buffer pixel size in units of the mesh spacing.
+        max_buffer: largest buffer side, in pixels.
+        max_samples: largest lattice step count per triangle edge.
 
     Returns:
         dict with ``buffer`` (B, Hb, Wb) max z (``-inf`` where empty; column
         ``floor((x - x0) / h)``, row ``floor((y - y0) / h)``, so rows grow upwards),
         ``origin`` (B, 2) the corner (x0, y0), ``pixel`` (B,) the pixel size h, ``spacing`` (B,)
         the mesh spacing, ``samples`` the largest lattice step count used.
+
+    Examples:
+        A 20 x 20 mm square at z = 0 with a 6 x 6 mm square in front of it at z = 5:
+
+        >>> back = [[x, y, 0.0] for y in (-10.0, 0.0, 10.0) for x in (-10.0, 0.0, 10.0)]  # 3 x 3 grid at z = 0
+        >>> front = [[-3.0, -3.0, 5.0], [3.0, -3.0, 5.0], [-3.0, 3.0, 5.0], [3.0, 3.0, 5.0]]  # a small square at z = 5
+        >>> vertices = torch.tensor([back + front])  # (1, 13, 3)
+        >>> faces = torch.tensor([f for a in (0, 1, 3, 4) for f in ((a, a + 1, a + 4), (a, a + 4, a + 3))]
+        ...                      + [(9, 10, 12), (9, 12, 11)])  # counter-clockwise seen from +z
+        >>> db = depth_buffer(vertices, faces, pixel=0.5)
+        >>> db["buffer"][0]
+        tensor([[0., 0., 0., 0., 0.],
+                [0., 5., 5., 0., 0.],
+                [0., 5., 5., 0., 0.],
+                [0., 0., 0., 0., 0.],
+                [0., 0., 0., 0., 0.]])
+        >>> db["origin"], db["pixel"].round(decimals=2)
+        (tensor([[-10., -10.]]), tensor([4.6700]))
     """
     with torch.no_grad():
         return _depth_buffer_cm(_Mesh(_coord_major(vertices.detach()), faces, True), pixel, max_buffer,

@@ -44,7 +44,8 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Angle-weighted vertex normals of a batch of meshes.
 
     Each vertex gets the sum of the unit normals of its triangles, weighted by the triangle's
-    angle at the vertex, normalised.
+    angle at the vertex, normalised: a normal that does not depend on how finely the surface
+    around the vertex is triangulated. Rule (a) reads its z component.
 
     Args:
         vertices: (B, N, 3).
@@ -52,14 +53,41 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
     Returns:
         (B, N, 3) unit normals (zero for vertices in no triangle). Differentiable.
+
+    Examples:
+        >>> v = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])  # one triangle facing +z
+        >>> vertex_normals(v, torch.tensor([[0, 1, 2]]))
+        tensor([[[0., 0., 1.],
+                 [0., 0., 1.],
+                 [0., 0., 1.]]])
     """
     return _normals_cm(vertices.permute(2, 1, 0), faces).permute(2, 1, 0)
 
 
 def visibility_backface(vertices: torch.Tensor, faces: torch.Tensor,
                         normals: torch.Tensor | None = None) -> torch.Tensor:
-    """Rule (a), the original's back-face test: ``(B, N, 3) posed vertices -> (B, N) bool``, True where
-    the angle-weighted vertex normal has ``n_z >= 0`` (viewer on +z). No gradient."""
+    """Rule (a), the original's back-face test: a vertex is visible when its normal faces the camera.
+
+    Cheap, and right for a convex surface; a front-facing vertex hidden behind another part of
+    the face (a cheek behind the nose) still counts as visible -- :func:`visibility_depth`
+    catches those. True where the angle-weighted vertex normal (:func:`vertex_normals`) has
+    ``n_z >= 0`` (viewer on +z). No gradient.
+
+    Args:
+        vertices: (B, N, 3) posed vertices (model frame).
+        faces: (F, 3) long, counter-clockwise seen from outside.
+        normals: (B, N, 3) vertex normals, if already computed (then ``vertices`` is not read).
+
+    Returns:
+        (B, N) bool.
+
+    Examples:
+        >>> v = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        >>> visibility_backface(v, torch.tensor([[0, 1, 2]]))  # counter-clockwise: faces the camera
+        tensor([[True, True, True]])
+        >>> visibility_backface(v, torch.tensor([[0, 2, 1]]))  # clockwise: faces away
+        tensor([[False, False, False]])
+    """
     with torch.no_grad():
         if normals is None:
             return _normals_cm(_coord_major(vertices.detach()), faces)[2].t() >= 0
@@ -112,19 +140,19 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
                      exact: bool = True, return_buffer: bool = False):
     """Rule (b), a depth test: ``(B, N, 3) posed vertices -> (B, N) bool`` visible. No gradient.
 
-    A vertex is occluded when the depth buffer (:func:`depth_buffer`) at its pixel lies in
-    front of it by more than ``tol_v = tol * spacing + min(slope_v, max_slope) * h * sqrt(2)``:
-    a margin tied to the mesh spacing (``sqrt(2 * mean triangle area)``) plus a slope-scaled
-    bias, the largest depth change the vertex's own tangent plane (slope ``|n_xy| / n_z`` from
-    its normal) makes within one buffer pixel of size ``h``. With ``exact=True`` (default), a
-    vertex whose pixel's front-most sample lies on another surface is then decided by exact ray
-    intersection with the triangles around the front-most samples of its 3 x 3 pixels (module
-    docstring) whenever one of those covers it: hidden iff one is more than ``tol * spacing``
-    in front. With ``backface=True`` (default) the vertex must also pass rule (a).
+    Masks the flattened texture where the face hides itself, which rule (a) misses: a vertex is
+    visible only if no part of the posed mesh lies in front of it along its viewing ray.
 
-    Agreement with exact ray casting on the default model's mean face (R = 112) at yaw 0 / 30 /
-    50 / 70 degrees: 99.61 / 99.89 / 99.79 / 99.91 % (before the exact step and the finer buffer,
-    98.21 / 98.92 / 99.03 / 99.61 %).
+    A vertex is occluded when the depth buffer (:func:`~stn3dmm.stn.depth.depth_buffer`) at its
+    pixel lies in front of it by more than
+    ``tol_v = tol * spacing + min(slope_v, max_slope) * h * sqrt(2)``: a margin tied to the
+    mesh spacing (``sqrt(2 * mean triangle area)``) plus a slope-scaled bias, the largest depth
+    change the vertex's own tangent plane (slope ``|n_xy| / n_z`` from its normal) makes within
+    one buffer pixel of size ``h``. With ``exact=True`` (default), a vertex whose pixel's
+    front-most sample lies on another surface is then decided by exact ray intersection with
+    the triangles around the front-most samples of its 3 x 3 pixels (module docstring) whenever
+    one of those covers it: hidden iff one is more than ``tol * spacing`` in front. With
+    ``backface=True`` (default) the vertex must also pass rule (a).
 
     Args:
         vertices: (B, N, 3) posed vertices in the model frame (viewer on +z).
@@ -133,17 +161,32 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
         tol: depth margin in units of the mesh spacing.
         pixel: buffer pixel size in units of the mesh spacing (default 0.5: half the width of
             the band next to silhouettes where a pixel holds both a vertex and a nearer surface).
-        max_slope: cap on the slope in the bias. 8 (83 degrees) was the best trade-off (tuned with pixel=1, exact=False) against
-            exact ray casting on a synthetic face (R = 64 and 112, yaw 30-75: >= 99.5 %
-            agreement; the disagreements are grazing vertices, n_z < 0.25, next to silhouettes).
-            A larger cap lets grazing vertices behind an occluder through; a smaller one hides
-            grazing vertices behind their own surface.
+        max_slope: cap on the slope in the bias (default 8, about 83 degrees), chosen against
+            exact ray casting: a larger cap lets grazing vertices behind an occluder through; a
+            smaller one hides grazing vertices behind their own surface.
         max_buffer: largest buffer side, in pixels.
         max_samples: largest lattice step count per triangle edge.
         exact: refine by exact ray intersection where another surface wins the vertex's pixel.
-        return_buffer: also return the :func:`depth_buffer` dict (with ``exact``, also ``sample``
-            (B, Hb, Wb) the front-most sample's id and ``patches`` its candidate triangles;
-            depths then rounded to float32).
+        return_buffer: also return the :func:`~stn3dmm.stn.depth.depth_buffer` dict (with
+            ``exact``, also ``sample`` (B, Hb, Wb) the front-most sample's id and ``patches`` its
+            candidate triangles; depths then rounded to float32).
+
+    Returns:
+        (B, N) bool, or ``(visible, buffer dict)`` with ``return_buffer=True``.
+
+    Examples:
+        A 20 x 20 mm square at z = 0 with a 6 x 6 mm square in front of it at z = 5: the centre
+        vertex of the back square (index 4) faces the camera but is hidden.
+
+        >>> back = [[x, y, 0.0] for y in (-10.0, 0.0, 10.0) for x in (-10.0, 0.0, 10.0)]  # 3 x 3 grid at z = 0
+        >>> front = [[-3.0, -3.0, 5.0], [3.0, -3.0, 5.0], [-3.0, 3.0, 5.0], [3.0, 3.0, 5.0]]  # a small square at z = 5
+        >>> vertices = torch.tensor([back + front])  # (1, 13, 3)
+        >>> faces = torch.tensor([f for a in (0, 1, 3, 4) for f in ((a, a + 1, a + 4), (a, a + 4, a + 3))]
+        ...                      + [(9, 10, 12), (9, 12, 11)])  # counter-clockwise seen from +z
+        >>> visibility_depth(vertices, faces).int()
+        tensor([[1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.int32)
+        >>> visibility_backface(vertices, faces).all().item()
+        True
     """
     with torch.no_grad():
         mesh = _Mesh(_coord_major(vertices.detach()), faces, True)
