@@ -1,8 +1,27 @@
-"""The 3DMM spatial transformer: pure tensor layers, visibility, and the :class:`MorphableSTN` module.
+"""The 3DMM spatial transformer: every equation of the paper, as pure tensor functions and one module.
 
-This package owns the differentiable grid generator, sampler and masking of SPEC section 2
-(:mod:`.layers`), the visibility rules of section 4 (:mod:`.visibility`) and the module that
-composes them (:mod:`.module`). Conventions live in :mod:`stn3dmm.core.conventions`.
+Owns, one module per concept:
+
+=====================  ===================================================================
+module                 contents
+=====================  ===================================================================
+:mod:`.layers`         the grid generator, sampler and masking of SPEC section 2, one
+                       function per layer of the paper (its docstring maps layer to function)
+:mod:`.checks`         the input checks at the front doors (theta, images, landmarks)
+:mod:`.depth`          the orthographic depth buffer of posed meshes (SPEC section 4)
+:mod:`.visibility`     the visibility rules of section 4: (a) back-face, (b) depth test
+:mod:`.module`         :class:`MorphableSTN`, the layers composed as one ``nn.Module``, and
+                       its typed output :class:`STNOutput` (``out.masked`` or ``out["masked"]``)
+:mod:`.losses`         the four training losses of section 5
+:mod:`.flip`           left-right mirroring of images, landmarks and theta (section 5)
+:mod:`.texture`        symmetric completion and weighted averaging of flattened textures
+=====================  ===================================================================
+
+Every public function documents its shapes and carries a runnable example
+(``tests/stn/test_doctests.py`` runs them). Conventions live in :mod:`stn3dmm.core.conventions`;
+pictures of these results (e.g. the visibility comparison) live in :mod:`stn3dmm.viz`.
+
+May import: :mod:`stn3dmm.core`, :mod:`stn3dmm.model`.
 """
 
 from .checks import check_images, check_landmarks, check_theta
