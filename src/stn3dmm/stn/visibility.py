@@ -144,15 +144,11 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
     visible only if no part of the posed mesh lies in front of it along its viewing ray.
 
     A vertex is occluded when the depth buffer (:func:`~stn3dmm.stn.depth.depth_buffer`) at its
-    pixel lies in front of it by more than
-    ``tol_v = tol * spacing + min(slope_v, max_slope) * h * sqrt(2)``: a margin tied to the
-    mesh spacing (``sqrt(2 * mean triangle area)``) plus a slope-scaled bias, the largest depth
-    change the vertex's own tangent plane (slope ``|n_xy| / n_z`` from its normal) makes within
-    one buffer pixel of size ``h``. With ``exact=True`` (default), a vertex whose pixel's
-    front-most sample lies on another surface is then decided by exact ray intersection with
-    the triangles around the front-most samples of its 3 x 3 pixels (module docstring) whenever
-    one of those covers it: hidden iff one is more than ``tol * spacing`` in front. With
-    ``backface=True`` (default) the vertex must also pass rule (a).
+    pixel lies in front of it by more than ``tol * spacing + min(slope, max_slope) * h * sqrt(2)``:
+    the mesh spacing is ``sqrt(2 * mean triangle area)``, and the slope term, the depth change of
+    the vertex's own tangent plane across a buffer pixel ``h``, keeps sloped surface from hiding
+    itself. With ``exact=True``, a vertex whose pixel another surface wins is decided by exact ray
+    intersection (module docstring); with ``backface=True`` it must also pass rule (a).
 
     Args:
         vertices: (B, N, 3) posed vertices in the model frame (viewer on +z).
@@ -161,9 +157,8 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
         tol: depth margin in units of the mesh spacing.
         pixel: buffer pixel size in units of the mesh spacing (default 0.5: half the width of
             the band next to silhouettes where a pixel holds both a vertex and a nearer surface).
-        max_slope: cap on the slope in the bias (default 8, about 83 degrees), chosen against
-            exact ray casting: a larger cap lets grazing vertices behind an occluder through; a
-            smaller one hides grazing vertices behind their own surface.
+        max_slope: cap on the slope in the bias (default 8, about 83 degrees): a larger cap lets
+            grazing vertices behind an occluder through, a smaller one hides them behind their own surface.
         max_buffer: largest buffer side, in pixels.
         max_samples: largest lattice step count per triangle edge.
         exact: refine by exact ray intersection where another surface wins the vertex's pixel.
@@ -175,8 +170,7 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
         (B, N) bool, or ``(visible, buffer dict)`` with ``return_buffer=True``.
 
     Examples:
-        A 20 x 20 mm square at z = 0 with a 6 x 6 mm square in front of it at z = 5: the centre
-        vertex of the back square (index 4) faces the camera but is hidden.
+        A square at z = 0 behind a small one at z = 5 hides its centre vertex 4 (rule (a) sees it):
 
         >>> back = [[x, y, 0.0] for y in (-10.0, 0.0, 10.0) for x in (-10.0, 0.0, 10.0)]  # 3 x 3 grid at z = 0
         >>> front = [[-3.0, -3.0, 5.0], [3.0, -3.0, 5.0], [-3.0, 3.0, 5.0], [3.0, 3.0, 5.0]]  # a small square at z = 5
@@ -185,8 +179,6 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
         ...                      + [(9, 10, 12), (9, 12, 11)])  # counter-clockwise seen from +z
         >>> visibility_depth(vertices, faces).int()
         tensor([[1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.int32)
-        >>> visibility_backface(vertices, faces).all().item()
-        True
     """
     with torch.no_grad():
         mesh = _Mesh(_coord_major(vertices.detach()), faces, True)
