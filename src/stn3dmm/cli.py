@@ -56,7 +56,7 @@ def cmd_show_model(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import convergence_figure, default_demo_data, demo_figures, read_demodata, run_demo
     from .model.store import load_model
-    from .stn.visibility import visibility_comparison_figure
+    from .viz import visibility_comparison_figure
 
     images, labels = read_demodata(args.data or default_demo_data())
     model = load_model(args.model, log=_log)

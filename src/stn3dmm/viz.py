@@ -1,4 +1,4 @@
-"""Pictures of models: UV layouts, geometry images, shaded faces, landmarks.
+"""Pictures of models: UV layouts, geometry images, shaded faces, landmarks, visibility rules.
 
 Matplotlib only (Agg backend, no screen needed). Meshes are drawn with the painter's
 algorithm: triangles sorted back to front, each filled with Lambert shading.
@@ -6,6 +6,7 @@ algorithm: triangles sorted back to front, each filled with Lambert shading.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +14,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from .core.paths import write_atomically  # noqa: E402
 
@@ -140,6 +144,74 @@ def show_model(model, out_dir, n_random: int = 6, seed: int = 0, log=print) -> l
     for p in paths:
         log(f"wrote {p}")
     return paths
+
+
+def _posed_mean(model, yaw_deg: float, pitch_deg: float = 0.0):
+    """Mean shape of ``model`` (MorphableModel or MorphableSTN) rotated by yaw (about y) then pitch (about x)."""
+    import torch
+
+    from .stn.layers import axis_angle_to_rotation, rotate
+
+    if isinstance(model, torch.nn.Module):
+        mean, faces, res = model.mean.detach().double().cpu(), model.faces.cpu(), model.res
+    else:
+        mean = torch.as_tensor(model.mean, dtype=torch.float64)
+        faces, res = torch.as_tensor(model.faces, dtype=torch.long), model.res
+    ry = axis_angle_to_rotation(torch.tensor([0.0, math.radians(yaw_deg), 0.0], dtype=torch.float64))
+    rx = axis_angle_to_rotation(torch.tensor([math.radians(pitch_deg), 0.0, 0.0], dtype=torch.float64))
+    return rotate(mean[None], (rx @ ry)[None]), faces, res
+
+
+def visibility_comparison_figure(model, yaws=(0, 30, 50, 70), *, pitch: float = 0.0, path=None, depth_options=None):
+    """Figure comparing rule (a) (back-face) with rule (b) (depth test) at several yaws.
+
+    For the mean shape of ``model`` (a grid :class:`~stn3dmm.model.MorphableModel` or a
+    :class:`~stn3dmm.stn.MorphableSTN`) at each yaw (degrees, about the model's y axis) it shows
+    the projected vertices coloured by verdict (both visible / visible only by (a) -- occluded
+    front-facing surface / invisible by both) and, for grid models, both masks in UV space.
+    Draws on an Agg canvas of its own (not pyplot, so nothing to close). Saves to ``path`` if given.
+
+    Returns:
+        the :class:`matplotlib.figure.Figure`.
+    """
+    from .stn.visibility import visibility_backface, visibility_depth
+
+    yaws = list(yaws)
+    rows = 4 if model.res else 1
+    fig = Figure(figsize=(3.0 * len(yaws), 3.0 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = np.asarray(fig.subplots(rows, len(yaws), squeeze=False))
+    colors = np.array([[0.75, 0.75, 0.75], [0.85, 0.15, 0.15], [0.15, 0.55, 0.15]])
+    for c, yaw in enumerate(yaws):
+        posed, faces, res = _posed_mean(model, yaw, pitch)
+        a = visibility_backface(posed, faces)[0]
+        bvis = visibility_depth(posed, faces, **(depth_options or {}))[0]
+        cat = (a.long() + bvis.long()).numpy()  # 0 neither, 1 (a) only, 2 both
+        p = posed[0].numpy()
+        ax = axes[0, c]
+        for k, size in ((0, 1.0), (2, 1.0), (1, 4.0)):  # red (the disagreement) drawn last, larger
+            sel = cat == k
+            ax.scatter(p[sel, 0], p[sel, 1], s=size, c=colors[k][None], linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"yaw {yaw:g} deg: {int((cat == 1).sum())} hidden\nfront-facing vertices")
+        if rows > 1:
+            r = res
+            imgs = [a.numpy().reshape(r, r), bvis.numpy().reshape(r, r), (a & ~bvis).numpy().reshape(r, r)]
+            titles = ["(a) back-face", "(b) depth test", "(a) and not (b)"]
+            for k, (im, t) in enumerate(zip(imgs, titles)):
+                axk = axes[k + 1, c]
+                axk.imshow(im, cmap=ListedColormap(["black", "white"]) if k < 2 else ListedColormap(["black", "red"]),
+                           vmin=0, vmax=1, interpolation="nearest")
+                axk.set_xticks([])
+                axk.set_yticks([])
+                axk.set_title(t, fontsize=9)
+    fig.suptitle("visibility: green = visible by both, red = visible by (a) only, grey = invisible")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path)
+    return fig
 
 
 def nme_by_yaw_figure(result: dict, published: dict, method: str, path) -> Path:

@@ -1,11 +1,12 @@
 """Tests of MorphableSTN: the output contract, known answers, gradients, dtype/device, bad input."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from stn3dmm.stn import MorphableSTN
+from stn3dmm.stn import MorphableSTN, STNOutput
 from stn3dmm.stn import layers as L
 from testkit import synthetic_models as syn
 
@@ -90,6 +91,42 @@ def test_visibility_modes_and_mask(face_model):
     assert torch.equal(outs["depth"]["visibility"].view(2, 1, 32, 32).float(), depth)
     with pytest.raises(ValueError, match="visibility"):
         MorphableSTN(face_model, visibility="zbuffer")
+
+
+def test_output_is_typed_with_attribute_and_key_access(face_model):
+    stn = MorphableSTN(face_model, visibility="none")
+    out = stn(torch.rand(2, 3, H, W), _theta(stn, 2))
+    assert isinstance(out, STNOutput)
+    names = [f.name for f in dataclasses.fields(out)]
+    assert names == ["points", "landmarks", "grid", "flattened", "mask", "masked", "visibility", "shape", "posed",
+                     "rotation", "scale"]
+    for k in names:
+        assert isinstance(getattr(out, k), torch.Tensor), k
+        assert out[k] is getattr(out, k), k  # key access is the attribute, not a copy
+    assert out.flattened.shape == (2, 3, face_model.res, face_model.res)
+    assert out.visibility.dtype == torch.bool and out.visibility.all()  # "none": every vertex
+    for key in ("raster", "__class__", "keys"):  # only the fields are keys
+        with pytest.raises(KeyError):
+            out[key]
+
+
+def test_theta_is_checked_once_per_forward_with_the_same_errors(face_model, monkeypatch):
+    from stn3dmm.stn import module
+
+    calls = []
+    real = module.check_theta
+    monkeypatch.setattr(module, "check_theta", lambda *a, **k: calls.append(a) or real(*a, **k))
+    stn = MorphableSTN(face_model)
+    imgs, th = torch.rand(2, 3, H, W), _theta(stn, 2)
+    stn(imgs, th)
+    assert len(calls) == 1
+    stn.geometry(th)
+    assert len(calls) == 2
+    # the module's advice on the column count comes first, whatever else is wrong
+    with pytest.raises(ValueError, match="columns .* n_id=..., n_exp=..."):
+        stn(imgs, th[:, :-1].long())
+    with pytest.raises(ValueError, match="floating-point"):
+        stn(imgs, th.long())
 
 
 def test_out_res_resamples_the_grid_exactly_at_shared_points(face_model):

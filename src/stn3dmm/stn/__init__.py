@@ -1,23 +1,42 @@
-"""The 3DMM spatial transformer: pure tensor layers, visibility, and the :class:`MorphableSTN` module.
+"""The 3DMM spatial transformer: every equation of the paper, as pure tensor functions and one module.
 
-This package owns the differentiable grid generator, sampler and masking of SPEC section 2
-(:mod:`.layers`), the visibility rules of section 4 (:mod:`.visibility`) and the module that
-composes them (:mod:`.module`). Conventions live in :mod:`stn3dmm.core.conventions`.
+Owns, one module per concept:
+
+=====================  ===================================================================
+module                 contents
+=====================  ===================================================================
+:mod:`.layers`         the grid generator, sampler and masking of SPEC section 2, one
+                       function per layer of the paper (its docstring maps layer to function)
+:mod:`.checks`         the input checks at the front doors (theta, images, landmarks)
+:mod:`.depth`          the orthographic depth buffer of posed meshes (SPEC section 4)
+:mod:`.visibility`     the visibility rules of section 4: (a) back-face, (b) depth test
+:mod:`.module`         :class:`MorphableSTN`, the layers composed as one ``nn.Module``, and
+                       its typed output :class:`STNOutput` (``out.masked`` or ``out["masked"]``)
+:mod:`.losses`         the four training losses of section 5
+:mod:`.flip`           left-right mirroring of images, landmarks and theta (section 5)
+:mod:`.texture`        symmetric completion and weighted averaging of flattened textures
+=====================  ===================================================================
+
+Every public function documents its shapes and carries a runnable example
+(``tests/stn/test_doctests.py`` runs them). Conventions live in :mod:`stn3dmm.core.conventions`;
+pictures of these results (e.g. the visibility comparison) live in :mod:`stn3dmm.viz`.
+
+May import: :mod:`stn3dmm.core`, :mod:`stn3dmm.model`.
 """
 
-from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, check_images, check_landmarks,
-                     check_theta, grid_generator, inside_image, masking, morphable_model, orthographic_projection,
-                     resample_grid, rotate, rotation_to_axis_angle, sampling_grid, scale, select_landmarks, skew,
-                     split_theta, translate)
-from .module import VISIBILITY_MODES, MorphableSTN
-from .visibility import (depth_buffer, vertex_normals, visibility_backface, visibility_comparison_figure,
-                         visibility_depth)
+from .checks import check_images, check_landmarks, check_theta
+from .depth import depth_buffer
+from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, grid_generator, inside_image, masking,
+                     morphable_model, orthographic_projection, resample_grid, rotate, rotation_to_axis_angle,
+                     sampling_grid, scale, select_landmarks, skew, split_theta, translate)
+from .module import VISIBILITY_MODES, MorphableSTN, STNOutput
+from .visibility import vertex_normals, visibility_backface, visibility_depth
 
 __all__ = [
-    "MorphableSTN", "VISIBILITY_MODES", "Projection",
+    "MorphableSTN", "STNOutput", "VISIBILITY_MODES", "Projection",
     "split_theta", "morphable_model", "skew", "axis_angle_to_rotation", "rotation_to_axis_angle", "rotate",
     "orthographic_projection", "scale", "translate", "select_landmarks", "resample_grid", "sampling_grid",
     "bilinear_sampler", "inside_image", "masking", "grid_generator",
     "check_theta", "check_images", "check_landmarks",
-    "vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth", "visibility_comparison_figure",
+    "vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth",
 ]

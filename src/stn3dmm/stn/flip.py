@@ -45,7 +45,21 @@ FLIP_PERMUTATIONS = {"aflw21": AFLW21_FLIP, "ibug68": IBUG68_FLIP}
 
 
 def flip_permutation(landmark_set: str | int) -> torch.Tensor:
-    """The left-right permutation of a landmark set (name or size 21 / 68) as a long tensor."""
+    """The left-right permutation of a landmark set (name or size 21 / 68) as a long tensor.
+
+    Mirroring an image turns the left eye into a right eye; the permutation re-orders a
+    mirrored label set so that each entry is again the landmark its index names.
+
+    Args:
+        landmark_set: ``"aflw21"``, ``"ibug68"``, or the set's size (21, 68).
+
+    Returns:
+        (L,) long: entry ``i`` of a flipped set is the mirror of old point ``perm[i]``.
+
+    Examples:
+        >>> flip_permutation("aflw21")[:6]  # the brows, right to left
+        tensor([5, 4, 3, 2, 1, 0])
+    """
     if isinstance(landmark_set, int):
         landmark_set = SETS_BY_COUNT.get(landmark_set, landmark_set)
     if landmark_set not in FLIP_PERMUTATIONS:
@@ -54,7 +68,20 @@ def flip_permutation(landmark_set: str | int) -> torch.Tensor:
 
 
 def flip_images(images: torch.Tensor) -> torch.Tensor:
-    """Mirror ``(..., H, W)`` images left-right."""
+    """Mirror images ``(..., H, W)`` left-right.
+
+    The image half of the flip augmentation; pixel ``x`` moves to ``W - 1 - x``.
+
+    Args:
+        images: (..., H, W), e.g. (B, C, H, W).
+
+    Returns:
+        the same shape, mirrored.
+
+    Examples:
+        >>> flip_images(torch.arange(3.0).view(1, 1, 1, 3))
+        tensor([[[[2., 1., 0.]]]])
+    """
     return images.flip(-1)
 
 
@@ -62,9 +89,25 @@ def flip_landmarks(landmarks: torch.Tensor, width: int, visibility: torch.Tensor
                    permutation: str | torch.Tensor | None = None):
     """Mirror landmarks ``(B, L, 2)`` (ours) in an image of width ``width`` and re-order them.
 
-    ``x' = W - 1 - x``, ``y' = y``; then ``new = old[:, perm]`` with ``perm`` the set's flip
-    permutation (default: from ``L``: 21 -> AFLW-21, 68 -> iBUG-68; pass a tensor for others).
-    Returns ``landmarks'`` or ``(landmarks', visibility')`` when ``visibility (B, L)`` is given.
+    The landmark half of the flip augmentation: ``x' = W - 1 - x``, ``y' = y``; then
+    ``new = old[:, perm]`` with ``perm`` the set's flip permutation, so that a mirrored left eye
+    is labelled as a right eye. Missing landmarks (NaN) stay missing.
+
+    Args:
+        landmarks: (B, L, 2) pixels (0-based, y down).
+        width: image width W.
+        visibility: (B, L), re-ordered alike if given.
+        permutation: a set name, or an (L,) tensor; default from ``L`` (21 -> AFLW-21,
+            68 -> iBUG-68).
+
+    Returns:
+        ``landmarks'`` (B, L, 2), or ``(landmarks', visibility')`` when ``visibility`` is given.
+
+    Examples:
+        >>> lm = torch.tensor([[[10.0, 5.0], [30.0, 5.0]]])  # a left and a right point, 100 px wide image
+        >>> flip_landmarks(lm, 100, permutation=torch.tensor([1, 0]))
+        tensor([[[69.,  5.],
+                 [89.,  5.]]])
     """
     if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
         raise ValueError(f"landmarks must be (B, L, 2), got {tuple(landmarks.shape)}")
@@ -82,8 +125,23 @@ def flip_landmarks(landmarks: torch.Tensor, width: int, visibility: torch.Tensor
 
 
 def flip_theta(theta: torch.Tensor, width: int) -> torch.Tensor:
-    """Mirror theta ``(B, 6 + D)`` for a left-right flipped image of width ``width`` (symmetric model):
-    ``r -> (r_x, -r_y, -r_z)``, ``t_x -> W - 1 - t_x``; ``t_y``, ``logs`` and ``alpha`` unchanged."""
+    """Mirror theta ``(B, 6 + D)`` for a left-right flipped image of width ``width`` (symmetric model).
+
+    The theta that flattens the mirrored image to the mirrored texture:
+    ``r -> (r_x, -r_y, -r_z)``, ``t_x -> W - 1 - t_x``; ``t_y``, ``logs`` and ``alpha`` unchanged
+    (exact for a mirror-symmetric model; see the module docstring).
+
+    Args:
+        theta: (B, 6 + D).
+        width: image width W.
+
+    Returns:
+        (B, 6 + D), a new tensor.
+
+    Examples:
+        >>> flip_theta(torch.tensor([[0.1, 0.2, 0.3, 40.0, 50.0, 0.0, 1.5]]), width=100)
+        tensor([[ 0.1000, -0.2000, -0.3000, 59.0000, 50.0000,  0.0000,  1.5000]])
+    """
     out = theta.clone()
     r = theta[..., R_SLICE]
     out[..., R_SLICE] = torch.stack((r[..., 0], -r[..., 1], -r[..., 2]), -1)
@@ -93,8 +151,25 @@ def flip_theta(theta: torch.Tensor, width: int) -> torch.Tensor:
 
 def mirror_augment(images: torch.Tensor, landmarks: torch.Tensor, visibility: torch.Tensor | None = None,
                    permutation=None):
-    """The original's batch doubling: ``[images; mirrored images]`` and likewise for landmarks and
-    visibility (image ``B + i`` is the mirror of image ``i``). Returns ``(images, landmarks, visibility)``."""
+    """The original's batch doubling: ``[images; mirrored images]``, likewise for landmarks and visibility.
+
+    Each image and its mirror go through the network in one batch, so the siamese loss can
+    compare their flattened outputs. Image ``B + i`` is the mirror of image ``i``.
+
+    Args:
+        images: (B, C, H, W).
+        landmarks: (B, L, 2) pixels.
+        visibility: (B, L) (default: 1 where the landmark is finite).
+        permutation: as for :func:`flip_landmarks`.
+
+    Returns:
+        ``(images (2B, C, H, W), landmarks (2B, L, 2), visibility (2B, L))``.
+
+    Examples:
+        >>> images, landmarks, vis = mirror_augment(torch.zeros(2, 3, 8, 8), torch.ones(2, 21, 2))
+        >>> images.shape, landmarks.shape, vis.shape
+        (torch.Size([4, 3, 8, 8]), torch.Size([4, 21, 2]), torch.Size([4, 21]))
+    """
     w = images.shape[-1]
     if visibility is None:
         visibility = torch.isfinite(landmarks).all(-1).to(landmarks.dtype)

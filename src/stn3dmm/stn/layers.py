@@ -1,8 +1,8 @@
 """The differentiable layers of the 3DMM spatial transformer (SPEC section 2), as pure tensor functions.
 
 This module owns one function per layer of the paper's grid generator and sampler, named after
-the layer, plus the composite :func:`grid_generator` and the input checks used by the module
-and the fitter. Every function is batched over a leading ``B`` axis with no Python loop over
+the layer, plus the composite :func:`grid_generator`. The input checks used by the module and
+the fitter live in :mod:`stn3dmm.stn.checks` (still importable from here). Every function is batched over a leading ``B`` axis with no Python loop over
 images or vertices, keeps the dtype (float32 or float64) and device of its inputs, and is
 differentiable (except the masks, which are constants).
 
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.conventions import DEFAULT_SCALE, N_POSE, pixel_to_normalized, scale_from_log
+from .checks import check_images, check_landmarks, check_theta  # re-exported: callers import them from here too
 
 # Below this squared angle, sin(a)/a and (1 - cos a)/a^2 come from their Taylor series
 # (5 terms: truncation error < 3e-18 at the threshold), which are polynomials in |r|^2 and
@@ -45,100 +46,28 @@ _TAYLOR_THRESHOLD = 0.1 ** 2
 
 
 # ----------------------------------------------------------------------------------------------
-# input checks (front doors only; the layer functions themselves do not sync on values)
-# ----------------------------------------------------------------------------------------------
-
-def check_theta(theta, n_id: int, n_exp: int, *, batch: int | None = None, dtype=None, device=None) -> torch.Tensor:
-    """Raise :class:`ValueError` unless ``theta`` is a finite floating ``(B, 6 + n_id + n_exp)`` tensor.
-
-    Optionally also checks the batch size, dtype and device. Returns ``theta``.
-    """
-    if not isinstance(theta, torch.Tensor):
-        raise ValueError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
-    if not theta.is_floating_point():
-        raise ValueError(f"theta must be a floating-point tensor, got dtype {theta.dtype}")
-    want = N_POSE + n_id + n_exp
-    if theta.ndim != 2 or theta.shape[1] != want:
-        raise ValueError(
-            f"theta must have shape (B, {want}) = (B, 6 + {n_id} identity + {n_exp} expression) "
-            f"in the order [r(3), t(2), logs(1), alpha_id, alpha_exp]; got {tuple(theta.shape)}")
-    if batch is not None and theta.shape[0] != batch:
-        raise ValueError(f"theta has batch size {theta.shape[0]} but the images have {batch}")
-    if dtype is not None and theta.dtype != dtype:
-        raise ValueError(f"theta has dtype {theta.dtype} but {dtype} is expected (convert with .to(dtype))")
-    if device is not None and theta.device != torch.device(device):
-        raise ValueError(f"theta is on {theta.device} but {device} is expected")
-    bad = ~torch.isfinite(theta).all(dim=1)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten().tolist()
-        raise ValueError(f"theta contains NaN or infinity in row(s) {rows[:10]}{' ...' if len(rows) > 10 else ''}")
-    return theta
-
-
-def check_images(images, *, dtype=None, device=None) -> torch.Tensor:
-    """Raise :class:`ValueError` unless ``images`` is a floating ``(B, C, H, W)`` tensor with H, W >= 2."""
-    if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floating point (e.g. images.float()), got dtype {images.dtype}")
-    if images.shape[-1] < 2 or images.shape[-2] < 2:
-        raise ValueError(f"images must be at least 2 x 2 pixels, got {tuple(images.shape[-2:])}")
-    if dtype is not None and images.dtype != dtype:
-        raise ValueError(f"images have dtype {images.dtype} but the module's dtype is {dtype} "
-                         f"(convert the images or call module.to({images.dtype}))")
-    if device is not None and images.device != torch.device(device):
-        raise ValueError(f"images are on {images.device} but the module is on {device}")
-    return images
-
-
-def check_landmarks(landmarks, visibility=None, *, image_size=None, margin: float = 0.5):
-    """Validate labelled landmarks ``(B, L, 2)`` (ours: 0-based, y down) and visibility ``(B, L)``.
-
-    Missing landmarks have visibility 0 and may be NaN. Visible landmarks must be finite, and,
-    when ``image_size = (H, W)`` is given, lie at most ``margin * W`` (``margin * H``) outside
-    the image; otherwise :class:`ValueError` (they are then almost surely in another convention).
-    Returns ``(landmarks, visibility)`` with visibility defaulting to ones where finite.
-    """
-    if not isinstance(landmarks, torch.Tensor) or not landmarks.is_floating_point():
-        raise ValueError("landmarks must be a floating-point torch.Tensor of shape (B, L, 2)")
-    if landmarks.ndim != 3 or landmarks.shape[-1] != 2:
-        raise ValueError(f"landmarks must have shape (B, L, 2), got {tuple(landmarks.shape)}")
-    finite = torch.isfinite(landmarks).all(-1)
-    if visibility is None:
-        visibility = finite.to(landmarks.dtype)
-    if not isinstance(visibility, torch.Tensor):
-        visibility = torch.as_tensor(visibility, dtype=landmarks.dtype, device=landmarks.device)
-    if visibility.shape != landmarks.shape[:2]:
-        raise ValueError(f"visibility must have shape {tuple(landmarks.shape[:2])}, got {tuple(visibility.shape)}")
-    visibility = visibility.to(landmarks.dtype)
-    if not bool(torch.isfinite(visibility).all()) or bool((visibility < 0).any()):
-        raise ValueError("visibility must be finite and non-negative (0 = missing)")
-    vis = visibility > 0
-    if bool((vis & ~finite).any()):
-        raise ValueError("landmarks marked visible contain NaN or infinity (give missing ones visibility 0)")
-    if image_size is not None:
-        h, w = image_size
-        x, y = landmarks[..., 0], landmarks[..., 1]
-        far = vis & ((x < -margin * w) | (x > (w - 1) + margin * w) | (y < -margin * h) | (y > (h - 1) + margin * h))
-        if bool(far.any()):
-            b, l = torch.nonzero(far)[0].tolist()
-            rows = torch.nonzero(far.any(1)).flatten().tolist()
-            raise ValueError(
-                f"image(s) {rows[:20]} have landmarks far outside the {h} x {w} image (first: landmark {l} of image "
-                f"{b} at {landmarks[b, l].tolist()}); landmarks must be 0-based pixels with y down (convert the "
-                "original's labels with stn3dmm.core.conventions.points_from_original)")
-    return landmarks, visibility
-
-
-# ----------------------------------------------------------------------------------------------
 # layers
 # ----------------------------------------------------------------------------------------------
 
 def split_theta(theta: torch.Tensor, n_id: int, n_exp: int):
-    """Split ``theta (B, 6 + n_id + n_exp)`` into ``r (B, 3), t (B, 2), logs (B,), alpha_id (B, n_id),
-    alpha_exp (B, n_exp)`` (views)."""
+    """Split theta into its parts: ``r (B, 3), t (B, 2), logs (B,), alpha_id (B, n_id), alpha_exp (B, n_exp)``.
+
+    The one place that knows theta's layout ``[r, t, logs, alpha_id, alpha_exp]``, so the layers
+    below take named parts. The parts are views of ``theta`` (no copy; gradients flow back).
+
+    Args:
+        theta: (B, 6 + n_id + n_exp).
+        n_id: number of identity coefficients.
+        n_exp: number of expression coefficients.
+
+    Returns:
+        the tuple ``(r, t, logs, alpha_id, alpha_exp)``.
+
+    Examples:
+        >>> r, t, logs, a_id, a_exp = split_theta(torch.arange(9.0)[None], n_id=2, n_exp=1)
+        >>> r, t, logs, a_id, a_exp
+        (tensor([[0., 1., 2.]]), tensor([[3., 4.]]), tensor([5.]), tensor([[6., 7.]]), tensor([[8.]]))
+    """
     if theta.shape[-1] != N_POSE + n_id + n_exp:
         raise ValueError(f"theta has {theta.shape[-1]} entries, expected 6 + {n_id} + {n_exp}")
     return (theta[..., 0:3], theta[..., 3:5], theta[..., 5], theta[..., N_POSE:N_POSE + n_id],
@@ -149,6 +78,8 @@ def morphable_model(mean: torch.Tensor, basis_id: torch.Tensor, basis_exp: torch
                     alpha_id: torch.Tensor, alpha_exp: torch.Tensor) -> torch.Tensor:
     """Morphable model layer: ``X = mean + sum_k alpha_id[k] basis_id[k] + sum_e alpha_exp[e] basis_exp[e]``.
 
+    Turns shape coefficients into a face: the linear 3DMM, as one matrix product per basis.
+
     Args:
         mean: (N, 3) mean shape (mm).
         basis_id: (K, N, 3) identity basis, scaled so the coefficients are N(0, 1).
@@ -158,6 +89,12 @@ def morphable_model(mean: torch.Tensor, basis_id: torch.Tensor, basis_exp: torch
 
     Returns:
         X: (B, N, 3).
+
+    Examples:
+        >>> mean, basis_id, basis_exp = torch.zeros(4, 3), torch.ones(2, 4, 3), torch.zeros(1, 4, 3)
+        >>> x = morphable_model(mean, basis_id, basis_exp, torch.tensor([[1.0, 2.0]]), torch.zeros(1, 1))
+        >>> x.shape, x[0, 0].tolist()
+        (torch.Size([1, 4, 3]), [3.0, 3.0, 3.0])
     """
     n = mean.shape[0]
     k, e = alpha_id.shape[-1], alpha_exp.shape[-1]
@@ -174,7 +111,23 @@ def morphable_model(mean: torch.Tensor, basis_id: torch.Tensor, basis_exp: torch
 
 
 def skew(v: torch.Tensor) -> torch.Tensor:
-    """Cross-product matrix: ``v (..., 3) -> [v]_x (..., 3, 3)`` with ``[v]_x w = v x w``."""
+    """Cross-product matrix: ``v (..., 3) -> [v]_x (..., 3, 3)`` with ``[v]_x w = v x w``.
+
+    Writes the cross product as a matrix product, as Rodrigues' formula
+    (:func:`axis_angle_to_rotation`) needs.
+
+    Args:
+        v: (..., 3).
+
+    Returns:
+        (..., 3, 3).
+
+    Examples:
+        >>> skew(torch.tensor([1.0, 2.0, 3.0]))
+        tensor([[ 0., -3.,  2.],
+                [ 3.,  0., -1.],
+                [-2.,  1.,  0.]])
+    """
     x, y, z = v.unbind(-1)
     o = torch.zeros_like(x)
     return torch.stack((o, -z, y, z, o, -x, -y, x, o), dim=-1).view(*v.shape[:-1], 3, 3)
@@ -183,12 +136,26 @@ def skew(v: torch.Tensor) -> torch.Tensor:
 def axis_angle_to_rotation(r: torch.Tensor) -> torch.Tensor:
     """Axis-angle -> rotation layer (Rodrigues): ``r (..., 3) -> R (..., 3, 3)``.
 
-    ``R = I + A(a) [r]_x + B(a) (r r^T - a^2 I)`` with ``a = |r|``, ``A = sin(a)/a``,
+    theta carries the pose as an axis-angle vector ``r`` (direction = axis, length = angle in
+    radians), three unconstrained numbers a network can regress; this layer makes the rotation
+    matrix. ``R = I + A(a) [r]_x + B(a) (r r^T - a^2 I)`` with ``a = |r|``, ``A = sin(a)/a``,
     ``B = (1 - cos a)/a^2`` -- the same as ``I + sin(a) K + (1 - cos a) K^2`` with ``K = [r/a]_x``.
     ``B`` is evaluated as ``(sin(a/2)/(a/2))^2 / 2`` (no cancellation in float32), and both
     ``A`` and ``B`` switch to their Taylor series in ``a^2`` below ``a = 0.1``; the large-angle
     branch never sees ``a = 0`` (safe-norm), so values and gradients are finite and exact at
     and near ``r = 0`` (``dR/dr_i = [e_i]_x`` at 0) and everywhere else, including ``a = pi``.
+
+    Args:
+        r: (..., 3) axis-angle vectors (model frame, y up).
+
+    Returns:
+        R: (..., 3, 3) rotation matrices.
+
+    Examples:
+        >>> import math
+        >>> R = axis_angle_to_rotation(torch.tensor([[0.0, 0.0, math.pi / 2]]))  # 90 degrees about z
+        >>> (R @ torch.tensor([1.0, 1.0, 0.0])).round(decimals=4)
+        tensor([[-1.,  1.,  0.]])
     """
     t2 = (r * r).sum(-1)[..., None, None]
     small = t2 < _TAYLOR_THRESHOLD
@@ -208,11 +175,23 @@ def axis_angle_to_rotation(r: torch.Tensor) -> torch.Tensor:
 
 
 def rotation_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`axis_angle_to_rotation` (log map): ``R (..., 3, 3) -> r (..., 3)``, |r| in [0, pi].
+    """Inverse of :func:`axis_angle_to_rotation` (log map): ``R (..., 3, 3) -> r (..., 3)``, ``|r|`` in [0, pi].
 
-    Goes through the quaternion (Shepperd's method: the best-conditioned of four formulas per
-    matrix), so it is accurate at 0 and near pi. Meant for initialisation and evaluation; its
-    gradient is not guaranteed at pi.
+    Turns a rotation from elsewhere (a pose label, a rigid fit) into theta's ``r``. Goes through
+    the quaternion (Shepperd's method: the best-conditioned of four formulas per matrix), so it
+    is accurate at 0 and near pi. Meant for initialisation and evaluation; its gradient is not
+    guaranteed at pi.
+
+    Args:
+        rotation: (..., 3, 3) rotation matrices.
+
+    Returns:
+        r: (..., 3) axis-angle vectors.
+
+    Examples:
+        >>> r = torch.tensor([[0.1, -0.2, 0.3]])
+        >>> rotation_to_axis_angle(axis_angle_to_rotation(r)).round(decimals=4)
+        tensor([[ 0.1000, -0.2000,  0.3000]])
     """
     m = rotation
     m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
@@ -239,40 +218,128 @@ def rotation_to_axis_angle(rotation: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(vertices: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate layer: ``X (B, N, 3), R (B, 3, 3) -> X' = X R^T (B, N, 3)`` (model frame, y up)."""
+    """Rotate layer: ``X (B, N, 3), R (B, 3, 3) -> X' = X R^T (B, N, 3)`` (model frame, y up).
+
+    Poses the face: each vertex (a row of X) is rotated by R before the projection.
+
+    Args:
+        vertices: X, (B, N, 3).
+        rotation: R, (B, 3, 3).
+
+    Returns:
+        X', (B, N, 3).
+
+    Examples:
+        >>> import math
+        >>> R = axis_angle_to_rotation(torch.tensor([[0.0, 0.0, math.pi / 2]]))
+        >>> rotate(torch.tensor([[[1.0, 1.0, 0.0]]]), R).round(decimals=4)  # 90 degrees about z
+        tensor([[[-1.,  1.,  0.]]])
+    """
     return vertices @ rotation.transpose(-1, -2)
 
 
 def orthographic_projection(vertices: torch.Tensor) -> torch.Tensor:
     """Orthographic projection layer: ``X' (B, N, 3) -> Y = (X'_x, -X'_y) (B, N, 2)``.
 
-    Drops z and flips y, because the model's y points up and the image's y points down.
+    Drops z (the camera looks along -z from far away) and flips y, because the model's y points
+    up and the image's y points down.
+
+    Args:
+        vertices: X', (B, N, 3) posed vertices.
+
+    Returns:
+        Y, (B, N, 2).
+
+    Examples:
+        >>> orthographic_projection(torch.tensor([[[1.0, 2.0, 3.0]]]))
+        tensor([[[ 1., -2.]]])
     """
     return torch.stack((vertices[..., 0], -vertices[..., 1]), dim=-1)
 
 
 def scale(points: torch.Tensor, logs: torch.Tensor, mode: str = DEFAULT_SCALE) -> torch.Tensor:
-    """Scale layer: ``Y (B, N, 2), logs (B,) -> s Y`` with ``s = exp(logs)`` (``mode="exp"``, default)
-    or ``s = 0.99 ** logs`` (``mode="original"``)."""
+    """Scale layer: ``Y (B, N, 2), logs (B,) -> s Y``, millimetres to pixels.
+
+    ``s = exp(logs)`` (``mode="exp"``, default: any real ``logs`` gives a positive scale) or
+    ``s = 0.99 ** logs`` (``mode="original"``, the original's map).
+
+    Args:
+        points: Y, (B, N, 2).
+        logs: (B,) log scale.
+        mode: ``"exp"`` or ``"original"``.
+
+    Returns:
+        s Y, (B, N, 2).
+
+    Examples:
+        >>> import math
+        >>> scale(torch.tensor([[[1.0, -2.0]]]), torch.tensor([math.log(2.0)]))
+        tensor([[[ 2., -4.]]])
+    """
     return points * scale_from_log(logs, mode)[..., None, None]
 
 
 def translate(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Translate layer: ``sY (B, N, 2), t (B, 2) -> P = sY + t`` in image pixels (ours: 0-based, y down)."""
+    """Translate layer: ``sY (B, N, 2), t (B, 2) -> P = sY + t`` in image pixels (ours: 0-based, y down).
+
+    Places the face in the image: ``t`` is where the model's origin lands.
+
+    Args:
+        points: sY, (B, N, 2).
+        t: (B, 2) pixels.
+
+    Returns:
+        P, (B, N, 2) pixels.
+
+    Examples:
+        >>> translate(torch.tensor([[[1.0, -2.0]]]), torch.tensor([[100.0, 50.0]]))
+        tensor([[[101.,  48.]]])
+    """
     return points + t[..., None, :]
 
 
 def select_landmarks(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Select layer: ``P (B, N, D), index (L,) -> P[:, index] (B, L, D)``."""
+    """Select layer: ``P (B, N, D), index (L,) -> P[:, index] (B, L, D)``.
+
+    Picks the landmark vertices out of the projected model, for the landmark loss.
+
+    Args:
+        points: (B, N, D).
+        index: (L,) long vertex indices.
+
+    Returns:
+        (B, L, D).
+
+    Examples:
+        >>> p = torch.arange(8.0).view(1, 4, 2)
+        >>> select_landmarks(p, torch.tensor([3, 0]))
+        tensor([[[6., 7.],
+                 [0., 1.]]])
+    """
     return points.index_select(-2, index)
 
 
 def resample_grid(points_grid: torch.Tensor, out_res: int) -> torch.Tensor:
     """Bilinearly resample a grid of 2-D points ``(B, R, R, 2) -> (B, out_res, out_res, 2)``.
 
-    The corners of the UV square stay where they are (``align_corners=True``): grid vertex
-    ``(i, j)`` sits at ``u = j / (R - 1)``, ``v = 1 - i / (R - 1)``, and output pixel ``(i', j')``
-    at ``j' / (out_res - 1)``.
+    Gives flattened outputs of any size from one model: the projected grid is interpolated,
+    not the model. The corners of the UV square stay where they are (``align_corners=True``):
+    grid vertex ``(i, j)`` sits at ``u = j / (R - 1)``, ``v = 1 - i / (R - 1)``, and output
+    pixel ``(i', j')`` at ``j' / (out_res - 1)``.
+
+    Args:
+        points_grid: (B, R, R, 2).
+        out_res: side of the output grid.
+
+    Returns:
+        (B, out_res, out_res, 2); ``points_grid`` itself when ``out_res == R``.
+
+    Examples:
+        >>> g = torch.tensor([[[[0.0, 0.0], [2.0, 0.0]], [[0.0, 2.0], [2.0, 2.0]]]])  # (1, 2, 2, 2)
+        >>> resample_grid(g, 3)[0, 1]  # the middle row
+        tensor([[0., 1.],
+                [1., 1.],
+                [2., 1.]])
     """
     if out_res == points_grid.shape[1]:
         return points_grid
@@ -284,9 +351,25 @@ def resample_grid(points_grid: torch.Tensor, out_res: int) -> torch.Tensor:
 def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_res: int | None = None) -> torch.Tensor:
     """Grid layer: projected grid vertices ``P (B, res*res, 2)`` (pixels) -> sampling grid ``(B, R', R', 2)``.
 
-    Reshapes row-major to the UV grid (row 0 = top of the face), optionally resamples to
-    ``out_res`` (:func:`resample_grid`), and normalises for ``grid_sample`` with
+    Lays the projected vertices out on the UV grid, so that sampling the image there gives the
+    flattened (UV) texture. Reshapes row-major (row 0 = top of the face), optionally resamples
+    to ``out_res`` (:func:`resample_grid`), and normalises for ``grid_sample`` with
     ``align_corners=True``: ``x_n = 2 x / (W - 1) - 1``, ``y_n = 2 y / (H - 1) - 1``.
+
+    Args:
+        points: P, (B, res*res, 2) pixels.
+        res: side R of the model's grid.
+        height: image height H.
+        width: image width W.
+        out_res: side R' of the output (default R).
+
+    Returns:
+        (B, R', R', 2) in [-1, 1] where inside the image.
+
+    Examples:
+        >>> p = torch.tensor([[[0.0, 0.0], [9.0, 0.0], [0.0, 9.0], [9.0, 9.0]]])  # a 10 x 10 image's corners
+        >>> sampling_grid(p, res=2, height=10, width=10).tolist()
+        [[[[-1.0, -1.0], [1.0, -1.0]], [[-1.0, 1.0], [1.0, 1.0]]]]
     """
     b, n, _ = points.shape
     if n != res * res:
@@ -300,24 +383,69 @@ def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_r
 def bilinear_sampler(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear sampler layer: ``images (B, C, H, W), grid (B, R', R', 2) -> (B, C, R', R')``.
 
-    ``torch.nn.functional.grid_sample`` with ``align_corners=True`` (pixel centres at integers)
-    and zero padding: samples from outside the image read zeros (and :func:`inside_image`
-    marks them invisible).
+    Reads the image at the projected vertices, differentiably in both the image and the grid
+    (so the landmark-free losses train the pose). ``torch.nn.functional.grid_sample`` with
+    ``align_corners=True`` (pixel centres at integers) and zero padding: samples from outside
+    the image read zeros (and :func:`inside_image` marks them invisible).
+
+    Args:
+        images: (B, C, H, W).
+        grid: (B, R', R', 2) normalised, as :func:`sampling_grid` makes it.
+
+    Returns:
+        (B, C, R', R').
+
+    Examples:
+        >>> image = torch.arange(16.0).view(1, 1, 4, 4)  # pixel (x, y) holds 4 y + x
+        >>> grid = sampling_grid(torch.tensor([[[0.0, 0.0], [1.5, 0.0], [0.0, 2.0], [3.0, 3.0]]]), 2, 4, 4)
+        >>> bilinear_sampler(image, grid).round(decimals=4)
+        tensor([[[[ 0.0000,  1.5000],
+                  [ 8.0000, 15.0000]]]])
     """
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def inside_image(grid: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``(B, R', R', 2)`` normalised grid -> ``(B, 1, R', R')`` mask (grid dtype): 1 where the sample
-    lies between the centres of the first and last pixels (``0 <= x <= W - 1``, same for y), so
-    bilinear sampling reads only real pixels; 0 elsewhere. No gradient."""
+    """Outside-image mask: ``(B, R', R', 2)`` normalised grid -> ``(B, 1, R', R')`` (grid dtype).
+
+    1 where the sample lies between the centres of the first and last pixels
+    (``0 <= x <= W - 1``, same for y), so bilinear sampling reads only real pixels; 0 elsewhere,
+    so the zero padding is never taken for texture. No gradient.
+
+    Args:
+        grid: (B, R', R', 2) normalised.
+        eps: tolerance on the bound 1.
+
+    Returns:
+        (B, 1, R', R') 0 / 1.
+
+    Examples:
+        >>> inside_image(torch.tensor([[[[0.0, 0.0], [1.5, 0.0]]]]))  # the second sample is right of the image
+        tensor([[[[1., 0.]]]])
+    """
     g = grid.detach()
     inside = (g.abs() <= 1.0 + eps).all(-1)
     return inside[:, None].to(grid.dtype)
 
 
 def masking(flattened: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masking layer: ``flattened (B, C, R', R'), mask (B, 1, R', R') -> flattened * mask``."""
+    """Masking layer: ``flattened (B, C, R', R'), mask (B, 1, R', R') -> flattened * mask``.
+
+    Zeroes the pixels that are hidden or outside the image, so the symmetry and siamese losses
+    skip them.
+
+    Args:
+        flattened: (B, C, R', R').
+        mask: (B, 1, R', R').
+
+    Returns:
+        (B, C, R', R').
+
+    Examples:
+        >>> masking(torch.full((1, 1, 2, 2), 5.0), torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]]))
+        tensor([[[[5., 0.],
+                  [0., 5.]]]])
+    """
     return flattened * mask
 
 
@@ -335,12 +463,32 @@ def grid_generator(theta: torch.Tensor, mean: torch.Tensor, basis_id: torch.Tens
                    n_id: int, n_exp: int, scale_map: str = DEFAULT_SCALE) -> Projection:
     """The composite grid generator: theta -> morphable model -> rotate -> project -> scale -> translate.
 
+    All the layers up to the image points in one call, for the module, the fitter and the
+    renderer of the synthetic data.
+
     Args:
         theta: (B, 6 + n_id + n_exp) ``[r, t, logs, alpha_id, alpha_exp]``.
-        mean, basis_id, basis_exp: model tensors (N, 3), (K, N, 3), (E, N, 3); the leading
-            ``n_id <= K`` and ``n_exp <= E`` components are used. Pass the landmark rows only
-            (``mean[idx]``, ``basis_id[:, idx]``, ...) to project landmarks cheaply.
+        mean: (N, 3) model mean.
+        basis_id: (K, N, 3); the leading ``n_id <= K`` components are used.
+        basis_exp: (E, N, 3); the leading ``n_exp <= E`` components are used.
+        n_id: number of identity coefficients in theta.
+        n_exp: number of expression coefficients in theta.
         scale_map: ``"exp"`` or ``"original"``.
+
+        Pass the landmark rows only (``mean[idx]``, ``basis_id[:, idx]``, ...) to project
+        landmarks cheaply.
+
+    Returns:
+        a :class:`Projection`: ``shape`` X (B, N, 3), ``rotation`` R (B, 3, 3), ``posed`` X'
+        (B, N, 3), ``scale`` s (B,), ``points`` P (B, N, 2).
+
+    Examples:
+        >>> mean = torch.tensor([[0.0, 0.0, 0.0], [10.0, 20.0, 5.0]])
+        >>> no_basis = torch.zeros(0, 2, 3)
+        >>> theta = torch.tensor([[0.0, 0.0, 0.0, 50.0, 60.0, 0.0]])  # r = 0, t = (50, 60), s = exp(0) = 1
+        >>> grid_generator(theta, mean, no_basis, no_basis, 0, 0).points
+        tensor([[[50., 60.],
+                 [60., 40.]]])
     """
     r, t, logs, a_id, a_exp = split_theta(theta, n_id, n_exp)
     x = morphable_model(mean, basis_id, basis_exp, a_id, a_exp)

@@ -19,7 +19,7 @@ For the symmetry and siamese losses, ``d = x_b - x'_b`` (``x'`` the left-right f
 the partner's output), ``M_b`` the pixels non-zero in both (a pixel is non-zero when any channel
 is) and ``|M_b|`` their count (an image with an empty ``M_b`` contributes 0). The masks carry no
 gradient. Flipping the output is the face's bilateral mirror because the UV map is symmetric.
-Pass the *masked* outputs (``out["masked"]``), so that hidden and outside pixels, which are 0,
+Pass the *masked* outputs (``out.masked``), so that hidden and outside pixels, which are 0,
 drop out as in the original.
 Missing landmarks have visibility 0 and may be NaN; they contribute nothing (and no NaN gradient).
 """
@@ -41,13 +41,26 @@ def _check_reduction(reduction: str) -> None:
 
 def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, visibility: torch.Tensor | None = None,
                   reduction: str = "sum") -> torch.Tensor:
-    """Landmark loss: visibility-weighted squared distance.
+    """Landmark loss: visibility-weighted squared distance between projected and labelled landmarks.
+
+    The supervised term of the original: it pulls the projected landmark vertices onto the
+    labels, and so teaches the localiser the pose, scale and shape.
 
     Args:
         predicted: (B, L, 2) projected landmark vertices (image px).
         target: (B, L, 2) labelled landmarks (same convention); NaN allowed where visibility is 0.
         visibility: (B, L) weights, 0 = missing (default: 1 where the target is finite).
         reduction: ``"sum"`` (original) or ``"mean"`` (divided by the total visibility).
+
+    Returns:
+        a scalar tensor.
+
+    Examples:
+        >>> nan = float("nan")
+        >>> pred = torch.tensor([[[0.0, 0.0], [1.0, 1.0]]])
+        >>> target = torch.tensor([[[3.0, 4.0], [nan, nan]]])  # the second landmark is missing
+        >>> landmark_loss(pred, target), landmark_loss(pred, target, reduction="mean")
+        (tensor(25.), tensor(25.))
     """
     _check_reduction(reduction)
     if predicted.shape != target.shape or predicted.ndim != 3 or predicted.shape[-1] != 2:
@@ -71,7 +84,23 @@ def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, visibility: tor
 
 
 def prior_loss(alpha: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """Statistical prior: ``sum alpha^2`` over shape coefficients ``alpha (B, D)`` (or ``"mean"``)."""
+    """Statistical prior: ``sum alpha^2`` over shape coefficients (or their mean).
+
+    The coefficients are N(0, 1) under the model, so this is the negative log prior up to a
+    constant: it keeps the shape plausible where the landmarks do not constrain it.
+
+    Args:
+        alpha: (B, D) shape coefficients.
+        reduction: ``"sum"`` (original) or ``"mean"`` (over all B * D coefficients).
+
+    Returns:
+        a scalar tensor.
+
+    Examples:
+        >>> alpha = torch.tensor([[1.0, 2.0], [0.0, 1.0]])
+        >>> prior_loss(alpha), prior_loss(alpha, "mean")
+        (tensor(6.), tensor(1.5000))
+    """
     _check_reduction(reduction)
     sq = alpha * alpha
     return sq.sum() if reduction == "sum" else sq.mean()
@@ -93,21 +122,79 @@ def _paired_loss(x: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tens
 
 
 def symmetry_loss(flattened: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """Bilateral symmetry: a flattened output ``(B, C, H, W)`` against its own left-right flip, over
-    pixels non-zero in both, divided by their count (per image); see the module docstring."""
+    """Bilateral symmetry: a flattened output against its own left-right flip.
+
+    The UV map is mirror symmetric, so a face flattened at the right pose and shape looks the
+    same flipped; the difference trains the shape without landmarks. Summed over the pixels
+    non-zero in both, divided by their count (per image); see the module docstring.
+
+    Args:
+        flattened: (B, C, H, W), the masked output (``out.masked``).
+        reduction: ``"sum"`` (original) or ``"mean"`` (over images, divided by C).
+
+    Returns:
+        a scalar tensor.
+
+    Examples:
+        >>> symmetry_loss(torch.tensor([[[[1.0, 3.0]]]]))  # d = (-2, 2) on 2 pixels: 8 / 2
+        tensor(4.)
+    """
     return _paired_loss(flattened, flattened.flip(-1), reduction)
 
 
 def siamese_loss(flattened_a: torch.Tensor, flattened_b: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-    """Siamese multi-view: two flattened outputs ``(B, C, H, W)`` of the same faces (e.g. an image and its
-    mirror), over pixels non-zero in both, divided by their count (per pair)."""
+    """Siamese multi-view: two flattened outputs of the same faces (e.g. an image and its mirror).
+
+    Two views of one face flatten to one texture; their difference trains pose and shape
+    without landmarks. Summed over the pixels non-zero in both, divided by their count (per
+    pair); see the module docstring.
+
+    Args:
+        flattened_a: (B, C, H, W).
+        flattened_b: (B, C, H, W), image b the partner of image b of ``flattened_a``.
+        reduction: ``"sum"`` (original) or ``"mean"`` (over pairs, divided by C).
+
+    Returns:
+        a scalar tensor.
+
+    Examples:
+        >>> a = torch.tensor([[[[1.0, 0.0]]]])
+        >>> b = torch.tensor([[[[2.0, 5.0]]]])  # only the first pixel is non-zero in both
+        >>> siamese_loss(a, b)
+        tensor(1.)
+    """
     return _paired_loss(flattened_a, flattened_b, reduction)
 
 
 def total_loss(*, predicted=None, target=None, visibility=None, alpha=None, flattened=None, flattened_pair=None,
                weights: dict | None = None, reduction: str = "sum") -> dict:
-    """Weighted sum of whichever losses have their inputs given (weights default to
-    :data:`ORIGINAL_WEIGHTS`). Returns a dict of the weighted terms and ``"total"``."""
+    """Weighted sum of whichever losses have their inputs given.
+
+    One call for a training step, with the original's weights (:data:`ORIGINAL_WEIGHTS`) unless
+    ``weights`` overrides some of them.
+
+    Args:
+        predicted: (B, L, 2) projected landmarks, for :func:`landmark_loss` (with ``target`` and
+            ``visibility``).
+        target: (B, L, 2) labelled landmarks.
+        visibility: (B, L) landmark weights.
+        alpha: (B, D) shape coefficients, for :func:`prior_loss`.
+        flattened: (B, C, H, W) masked output, for :func:`symmetry_loss`.
+        flattened_pair: (B, C, H, W) the partners' masked output, for :func:`siamese_loss`
+            (with ``flattened``).
+        weights: name -> weight, overriding :data:`ORIGINAL_WEIGHTS`.
+        reduction: ``"sum"`` or ``"mean"``.
+
+    Returns:
+        a dict of the weighted terms and ``"total"``.
+
+    Examples:
+        >>> nan = float("nan")
+        >>> terms = total_loss(predicted=torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]),
+        ...                    target=torch.tensor([[[3.0, 4.0], [nan, nan]]]), alpha=torch.tensor([[1.0, 2.0]]))
+        >>> {k: round(v.item(), 4) for k, v in terms.items()}  # 0.8998 * 25 and 0.1 * 5
+        {'landmark': 22.495, 'prior': 0.5, 'total': 22.995}
+    """
     w = dict(ORIGINAL_WEIGHTS, **(weights or {}))
     terms = {}
     if predicted is not None:

@@ -1,18 +1,23 @@
-"""The 3DMM spatial transformer as one ``nn.Module``: :class:`MorphableSTN`.
+"""The 3DMM spatial transformer as one ``nn.Module``: :class:`MorphableSTN`, and its output :class:`STNOutput`.
 
 This module owns the thin module wrapper that composes the pure layers of
 :mod:`stn3dmm.stn.layers` and :mod:`stn3dmm.stn.visibility` into the paper's network block::
 
     stn = MorphableSTN(model, out_res=None, visibility="depth", landmarks="aflw21", scale="exp")
     out = stn(images, theta)   # images (B, C, H, W), C = 1 or 3; theta (B, 6 + K + E)
+    out.masked                 # an STNOutput: attribute access ...
+    out["masked"]              # ... or key access, as for the dict it replaces
 
 It holds the model's tensors as (non-persistent) buffers, smplx style, so ``.to(device)``,
-``.double()`` and ``.cuda()`` move/convert them, and checkpoints stay small.
+``.double()`` and ``.cuda()`` move/convert them, and checkpoints stay small. ``forward``
+returns an :class:`STNOutput` (a dataclass, like smplx's ``ModelOutput``), so the outputs
+are named, typed and documented in one place.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +25,61 @@ from torch import nn
 
 from ..core.conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
 from ..model.morphable import landmark_indices
-from .layers import (Projection, bilinear_sampler, check_images, check_theta, grid_generator, inside_image,
-                     masking, sampling_grid, select_landmarks)
+from .checks import check_images, check_theta
+from .layers import (Projection, bilinear_sampler, grid_generator, inside_image, masking, sampling_grid,
+                     select_landmarks)
 from .visibility import visibility_backface, visibility_depth
 
 VISIBILITY_MODES = ("depth", "backface", "none")
+
+
+@dataclass(eq=False)
+class STNOutput:
+    """What :meth:`MorphableSTN.forward` returns: the outputs of every layer a caller may need.
+
+    A dataclass (like smplx's ``ModelOutput``): read a field as an attribute (``out.masked``)
+    or, as from the dict it replaces, by key (``out["masked"]``; an unknown key raises
+    :class:`KeyError`). Every field is computed on every forward (none is ever None).
+    B images, N = R * R vertices, L landmarks, C channels, R' = ``out_res``:
+
+    =============  ===================  ====================================================
+    field          shape                meaning
+    =============  ===================  ====================================================
+    points         (B, N, 2)            projected vertices, image px (0-based, y down)
+    landmarks      (B, L, 2)            projected landmark vertices, image px
+    grid           (B, R', R', 2)       sampling grid, normalised (align_corners=True)
+    flattened      (B, C, R', R')       bilinear samples of the images (0 outside)
+    mask           (B, 1, R', R')       1 = visible and inside the image (no gradient)
+    masked         (B, C, R', R')       flattened * mask
+    visibility     (B, N) bool          vertex visibility by the chosen rule (no image test;
+                                        all True for ``visibility="none"``)
+    shape          (B, N, 3)            model instance X (mm, y up)
+    posed          (B, N, 3)            X' = X R^T (mm, model frame)
+    rotation       (B, 3, 3)            R
+    scale          (B,)                 s, px per mm
+    =============  ===================  ====================================================
+    """
+
+    points: torch.Tensor
+    landmarks: torch.Tensor
+    grid: torch.Tensor
+    flattened: torch.Tensor
+    mask: torch.Tensor
+    masked: torch.Tensor
+    visibility: torch.Tensor
+    shape: torch.Tensor
+    posed: torch.Tensor
+    rotation: torch.Tensor
+    scale: torch.Tensor
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        """``out["masked"]`` is ``out.masked``: key access for callers written against the dict."""
+        if key not in _OUTPUT_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+_OUTPUT_FIELDS = frozenset(f.name for f in fields(STNOutput))
 
 
 class MorphableSTN(nn.Module):
@@ -59,23 +114,30 @@ class MorphableSTN(nn.Module):
             per forward), so the default (True) adds no sync unless ``max_outside=None``. Pass
             ``check_finite=False, max_outside=None`` for a sync-free forward.
 
-    ``forward(images, theta)`` returns a dict:
+    ``forward(images, theta)`` returns an :class:`STNOutput` (see there for its fields). theta is
+    ``[r(3), t(2), logs(1), alpha_id(n_id), alpha_exp(n_exp)]``: axis-angle rotation, translation
+    in image pixels (0-based, y down), log scale (px per mm) and the shape coefficients.
 
-    =============  ===================  ====================================================
-    key            shape                meaning
-    =============  ===================  ====================================================
-    points         (B, N, 2)            projected vertices, image px (0-based, y down)
-    landmarks      (B, L, 2)            projected landmark vertices, image px
-    grid           (B, R', R', 2)       sampling grid, normalised (align_corners=True)
-    flattened      (B, C, R', R')       bilinear samples of the images (0 outside)
-    mask           (B, 1, R', R')       1 = visible and inside the image (no gradient)
-    masked         (B, C, R', R')       flattened * mask
-    visibility     (B, N) bool          vertex visibility by the chosen rule (no image test)
-    shape          (B, N, 3)            model instance X (mm, y up)
-    posed          (B, N, 3)            X' = X R^T (mm, model frame)
-    rotation       (B, 3, 3)            R
-    scale          (B,)                 s, px per mm
-    =============  ===================  ====================================================
+    Examples:
+        A flat 20 mm x 20 mm square on a 3 x 3 grid, facing the camera, one identity component:
+
+        >>> import numpy as np
+        >>> import torch
+        >>> from stn3dmm.model import MorphableModel
+        >>> jj, ii = np.meshgrid(np.arange(3), np.arange(3))            # row 0 = top of the face
+        >>> mean = np.stack((10.0 * (jj - 1), 10.0 * (1 - ii), 0.0 * ii), -1).reshape(9, 3)
+        >>> faces = [f for i in range(2) for j in range(2) for a in [3 * i + j]
+        ...          for f in ((a, a + 3, a + 1), (a + 1, a + 3, a + 4))]  # counter-clockwise seen from +z
+        >>> model = MorphableModel(mean, np.ones((1, 9, 3)), np.zeros((0, 9, 3)), faces, res=3)
+        >>> stn = MorphableSTN(model, landmarks=None)
+        >>> theta = torch.tensor([[0.0, 0.0, 0.0, 15.0, 15.0, 0.0, 0.0]])  # r = 0, t = (15, 15), s = 1, alpha = 0
+        >>> out = stn(torch.ones(1, 3, 31, 31), theta)
+        >>> out.flattened.shape, out["mask"].shape
+        (torch.Size([1, 3, 3, 3]), torch.Size([1, 1, 3, 3]))
+        >>> out.points[0, [0, 4]].tolist()                               # top-left and centre vertex, image px
+        [[5.0, 5.0], [15.0, 15.0]]
+        >>> out.mask.sum().item()                                         # all 9 visible and inside the image
+        9.0
     """
 
     def __init__(self, model, out_res: int | None = None, visibility: str | None = "depth",
@@ -148,10 +210,30 @@ class MorphableSTN(nn.Module):
     # -- pieces other tools can use without images --------------------------------------------
 
     def geometry(self, theta: torch.Tensor, check: bool = True) -> Projection:
-        """Grid generator only: ``theta (B, n_params) ->`` :class:`~stn3dmm.stn.layers.Projection`."""
+        """Grid generator only: ``theta (B, n_params) ->`` :class:`~stn3dmm.stn.layers.Projection`.
+
+        ``check=True`` validates theta first (:func:`~stn3dmm.stn.checks.check_theta`: shape,
+        dtype, device, finite; the last costs a host sync on CUDA).
+        """
         if check:
             check_theta(theta, self.n_id, self.n_exp, dtype=self.mean.dtype, device=self.mean.device)
+        return self._project(theta)
+
+    def _project(self, theta: torch.Tensor) -> Projection:
+        """The grid generator on the model's buffers, theta unchecked (the caller has checked it)."""
         return grid_generator(theta, self.mean, self.basis_id, self.basis_exp, self.n_id, self.n_exp, self.scale_map)
+
+    def _check_theta(self, theta, batch: int) -> None:
+        """The one theta check of a forward: a (B, n_params) tensor of the images' batch size and the
+        module's dtype and device, finite; otherwise ValueError. A wrong column count gets this
+        module's advice (n_id / n_exp) before :func:`~stn3dmm.stn.checks.check_theta` does the rest."""
+        if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
+            raise ValueError(
+                f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
+                f"{self.n_id} identity + {self.n_exp} expression coefficients ([r(3), t(2), logs(1), alpha_id, "
+                "alpha_exp]); for fewer coefficients build it with MorphableSTN(model, n_id=..., n_exp=...), "
+                "which uses the model's leading components")
+        check_theta(theta, self.n_id, self.n_exp, batch=batch, dtype=self.mean.dtype, device=self.mean.device)
 
     def vertex_visibility(self, posed: torch.Tensor) -> torch.Tensor | None:
         """``(B, N, 3)`` posed vertices -> ``(B, N)`` bool by this module's rule (None for ``"none"``)."""
@@ -193,21 +275,21 @@ class MorphableSTN(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------
 
-    def forward(self, images: torch.Tensor, theta: torch.Tensor) -> dict:
+    def forward(self, images: torch.Tensor, theta: torch.Tensor) -> STNOutput:
+        """Flatten ``images (B, C, H, W)`` at ``theta (B, n_params)``: see :class:`STNOutput`.
+
+        Raises ValueError for images or theta of the wrong shape, dtype, device or channel
+        count, non-finite theta, landmarks projected far outside the image (``max_outside``)
+        and non-finite flattened output (``check_finite``).
+        """
         dtype, device = self.mean.dtype, self.mean.device
         check_images(images, dtype=dtype, device=device)
         b, c, h, w = images.shape
         if self.channels is not None and c not in self.channels:
             raise ValueError(f"images have {c} channels; this MorphableSTN takes {' or '.join(map(str, self.channels))} "
                              "(grey or RGB by default; build it with channels=C or channels=None for others)")
-        if isinstance(theta, torch.Tensor) and theta.ndim == 2 and theta.shape[1] != self.n_params:
-            raise ValueError(
-                f"theta has {theta.shape[1]} columns but this MorphableSTN expects {self.n_params} = 6 + "
-                f"{self.n_id} identity + {self.n_exp} expression coefficients ([r(3), t(2), logs(1), alpha_id, "
-                "alpha_exp]); for fewer coefficients build it with MorphableSTN(model, n_id=..., n_exp=...), "
-                "which uses the model's leading components")
-        check_theta(theta, self.n_id, self.n_exp, batch=b, dtype=dtype, device=device)
-        proj = self.geometry(theta, check=False)
+        self._check_theta(theta, b)
+        proj = self._project(theta)
         lms = select_landmarks(proj.points, self.landmark_index)
         far = self._far_rows(lms, h, w)
         grid = sampling_grid(proj.points, self.res, h, w, self.out_res)
@@ -223,19 +305,9 @@ class MorphableSTN(nn.Module):
             mask = mask * vm
         if vis is None:
             vis = torch.ones(proj.points.shape[:2], dtype=torch.bool, device=device)
-        return {
-            "points": proj.points,
-            "landmarks": lms,
-            "grid": grid,
-            "flattened": flattened,
-            "mask": mask,
-            "masked": masking(flattened, mask),
-            "visibility": vis,
-            "shape": proj.shape,
-            "posed": proj.posed,
-            "rotation": proj.rotation,
-            "scale": proj.scale,
-        }
+        return STNOutput(points=proj.points, landmarks=lms, grid=grid, flattened=flattened, mask=mask,
+                         masked=masking(flattened, mask), visibility=vis, shape=proj.shape, posed=proj.posed,
+                         rotation=proj.rotation, scale=proj.scale)
 
 
-__all__ = ["MorphableSTN", "VISIBILITY_MODES"]
+__all__ = ["MorphableSTN", "STNOutput", "VISIBILITY_MODES"]

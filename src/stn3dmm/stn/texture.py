@@ -29,8 +29,24 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def seam_weights(mask: torch.Tensor, blend: float = 2.0) -> torch.Tensor:
-    """(B, 1, R, R) soft visibility: 1 deep inside the visible region, falling to 0 at its
-    edge over about ``blend`` pixels, exactly 0 where the mask is 0."""
+    """Soft visibility ``(B, 1, R, R)``: 1 deep inside the visible region, falling to 0 at its edge.
+
+    Blending weights for :func:`symmetric_completion`, so that the seam between seen pixels and
+    mirrored ones does not show. Falls over about ``blend`` pixels; exactly 0 where the mask is 0.
+
+    Args:
+        mask: (B, 1, R, R) visibility (> 0.5 = seen).
+        blend: width of the falloff in pixels (0 = the hard mask).
+
+    Returns:
+        (B, 1, R, R) in [0, 1].
+
+    Examples:
+        >>> mask = torch.zeros(1, 1, 16, 16)
+        >>> mask[..., 4:12, :8] = 1  # an 8 x 8 seen block at the left edge
+        >>> seam_weights(mask, blend=1.0)[0, 0, 8, :9].round(decimals=2)
+        tensor([0.4000, 0.8800, 0.9900, 1.0000, 1.0000, 0.9900, 0.8800, 0.4000, 0.0000])
+    """
     m = (mask > 0.5).to(mask.dtype)
     if blend <= 0:
         return m
@@ -43,6 +59,9 @@ def seam_weights(mask: torch.Tensor, blend: float = 2.0) -> torch.Tensor:
 def symmetric_completion(flattened: torch.Tensor, mask: torch.Tensor, blend: float = 2.0):
     """Fill invisible pixels from their mirror pixel, blending across the seam.
 
+    A face photographed from the side shows one cheek; the UV map is symmetric, so the hidden
+    half is completed from the seen one.
+
     Args:
         flattened: (B, C, R, R) flattened textures.
         mask: (B, 1, R, R) visibility (1 = seen in the photo).
@@ -53,6 +72,12 @@ def symmetric_completion(flattened: torch.Tensor, mask: torch.Tensor, blend: flo
             mirror that gives the original pixel full weight away from the seam; elsewhere the
             mirror pixel; 0 where neither side was seen.
         alpha (B, 1, R, R): 1 where the completed pixel has data (seen or mirrored), else 0.
+
+    Examples:
+        >>> flattened = torch.tensor([[[[1.0, 2.0, 0.0, 0.0]]]])
+        >>> mask = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]]])  # the right half was hidden
+        >>> symmetric_completion(flattened, mask, blend=0)
+        (tensor([[[[1., 2., 2., 1.]]]]), tensor([[[[1., 1., 1., 1.]]]]))
     """
     w = seam_weights(mask, blend)
     wm = w.flip(-1)
@@ -68,7 +93,10 @@ def symmetric_completion(flattened: torch.Tensor, mask: torch.Tensor, blend: flo
 
 
 def weighted_average(textures: torch.Tensor, weights: torch.Tensor):
-    """Visibility-weighted mean texture.
+    """Visibility-weighted mean texture of many flattened textures of one person.
+
+    Each photo contributes only where it saw the face (the original's teaser), and the
+    coverage map says how much data each pixel had.
 
     Args:
         textures: (N, C, R, R).
@@ -76,6 +104,12 @@ def weighted_average(textures: torch.Tensor, weights: torch.Tensor):
 
     Returns:
         mean (C, R, R) (0 where no weight), coverage (1, R, R) = summed weight.
+
+    Examples:
+        >>> textures = torch.tensor([[[[1.0, 2.0]]], [[[3.0, 4.0]]]])  # two 1 x 2 textures
+        >>> weights = torch.tensor([[[[1.0, 0.0]]], [[[1.0, 1.0]]]])   # the first did not see pixel 1
+        >>> weighted_average(textures, weights)
+        (tensor([[[2., 4.]]]), tensor([[[2., 1.]]]))
     """
     if textures.ndim != 4 or weights.shape != (textures.shape[0], 1, *textures.shape[2:]):
         raise ValueError(f"textures (N, C, R, R) and weights (N, 1, R, R) expected, got {tuple(textures.shape)} "
