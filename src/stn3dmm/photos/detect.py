@@ -50,6 +50,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .crop import CropTransform, square_transform
+from .mesh_roi import RoiMesh, roi_from_box, roi_from_points
 
 #: Faces whose box is smaller than this (shorter side, photo pixels) are flagged tiny.
 MIN_FACE = 40
@@ -59,6 +60,8 @@ MIN_FACE = 40
 TILE_MIN_SIDE = 20
 #: Number of face-mesh points.
 N_POINTS = 468
+#: A mesh belongs to a box when the box of its points overlaps the box by at least this IoU.
+MIN_MESH_IOU = 0.2
 #: mediapipe detector keypoint order.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 #: Mesh points of the eye corners (subject's right eye: outer, inner; left eye: inner, outer).
@@ -245,6 +248,10 @@ class Face:
                        image_size=tuple(transform.size))
 
 
+def _points_box(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points.min(0), points.max(0)])
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -315,10 +322,21 @@ class FaceDetector:
         mesh_face_px: size of the face in the crop the face mesh sees.
         mesh_context: crop side as a multiple of the face box side.
         landmarks: run the face mesh (stage 2); False gives boxes and keypoints only.
+        mesh_fallback: where the face mesh finds no face in the crop, run its landmark model on
+            ROIs of the box (:mod:`.mesh_roi`): levelled by the detector's eyes, then unturned;
+            the first mesh found is then re-placed on the ROI of its own points.
+        mesh_refine: re-place every mesh on the ROI of its own points (as mediapipe's tracking
+            does), not only the fallback ones.
+
+    The defaults were chosen on synthetic large-pose renders (``benchmarks/large_pose.py``) and
+    on the flattening consistency tests, never on a benchmark's test set: re-placing every mesh
+    lowers the landmark error on the renders but makes textures of one photo under small
+    changes (re-encoding, scaling) differ several times more, so only fallback meshes are.
     """
 
     def __init__(self, *, detect_side: int = 640, min_score: float = 0.5, tiles: int = 1, min_face: float = MIN_FACE,
-                 mesh_face_px: int = 128, mesh_context: float = 2.5, landmarks: bool = True):
+                 mesh_face_px: int = 128, mesh_context: float = 2.5, landmarks: bool = True,
+                 mesh_fallback: bool = True, mesh_refine: bool = False):
         self.detect_side = int(detect_side)
         self.min_score = float(min_score)
         self.tiles = int(tiles)
@@ -326,7 +344,10 @@ class FaceDetector:
         self.mesh_face_px = int(mesh_face_px)
         self.mesh_context = float(mesh_context)
         self.run_landmarks = bool(landmarks)
+        self.mesh_fallback = bool(mesh_fallback)
+        self.mesh_refine = bool(mesh_refine)
         self._short = self._full = self._mesh = None
+        self._roi_mesh = RoiMesh()
 
     # -- mediapipe graphs, created on first use
     def _graphs(self):
@@ -344,6 +365,7 @@ class FaceDetector:
             if g is not None:
                 g.close()
         self._short = self._full = self._mesh = None
+        self._roi_mesh.close()
 
     def __enter__(self):
         return self
@@ -427,7 +449,7 @@ class FaceDetector:
         return sorted(found, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
 
     # -- stage 2
-    def _mesh_in_box(self, img: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None):
+    def _mesh_in_crop(self, img: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None):
         """(points (468, 2), depth (468,)) of the face in ``box``, or None. The crop is turned
         so that the detector's eyes are level (the mesh is most accurate on upright faces)."""
         _, _, mesh = self._graphs()
@@ -453,9 +475,31 @@ class FaceDetector:
             iou = _iou(np.concatenate([p[:, :2].min(0), p[:, :2].max(0)]), want)
             if iou > best_iou:
                 best, best_iou = p, iou
-        if best is None or best_iou < 0.2:
+        if best is None or best_iou < MIN_MESH_IOU:
             return None
         return t.to_source(best[:, :2]), best[:, 2] / t.scale
+
+    def _mesh_in_box(self, img: np.ndarray, box: np.ndarray, keypoints: np.ndarray | None = None):
+        """(points (468, 2), depth (468,)) of the face in ``box``, or None: the face mesh on a crop
+        levelled by the detector's eyes, else (``mesh_fallback``) its landmark model on ROIs of the
+        box; fallback meshes (all, with ``mesh_refine``) re-placed on the ROI of their own points."""
+        got = self._mesh_in_crop(img, box, keypoints)
+        fallback = got is None and self.mesh_fallback
+        if fallback:
+            got = next((m for m in (self._roi_mesh(img, roi) for roi in self._fallback_rois(box, keypoints))
+                        if m is not None and _iou(_points_box(m[0]), box) >= MIN_MESH_IOU), None)
+        if got is not None and (fallback or self.mesh_refine):
+            again = self._roi_mesh(img, roi_from_points(got[0]))
+            if again is not None and _iou(_points_box(again[0]), box) >= MIN_MESH_IOU:
+                got = again
+        return got
+
+    @staticmethod
+    def _fallback_rois(box: np.ndarray, keypoints: np.ndarray | None):
+        if keypoints is not None and np.isfinite(keypoints[:2]).all():
+            d = keypoints[1] - keypoints[0]
+            yield roi_from_box(box, math.atan2(d[1], d[0]))
+        yield roi_from_box(box, 0.0)
 
     def face_in_box(self, image, box) -> Face:
         """The face inside a given ``box`` (x0, y0, x1, y1, photo pixels, about the face's own

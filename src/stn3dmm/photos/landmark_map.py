@@ -341,7 +341,8 @@ def _build_dense_map(model, views, max_residual, max_snap, candidates, detector)
     from scipy.spatial import cKDTree
 
     own = detector is None
-    det = FaceDetector(tiles=0) if own else detector
+    # the face mesh as first placed on a crop (not re-placed): the map the cache holds was built so
+    det = FaceDetector(tiles=0, mesh_fallback=False, mesh_refine=False) if own else detector
     try:
         obs = []
         for yaw, pitch in views:
