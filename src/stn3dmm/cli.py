@@ -118,11 +118,11 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     method = args.method or ("localiser" if args.checkpoint else "flatten")
-    if method == "flatten":
-        return _evaluate_flatten(args)
-    if not args.checkpoint:
+    if method == "localiser" and not args.checkpoint:
         raise ValueError("--method localiser needs --checkpoint (a trained localiser); "
                          "--method flatten scores the landmark pipeline without one")
+    if method == "flatten" or args.data == "aflw2000-3d":
+        return _evaluate_aflw2000(args, method)
     from .evaluation.checkpoint import evaluate_checkpoint, format_table
     from .training.config import data_overrides
 
@@ -134,9 +134,9 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_flatten(args) -> int:
+def _evaluate_aflw2000(args, method: str) -> int:
     from .evaluation.aflw2000 import PUBLISHED, default_aflw2000, format_table
-    from .evaluation.methods import FlattenMethod, evaluate_aflw2000
+    from .evaluation.methods import FlattenMethod, LocaliserMethod, evaluate_aflw2000
     from .model.store import load_model
     from .viz import nme_by_yaw_figure
 
@@ -145,12 +145,14 @@ def _evaluate_flatten(args) -> int:
     if args.per_bucket is not None and args.per_bucket < 1:
         raise ValueError(f"--per-bucket must be at least 1, got {args.per_bucket}")
     model = load_model(args.model, log=_log)
+    scorer = (LocaliserMethod.from_checkpoint(args.checkpoint, model, "cpu" if args.device == "auto" else args.device)
+              if method == "localiser" else FlattenMethod(model))
     res = evaluate_aflw2000(args.path or default_aflw2000(), model, args.per_bucket, out=args.out,
-                            progress=not args.quiet)
+                            progress=not args.quiet, method=scorer)
     print(format_table(res["methods"]))
     figure = args.figure or (Path(args.out).with_suffix(".png") if args.out else None)
     if figure:
-        _log(f"wrote {nme_by_yaw_figure(res, PUBLISHED, FlattenMethod.name, figure)}")
+        _log(f"wrote {nme_by_yaw_figure(res, PUBLISHED, scorer.name, figure)}")
     if args.out:
         _log(f"wrote {args.out}")
     return 0
@@ -258,7 +260,8 @@ def _add_evaluate(sub) -> None:
                                         "localiser (NME by yaw, pose error, consistency)")
     q.add_argument("--method", choices=["flatten", "localiser"],
                    help="flatten: the landmark pipeline of stn3dmm flatten, on AFLW2000-3D; localiser: a "
-                        "--checkpoint (default: localiser with --checkpoint, else flatten)")
+                        "--checkpoint, on AFLW2000-3D from its face boxes with --data aflw2000-3d, else on a "
+                        "training-style data set (default: localiser with --checkpoint, else flatten)")
     q.add_argument("--checkpoint", help="a trained localiser (for --method localiser)")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
                                   "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos")

@@ -70,3 +70,22 @@ def test_the_landmark_pipeline_on_21_spread_images(bench, real_cache, monkeypatc
     assert ours["pose_mae_deg"]["mean"] < 15.0
     table = format_table(results)
     assert "published: 3DDFA_V2" in table and "faces found by the method" in table
+
+
+def test_a_localiser_from_the_benchmark_boxes(bench, default_grid):
+    """The localiser path of the harness: an untrained localiser predicts its start pose, the mean
+    face frontal in the middle of its crop, so its points land on the face the box frames."""
+    import torch
+
+    from stn3dmm.evaluation.methods import LocaliserMethod, run_benchmark
+    from stn3dmm.nets.localiser import build_localiser
+
+    torch.manual_seed(0)
+    net = build_localiser("mobilenetv2", n_id=10, n_exp=10, image_size=112, width=0.5)
+    method = LocaliserMethod(default_grid[0], net, 10, 10)
+    centre, side = method.crop_square(np.array([100.0, 100.0, 200.0, 200.0]))
+    assert side > 100 and abs(centre[0] - 150) < 1e-9 and centre[1] < 150      # framed as the face mesh box
+    results, records = run_benchmark(bench, method, spread_subset(bench, 2), progress=False)
+    r = results["stn3dmm localiser"]
+    assert r["found"]["bucket_mean"] == 1.0 and all(rec["how"] == "benchmark box" for rec in records)
+    assert r["nme"]["0-30"] < 25.0                 # the mean face on the face, not somewhere else

@@ -79,6 +79,56 @@ class FlattenMethod:
         return Prediction(pts, pose, found, how, raw=mediapipe_ibug68(face.points))
 
 
+class LocaliserMethod:
+    """A trained localiser from the benchmark's face box: crop, one forward pass, theta, landmarks.
+
+    The crop frames the face as the localiser's training crops did: the box of the face's 68
+    landmarks (the benchmark box shrunk by :data:`~.aflw2000.ROI_TO_FACE`) turned into the box the
+    face mesh would give (:data:`~stn3dmm.training.data.crop.FRAMING`), plus the photo pipeline's
+    margin. Every face counts as found: the box is the benchmark's.
+    """
+
+    name = "stn3dmm localiser"
+
+    def __init__(self, model, net, n_id: int, n_exp: int, device="cpu"):
+        from ..stn import MorphableSTN
+
+        self.net = net.to(device).eval()
+        self.device = torch.device(device)
+        self.size = int(net.image_size[0])
+        self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(device)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, model, device="cpu") -> "LocaliserMethod":
+        """The localiser of a training checkpoint (loaded with ``weights_only=True``)."""
+        from .checkpoint import load_localiser
+
+        net, cfg = load_localiser(checkpoint, device)
+        return cls(model, net, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]), device)
+
+    def crop_square(self, face_square: np.ndarray) -> tuple[np.ndarray, float]:
+        """(centre (2,), side) of the localiser's crop around a face's landmark square."""
+        from ..photos.crop import DEFAULT_MARGIN
+        from ..training.data.crop import FRAMING
+
+        k, fx, fy = FRAMING["ibug68"]
+        d = float((face_square[2:] - face_square[:2]).max())
+        centre = (face_square[:2] + face_square[2:]) / 2 + np.array([fx, fy]) * d
+        return centre, d * k * (1.0 + 2.0 * DEFAULT_MARGIN)
+
+    @torch.no_grad()
+    def predict(self, image: np.ndarray, face_square: np.ndarray) -> Prediction:
+        from ..photos.crop import crop_square
+
+        centre, side = self.crop_square(face_square)
+        crop, transform = crop_square(image, centre, side, self.size)
+        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float().to(self.device)
+        theta = self.net(x).float()
+        pts = self.stn.geometry(theta).points[0, self.stn.landmark_index].double().cpu().numpy()
+        pose = pose_from_theta(theta.double().cpu())[0].numpy()
+        return Prediction(transform.to_source(pts), pose, True, "benchmark box")
+
+
 def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> tuple[dict, list[dict]]:
     """Run ``method`` on the images ``idx`` (default: all) of ``bench`` and score them.
 
@@ -109,11 +159,12 @@ def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> t
     return results, records
 
 
-def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, progress: bool = True) -> dict:
-    """``stn3dmm evaluate --data aflw2000-3d --method flatten``: the landmark pipeline on the benchmark
-    in ``root`` (every image, or ``per_bucket`` images of each |yaw| bucket spread through the
-    file order), scored with the protocol; the result (with per-image records) is written to
-    ``out`` as strict JSON when given."""
+def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, progress: bool = True,
+                      method=None) -> dict:
+    """``stn3dmm evaluate --data aflw2000-3d``: ``method`` (default: the landmark pipeline,
+    :class:`FlattenMethod`) on the benchmark in ``root`` (every image, or ``per_bucket`` images of
+    each |yaw| bucket spread through the file order), scored with the protocol; the result (with
+    per-image records) is written to ``out`` as strict JSON when given."""
     import json
     from pathlib import Path
 
@@ -123,7 +174,7 @@ def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, prog
 
     bench = load_aflw2000(root)
     idx = None if per_bucket is None else spread_subset(bench, per_bucket)
-    results, records = run_benchmark(bench, FlattenMethod(model), idx, progress=progress)
+    results, records = run_benchmark(bench, method or FlattenMethod(model), idx, progress=progress)
     res = {"benchmark": "AFLW2000-3D", "root": str(root), "methods": results, "images": records}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -131,4 +182,4 @@ def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, prog
     return res
 
 
-__all__ = ["FlattenMethod", "Prediction", "evaluate_aflw2000", "run_benchmark"]
+__all__ = ["FlattenMethod", "LocaliserMethod", "Prediction", "evaluate_aflw2000", "run_benchmark"]
