@@ -1,0 +1,103 @@
+"""Benchmark: the localiser's forward pass in faces/s against the landmark pipeline, on this CPU.
+
+    python benchmarks/localiser_speed.py [--threads 1,2] [--repeats 5]
+
+For each candidate backbone and input size: faces per second of one forward pass (photo crop
+-> theta) at batch 1 and batch 64, in eval mode, no gradients, best of ``--repeats`` after a
+warm-up. The baseline, measured in the same run on the same CPU: the landmark pipeline's
+per-face work as ``stn3dmm flatten`` does it (detect + face mesh on matplotlib's sample photo,
+then the crop, landmark map and Levenberg-Marquardt fit), faces per second. Weights are
+random: speed does not depend on them. Each thread count is a separate table: on a busy
+2-core machine two intra-op threads can be many times slower than one (OpenMP waits for a core
+another process holds), so the load average is printed with each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from _common import ROOT
+
+sys.path.insert(0, str(ROOT / "src"))
+
+CANDIDATES = [("mobilenetv2", 112, 1.0), ("mobilenetv2", 128, 1.0), ("mobilenetv2", 112, 0.5),
+              ("resnet18", 112, 1.0), ("resnet18", 128, 1.0)]
+
+
+def _best(fn, repeats: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def localiser_rows(repeats: int) -> list[tuple]:
+    import torch
+
+    from stn3dmm.nets.localiser import build_localiser
+
+    rows = []
+    for name, size, width in CANDIDATES:
+        net = build_localiser(name, n_id=10, n_exp=10, image_size=size, width=width).eval()
+        params = sum(p.numel() for p in net.parameters())
+        per = []
+        for batch in (1, 64):
+            x = torch.rand(batch, 3, size, size)
+            with torch.no_grad():
+                per.append(batch / _best(lambda: net(x), repeats))
+        rows.append((f"{name} x{width:g} @ {size} px", params, per[0], per[1]))
+    return rows
+
+
+def pipeline_rate(repeats: int) -> float:
+    """Faces/s of detect + mesh + crop + map + fit on the sample photo, one face per call."""
+    import numpy as np
+    import torch
+
+    from stn3dmm.fitting import fit_landmarks
+    from stn3dmm.model import load_model
+    from stn3dmm.photos import FaceDetector, crop_face, face_targets, read_photo
+    from stn3dmm.photos.samples import sample_photo_paths
+
+    model = load_model()
+    image = read_photo(sample_photo_paths()[0]).image
+    det = FaceDetector()
+
+    def once():
+        face = det(image)[0]
+        crop, tr = crop_face(image, face)
+        t = face_targets(face.transformed(tr), model)
+        fit_landmarks(model, torch.tensor(t.points[None]), torch.tensor(t.weights[None]),
+                      landmark_set=torch.as_tensor(t.vertices), prior_weight=4.0, image_size=(224, 224))
+
+    np.random.seed(0)
+    return 1.0 / _best(once, repeats)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    import os
+
+    import torch
+
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        base = pipeline_rate(args.repeats)
+        print(f"\ntorch {torch.__version__}, {threads} thread(s), load {os.getloadavg()[0]:.2f}")
+        print(f"{'localiser':32}{'parameters':>12}{'faces/s b=1':>14}{'faces/s b=64':>14}{'b=64 vs pipeline':>18}")
+        for name, params, r1, r64 in localiser_rows(args.repeats):
+            print(f"{name:32}{params / 1e6:>11.2f}M{r1:>14.1f}{r64:>14.1f}{r64 / base:>17.1f}x")
+        print(f"{'baseline: landmark pipeline':32}{'':>12}{base:>14.1f}{'':>14}{'1.0x':>18}"
+              "   (detect + face mesh + map + LM fit, one face)")
+
+
+if __name__ == "__main__":
+    main()
