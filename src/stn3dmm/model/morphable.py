@@ -33,6 +33,9 @@ A model that is not a grid stores the same names with a flat vertex axis: ``mean
 ``basis_id`` (K, N, 3), and so on, and ``res`` = 0. Files hold no pickled objects.
 Required: every array above except ``mirror``, ``midline`` and ``uv``; both landmark sets
 included. ``basis_id`` needs K >= 1; ``basis_exp`` may have E = 0 (no expression model).
+Values: every float array finite, every vertex index in [0, N), ``mirror`` a permutation that
+is its own inverse (``mirror[mirror[i]] == i``), ``uv`` in [0, 1]. The arrays may claim at most
+:data:`~.npz.MAX_NPZ_BYTES` in all, checked before any is read (:mod:`.npz`).
 """
 
 from __future__ import annotations
