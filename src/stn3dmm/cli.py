@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
     from .training.config import load_config
 
     cfg = load_config(args.config, args.set)
-    last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet)
+    last = train(cfg, resume=args.resume, log=_log, progress=not args.quiet, force=args.force)
     if int(os.environ.get("RANK", "0")) == 0:
         _log("last: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
         _log(f"checkpoints and logs in {Path(cfg['train']['out']).resolve()}")
@@ -251,6 +251,8 @@ def _add_train(sub) -> None:
     q.add_argument("--config", help="TOML file (sections: model, localiser, stn, data, loss, optim, train)")
     q.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
     q.add_argument("--resume", nargs="?", const="auto", help="continue from a checkpoint (default: the run's last)")
+    q.add_argument("--force", action="store_true", help="with --resume: continue even though the configuration "
+                                                        "differs from the checkpoint's (a warning lists the settings)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_train)
 

@@ -114,23 +114,57 @@ def landmarks_figure(V: np.ndarray, F: np.ndarray, landmarks: dict):
     return fig
 
 
+#: The most random faces ``show-model`` draws in its one-row figure.
+MAX_RANDOM_FACES = 24
+
+
+def source_mesh_problem(uv, faces) -> str | None:
+    """Why the file's ``source_uv`` / ``source_faces`` extras cannot be drawn, or None. They are
+    stored as the file holds them (not part of the checked contract), so a damaged or foreign
+    file can hold anything: this checks what :func:`uv_layout_figure` indexes with."""
+    uv, faces = np.asarray(uv), np.asarray(faces)
+    if uv.dtype.kind not in "fiu" or uv.ndim != 2 or uv.shape[1] != 2:
+        return f"source_uv must be (M, 2) numbers, got {uv.dtype} of shape {uv.shape}"
+    if not np.isfinite(uv).all():
+        return "source_uv holds NaN or infinity"
+    if faces.dtype.kind not in "iu" or faces.ndim != 2 or faces.shape[1] != 3:
+        return f"source_faces must be (F, 3) integers, got {faces.dtype} of shape {faces.shape}"
+    if faces.size and (faces.min() < 0 or faces.max() >= len(uv)):
+        return f"source_faces indices must lie in [0, {len(uv)}), got [{faces.min()}, {faces.max()}]"
+    return None
+
+
 def show_model(model, out_dir, n_random: int = 6, seed: int = 0, log=print) -> list[Path]:
     """Write the model's pictures to ``out_dir``: UV layout of the source mesh, geometry
-    image, random faces (identity and expression at 2 sigma), landmarks. Returns the paths."""
+    image, random faces (identity and expression at 2 sigma), landmarks. Returns the paths.
+
+    A picture the model cannot give is skipped with a note through ``log``: the source mesh's
+    UV layout when the file's ``source_uv`` / ``source_faces`` are absent or malformed, the grid's
+    UV picture when the model has no ``uv``."""
+    if not 0 <= int(n_random) <= MAX_RANDOM_FACES:
+        raise ValueError(f"--n-random must be 0 to {MAX_RANDOM_FACES} (faces in one row), got {n_random}")
     out = Path(out_dir)
     paths = []
     R = model.res
     V = model.mean.astype(np.float64)
     src_uv, src_faces = model.extras.get("source_uv"), model.extras.get("source_faces")
-    if src_uv is not None and src_faces is not None:
-        # the source mesh's own UV map (no area colouring: the file keeps no source vertices)
-        fig = uv_layout_figure(np.asarray(src_uv, float), np.asarray(src_faces), None,
-                               f"UV layout of the source mesh ({len(src_uv)} vertices, {len(src_faces)} triangles)")
-        paths.append(save_figure(fig, out / "uv_layout.png"))
+    if src_uv is not None or src_faces is not None:
+        why = "only one of them is in the file" if src_uv is None or src_faces is None else \
+            source_mesh_problem(src_uv, src_faces)
+        if why:
+            log(f"note: skipped uv_layout.png (the source mesh's UV map): {why}")
+        else:
+            # the source mesh's own UV map (no area colouring: the file keeps no source vertices)
+            fig = uv_layout_figure(np.asarray(src_uv, float), np.asarray(src_faces), None,
+                                   f"UV layout of the source mesh ({len(src_uv)} vertices, {len(src_faces)} triangles)")
+            paths.append(save_figure(fig, out / "uv_layout.png"))
     if R:
         paths.append(save_figure(geometry_image_figure(V.reshape(R, R, 3)), out / "geometry_image.png"))
-        fig = uv_layout_figure(model.uv.astype(float), model.faces, V, f"UV grid {R}x{R}, coloured by area scale")
-        paths.append(save_figure(fig, out / "uv_grid_area.png"))
+        if model.uv is None:
+            log("note: skipped uv_grid_area.png: the model has no uv (texture coordinates)")
+        else:
+            fig = uv_layout_figure(model.uv.astype(float), model.faces, V, f"UV grid {R}x{R}, coloured by area scale")
+            paths.append(save_figure(fig, out / "uv_grid_area.png"))
     rng = np.random.default_rng(seed)
     shapes, titles = [V], ["mean"]
     for k in range(n_random):

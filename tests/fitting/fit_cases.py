@@ -27,3 +27,19 @@ def pose_error_deg(a, b):
 def shape_rms_mm(stn, th_a, th_b):
     """RMS vertex distance (mm) between the model instances (pose-free) of two thetas."""
     return ((stn.geometry(th_a).shape - stn.geometry(th_b).shape) ** 2).sum(-1).mean(1).sqrt()
+
+
+def start_theta(model, landmarks, method="lm", init=None, init_alpha="zeros", image_size=None, generator=None,
+                prior_weight=1.0):
+    """The theta :func:`~stn3dmm.fitting.fit_landmarks` starts from (its ``init`` and ``init_alpha``),
+    built as it builds it: fit_landmarks runs at least one iteration (max_iter >= 1)."""
+    from stn3dmm.core.conventions import DEFAULT_SCALE
+    from stn3dmm.fitting.problem import LandmarkProblem, initial_theta, landmark_rows
+
+    y = landmarks.to(torch.float64)
+    v = torch.isfinite(y).all(-1).to(torch.float64)
+    b, n_l, _ = y.shape
+    mean_l, bid_l, bexp_l, n_id, n_exp = landmark_rows(model, None, n_l, None, None, torch.float64, y.device)
+    prob = LandmarkProblem(mean_l, bid_l, bexp_l, n_id, n_exp, y, v, prior_weight, DEFAULT_SCALE)
+    init = init or ("original" if method == "gd" else "closed_form")
+    return initial_theta(init, init_alpha, prob, prob.y, v, b, image_size, DEFAULT_SCALE, generator)

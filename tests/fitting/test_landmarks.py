@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from fit_cases import pose_error_deg, random_theta, shape_rms_mm
+from fit_cases import pose_error_deg, random_theta, shape_rms_mm, start_theta
 
 from stn3dmm.core.conventions import original_start_theta
 from stn3dmm.fitting.landmarks import DEFAULT_PRIOR_WEIGHT, ORIGINAL_PRIOR_WEIGHT, fit_landmarks
@@ -32,7 +32,7 @@ def test_lm_noise_free_is_exact(model, stn):
         return torch.autograd.grad(energy(t).sum(), t)[0], energy(t).detach()
 
     g_end, e_end = grad(res.theta)
-    g_start, _ = grad(fit_landmarks(model, lm, method="lm", max_iter=0, prior_weight=ORIGINAL_PRIOR_WEIGHT).theta)
+    g_start, _ = grad(start_theta(model, lm, "lm", prior_weight=ORIGINAL_PRIOR_WEIGHT))
     assert (g_end.norm(dim=1) < 1e-6 * g_start.norm(dim=1)).all()
     # ... and the reported loss and last history entry are that energy
     assert torch.allclose(res.loss, e_end, rtol=1e-9, atol=1e-9)
@@ -97,19 +97,22 @@ def test_gradient_descent_original_demo_behaviour(model, stn):
     assert ((hist[it - 1, cols] - hist[it, cols]).abs() < 1.0).all()   # ... change < 1 at the end
     assert ((hist[it - 2, cols] - hist[it - 1, cols]).abs() >= 1.0).all()  # and not before
     assert (hist[-1] < 0.01 * hist[0]).all() and res.error.max() < 2.0
-    init = fit_landmarks(model, lm, method="gd", max_iter=0, image_size=(224, 224))
+    init = start_theta(model, lm, "gd", image_size=(224, 224))
     start = original_start_theta(stn.n_params, 224, dtype=torch.float64)
-    assert torch.allclose(init.theta[0], start)
+    assert torch.allclose(init[0], start)
     assert math.isclose(math.exp(float(start[5])), 0.99, rel_tol=1e-12) and start[3:5].tolist() == [111.0, 112.0]
 
 
 def test_gd_random_alpha_init_is_reproducible(model, stn):
     th = random_theta(stn, 2, seed=8, max_yaw=10.0)
     lm = stn.geometry(th).points[:, stn.landmark_index]
-    kw = dict(method="gd", max_iter=0, init_alpha="random")
+    kw = dict(method="gd", max_iter=1, init_alpha="random")
     a = fit_landmarks(model, lm, generator=torch.Generator().manual_seed(0), **kw).theta
     b = fit_landmarks(model, lm, generator=torch.Generator().manual_seed(0), **kw).theta
     assert torch.equal(a, b) and a[:, 6:].abs().sum() > 0
+    s0 = start_theta(model, lm, "gd", init_alpha="random", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s0, start_theta(model, lm, "gd", init_alpha="random",
+                                       generator=torch.Generator().manual_seed(0))) and s0[:, 6:].abs().sum() > 0
 
 
 def test_fit_accepts_an_stn_and_fewer_coefficients(model, stn):
@@ -139,6 +142,19 @@ def test_aflw21_and_bad_input(model, stn):
         fit_landmarks(model, lm, method="adam")
     with pytest.raises(ValueError, match="init"):
         fit_landmarks(model, lm, init=torch.zeros(3))
+
+
+def test_out_of_range_landmark_indices_and_no_iterations_are_refused(model):
+    """Issue 11, item 17: an IndexError from deep inside, and max_iter <= 0 accepted silently."""
+    lm = torch.full((1, 21, 2), 100.0) + torch.randn(1, 21, 2, generator=torch.Generator().manual_seed(0)) * 30
+    n = model.n_vertices
+    for bad in ([n] * 21, [-1] + list(range(20)), list(range(20)) + [10 ** 9]):
+        with pytest.raises(ValueError, match=rf"landmark_set: vertex indices must lie in \[0, {n}\)"):
+            fit_landmarks(model, lm, landmark_set=bad)
+    for bad in (0, -5, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="max_iter must be an integer of at least 1"):
+            fit_landmarks(model, lm, max_iter=bad)
+    assert fit_landmarks(model, lm, max_iter=1).iterations.max() <= 1
 
 
 def test_default_prior_weight_is_the_map_weight_for_one_pixel_noise(model, stn):

@@ -131,3 +131,72 @@ def test_corrupt_missing_and_pickled_files(tmp_path):
     np.savez(tmp_path / "pickled.npz", **z)
     with pytest.raises(ModelFileError, match="pickled"):
         load_model_file(tmp_path / "pickled.npz")
+
+
+def _perm_not_involution(n=16):
+    """A cycle: a permutation, but not its own inverse."""
+    return np.roll(np.arange(n), 1)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(uv=np.full((4, 4, 2), np.nan, np.float32)), r"'uv' has NaN or infinite texture coordinates at 16 of 16"),
+    (dict(uv=np.full((4, 4, 2), 1.5, np.float32)), r"'uv' must lie in \[0, 1\].*1\.5"),
+    (dict(mirror=np.zeros(16, np.int64)), r"'mirror' must be a permutation.*15 of its entries repeat"),
+    (dict(mirror=_perm_not_involution()), r"'mirror' must be its own inverse.*vertex 0 -> 15 -> 14"),
+    (dict(mirror=np.full(16, 99, np.int64)), r"mirror: indices must lie in \[0, 16\)"),
+    (dict(landmarks_ibug68=np.full(68, -1, np.int64)), r"landmarks_ibug68: indices must lie in \[0, 16\)"),
+    (dict(basis_exp=np.full((2, 4, 4, 3), np.inf, np.float32)), r"basis_exp: contains NaN or infinity"),
+])
+def test_bad_values_are_named(tmp_path, change, message):
+    """Values, not just shapes: a NaN uv reached the OBJ files as 'vt nan nan' (issue 11, item 7)."""
+    good = save_model(_model(), tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", **change)
+    with pytest.raises(ModelFileError, match=message) as e:
+        load_model_file(bad)
+    assert str(e.value).startswith(str(bad))
+
+
+def _patch_central_size(path, member: str, size: int) -> None:
+    """Make the zip's central directory claim ``size`` uncompressed bytes for ``member``."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    at = data.find(b"PK\x01\x02")                                 # central directory entries
+    while at >= 0:
+        n = int.from_bytes(data[at + 28:at + 30], "little")
+        if bytes(data[at + 46:at + 46 + n]) == name:
+            data[at + 24:at + 28] = size.to_bytes(4, "little")
+            path.write_bytes(bytes(data))
+            return
+        at = data.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"{member} not found")
+
+
+def test_declared_sizes_are_checked_before_reading(tmp_path, monkeypatch):
+    """A small file that claims gigabytes is refused before NumPy allocates them (item 9)."""
+    import zipfile
+
+    good = save_model(_model(), tmp_path / "good.npz")
+    claims = tmp_path / "claims.npz"
+    claims.write_bytes(good.read_bytes())
+    _patch_central_size(claims, "basis_id.npy", 2 ** 31)           # "2 GB" in the zip's directory
+    reads = []
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: reads.append(a) or 1 / 0)
+    with pytest.raises(ModelFileError, match=r"claims.npz: its arrays claim 2,048\.\d MiB uncompressed, more than "
+                                             r"the 1,024\.0 MiB a model file may hold; refused before reading"):
+        load_model_file(claims)
+    assert reads == []                                             # not one array was read
+    monkeypatch.undo()
+    # a header that claims a larger array than its member holds (NumPy would allocate the claim)
+    lie = tmp_path / "lie.npz"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(lie, "w") as dst:
+        for info in src.infolist():
+            body = src.read(info)
+            if info.filename == "mean.npy":
+                body = body.replace(b"'shape': (4, 4, 3)", b"'shape': (268435456, 3)")
+            dst.writestr(info.filename, body)
+    with pytest.raises(ModelFileError, match=r"lie.npz: array 'mean' claims shape \(268435456, 3\) of float32 "
+                                             r"\(3,072\.0 MiB\), more than its member holds"):
+        load_model_file(lie)
+    with pytest.raises(ModelFileError, match="good.npz: its arrays claim .* more than the 0.0 MiB"):
+        load_model_file(good, max_bytes=100)
+    assert load_model_file(good).n_vertices == 16

@@ -134,16 +134,23 @@ def format_table(res: dict) -> str:
 
 
 def load_localiser(checkpoint, device="cpu"):
-    """(localiser, config) from a training checkpoint (``weights_only=True``)."""
+    """(localiser, config) from a training checkpoint (``weights_only=True``). A damaged
+    checkpoint (missing keys, weights that do not fit the network its configuration describes)
+    raises ValueError naming the file and the problem."""
     from ..nets.localiser import build_localiser
-    from ..training.checkpoints import load_checkpoint
+    from ..training.checkpoints import load_checkpoint, load_weights
+    from ..training.config import config_from_checkpoint
 
     ck = load_checkpoint(checkpoint)
-    cfg = json.loads(ck["config"])
+    cfg = config_from_checkpoint(ck["config"], str(checkpoint))
     loc = cfg["localiser"]
-    net = build_localiser(loc["backbone"], n_id=int(cfg["model"]["n_id"]), n_exp=int(cfg["model"]["n_exp"]),
-                          image_size=int(loc["image_size"]), norm=loc["norm"] or None, width=loc["width"], pretrained=None)
-    net.load_state_dict(ck["model"])
+    try:
+        net = build_localiser(loc["backbone"], n_id=int(cfg["model"]["n_id"]), n_exp=int(cfg["model"]["n_exp"]),
+                              image_size=int(loc["image_size"]), norm=loc["norm"] or None, width=loc["width"],
+                              pretrained=None)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{checkpoint}: its configuration does not describe a localiser ({e})") from None
+    load_weights(net, ck["model"], checkpoint, what=f"the {loc['backbone']} localiser its configuration describes")
     return net.to(device).eval(), cfg
 
 
@@ -154,13 +161,17 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     from ..stn import MorphableSTN
     from ..training.batches import build_dataset, dataset_pair_groups
     from ..training.data.sample import landmark_vertices
+    from ..training.config import check_data
     from ..training.loop import resolve_device
 
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"--batch (images per forward pass) must be at least 1, got {batch!r}")
     device = resolve_device(device)
     net, cfg = load_localiser(checkpoint, device)
+    spec = dict(cfg["data"], **data_spec)
+    check_data(spec, path_option="--path")
     model = load_model(cfg["model"]["path"] or None, log=log)
     size = int(cfg["localiser"]["image_size"])
-    spec = dict(cfg["data"], **data_spec)
     ds = build_dataset(spec, model, int(spec.get("size") or 0) or size, spec.get("landmark_set", "aflw21"))
     verts = torch.as_tensor(landmark_vertices(model, ds.landmark_set), dtype=torch.long)
     stn = MorphableSTN(model, visibility=cfg["stn"]["visibility"], landmarks=None, n_id=int(cfg["model"]["n_id"]),

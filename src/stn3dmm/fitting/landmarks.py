@@ -29,6 +29,7 @@ landmarks' dtype.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -85,11 +86,11 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
         n_id, n_exp: number of identity / expression coefficients to fit (leading components;
             default: all). theta has ``6 + n_id + n_exp`` columns.
         init: ``"closed_form"``, ``"original"`` or a theta tensor (default per method).
-        max_iter: iteration cap (default: lm 100, lbfgs 300, gd 20000).
+        max_iter: iteration cap, at least 1 (default: lm 100, lbfgs 300, gd 20000).
         tol: stopping threshold (default: lm 1e-10 relative energy decrease of an accepted step;
             lbfgs 1e-12 relative change of the summed energy; gd 1.0 absolute change, the original's).
-        landmark_set: which of the model's landmark sets (name or vertex indices); default from L
-            (21 -> aflw21, 68 -> ibug68), or the MorphableSTN's own.
+        landmark_set: which of the model's landmark sets (name or vertex indices, each in
+            [0, N)); default from L (21 -> aflw21, 68 -> ibug68), or the MorphableSTN's own.
         scale: scale map of the returned (and optimised) ``logs``: ``"exp"`` or ``"original"``.
         image_size: (H, W); when given, visible landmarks far outside the image raise ValueError;
             also sets H for the ``"original"`` start (default 224).
@@ -114,11 +115,21 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
         prior_weight = ORIGINAL_PRIOR_WEIGHT if method == "gd" else DEFAULT_PRIOR_WEIGHT
     if not (prior_weight >= 0 and math.isfinite(prior_weight)):
         raise ValueError(f"prior_weight must be a finite non-negative number, got {prior_weight}")
+    if max_iter is not None and not _is_count(max_iter):
+        raise ValueError(f"max_iter must be an integer of at least 1, got {max_iter!r}")
     landmarks, visibility = check_landmarks(landmarks, visibility, image_size=image_size)
     with cpu_threads(threads, landmarks.device):
         return _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, max_iter, tol,
                     landmark_set, scale, image_size, init_alpha, lr, shape_boost, generator,
                     None if image_size is not None else max_coordinate)
+
+
+def _is_count(n) -> bool:
+    """An integer (Python or NumPy, not a bool) of at least 1."""
+    try:
+        return not isinstance(n, bool) and operator.index(n) >= 1
+    except TypeError:
+        return False
 
 
 def _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, max_iter, tol, landmark_set,

@@ -245,6 +245,10 @@ def landmark_rows(model, landmark_set, n_landmarks, n_id, n_exp, dtype, device):
                                  f"(the model has {sorted(model.landmarks)})")
         idx = torch.as_tensor(landmark_indices(model.landmarks, landmark_set)[0])
     idx = idx.to(device=mean.device, dtype=torch.long).reshape(-1)
+    n_vertices = mean.shape[0]
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n_vertices):
+        raise ValueError(f"landmark_set: vertex indices must lie in [0, {n_vertices}) (the model's vertices), "
+                         f"got [{int(idx.min())}, {int(idx.max())}]")
     if idx.numel() != n_landmarks:
         raise ValueError(f"{n_landmarks} landmarks given but the landmark set has {idx.numel()} vertices")
     k_max, e_max = bid.shape[0], bexp.shape[0]

@@ -33,6 +33,9 @@ A model that is not a grid stores the same names with a flat vertex axis: ``mean
 ``basis_id`` (K, N, 3), and so on, and ``res`` = 0. Files hold no pickled objects.
 Required: every array above except ``mirror``, ``midline`` and ``uv``; both landmark sets
 included. ``basis_id`` needs K >= 1; ``basis_exp`` may have E = 0 (no expression model).
+Values: every float array finite, every vertex index in [0, N), ``mirror`` a permutation that
+is its own inverse (``mirror[mirror[i]] == i``), ``uv`` in [0, 1]. The arrays may claim at most
+:data:`~.npz.MAX_NPZ_BYTES` in all, checked before any is read (:mod:`.npz`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.paths import write_atomically
+from .npz import MAX_NPZ_BYTES, NpzError, read_npz
 
 LANDMARK_SETS = {"aflw21": 21, "ibug68": 68}
 #: The named landmark set of each size: 21 -> "aflw21", 68 -> "ibug68".
@@ -182,8 +186,9 @@ def _check_model(m: MorphableModel, where: str) -> None:
         problems.append(f"uv: expected shape ({n}, 2), got {m.uv.shape}")
     if m.res and m.res * m.res != n:
         problems.append(f"res: {m.res} x {m.res} does not match {n} vertices")
-    if not np.isfinite(m.mean).all() or not np.isfinite(m.basis_id).all() or not np.isfinite(m.basis_exp).all():
-        problems.append("mean/basis: contain NaN or infinity")
+    for name in ("mean", "basis_id", "basis_exp"):
+        if not np.isfinite(getattr(m, name)).all():
+            problems.append(f"{name}: contains NaN or infinity")
     if problems:
         raise ModelFileError(f"{where}: " + "; ".join(problems))
 
@@ -233,30 +238,26 @@ _SPEC = {
     "landmarks_aflw21": ("iu", 1, 1),
     "landmarks_ibug68": ("iu", 1, 1),
 }
+#: Rounding slack of the [0, 1] range of ``uv`` (float32 coordinates computed in float64).
+_UV_SLACK = 1e-6
 _REQUIRED = ["mean", "basis_id", "basis_exp", "faces", "res", "source", "landmarks_aflw21", "landmarks_ibug68"]
 
 
-def load_model_file(path: str | os.PathLike) -> MorphableModel:
+def load_model_file(path: str | os.PathLike, max_bytes: int = MAX_NPZ_BYTES) -> MorphableModel:
     """Read a model ``.npz`` written by :func:`save_model` (or by another tool that follows
-    the contract). Raises :class:`ModelFileError` naming the file, the array and the problem."""
+    the contract). Raises :class:`ModelFileError` naming the file, the array and the problem.
+
+    Checked before anything is read: the sizes the file declares (at most ``max_bytes`` in
+    all, :mod:`.npz`). Checked after: the shapes and dtypes of the contract, and the values the
+    package relies on -- finite arrays, vertex indices in range, ``mirror`` a permutation that is
+    its own inverse, ``uv`` in [0, 1] (:func:`_check_values`)."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        z = np.load(path, allow_pickle=False)
-        names = list(z.files)
-    except Exception as e:  # zipfile.BadZipFile, OSError, EOFError, ValueError ...
-        raise ModelFileError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
-    data = {}
-    for k in names:
-        try:
-            data[k] = z[k]
-        except ValueError as e:
-            if "pickle" in str(e).lower():
-                raise ModelFileError(f"{path}: array {k!r} holds pickled objects, which are refused") from None
-            raise ModelFileError(f"{path}: array {k!r} is not readable ({e})") from None
-        except Exception as e:  # a truncated member: zlib.error, EOFError, BadZipFile ...
-            raise ModelFileError(f"{path}: array {k!r} is not readable ({type(e).__name__}: {e})") from None
+        data = read_npz(path, max_bytes)
+    except NpzError as e:
+        raise ModelFileError(str(e)) from None
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise ModelFileError(f"{path}: missing array(s) {', '.join(missing)}")
@@ -300,7 +301,7 @@ def load_model_file(path: str | os.PathLike) -> MorphableModel:
         raise ModelFileError(f"{path}: array 'uv' has shape {data['uv'].shape}, expected ({', '.join(map(str, vshape))}, 2)")
     landmarks = {k: data[f"landmarks_{k}"] for k in LANDMARK_SETS if f"landmarks_{k}" in data}
     try:
-        return MorphableModel(
+        model = MorphableModel(
             mean=mean.reshape(n, 3),
             basis_id=data["basis_id"].reshape(data["basis_id"].shape[0], n, 3),
             basis_exp=data["basis_exp"].reshape(data["basis_exp"].shape[0], n, 3),
@@ -315,3 +316,31 @@ def load_model_file(path: str | os.PathLike) -> MorphableModel:
         )
     except ModelFileError as e:
         raise ModelFileError(f"{path}: {str(e).removeprefix('model: ')}") from None
+    _check_values(model, path)
+    return model
+
+
+def _check_values(m: MorphableModel, path: Path) -> None:
+    """Refuse values that pass the shape checks but break what the package relies on: NaN or
+    infinite texture coordinates (they reach the OBJ files as ``vt nan nan``), coordinates
+    outside [0, 1], and a ``mirror`` that is not a symmetry of the vertices (the mirror of the
+    mirror must be the vertex itself: flips and the symmetry loss index with it)."""
+    n = m.n_vertices
+    if m.uv is not None:
+        bad = ~np.isfinite(m.uv).all(1)
+        if bad.any():
+            raise ModelFileError(f"{path}: array 'uv' has NaN or infinite texture coordinates at {int(bad.sum())} "
+                                 f"of {n} vertices (first: vertex {int(np.argmax(bad))})")
+        lo, hi = float(m.uv.min(initial=0.0)), float(m.uv.max(initial=1.0))
+        if lo < -_UV_SLACK or hi > 1 + _UV_SLACK:
+            raise ModelFileError(f"{path}: array 'uv' must lie in [0, 1] (texture coordinates), "
+                                 f"got values in [{lo:.6g}, {hi:.6g}]")
+    mirror = m.mirror
+    if n and not np.array_equal(np.sort(mirror), np.arange(n)):
+        repeated = n - len(np.unique(mirror))
+        raise ModelFileError(f"{path}: array 'mirror' must be a permutation of the {n} vertices (each vertex the "
+                             f"mirror of exactly one), but {repeated} of its entries repeat others")
+    if n and not np.array_equal(mirror[mirror], np.arange(n)):
+        i = int(np.argmax(mirror[mirror] != np.arange(n)))
+        raise ModelFileError(f"{path}: array 'mirror' must be its own inverse (the mirror of a vertex's mirror "
+                             f"is the vertex), but vertex {i} -> {int(mirror[i])} -> {int(mirror[mirror[i]])}")

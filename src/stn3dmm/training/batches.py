@@ -8,12 +8,39 @@ global batch of a step, a pure function of its arguments), and :func:`fetch` (a 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch.distributed as dist
 
+from .config import check_data
+
 def build_dataset(spec: dict, model, size: int, landmark_set: str, progress: bool = True, distributed: bool = False):
     """A training or validation data set from a [data]/[val] section. With ``distributed``
-    (an initialised process group), the processes share the synthetic prerendering."""
+    (an initialised process group), the processes share the synthetic prerendering.
+
+    Raises:
+        ValueError: an unknown kind, a kind that reads files without a path
+            (:func:`~.config.check_data`), or a data set without one usable item (a missing or
+            empty folder, say), naming the files left out and why.
+    """
+    check_data(spec)
+    with warnings.catch_warnings(record=True) as caught:   # "left out" warnings: shown unless all were
+        ds = _build(spec, model, size, landmark_set, progress, distributed)
+    if len(ds):
+        for w in caught:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    else:
+        from .data.crop import describe_bad
+
+        bad = list(getattr(ds, "excluded", None) or [])
+        why = f"; left out:\n{describe_bad(bad)}" if bad else ""
+        raise ValueError(f"data.kind = {spec['kind']!r}, data.path = {str(spec.get('path', ''))!r}: the data set "
+                         f"has no usable items{why}")
+    return ds
+
+
+def _build(spec: dict, model, size: int, landmark_set: str, progress: bool, distributed: bool):
     kind = spec["kind"]
     if kind == "synthetic":
         from .data.synthetic import SyntheticFaces

@@ -1,20 +1,30 @@
-"""Training checkpoints on disk: durable atomic writes, written once, loaded safely.
+"""Training checkpoints on disk: durable atomic writes, written once, loaded safely and checked.
 
 Owns :func:`write_durably` (temporary file, fsync, rename, fsync of the folder),
-:func:`link_or_copy` (``last.pt`` as a hard link to the newest step file, else an atomic copy)
-and :func:`load_checkpoint` (``weights_only=True``: no code runs; clear errors). The state
-itself is :meth:`stn3dmm.training.loop.Trainer.state`.
+:func:`copy_durably` (``last.pt``: an independent copy of the newest step file, so that damage
+to one is not damage to both), :func:`remove_partial_saves` (the temporary files a killed save
+leaves), :func:`load_checkpoint` (``weights_only=True``: no code runs; a file we cannot trust is
+refused in our own words; the keys a checkpoint needs are checked), :func:`check_resume_state`
+and :func:`load_weights` (weights that do not fit the network are named, never a torch size-
+mismatch traceback). The state itself is :meth:`stn3dmm.training.loop.Trainer.state`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..core.paths import write_atomically
+
+FORMAT = "stn3dmm-checkpoint-1"
+#: Listed when a checkpoint's weights do not fit: this many names of each kind of problem.
+_SHOW = 3
+
 
 def write_durably(path: Path, write) -> Path:
     """Write a file atomically and durably: ``write(f)`` into a temporary file beside it,
@@ -24,23 +34,29 @@ def write_durably(path: Path, write) -> Path:
     return path
 
 
-def link_or_copy(src: Path, dst: Path) -> Path:
-    """Make ``dst`` the same content as ``src`` atomically: a hard link when the file system
-    allows it (no second write), else a durable copy."""
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(src, tmp)
-        os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
-    except OSError:
-        if tmp.exists():
-            tmp.unlink()
-        with open(src, "rb") as f:
-            write_durably(dst, lambda out: shutil.copyfileobj(f, out, 1 << 20))
-    return dst
+def copy_durably(src: Path, dst: Path) -> Path:
+    """Make ``dst`` an independent copy of ``src``, atomically and durably. Not a hard link:
+    with a link, truncating or overwriting one file in place damages the other too."""
+    with open(src, "rb") as f:
+        return write_durably(Path(dst), lambda out: shutil.copyfileobj(f, out, 1 << 20))
+
+
+def remove_partial_saves(folder: Path) -> list[Path]:
+    """Remove the temporary files that saves killed half-way leave in a checkpoint folder
+    (``.step_*.pt.*.tmp``, ``.last.pt.*.tmp``; ``.last.pt.*.link`` from earlier versions).
+    Call before any save of this run. Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for p in sorted(folder.iterdir()):
+        if re.fullmatch(r"\.(step_\d+|last)\.pt\..+\.(tmp|link)", p.name) and p.is_file():
+            try:
+                p.unlink()
+                gone.append(p)
+            except OSError:
+                pass
+    return gone
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -56,18 +72,98 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _refusal(path: Path, e: Exception) -> str:
+    """Our message for a file torch's ``weights_only`` loader would not load. Torch's own
+    advises re-running with ``weights_only=False``: the one thing not to do with a file that
+    names code to run, so it is not passed on."""
+    text = str(e)
+    if "Weights only load failed" not in text:
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        return f"{path}: not a readable stn3dmm checkpoint ({type(e).__name__}: {first})"
+    m = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"(Unsupported operand \d+)", text)
+    what = f" (it names {m.group(1)})" if m and m.group(0).startswith("GLOBAL") else (f" ({m.group(1)})" if m else "")
+    return (f"{path}: refused: not a readable stn3dmm checkpoint: it holds Python objects other than tensors "
+            f"and plain data{what}. stn3dmm checkpoints never do; the file was not written by stn3dmm, or it "
+            "was altered. Nothing in it was run.")
+
+
 def load_checkpoint(path) -> dict:
-    """A training checkpoint, loaded with ``weights_only=True`` (no code runs); clear errors."""
+    """A training checkpoint, loaded with ``weights_only=True`` (no code runs), with the keys
+    every use needs checked: ``format``, ``step``, ``model`` (tensors by name) and ``config``
+    (JSON text). Raises ValueError with a clear message otherwise."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such checkpoint")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():               # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated files, foreign pickles ...
-        raise ValueError(f"{path}: not a readable stn3dmm checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ck, dict) or ck.get("format") != "stn3dmm-checkpoint-1":
+        raise ValueError(_refusal(path, e)) from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not an stn3dmm training checkpoint")
+    problems = []
+    if not isinstance(ck.get("step"), int) or isinstance(ck.get("step"), bool) or ck["step"] < 0:
+        problems.append(f"'step' must be a non-negative integer, got {_brief(ck.get('step'))}")
+    model = ck.get("model")
+    if not isinstance(model, dict) or not model or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        problems.append(f"'model' must be the network's tensors by name, got {_brief(model)}")
+    if not isinstance(ck.get("config"), str):
+        problems.append(f"'config' must be the run's configuration as JSON text, got {_brief(ck.get('config'))}")
+    if problems:
+        raise ValueError(f"{path}: a damaged stn3dmm checkpoint: " + "; ".join(problems))
     return ck
 
 
-__all__ = ["write_durably", "link_or_copy", "load_checkpoint"]
+def _brief(x) -> str:
+    if x is None:
+        return "nothing (missing)"
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return f"{type(x).__name__}" + (f" {x!r}" if isinstance(x, (int, float, str)) and len(repr(x)) < 40 else "")
+
+
+def check_resume_state(ck: dict, path) -> None:
+    """Refuse (ValueError) a checkpoint that lacks what resuming restores: the optimiser,
+    schedule and scaler states (dicts) and the CPU random state (a uint8 tensor)."""
+    problems = []
+    for key in ("optim", "sched", "scaler"):
+        if not isinstance(ck.get(key), dict):
+            problems.append(f"'{key}' must be a state dict, got {_brief(ck.get(key))}")
+    optim = ck.get("optim")
+    if isinstance(optim, dict) and not (isinstance(optim.get("state"), dict)
+                                        and isinstance(optim.get("param_groups"), list)):
+        problems.append("'optim' lacks its 'state' and 'param_groups'")
+    rng = ck.get("torch_rng")
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.ndim == 1):
+        problems.append(f"'torch_rng' must be the CPU random state (a uint8 tensor), got {_brief(rng)}")
+    cuda = ck.get("cuda_rng")
+    if cuda is not None and not (isinstance(cuda, list) and all(isinstance(t, torch.Tensor) for t in cuda)):
+        problems.append(f"'cuda_rng' must be a list of random states, got {_brief(cuda)}")
+    if problems:
+        raise ValueError(f"{path}: cannot resume from this checkpoint: " + "; ".join(problems))
+
+
+def load_weights(net: torch.nn.Module, state: dict, path, what: str = "this run's network") -> None:
+    """``net.load_state_dict(state)`` once the names and shapes are known to fit; otherwise a
+    ValueError naming the missing, unexpected and mis-shaped weights (a checkpoint of another
+    backbone, width or number of components; a damaged file)."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} (needs {tuple(own[k].shape)})" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", wrong)):
+            if names:
+                more = f", ... {len(names) - _SHOW} more" if len(names) > _SHOW else ""
+                parts.append(f"{len(names)} {label} ({', '.join(names[:_SHOW])}{more})")
+        raise ValueError(f"{path}: the checkpoint's weights do not fit {what}: " + "; ".join(parts)
+                         + ". Was it trained with another localiser.backbone, width, norm or model.n_id / n_exp?")
+    net.load_state_dict(state)
+
+
+__all__ = ["FORMAT", "write_durably", "copy_durably", "remove_partial_saves", "load_checkpoint",
+           "check_resume_state", "load_weights"]

@@ -2,7 +2,10 @@
 
 Owns :data:`DEFAULTS` (every setting of ``stn3dmm train`` and its default), :func:`load_config`
 (file, then overrides, each value checked against its default's type by :func:`check_value`;
-TOML only) and :func:`check_batch` (batch settings the step can use). ``data.textures`` names a
+TOML only), :func:`check_config` (values the run can use: counts, names, data paths) and
+:func:`check_batch` (batch settings the step can use), and, for resuming, a checkpoint's
+configuration (:func:`config_from_checkpoint`) and how it differs from the run's
+(:func:`config_differences`; the settings free to change are :data:`RESUME_FREE`). ``data.textures`` names a
 folder of photos or ``stn3dmm flatten`` outputs for the synthetic textures, ``data.photo_fraction``
 the share of identities using them (negative: the default, 0.3). ``stn.depth_exact`` chooses the
 depth test's exact ray refinement for the training mask (off by default, see :func:`depth_options`).
@@ -11,6 +14,7 @@ depth test's exact ray refinement for the training mask (off by default, see :fu
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from pathlib import Path
 
@@ -36,6 +40,26 @@ DEFAULTS = {
 #: train.pairs: "mirror" (the siamese loss compares an image with its flip, when train.mirror)
 #: or "identity" (also two different images of one person: consecutive batch entries).
 PAIRS = ("mirror", "identity")
+#: optim.name and optim.schedule (after the warm-up: cosine decay to 0 at train.steps, or constant).
+OPTIMISERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+#: data.kind: every kind :func:`stn3dmm.training.batches.build_dataset` reads, and those that
+#: read files from data.path ("demo" has a default; "synthetic" renders).
+DATA_KINDS = ("synthetic", "umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos", "demo")
+PATH_KINDS = ("umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos")
+#: The settings that may change when a run is resumed: they change how long it runs, where and
+#: how often it writes, and on what hardware, not what it learns. Every other setting of the
+#: checkpoint must match the run's (:func:`config_differences`).
+RESUME_FREE = ("train.steps", "train.out", "train.device", "train.threads", "train.log_every",
+               "train.image_every", "train.ckpt_every", "train.keep")
+
+# (section, key) -> (smallest value, what the smallest value means, or "")
+_AT_LEAST = {
+    ("train", "steps"): (1, ""), ("train", "batch"): (1, ""), ("train", "log_every"): (1, ""),
+    ("train", "ckpt_every"): (0, "0: only at the end"), ("train", "image_every"): (0, "0: never"),
+    ("train", "keep"): (0, "0: keep every step file"), ("train", "threads"): (0, "0: torch's default"),
+    ("optim", "warmup"): (0, "0: no warm-up"), ("optim", "lr"): (0, ""), ("optim", "weight_decay"): (0, ""),
+}
 
 # ----------------------------------------------------------------------------- config
 
@@ -109,7 +133,67 @@ def load_config(path=None, overrides=()) -> dict:
         if sec not in cfg or k not in cfg[sec]:
             raise ValueError(f"unknown setting {key!r}")
         cfg[sec][k] = check_value(key, _parse_value(text), DEFAULTS[sec][k], f"override {item!r}", raw=text)
+    check_config(cfg)
     return cfg
+
+
+def check_config(cfg: dict) -> None:
+    """Refuse (ValueError) values of the right type that the run cannot use, before any work:
+    counts below their least (``train.steps`` = 0 would train nothing and exit 0, ``log_every``
+    = 0 divides by zero), unknown names (``optim.schedule``, ``optim.name``, ``data.kind``), a data
+    kind that reads files without ``data.path``."""
+    for (sec, key), (least, meaning) in _AT_LEAST.items():
+        v = cfg[sec][key]
+        if not (v >= least and math.isfinite(v)):
+            why = f" ({meaning})" if meaning else ""
+            raise ValueError(f"{sec}.{key} must be at least {least}{why}, got {v!r}")
+    for key, allowed in (("name", OPTIMISERS), ("schedule", SCHEDULES)):
+        if cfg["optim"][key] not in allowed:
+            raise ValueError(f"optim.{key} must be one of {', '.join(allowed)}, got {cfg['optim'][key]!r}")
+    check_data(cfg["data"])
+
+
+def check_data(spec: dict, path_option: str = "data.path") -> None:
+    """Refuse a [data] section whose kind is unknown, or which reads files but names none
+    (an empty path would read the current folder). ``path_option``: how the user sets the path,
+    for the message (``--path`` for ``stn3dmm evaluate``)."""
+    kind = spec.get("kind")
+    if kind not in DATA_KINDS:
+        raise ValueError(f"data.kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    if kind in PATH_KINDS and not str(spec.get("path") or "").strip():
+        raise ValueError(f"data.kind = {kind!r} reads its images from a file or folder, but no {path_option} "
+                         "is given")
+
+
+def _flat(cfg: dict) -> dict:
+    return {f"{sec}.{k}": v for sec, vals in cfg.items() if isinstance(vals, dict) for k, v in vals.items()}
+
+
+def config_from_checkpoint(text: str, where: str) -> dict:
+    """A checkpoint's configuration (its JSON text) as a full config: DEFAULTS updated by the
+    checkpoint's known settings, each type-checked (settings a later version added take their
+    defaults; unknown ones are ignored). ValueError naming ``where`` if it is not one."""
+    import json
+
+    try:
+        saved = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: the checkpoint's configuration is not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or not all(isinstance(v, dict) for v in saved.values()):
+        raise ValueError(f"{where}: the checkpoint's configuration is not a set of [sections]")
+    cfg = copy.deepcopy(DEFAULTS)
+    for sec, vals in saved.items():
+        for k, v in vals.items():
+            if sec in cfg and k in cfg[sec]:
+                cfg[sec][k] = check_value(f"{sec}.{k}", v, DEFAULTS[sec][k], f"{where} (its configuration)")
+    return cfg
+
+
+def config_differences(run: dict, saved: dict, free=RESUME_FREE) -> list[tuple[str, object, object]]:
+    """``(key, saved value, run value)`` of every setting that differs between a checkpoint's
+    configuration and a resumed run's, except the ``free`` ones (:data:`RESUME_FREE`)."""
+    a, b = _flat(saved), _flat(run)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if k not in free and a.get(k) != b.get(k)]
 
 
 def depth_options(stn: dict) -> dict:
@@ -156,4 +240,6 @@ def data_overrides(kind: str | None, path: str | None, items) -> dict:
     return spec
 
 
-__all__ = ["DEFAULTS", "PAIRS", "check_value", "load_config", "check_batch", "data_overrides"]
+__all__ = ["DEFAULTS", "PAIRS", "OPTIMISERS", "SCHEDULES", "DATA_KINDS", "PATH_KINDS", "RESUME_FREE", "check_value",
+           "load_config", "check_config", "check_data", "check_batch", "data_overrides", "config_from_checkpoint",
+           "config_differences"]

@@ -3,10 +3,11 @@
 Owns the training step (four losses, flip augmentation, mirror and identity pairs),
 optimisation (AdamW or SGD, head learning-rate multipliers, warm-up + cosine schedule,
 gradient clipping, mixed precision on CUDA), the training state for checkpoints (exact
-resume, with the CPU and every rank's CUDA random state; written once by
-:mod:`.checkpoints`), logs (TensorBoard, ``metrics.jsonl``, a progress bar) and data
-parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``). The configuration is
-:mod:`.config`; data sets, pairing and the batch schedule are :mod:`.batches`.
+resume, with the CPU and every rank's CUDA random state; written by :mod:`.checkpoints`),
+resuming (the checkpoint found, its configuration compared with the run's, what a killed save
+left removed, the logs cut back to the resumed step), logs (TensorBoard, ``metrics.jsonl``, a
+progress bar) and data parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``).
+The configuration is :mod:`.config`; data sets, pairing and the batch schedule are :mod:`.batches`.
 
 Loss normalisation: each term is the original's *sum* over a batch divided by the number of
 images in it, i.e. the original's per-image balance between the terms. Because every
@@ -28,11 +29,14 @@ import torch
 import torch.distributed as dist
 
 from ..core.conventions import N_POSE
+from ..core.paths import write_text_atomically
 from ..stn.flip import flip_images
 from ..stn.losses import siamese_loss, total_loss
 from .batches import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
-from .checkpoints import link_or_copy, load_checkpoint, write_durably
-from .config import DEFAULTS, check_batch, depth_options, load_config
+from .checkpoints import (check_resume_state, copy_durably, load_checkpoint, load_weights, remove_partial_saves,
+                          write_durably)
+from .config import (DEFAULTS, check_batch, check_config, config_differences, config_from_checkpoint, depth_options,
+                     load_config)
 
 # ----------------------------------------------------------------------------- trainer
 
@@ -64,6 +68,7 @@ class Trainer:
         from ..model.store import load_model
         from ..stn import MorphableSTN
 
+        check_config(cfg)
         self.cfg, self.log = cfg, log
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -223,8 +228,9 @@ class Trainer:
         return [torch.as_tensor(t).cpu() for t in out]
 
     def save(self) -> Path | None:
-        """Write ``step_<n>.pt`` once (temp file, fsync, rename) and make ``last.pt`` the same
-        file (a hard link, else an atomic copy); keep the newest ``train.keep`` step files."""
+        """Write ``step_<n>.pt`` (temp file, fsync, rename), then ``last.pt`` as an independent
+        copy of it (not a hard link: damage to one must not be damage to both); keep the newest
+        ``train.keep`` step files."""
         state = self.state()                          # collective: every rank takes part
         if self.rank != 0:
             return None
@@ -232,44 +238,75 @@ class Trainer:
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"step_{self.step_count:07d}.pt"
         write_durably(path, lambda f: torch.save(state, f))
-        link_or_copy(path, d / "last.pt")
+        copy_durably(path, d / "last.pt")
         keep = int(self.cfg["train"]["keep"])
         for old in sorted(d.glob("step_*.pt"))[:-keep] if keep > 0 else []:
             old.unlink()
         return path
 
     def load(self, path) -> None:
-        ck = load_checkpoint(path)
-        self.net.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optim"])
-        self.sched.load_state_dict(ck["sched"])
-        self.scaler.load_state_dict(ck["scaler"])
-        torch.set_rng_state(ck["torch_rng"])
-        cuda = ck.get("cuda_rng")
+        """Restore the training state of the checkpoint ``path`` (:meth:`restore`)."""
+        self.restore(load_checkpoint(path), path)
+
+    def restore(self, ck: dict, path) -> None:
+        """Restore a loaded checkpoint's training state. Anything that does not fit this run
+        (missing keys, weights of another shape, optimiser state of other parameters) raises a
+        ValueError naming the file and the part, never a torch traceback."""
+        check_resume_state(ck, path)
+        load_weights(self.net, ck["model"], path)
+        try:
+            self.opt.load_state_dict(ck["optim"])
+            _check_optimiser_state(self.opt)
+            self.sched.load_state_dict(ck["sched"])
+            self.scaler.load_state_dict(ck["scaler"])
+            torch.set_rng_state(ck["torch_rng"])
+            self._restore_cuda_rng(ck.get("cuda_rng"), path)
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ValueError(f"{path}: the checkpoint's training state does not fit this run "
+                             f"({type(e).__name__}: {first})") from None
+        self.step_count = int(ck["step"])
+
+    def _restore_cuda_rng(self, cuda, path) -> None:
         if self.device.type == "cuda" and cuda:
             if len(cuda) != self.world and self.rank == 0:
                 self.log(f"note: {path} holds the CUDA random state of {len(cuda)} process(es), this run has "
                          f"{self.world}: the resumed run is not bit-exact")
             torch.cuda.set_rng_state(cuda[self.rank % len(cuda)], self.device)
-        self.step_count = int(ck["step"])
+
+
+def _check_optimiser_state(opt) -> None:
+    """Refuse per-parameter optimiser state (momenta, Adam's moments) whose shape is not its
+    parameter's: torch loads it as it is and fails only at the next step."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                if isinstance(v, torch.Tensor) and v.ndim and v.shape != p.shape:
+                    raise ValueError(f"optimiser state {k!r} has shape {tuple(v.shape)}, its parameter "
+                                     f"{tuple(p.shape)}")
 
 
 # ----------------------------------------------------------------------------- logs
 
 class Logs:
-    """metrics.jsonl always; TensorBoard scalars and images when tensorboard is installed."""
+    """metrics.jsonl always; TensorBoard scalars and images when tensorboard is installed.
 
-    def __init__(self, out: Path, enabled: bool):
+    A run (re)starting at step ``start`` first drops the rows of later steps, which a run
+    killed after its last checkpoint logged and the resumed run logs again (each step once:
+    :func:`truncate_metrics`); TensorBoard purges them the same way (``purge_step``)."""
+
+    def __init__(self, out: Path, enabled: bool, start: int = 0):
         self.enabled = enabled
         self.tb = None
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(out / "metrics.jsonl", start)
         self.jsonl = open(out / "metrics.jsonl", "a", buffering=1)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=start + 1 if start else None)
         except ImportError:
             self.tb = None
 
@@ -297,6 +334,27 @@ class Logs:
                 self.tb.close()
 
 
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep only the rows of ``metrics.jsonl`` up to ``step`` (and drop a line torn by a kill),
+    rewriting the file atomically; returns the number of rows dropped."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and int(row["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        write_text_atomically(path, "".join(f"{x}\n" for x in keep))
+    return dropped
+
+
 def landmark_overlays(images, pred, target) -> torch.Tensor:
     """(B, 3, S, S) copies with predicted (red) and target (green) landmarks as 3x3 dots.
 
@@ -321,21 +379,70 @@ def landmark_overlays(images, pred, target) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the loop
 
-def train(cfg: dict, resume=None, log=print, progress=True) -> dict:
-    """Run (or resume) a training run; returns the last logged values."""
+def find_checkpoint(out: Path, resume, log=print):
+    """``(checkpoint, path)`` to resume from, or ``(None, None)`` to start afresh. ``resume`` is
+    a path, or ``"auto"``: the run's ``last.pt``, else (missing or damaged) its newest readable
+    step file, else nothing (a new run). A named file that cannot be loaded raises ValueError."""
+    if resume != "auto":
+        return load_checkpoint(resume), Path(resume)
+    d = Path(out) / "checkpoints"
+    first_error = None
+    for path in [d / "last.pt", *sorted(d.glob("step_*.pt"), reverse=True)]:
+        if not path.exists():
+            continue
+        try:
+            ck = load_checkpoint(path)
+        except ValueError as e:
+            first_error = first_error or e
+            continue
+        if first_error:
+            log(f"note: {first_error}; resuming from {path} instead")
+        return ck, path
+    if first_error:
+        raise first_error
+    return None, None
+
+
+def check_resume_config(cfg: dict, ck: dict, path, force: bool = False, log=print) -> None:
+    """Refuse to resume a run whose configuration differs from its checkpoint's, naming each
+    differing setting (the checkpoint's value and the run's); with ``force``, warn instead.
+    The settings free to change are :data:`~.config.RESUME_FREE`."""
+    diff = config_differences(cfg, config_from_checkpoint(ck["config"], str(path)))
+    if not diff:
+        return
+    listed = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diff)
+    if not force:
+        raise ValueError(f"{path}: this run's configuration differs from the checkpoint's in {len(diff)} "
+                         f"setting(s): {listed}. Resume with the checkpoint's settings, start a new run "
+                         "(another train.out), or pass --force to resume anyway")
+    log(f"warning: resuming anyway (--force), though the configuration differs from {path}'s in: {listed}; "
+        "the weights, optimiser and schedule continue from the checkpoint's state")
+
+
+def train(cfg: dict, resume=None, log=print, progress=True, force: bool = False) -> dict:
+    """Run (or resume) a training run; returns the last logged values. ``force``: resume even
+    when the configuration differs from the checkpoint's (:func:`check_resume_config`)."""
     from tqdm import tqdm
 
+    check_config(cfg)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    quiet = log if rank0 else (lambda m: None)
+    ck, path = find_checkpoint(Path(cfg["train"]["out"]), resume, quiet) if resume else (None, None)
+    if ck is not None:
+        check_resume_config(cfg, ck, path, force, quiet)
     tr = Trainer(cfg, log=log, progress=progress)
     t = cfg["train"]
-    if resume:
-        path = Path(tr.out / "checkpoints" / "last.pt") if resume == "auto" else Path(resume)
-        if path.exists() or resume != "auto":
-            tr.load(path)
-            log(f"resumed from {path} at step {tr.step_count}") if tr.rank == 0 else None
-    logs = Logs(tr.out, enabled=tr.rank == 0)
+    if ck is not None:
+        tr.restore(ck, path)
+        del ck
+        quiet(f"resumed from {path} at step {tr.step_count}")
+    if tr.rank == 0:
+        for p in remove_partial_saves(tr.out / "checkpoints"):
+            log(f"removed {p.name}, left by a save that was killed")
+    logs = Logs(tr.out, enabled=tr.rank == 0, start=tr.step_count)
     if tr.rank == 0:
         (tr.out).mkdir(parents=True, exist_ok=True)
-        (tr.out / "config.json").write_text(json.dumps(cfg, indent=1))
+        write_text_atomically(tr.out / "config.json", json.dumps(cfg, indent=1))
     steps = int(t["steps"])
     kill_at = int(os.environ.get("STN3DMM_TEST_KILL_AT_STEP", "0"))   # tests: simulate a crash
     bar = tqdm(total=steps, initial=tr.step_count, desc="train", unit="step",
@@ -366,5 +473,6 @@ def train(cfg: dict, resume=None, log=print, progress=True) -> dict:
     return last
 
 
-__all__ = ["Trainer", "train", "resolve_device", "mirror_vertices", "landmark_overlays", "Logs",
+__all__ = ["Trainer", "train", "find_checkpoint", "check_resume_config", "truncate_metrics", "resolve_device",
+           "mirror_vertices", "landmark_overlays", "Logs",
            "DEFAULTS", "load_config", "load_checkpoint", "batch_indices", "build_dataset", "fetch"]
