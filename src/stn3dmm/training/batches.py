@@ -74,12 +74,13 @@ def _build(spec: dict, model, size: int, landmark_set: str, progress: bool, dist
 
 def synthetic_options(spec: dict) -> dict:
     """SyntheticConfig overrides from a [data] section: ``textures`` (a folder of photos or
-    flatten outputs) and ``photo_fraction`` (negative: the default)."""
+    flatten outputs), ``photo_fraction`` and ``yaw_range`` (degrees; negative: the defaults)."""
     out = {}
     if spec.get("textures"):
         out["textures"] = str(spec["textures"])
-    if float(spec.get("photo_fraction", -1)) >= 0:
-        out["photo_fraction"] = float(spec["photo_fraction"])
+    for key in ("photo_fraction", "yaw_range"):
+        if float(spec.get(key, -1)) >= 0:
+            out[key] = float(spec[key])
     return out
 
 
