@@ -30,7 +30,8 @@ from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, grid_
                      morphable_model, orthographic_projection, resample_grid, rotate, rotation_to_axis_angle,
                      sampling_grid, scale, select_landmarks, skew, split_theta, translate)
 from .module import VISIBILITY_MODES, MorphableSTN, STNOutput
-from .visibility import vertex_normals, visibility_backface, visibility_depth
+from .visibility import (original_grid_faces, vertex_normals, visibility_backface, visibility_backface_original,
+                         visibility_depth)
 
 __all__ = [
     "MorphableSTN", "STNOutput", "VISIBILITY_MODES", "Projection",
@@ -38,5 +39,6 @@ __all__ = [
     "orthographic_projection", "scale", "translate", "select_landmarks", "resample_grid", "sampling_grid",
     "bilinear_sampler", "inside_image", "masking", "grid_generator",
     "check_theta", "check_images", "check_landmarks",
-    "vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth",
+    "vertex_normals", "visibility_backface", "visibility_backface_original", "original_grid_faces", "depth_buffer",
+    "visibility_depth",
 ]
