@@ -145,7 +145,7 @@ def main():
 
         images, labels = read_demodata(f)
         print(f"\nThe original demo's six photos (AFLW-21 labels), {args.threads} threads")
-        print(f"{'method':<58} {'s total':>9} {'mean px':>8} per photo")
+        print(f"{'method':<58} {'iterations':>10} {'s total':>9} {'mean px':>8} per photo")
         # the very settings of `stn3dmm demo`; a fresh seed-0 generator for every timed run
         for k in range(3):
             name = "ours: " + demo_configs(model)[k][0]
@@ -155,11 +155,15 @@ def main():
                                      **demo_configs(model)[k][1])
 
             r, dt, _ = timed(run)
-            print(f"{name:<58} {dt:>9.3f} {float(r.error.mean()):>8.2f} {np.round(r.error.numpy(), 2).tolist()}")
+            its = r.iterations.tolist()
+            its = str(its[0]) if len(set(its)) == 1 else f"{min(its)}-{max(its)}"
+            print(f"{name:<58} {its:>10} {dt:>9.3f} {float(r.error.mean()):>8.2f} "
+                  f"{np.round(r.error.numpy(), 2).tolist()}")
         try:
             mm = eos_model(model)
             errs, dt, _ = timed(lambda: eos_fit(mm, model.landmarks["aflw21"], labels.numpy()), repeat=2)
-            print(f"{'eos-py 1.5.0 fit_shape_and_pose (peer)':<58} {dt:>9.3f} {errs.mean():>8.2f} {np.round(errs, 2).tolist()}")
+            print(f"{'eos-py 1.5.0 fit_shape_and_pose (peer)':<58} {'':>10} {dt:>9.3f} {errs.mean():>8.2f} "
+                  f"{np.round(errs, 2).tolist()}")
         except ImportError:
             pass
     else:
