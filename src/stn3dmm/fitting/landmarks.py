@@ -1,4 +1,6 @@
-"""Fitting theta to 2-D landmarks through the STN's own layers (SPEC section 7), batched over images.
+"""Fitting theta to 2-D landmarks through the STN's own layers, batched over images.
+
+The paper's fitting demo and how ours differs from the original's: docs/paper.md, "The fitting demo".
 
 This module owns :func:`fit_landmarks`, its result type :class:`FitResult` and the prior
 weights. The energy, its residuals, the closed-form start and the checks of degenerate input

@@ -5,19 +5,21 @@ Owns, one module per concept:
 =====================  ===================================================================
 module                 contents
 =====================  ===================================================================
-:mod:`.layers`         the grid generator, sampler and masking of SPEC section 2, one
+:mod:`.layers`         the grid generator, sampler and masking of the paper, one
                        function per layer of the paper (its docstring maps layer to function)
 :mod:`.checks`         the input checks at the front doors (theta, images, landmarks)
-:mod:`.depth`          the orthographic depth buffer of posed meshes (SPEC section 4)
-:mod:`.visibility`     the visibility rules of section 4: (a) back-face, (b) depth test
+:mod:`.depth`          the orthographic depth buffer of posed meshes
+:mod:`.visibility`     the visibility rules: (a) back-face (ours and the original's),
+                       (b) depth test
 :mod:`.module`         :class:`MorphableSTN`, the layers composed as one ``nn.Module``, and
                        its typed output :class:`STNOutput` (``out.masked`` or ``out["masked"]``)
-:mod:`.losses`         the four training losses of section 5
-:mod:`.flip`           left-right mirroring of images, landmarks and theta (section 5)
+:mod:`.losses`         the four training losses of the paper
+:mod:`.flip`           left-right mirroring of images, landmarks and theta (the augmentation)
 :mod:`.texture`        symmetric completion and weighted averaging of flattened textures
 =====================  ===================================================================
 
-Every public function documents its shapes and carries a runnable example
+Each equation of the paper, the function implementing it and where it differs from the original
+release: docs/paper.md. Every public function documents its shapes and carries a runnable example
 (``tests/stn/test_doctests.py`` runs them). Conventions live in :mod:`stn3dmm.core.conventions`;
 pictures of these results (e.g. the visibility comparison) live in :mod:`stn3dmm.viz`.
 

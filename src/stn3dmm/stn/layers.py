@@ -1,4 +1,7 @@
-"""The differentiable layers of the 3DMM spatial transformer (SPEC section 2), as pure tensor functions.
+"""The differentiable layers of the 3DMM spatial transformer, as pure tensor functions.
+
+The paper's equations and where ours differ from the original: docs/paper.md, "Parameters and
+the grid generator".
 
 This module owns one function per layer of the paper's grid generator and sampler, named after
 the layer, plus the composite :func:`grid_generator`. The input checks used by the module and
@@ -7,7 +10,7 @@ images or vertices, keeps the dtype (float32 or float64) and device of its input
 differentiable (except the masks, which are constants).
 
 =======================  =============================  ==========================================
-SPEC layer               function                        shapes
+paper's layer            function                        shapes
 =======================  =============================  ==========================================
 (theta layout)           :func:`split_theta`            (B, 6+K+E) -> r, t, logs, alpha_id, alpha_exp
 morphable model          :func:`morphable_model`        alpha (B, k), (B, e) -> X (B, N, 3)

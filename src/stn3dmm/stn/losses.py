@@ -1,4 +1,7 @@
-"""The training losses of the 3DMM-STN (SPEC section 5), in three reductions.
+"""The training losses of the 3DMM-STN, in three reductions.
+
+The paper's losses and how ours differ from the original: docs/paper.md, "Losses and the flip
+augmentation".
 
 This module owns the four losses and their original weights. Every loss takes a ``reduction``:
 
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import torch
 
-#: The original's loss weights (SPEC section 5).
+#: The original's loss weights.
 ORIGINAL_WEIGHTS = {"landmark": 0.8998, "prior": 0.1, "siamese": 0.0001, "symmetry": 0.0001}
 
 _REDUCTIONS = ("sum", "mean", "original")

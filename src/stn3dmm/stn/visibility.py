@@ -1,4 +1,4 @@
-"""Self-occlusion (visibility) of the posed mesh, batched and vectorised (SPEC section 4).
+"""Self-occlusion (visibility) of the posed mesh, batched and vectorised (docs/paper.md, "Visibility").
 
 This module owns the visibility layer: which vertices of the posed model the camera sees.
 Everything works in the posed MODEL frame (``X' = X R^T``: mm, x right, y up, viewer on +z,
