@@ -204,7 +204,8 @@ def _add_demo(sub) -> None:
     q.add_argument("--data", help="demodata.mat (default: $STN3DMM_SHARED/data or ../shared/data)")
     q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
                    "(default: the prepared default model)")
-    q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
+    q.add_argument("--visibility", choices=["depth", "backface", "backface-original"], default="depth",
+                   help="mask of the figures: depth test (default), back-face test, or the original's back-face test")
     q.add_argument("--out", required=True, help="directory for the figures")
     q.set_defaults(func=cmd_demo)
 

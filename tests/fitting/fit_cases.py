@@ -30,7 +30,7 @@ def shape_rms_mm(stn, th_a, th_b):
 
 
 def start_theta(model, landmarks, method="lm", init=None, init_alpha="zeros", image_size=None, generator=None,
-                prior_weight=1.0):
+                prior_weight=1.0, scale=None):
     """The theta :func:`~stn3dmm.fitting.fit_landmarks` starts from (its ``init`` and ``init_alpha``),
     built as it builds it: fit_landmarks runs at least one iteration (max_iter >= 1)."""
     from stn3dmm.core.conventions import DEFAULT_SCALE
@@ -40,6 +40,7 @@ def start_theta(model, landmarks, method="lm", init=None, init_alpha="zeros", im
     v = torch.isfinite(y).all(-1).to(torch.float64)
     b, n_l, _ = y.shape
     mean_l, bid_l, bexp_l, n_id, n_exp = landmark_rows(model, None, n_l, None, None, torch.float64, y.device)
-    prob = LandmarkProblem(mean_l, bid_l, bexp_l, n_id, n_exp, y, v, prior_weight, DEFAULT_SCALE)
+    scale = scale or DEFAULT_SCALE
+    prob = LandmarkProblem(mean_l, bid_l, bexp_l, n_id, n_exp, y, v, prior_weight, scale)
     init = init or ("original" if method == "gd" else "closed_form")
-    return initial_theta(init, init_alpha, prob, prob.y, v, b, image_size, DEFAULT_SCALE, generator)
+    return initial_theta(init, init_alpha, prob, prob.y, v, b, image_size, scale, generator)

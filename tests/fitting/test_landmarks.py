@@ -6,7 +6,6 @@ import pytest
 import torch
 from fit_cases import pose_error_deg, random_theta, shape_rms_mm, start_theta
 
-from stn3dmm.core.conventions import original_start_theta
 from stn3dmm.fitting.landmarks import DEFAULT_PRIOR_WEIGHT, ORIGINAL_PRIOR_WEIGHT, fit_landmarks
 from stn3dmm.stn import MorphableSTN
 
@@ -82,25 +81,69 @@ def test_lbfgs_reaches_the_same_quality(model, stn):
     assert res.error.max() < 0.5 and pose_error_deg(res.theta, th).max() < 1.0
 
 
-def test_gradient_descent_original_demo_behaviour(model, stn):
-    """Original start (r = 0, t = (112, 112) y-up 1-based, s = 0.99), step 1e-6, shape x101, stop when
-    the energy changes by less than 1: monotone descent to a usable fit of near-frontal faces."""
+def _original_demo_loop(stn, theta, lm, max_iter=5000):
+    """The original demo's loop written out on the STN's own layers: loss = the batch's summed
+    squared landmark error (no prior), gradient by autograd, alpha's gradient x101, step 1e-6;
+    ``while ~(diffloss < 1)`` with diffloss the change of the loss since the previous pass,
+    checked after the step. Returns (theta, passes, losses)."""
+    th, loss, losses = theta.clone(), math.inf, []
+    for it in range(1, max_iter + 1):
+        x = th.detach().requires_grad_(True)
+        total = ((stn.geometry(x, check=False).points[:, stn.landmark_index] - lm) ** 2).sum()
+        (g,) = torch.autograd.grad(total, x)
+        g[:, 6:] = g[:, 6:] + 100 * g[:, 6:]
+        preloss, loss = loss, total.item()
+        losses.append(loss)
+        th = th - 1e-6 * g
+        if abs(loss - preloss) < 1:
+            return th, it, losses
+    raise AssertionError("the loop did not stop")
+
+
+def test_gradient_descent_defaults_run_the_original_demo_loop(model, stn):
+    """method="gd" by default: start r = 0, t = (112, 112) y-up 1-based, logs = 1 with
+    s = 0.99^logs, alpha ~ N(0, 1), step 1e-6, shape gradient x101, no prior, and the batch-total
+    stopping rule. Same theta and pass count as the loop written out above."""
+    stn_o = MorphableSTN(model, landmarks="ibug68", visibility="none", scale="original").double()
     th = random_theta(stn, 4, seed=7, max_yaw=15.0)
     th[:, 3:5] = 112.0
     lm = stn.geometry(th).points[:, stn.landmark_index]
-    res = fit_landmarks(model, lm, method="gd", max_iter=2000, image_size=(224, 224))
-    hist, it = res.history, res.iterations
-    assert hist.shape[1] == 4 and torch.isfinite(hist).all()
-    assert (hist[1:] <= hist[:-1] + 1e-9).all()                 # monotone
-    assert res.converged.all() and (it < 2000).all()            # stopped by the rule ...
-    cols = torch.arange(4)
-    assert ((hist[it - 1, cols] - hist[it, cols]).abs() < 1.0).all()   # ... change < 1 at the end
-    assert ((hist[it - 2, cols] - hist[it - 1, cols]).abs() >= 1.0).all()  # and not before
-    assert (hist[-1] < 0.01 * hist[0]).all() and res.error.max() < 2.0
-    init = start_theta(model, lm, "gd", image_size=(224, 224))
-    start = original_start_theta(stn.n_params, 224, dtype=torch.float64)
-    assert torch.allclose(init[0], start)
-    assert math.isclose(math.exp(float(start[5])), 0.99, rel_tol=1e-12) and start[3:5].tolist() == [111.0, 112.0]
+    res = fit_landmarks(model, lm, method="gd", image_size=(224, 224), generator=torch.Generator().manual_seed(0))
+    assert res.scale == "original" and res.method == "gd"
+    start = start_theta(model, lm, "gd", init_alpha="random", image_size=(224, 224),
+                        generator=torch.Generator().manual_seed(0), scale="original", prior_weight=0.0)
+    want = torch.zeros(4, stn.n_params, dtype=torch.float64)
+    want[:, 3:6] = torch.tensor([111.0, 112.0, 1.0])        # (112, 112) y-up 1-based; logs = 1 (s = 0.99)
+    want[:, 6:] = torch.randn(4, stn.n_params - 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.equal(start, want)
+    ref, passes, losses = _original_demo_loop(stn_o, start, lm)
+    assert (res.iterations == passes).all() and res.converged.all()
+    assert torch.allclose(res.theta, ref, rtol=0, atol=1e-9)
+    # history: the energies of each pass, then of the final theta; the rule fired on the last pass
+    tot = res.history.sum(1)
+    assert res.history.shape == (passes + 1, 4) and torch.allclose(tot[:-1], torch.tensor(losses, dtype=tot.dtype))
+    change = (tot[1:passes] - tot[:passes - 1]).abs()
+    assert change[-1] < 1 and (change[:-1] >= 1).all()
+    assert (tot[1:] <= tot[:-1] + 1e-9).all() and tot[-1] < 0.1 * tot[0]   # monotone descent
+
+
+def test_gradient_descent_per_image_rule(model, stn):
+    """stop="image": each image stops after the step of its first pass whose own energy changed by
+    < 1 and keeps its theta from then on."""
+    th = random_theta(stn, 3, seed=11, max_yaw=15.0)
+    th[:, 3:5] = 112.0
+    th[2, 5] = 0.3                                      # a smaller face: a different convergence time
+    lm = stn.geometry(th).points[:, stn.landmark_index]
+    res = fit_landmarks(model, lm, method="gd", stop="image", generator=torch.Generator().manual_seed(1))
+    h, it = res.history, res.iterations
+    assert res.converged.all() and len(set(it.tolist())) > 1
+    for k in range(3):
+        n = int(it[k])
+        change = (h[1:n, k] - h[:n - 1, k]).abs()
+        assert change[-1] < 1 and (change[:-1] >= 1).all()
+        assert (h[n:, k] == h[n, k]).all()
+    with pytest.raises(ValueError, match="stop"):
+        fit_landmarks(model, lm, method="gd", stop="never")
 
 
 def test_gd_random_alpha_init_is_reproducible(model, stn):
@@ -164,6 +207,7 @@ def test_default_prior_weight_is_the_map_weight_for_one_pixel_noise(model, stn):
     lm = stn.geometry(th).points[:, stn.landmark_index]
     default = fit_landmarks(model, lm, method="lm")
     assert torch.allclose(default.theta, fit_landmarks(model, lm, method="lm", prior_weight=1.0).theta)
-    gd = fit_landmarks(model, lm, method="gd", max_iter=3)       # gd keeps the original's ratio
-    gd_orig = fit_landmarks(model, lm, method="gd", max_iter=3, prior_weight=ORIGINAL_PRIOR_WEIGHT)
-    assert torch.equal(gd.theta, gd_orig.theta)
+    kw = dict(method="gd", max_iter=3, init_alpha="zeros")
+    gd = fit_landmarks(model, lm, **kw)                           # gd: the original demo had no prior
+    assert torch.equal(gd.theta, fit_landmarks(model, lm, prior_weight=0.0, **kw).theta)
+    assert not torch.equal(gd.theta, fit_landmarks(model, lm, prior_weight=ORIGINAL_PRIOR_WEIGHT, **kw).theta)

@@ -198,6 +198,35 @@ def test_sampling_grid_normalisation_and_sampler_on_a_linear_ramp():
     assert one[0, :, 0, 0].tolist() == img[0, :, 3, 4].tolist()
 
 
+def test_original_grid_convention_known_answers():
+    """The original's grid layer: (x1 - 112) / 112 and -(y_up - 112) / 112 in its 1-based, y-up
+    frame of a 224 x 224 image, computed here by hand for three points."""
+    H = W = 224
+    pts = torch.tensor([[[111.0, 112.0], [0.0, 0.0], [223.0, 223.0], [100.0, 50.0]]], dtype=torch.float64)
+    g = L.sampling_grid(pts, 2, H, W, convention="original")[0].reshape(4, 2)
+    # (111, 112) ours is the original's (112, 112), its image centre: (0, 0)
+    # (0, 0) ours is the original's (1, 224): ((1 - 112) / 112, -(224 - 112) / 112) = (-111/112, -1)
+    # (223, 223) ours is the original's (224, 1): (1, 111/112)
+    # (100, 50) ours is the original's (101, 174): (-11/112, -62/112)
+    want = torch.tensor([[0.0, 0.0], [-111 / 112, -1.0], [1.0, 111 / 112], [-11 / 112, -62 / 112]], dtype=torch.float64)
+    assert (g - want).abs().max() < 1e-15
+    # the same through the point converter and the literal formula of the original's layer
+    po = C.points_to_original(pts, H)[0]
+    literal = torch.stack(((po[:, 0] - 112) / 112, -(po[:, 1] - 112) / 112), -1)
+    assert (g - literal).abs().max() < 1e-15
+    # a linear image I = col + 1000 row: the original reads (100, 50) at column 101 * 223 / 224,
+    # row 50 * 223 / 224 (sampler: align_corners), ours at the point itself
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    img = (xs + 1000 * ys)[None, None]
+    one = pts[:, 3:4]
+    orig = L.bilinear_sampler(img, L.sampling_grid(one, 1, H, W, convention="original"))
+    ours = L.bilinear_sampler(img, L.sampling_grid(one, 1, H, W))
+    assert abs(float(orig) - (101 * 223 / 224 + 1000 * 50 * 223 / 224)) < 1e-8
+    assert abs(float(ours) - (100 + 1000 * 50)) < 1e-8
+    with pytest.raises(ValueError, match="convention"):
+        L.sampling_grid(one, 1, H, W, convention="matlab")
+
+
 def test_outside_samples_are_zero_and_masked():
     H = W = 8
     img = torch.ones(1, 1, H, W, dtype=torch.float64)

@@ -80,6 +80,49 @@ def test_siamese_loss_by_hand_and_empty_overlap():
         siamese_loss(a, b[:1])
 
 
+def test_original_reduction_by_hand():
+    """The original's normalisation: the batch's squared differences over entries non-zero in both
+    (per channel), divided by the non-zero entries of the whole batch."""
+    # one image, channels [1, 0, 3] and [2, 5, 0]; flipped [3, 0, 1] and [0, 5, 2]
+    # channel 0: entries 0 and 2 non-zero in both, d = -2, 2 -> 8; channel 1: only entry 1, d = 0
+    # non-zero entries of x: 2 + 2 = 4 -> 8 / 4
+    x = _img([[[[1.0, 0.0, 3.0]], [[2.0, 5.0, 0.0]]]])
+    assert symmetry_loss(x, "original").item() == pytest.approx(2.0)
+    assert symmetry_loss(x).item() == pytest.approx(16 / 3)     # ours: a pixel counts if any channel is non-zero
+    # two images: [1, 3] (d = -2, 2 -> 8) and [2, 0] (nothing in both): 8 over 3 non-zero entries;
+    # ours: 8 / 2 + 0
+    xb = _img([[[[1.0, 3.0]]], [[[2.0, 0.0]]]])
+    assert symmetry_loss(xb, "original").item() == pytest.approx(8 / 3)
+    assert symmetry_loss(xb).item() == pytest.approx(4.0)
+    # siamese: a = [1, 0], b = [2, 5]: d = -1 on the first entry; 1 / (1 + 2 non-zero entries)
+    a, b = _img([[[[1.0, 0.0]]]]), _img([[[[2.0, 5.0]]]])
+    assert siamese_loss(a, b, "original").item() == pytest.approx(1 / 3)
+    # landmark and prior: the original's are the sums
+    pred, tgt = torch.zeros(2, 3, 2), torch.ones(2, 3, 2)
+    assert landmark_loss(pred, tgt, reduction="original").item() == 12.0
+    assert prior_loss(torch.ones(2, 3), "original").item() == 6.0
+    terms = total_loss(predicted=pred, target=tgt, alpha=torch.ones(2, 3), flattened=xb, flattened_pair=xb,
+                       reduction="original")
+    assert terms["symmetry"].item() == pytest.approx(1e-4 * 8 / 3) and terms["siamese"].item() == 0.0
+    assert terms["landmark"].item() == pytest.approx(0.8998 * 12) and terms["prior"].item() == pytest.approx(0.6)
+    # an all-zero batch gives 0, not NaN
+    assert symmetry_loss(torch.zeros(1, 1, 2, 2), "original").item() == 0.0
+
+
+def test_original_reduction_has_the_true_gradient_not_the_originals_backward():
+    """Autograd's gradient of the original's value, worked out by hand. With N = 4 non-zero entries,
+    L = [(x0 - x2)^2 + (x2 - x0)^2] / N on channel 0, so dL/dx0 = 4 (x0 - x2) / N = -2 and dL/dx2 = 2.
+    The original's backward, 2 d m = (-4, 0, 4), is N / 2 = 2 times that; its siamese backward
+    gives b the gradient of a (2 d m for both) where the true one is -2 d m / N."""
+    x = _img([[[[1.0, 0.0, 3.0]], [[2.0, 5.0, 0.0]]]]).requires_grad_(True)
+    symmetry_loss(x, "original").backward()
+    assert x.grad.tolist() == [[[[-2.0, 0.0, 2.0]], [[0.0, 0.0, 0.0]]]]
+    a = _img([[[[1.0, 0.0]]]]).requires_grad_(True)
+    b = _img([[[[2.0, 5.0]]]]).requires_grad_(True)
+    siamese_loss(a, b, "original").backward()
+    assert torch.allclose(a.grad, _img([[[[-2 / 3, 0.0]]]])) and torch.allclose(b.grad, -a.grad)
+
+
 def test_paired_losses_gradient_flows_through_both_and_not_the_mask():
     x = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     y = torch.rand(1, 3, 4, 4, dtype=torch.float64, requires_grad=True)

@@ -69,6 +69,21 @@ def test_flattened_samples_a_linear_image_at_the_projected_points(face_model):
     assert (out["flattened"][:, 2] - (0.3 * p[..., 0] - 0.2 * p[..., 1] + 7)).abs().max() < 1e-9
 
 
+def test_original_grid_convention_samples_where_the_original_did(face_model):
+    """grid_convention="original" reads column (x + 1)(W - 1)/W and row y (H - 1)/H for a point
+    at (x, y) (worked out in tests/stn/test_layers.py): on the ramp image the flattened x and y
+    channels are those positions."""
+    stn = MorphableSTN(face_model, visibility="none", grid_convention="original").double()
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    img = torch.stack([xs, ys, xs * 0])[None].expand(2, -1, -1, -1)
+    out = stn(img, _theta(stn, 2, dtype=torch.float64))
+    p = out["points"].view(2, face_model.res, face_model.res, 2)
+    assert (out["flattened"][:, 0] - (p[..., 0] + 1) * (W - 1) / W).abs().max() < 1e-9
+    assert (out["flattened"][:, 1] - p[..., 1] * (H - 1) / H).abs().max() < 1e-9
+    with pytest.raises(ValueError, match="grid_convention"):
+        MorphableSTN(face_model, grid_convention="matlab")
+
+
 def test_out_of_image_pixels_are_zero_and_masked(face_model):
     stn = MorphableSTN(face_model, visibility="none")
     th = _theta(stn, 1, yaw_deg=0.0)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from stn3dmm.stn import layers as L
-from stn3dmm.stn.visibility import vertex_normals, visibility_backface, visibility_depth
+from stn3dmm.stn import MorphableSTN
+from stn3dmm.stn.visibility import (original_grid_faces, vertex_normals, visibility_backface,
+                                    visibility_backface_original, visibility_depth)
 from testkit import synthetic_models as syn
 
 
@@ -54,6 +56,122 @@ def test_backface_on_sphere_is_the_front_hemisphere():
     z = sv[:, 2] / 30.0
     assert vis[z > 0.05].all() and not vis[z < -0.05].any()
     assert not visibility_backface(_t(sv)[None], _t(sf, torch.long)).requires_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# the original's back-face test
+# ---------------------------------------------------------------------------------------------
+
+def _original_faces_by_its_loop(res):
+    """The original's resampleModel loop written out with 1-based, column-major sub2ind
+    (i the column, j the row), converted to 0-based indices: vertex (row j, column i)."""
+    def sub2ind(i, j):
+        return i + (j - 1) * res
+    faces = []
+    for i in range(1, res):
+        for j in range(1, res):
+            faces.append((sub2ind(i, j), sub2ind(i + 1, j), sub2ind(i, j + 1)))
+            faces.append((sub2ind(i + 1, j + 1), sub2ind(i, j + 1), sub2ind(i + 1, j)))
+    return torch.tensor(faces) - 1
+
+
+def _matlab_normals(v, faces):
+    """The original's normals with MATLAB's semantics written out: for each corner k, the right
+    side ``normals(v_k,:) + w_k`` is evaluated for all triangles first, then assigned row by row
+    in list order, so a repeated vertex keeps the last value. Angles with acos, as it did."""
+    c = [v[f] for f in faces.t()]
+    e1, e2, e3 = c[1] - c[0], c[2] - c[0], c[1] - c[2]
+    unit = [e / e.norm(dim=1, keepdim=True) for e in (e1, e2, e3)]
+    a1 = torch.acos((unit[0] * unit[1]).sum(1))
+    a2 = torch.acos((unit[2] * unit[0]).sum(1))
+    angles = (a1, a2, math.pi - (a1 + a2))
+    tn = torch.linalg.cross(e1, e3)
+    normals = torch.zeros_like(v)
+    for k in range(3):
+        rhs = normals[faces[:, k]] + tn * angles[k][:, None]
+        for f in range(len(faces)):
+            normals[faces[f, k]] = rhs[f]
+    return normals
+
+
+def test_original_grid_faces_are_its_loop_clockwise_with_the_other_diagonal():
+    for res in (2, 3, 5):
+        assert torch.equal(original_grid_faces(res), _original_faces_by_its_loop(res))
+    f = original_grid_faces(4)
+    assert f.shape == (18, 3) and sorted(f.flatten().unique().tolist()) == list(range(16))
+    # flat grid, row 0 at the top (y up), viewed from +z: every triangle is clockwise ...
+    jj, ii = np.meshgrid(np.arange(4.0), np.arange(4.0))
+    v = torch.tensor(np.stack((jj, -ii, 0 * ii), -1).reshape(16, 3))
+    c = [v[f[:, k]] for k in range(3)]
+    assert (torch.linalg.cross(c[1] - c[0], c[2] - c[0])[:, 2] < 0).all()
+    # ... and each cell's diagonal joins its top-right and bottom-left corners (ours: the other two)
+    assert {tuple(sorted(t)) for t in original_grid_faces(2).tolist()} == {(0, 1, 2), (1, 2, 3)}
+
+
+def test_backface_original_known_answer_last_write_wins():
+    """Vertex 0 is corner 1 of a triangle facing the camera (right angle, twice the area 4: z
+    weight 4 * pi/2 = 2 pi) and of one facing away (right angle, twice the area 1: -pi/2). The
+    sum is positive; the original keeps the last triangle's weight only."""
+    v = torch.tensor([[0.0, 0, 0], [2, 0, 0], [0, 2, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.float64)
+    first_up = torch.tensor([[0, 2, 1], [0, 3, 4]])
+    assert visibility_backface_original(v[None], first_up)[0].tolist() == [False, True, True, False, False]
+    assert visibility_backface_original(v[None], first_up.flip(0))[0].tolist() == [True, True, True, False, False]
+    n = _matlab_normals(v, first_up)
+    assert torch.allclose(n[0], torch.tensor([0, 0, -math.pi / 2], dtype=torch.float64))
+    assert torch.allclose(n[1], torch.tensor([0, 0, 4 * math.pi / 4], dtype=torch.float64))  # angle 45 deg
+    # our rule sums both (unit normals x angle: pi/2 - pi/2 = 0, visible); so does the original's
+    # own weighting summed over all triangles (2 pi - pi/2 > 0)
+    assert visibility_backface(v[None], first_up[:, [0, 2, 1]])[0, 0]
+
+
+def test_backface_original_matches_matlab_semantics_on_grids():
+    """On a bumpy 5 x 5 grid in random poses the batched function equals the MATLAB semantics
+    written out; the centre of a 3 x 3 grid sums triangles 4, 5 and 6 (of its six: 1-6), the
+    last in the list where it is corner 1, 2 and 3, worked out by hand from the face list."""
+    g = torch.Generator().manual_seed(0)
+    res = 5
+    jj, ii = np.meshgrid(np.arange(res) - 2.0, np.arange(res) - 2.0)
+    flat = torch.tensor(np.stack((10 * jj, -10 * ii, 0 * ii), -1).reshape(-1, 3))
+    faces = original_grid_faces(res)
+    poses = []
+    for k in range(6):
+        bump = flat.clone()
+        bump[:, 2] = 8 * torch.rand(res * res, generator=g, dtype=torch.float64)
+        r = 1.2 * torch.randn(3, generator=g, dtype=torch.float64)
+        poses.append(L.rotate(bump[None], L.axis_angle_to_rotation(r)[None])[0])
+    v = torch.stack(poses)
+    want = torch.stack([_matlab_normals(p, faces)[:, 2] >= 0 for p in v])
+    assert torch.equal(visibility_backface_original(v), want)       # default: the original's faces
+    assert torch.equal(visibility_backface_original(v, faces), want)
+    assert (want != visibility_backface(v, faces[:, [0, 2, 1]])).any()  # our rule differs somewhere
+    f3 = original_grid_faces(3)
+    assert [f for f in range(8) if 4 in f3[f].tolist()] == [1, 2, 3, 4, 5, 6]
+    p = torch.randn(9, 3, generator=g, dtype=torch.float64)
+    c = [p[f3[:, k]] for k in range(3)]
+    e1, e2, e3 = c[1] - c[0], c[2] - c[0], c[1] - c[2]
+    tn = torch.linalg.cross(e1, e3)
+
+    def ang(a, b):
+        return torch.acos((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)))
+
+    a1, a2 = ang(e1, e2), ang(e3, e1)
+    a3 = math.pi - a1 - a2
+    centre = tn[6] * a1[6] + tn[5] * a2[5] + tn[4] * a3[4]   # corner 1 of 6, corner 2 of 5, corner 3 of 4
+    assert f3[6, 0] == 4 and f3[5, 1] == 4 and f3[4, 2] == 4
+    assert torch.allclose(_matlab_normals(p, f3)[4], centre, atol=1e-12)
+
+
+def test_backface_original_in_the_module(face_model):
+    stn = MorphableSTN(face_model, visibility="backface-original", landmarks=None).double()
+    r = syn.euler_to_axis_angle(math.radians(60.0), 0.0, dtype=torch.float64)
+    theta = torch.zeros(1, stn.n_params, dtype=torch.float64)
+    theta[0, :3] = r
+    theta[0, 3:5] = 64.0
+    out = stn(torch.ones(1, 3, 128, 128, dtype=torch.float64), theta)
+    assert torch.equal(out.visibility, visibility_backface_original(out.posed))
+    assert torch.equal(out.visibility, visibility_backface_original(out.posed, original_grid_faces(stn.res)))
+    assert 0 < out.visibility.float().mean() < 1
+    assert "backface-original" in repr(stn)
 
 
 def _sphere_and_plane(dtype=torch.float64):

@@ -57,6 +57,11 @@ Images were 224 x 224, 1-based, and landmark labels were stored as ``(x, y_up)``
 The original's ``t`` lives in that same y-up 1-based frame and its projection did not flip y
 (``P_orig = s X'_xy + t_orig``), so converting ``theta`` maps ``t`` exactly like a point and
 leaves ``r`` and ``alpha`` alone (see :func:`theta_from_original`).
+
+Its grid layer normalised points by ``(x - 112) / 112`` in that frame, which samples the image
+up to a pixel away from the projected point; ours samples the point itself.
+:func:`pixel_to_normalized_original` gives the original's grid (``sampling_grid(...,
+convention="original")``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ T_SLICE = slice(3, 5)
 LOGS_INDEX = 5
 
 SCALE_MAPS = ("exp", "original")
+#: Sampling-grid normalisations: ours (align_corners, the point itself) and the original's.
+GRID_CONVENTIONS = ("ours", "original")
 DEFAULT_SCALE = "exp"
 _LN_099 = math.log(0.99)
 
@@ -177,10 +184,29 @@ def normalized_to_pixel(grid: torch.Tensor, height: int, width: int) -> torch.Te
     return torch.stack(((grid[..., 0] + 1.0) * (width - 1) / 2.0, (grid[..., 1] + 1.0) * (height - 1) / 2.0), dim=-1)
 
 
+def pixel_to_normalized_original(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Our pixel coordinates ``(..., 2)`` -> the normalised grid the original's grid layer made.
+
+    The original normalised its points, held in its 1-based, y-up frame, by the centre of its
+    224 x 224 input: ``g_x = (x_1 - 112) / 112``, ``g_y = -(y_up - 112) / 112``. With 112 read as
+    half the image size and ``x_1 = x + 1``, ``y_up = H - y`` (:func:`points_to_original`)::
+
+        g_x = 2 (x + 1) / W - 1,      g_y = 2 y / H - 1
+
+    Its sampler (MatConvNet's) reads these like ``grid_sample(align_corners=True)``, so the
+    original samples column ``(x + 1)(W - 1) / W`` and row ``y (H - 1) / H`` for a point at
+    ``(x, y)``: up to a pixel away from the point, which :func:`pixel_to_normalized` samples.
+    """
+    if height < 2 or width < 2:
+        raise ValueError(f"images must be at least 2 x 2 pixels, got {height} x {width}")
+    return torch.stack((2.0 * (points[..., 0] + 1.0) / width - 1.0, 2.0 * points[..., 1] / height - 1.0), dim=-1)
+
+
 __all__ = [
     "N_POSE", "R_SLICE", "T_SLICE", "LOGS_INDEX", "SCALE_MAPS", "DEFAULT_SCALE",
     "ORIGINAL_IMAGE_SIZE", "ORIGINAL_START_T", "ORIGINAL_START_LOGS",
     "scale_from_log", "log_from_scale", "convert_log_scale",
     "points_from_original", "points_to_original", "theta_from_original", "theta_to_original",
-    "original_start_theta", "pixel_to_normalized", "normalized_to_pixel",
+    "original_start_theta", "pixel_to_normalized", "normalized_to_pixel", "pixel_to_normalized_original",
+    "GRID_CONVENTIONS",
 ]

@@ -1,4 +1,6 @@
-"""Fitting theta to 2-D landmarks through the STN's own layers (SPEC section 7), batched over images.
+"""Fitting theta to 2-D landmarks through the STN's own layers, batched over images.
+
+The paper's fitting demo and how ours differs from the original's: docs/paper.md, "The fitting demo".
 
 This module owns :func:`fit_landmarks`, its result type :class:`FitResult` and the prior
 weights. The energy, its residuals, the closed-form start and the checks of degenerate input
@@ -9,17 +11,20 @@ Prior weight: for Gaussian label noise of sigma px per coordinate the energy
 posterior, so the MAP weight is ``sigma^2`` (px^2). The default for ``"lm"`` and ``"lbfgs"`` is
 :data:`DEFAULT_PRIOR_WEIGHT` = 1 (1 px noise): on random faces of the default model with 1 px
 noise it gives the smallest shape error of the weights tried, with AFLW-21 and with iBUG-68, and
-the original's ratio does worse there than the mean shape. The original's ratio of loss weights,
-0.1 / 0.8998 (:data:`ORIGINAL_PRIOR_WEIGHT`, sigma = 0.33 px), stays the default for ``"gd"``
-(the original's dynamics) and suits nearly clean landmarks; pass ``prior_weight=sigma**2`` for
-your labels.
+the original's ratio does worse there than the mean shape. The original's ratio of training loss
+weights, 0.1 / 0.8998 (:data:`ORIGINAL_PRIOR_WEIGHT`, sigma = 0.33 px), suits nearly clean
+landmarks; pass ``prior_weight=sigma**2`` for your labels. ``"gd"`` reproduces the original
+demo, which had no prior: its default weight is 0.
 
 Methods:
 
 * ``"lm"`` (default, fast): batched Levenberg-Marquardt (:mod:`stn3dmm.fitting.lm`).
 * ``"lbfgs"``: ``torch.optim.LBFGS`` in Gauss-Newton preconditioned variables (:mod:`stn3dmm.fitting.lbfgs`).
 * ``"gd"``: the original demo's plain gradient descent, slow by design, kept for reference
-  (:mod:`stn3dmm.fitting.gd`).
+  (:mod:`stn3dmm.fitting.gd`). Its defaults are the demo's: start r = 0, t = (112, 112) in the
+  original's frame, logs = 1 with ``s = 0.99 ** logs`` (``scale="original"``), alpha drawn from
+  N(0, 1), step 1e-6 with the shape gradient x101, no prior, and stop once the batch's total
+  energy changes by less than 1.
 
 The start (``init``) is ``"closed_form"`` for lm and lbfgs and ``"original"`` for gd (see
 :mod:`stn3dmm.fitting.problem`). All computation runs in float64; results come back in the
@@ -37,14 +42,14 @@ import torch
 from ..core.conventions import DEFAULT_SCALE, SCALE_MAPS
 from ..core.threads import cpu_threads
 from ..stn.layers import check_landmarks
-from .gd import gradient_descent
+from .gd import STOP_RULES, gradient_descent
 from .lbfgs import lbfgs
 from .lm import levenberg_marquardt
 from .problem import (MIN_DEPTH_RATIO, MIN_SPREAD_PX, MIN_VISIBLE, LandmarkProblem, check_fit_input, closed_form_pose,
                       initial_theta, landmark_rows)
 
 METHODS = ("lm", "gd", "lbfgs")
-#: The original's prior weight relative to its landmark weight (0.1 / 0.8998); the default of "gd".
+#: The original's training prior weight relative to its landmark weight (0.1 / 0.8998).
 ORIGINAL_PRIOR_WEIGHT = 0.1 / 0.8998
 #: The default prior weight of "lm" and "lbfgs": sigma^2 for 1 px label noise (module docstring).
 DEFAULT_PRIOR_WEIGHT = 1.0
@@ -70,9 +75,9 @@ class FitResult:
 def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | None = None, *, method: str = "lm",
                   prior_weight: float | None = None, n_id: int | None = None, n_exp: int | None = None,
                   init=None, max_iter: int | None = None, tol: float | None = None, landmark_set=None,
-                  scale: str = DEFAULT_SCALE, image_size: tuple | None = None, init_alpha: str = "zeros",
+                  scale: str | None = None, image_size: tuple | None = None, init_alpha: str | None = None,
                   lr: float = 1e-6, shape_boost: float = 101.0, generator: torch.Generator | None = None,
-                  threads: int | None = 1, max_coordinate: float | None = 65536.0) -> FitResult:
+                  threads: int | None = 1, max_coordinate: float | None = 65536.0, stop: str = "batch") -> FitResult:
     """Fit theta to 2-D landmarks, batched over images (the energy: :mod:`stn3dmm.fitting.problem`).
 
     Args:
@@ -82,26 +87,31 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
         method: ``"lm"`` (default), ``"lbfgs"`` or ``"gd"``.
         prior_weight: weight of ``sum alpha^2`` relative to the landmark term, px^2 (MAP: the
             squared label noise sigma^2). Default: :data:`DEFAULT_PRIOR_WEIGHT` (1) for lm and
-            lbfgs, :data:`ORIGINAL_PRIOR_WEIGHT` (0.1 / 0.8998) for gd.
+            lbfgs, 0 for gd (the original demo had no prior).
         n_id, n_exp: number of identity / expression coefficients to fit (leading components;
             default: all). theta has ``6 + n_id + n_exp`` columns.
         init: ``"closed_form"``, ``"original"`` or a theta tensor (default per method).
         max_iter: iteration cap, at least 1 (default: lm 100, lbfgs 300, gd 20000).
         tol: stopping threshold (default: lm 1e-10 relative energy decrease of an accepted step;
-            lbfgs 1e-12 relative change of the summed energy; gd 1.0 absolute change, the original's).
+            lbfgs 1e-12 relative change of the summed energy; gd 1.0 absolute change of the
+            batch's total energy, the original's).
         landmark_set: which of the model's landmark sets (name or vertex indices, each in
             [0, N)); default from L (21 -> aflw21, 68 -> ibug68), or the MorphableSTN's own.
-        scale: scale map of the returned (and optimised) ``logs``: ``"exp"`` or ``"original"``.
+        scale: scale map of the returned (and optimised) ``logs``: ``"exp"`` (default for lm and
+            lbfgs) or ``"original"`` (``s = 0.99 ** logs``, default for gd).
         image_size: (H, W); when given, visible landmarks far outside the image raise ValueError;
             also sets H for the ``"original"`` start (default 224).
-        init_alpha: ``"zeros"`` (default) or ``"random"`` (N(0, 1), as the original demo).
+        init_alpha: ``"zeros"`` (default for lm and lbfgs) or ``"random"`` (N(0, 1), as the
+            original demo; default for gd).
         lr, shape_boost: gradient-descent step and shape-gradient multiplier (the original's 1e-6, 101).
-        generator: random generator for ``init_alpha="random"``.
+        generator: random generator for ``init_alpha="random"`` (default: torch's global one).
         threads: torch CPU threads while fitting (default 1: many tiny operations, where more
             threads only add overhead, and slow down badly on a busy machine; see
             :mod:`stn3dmm.core.threads`); None keeps the process's setting. No effect on CUDA.
         max_coordinate: without ``image_size``, visible landmarks beyond +-this many px raise
             ValueError (None: no bound).
+        stop: gd's stopping rule: ``"batch"`` (default, the original's: the change of the
+            batch's total energy) or ``"image"`` (each image on the change of its own).
 
     Raises:
         ValueError: bad arguments, or images a pose cannot be fitted to (see :func:`check_fit_input`),
@@ -109,10 +119,16 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if scale is None:
+        scale = "original" if method == "gd" else DEFAULT_SCALE
+    if init_alpha is None:
+        init_alpha = "random" if method == "gd" else "zeros"
+    if stop not in STOP_RULES:
+        raise ValueError(f"stop must be one of {STOP_RULES}, got {stop!r}")
     if scale not in SCALE_MAPS:
         raise ValueError(f"scale must be one of {SCALE_MAPS}, got {scale!r}")
     if prior_weight is None:
-        prior_weight = ORIGINAL_PRIOR_WEIGHT if method == "gd" else DEFAULT_PRIOR_WEIGHT
+        prior_weight = 0.0 if method == "gd" else DEFAULT_PRIOR_WEIGHT
     if not (prior_weight >= 0 and math.isfinite(prior_weight)):
         raise ValueError(f"prior_weight must be a finite non-negative number, got {prior_weight}")
     if max_iter is not None and not _is_count(max_iter):
@@ -121,7 +137,7 @@ def fit_landmarks(model, landmarks: torch.Tensor, visibility: torch.Tensor | Non
     with cpu_threads(threads, landmarks.device):
         return _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, max_iter, tol,
                     landmark_set, scale, image_size, init_alpha, lr, shape_boost, generator,
-                    None if image_size is not None else max_coordinate)
+                    None if image_size is not None else max_coordinate, stop)
 
 
 def _is_count(n) -> bool:
@@ -133,7 +149,7 @@ def _is_count(n) -> bool:
 
 
 def _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, max_iter, tol, landmark_set,
-         scale, image_size, init_alpha, lr, shape_boost, generator, max_coordinate) -> FitResult:
+         scale, image_size, init_alpha, lr, shape_boost, generator, max_coordinate, stop) -> FitResult:
     out_dtype, device = landmarks.dtype, landmarks.device
     b, n_l, _ = landmarks.shape
     mean_l, bid_l, bexp_l, n_id, n_exp = landmark_rows(model, landmark_set, n_l, n_id, n_exp, torch.float64, device)
@@ -152,7 +168,7 @@ def _fit(model, landmarks, visibility, method, prior_weight, n_id, n_exp, init, 
     elif method == "lbfgs":
         theta, iters, conv, hist = lbfgs(prob, theta, max_iter, tol)
     else:
-        theta, iters, conv, hist = gradient_descent(prob, theta, max_iter, tol, lr, shape_boost)
+        theta, iters, conv, hist = gradient_descent(prob, theta, max_iter, tol, lr, shape_boost, stop)
     with torch.no_grad():
         p = prob.project(theta)
         dist = (p - y).norm(dim=-1)

@@ -1,4 +1,4 @@
-"""Backbone networks and the theta head of the localiser (SPEC section 6).
+"""Backbone networks and the theta head of the localiser (docs/paper.md, "The localiser and its training").
 
 This package owns the network building blocks that :mod:`stn3dmm.nets.localiser` composes:
 

@@ -1,8 +1,8 @@
 """The theta head of the localiser (:class:`ThetaHead`) and its optimiser groups (:func:`param_groups`).
 
 This module owns the new fully connected layer the original puts on top of VGG-Face
-(SPEC section 6) and its initialisation, which makes an untrained localiser output the mean
-face, frontal, centred, at the start scale:
+(docs/paper.md, "The localiser and its training") and its initialisation, which makes an
+untrained localiser output the mean face, frontal, centred, at the start scale:
 
 * weights: Xavier-uniform times ``init_scale`` (0.001), so theta barely depends on the image;
 * bias: zero except ``t`` = the image centre and ``logs`` = the log of the start scale ``s0``.
@@ -15,7 +15,7 @@ The start pose, in OUR conventions (:mod:`stn3dmm.core.conventions`):
   112.5). We use the exact centre, so the start pose is unchanged by the horizontal flip
   ``x -> W - 1 - x`` used for mirror pairs.
 * ``s0 = min(H, W) / 224`` pixels per millimetre: the original starts at ``s = 1`` px/mm at its
-  224 input (SPEC section 6; the released code's ``logs = 1`` with ``s = 0.99 ** logs`` is
+  224 input (the paper; the released code's ``logs = 1`` with ``s = 0.99 ** logs`` is
   0.99); other input sizes scale it so that the mean face covers the same fraction of the
   crop. ``logs = log_from_scale(s0, scale_map)``, i.e. ``log(s0)`` under our default map
   ``s = exp(logs)``.
@@ -77,7 +77,7 @@ def output_scales(n_id: int, n_exp: int, image_size=IMAGE_SIZE, mode="auto") -> 
 
 
 class ThetaHead(nn.Linear):
-    """``nn.Linear(in_features, 6 + n_id + n_exp)`` initialised as in SPEC section 6.
+    """``nn.Linear(in_features, 6 + n_id + n_exp)`` initialised as the original's (module docstring).
 
     Args:
         in_features: width of the backbone's features.
@@ -137,7 +137,7 @@ class ThetaHead(nn.Linear):
 
 def param_groups(model: nn.Module, base_lr: float, weight_decay: float = 0.0, *, head_lr_weight: float = 4.0,
                  head_lr_bias: float = 8.0) -> list[dict]:
-    """Optimiser parameter groups for a model with a :class:`ThetaHead` (SPEC section 6).
+    """Optimiser parameter groups for a model with a :class:`ThetaHead`, with the original's multipliers.
 
     Returns (omitting empty groups) ``[{"name": "backbone", lr = base_lr, weight_decay},
     {"name": "head.weight", lr = base_lr * head_lr_weight, weight_decay},

@@ -1,4 +1,4 @@
-"""The localiser: a CNN from face images to theta (SPEC section 6).
+"""The localiser: a CNN from face images to theta (docs/paper.md, "The localiser and its training").
 
 This module owns :class:`Localiser` (backbone + input normalisation + :class:`ThetaHead`),
 the registry of backbones :data:`LOCALISERS` with :func:`build_localiser` /

@@ -1,6 +1,7 @@
 """VGG-16 with the VGG-Face layout (:class:`VGGFace16`) and its weight loaders.
 
-This module owns the original localiser's backbone (SPEC section 6) and the conversion of
+This module owns the original localiser's backbone (docs/paper.md, "The localiser and its
+training") and the conversion of
 user-supplied VGG-Face weights onto it:
 
 * :func:`load_vggface_matconvnet` reads the MatConvNet ``vgg-face.mat`` ("simplenn" format, as

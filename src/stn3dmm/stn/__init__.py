@@ -5,19 +5,21 @@ Owns, one module per concept:
 =====================  ===================================================================
 module                 contents
 =====================  ===================================================================
-:mod:`.layers`         the grid generator, sampler and masking of SPEC section 2, one
+:mod:`.layers`         the grid generator, sampler and masking of the paper, one
                        function per layer of the paper (its docstring maps layer to function)
 :mod:`.checks`         the input checks at the front doors (theta, images, landmarks)
-:mod:`.depth`          the orthographic depth buffer of posed meshes (SPEC section 4)
-:mod:`.visibility`     the visibility rules of section 4: (a) back-face, (b) depth test
+:mod:`.depth`          the orthographic depth buffer of posed meshes
+:mod:`.visibility`     the visibility rules: (a) back-face (ours and the original's),
+                       (b) depth test
 :mod:`.module`         :class:`MorphableSTN`, the layers composed as one ``nn.Module``, and
                        its typed output :class:`STNOutput` (``out.masked`` or ``out["masked"]``)
-:mod:`.losses`         the four training losses of section 5
-:mod:`.flip`           left-right mirroring of images, landmarks and theta (section 5)
+:mod:`.losses`         the four training losses of the paper
+:mod:`.flip`           left-right mirroring of images, landmarks and theta (the augmentation)
 :mod:`.texture`        symmetric completion and weighted averaging of flattened textures
 =====================  ===================================================================
 
-Every public function documents its shapes and carries a runnable example
+Each equation of the paper, the function implementing it and where it differs from the original
+release: docs/paper.md. Every public function documents its shapes and carries a runnable example
 (``tests/stn/test_doctests.py`` runs them). Conventions live in :mod:`stn3dmm.core.conventions`;
 pictures of these results (e.g. the visibility comparison) live in :mod:`stn3dmm.viz`.
 
@@ -30,7 +32,8 @@ from .layers import (Projection, axis_angle_to_rotation, bilinear_sampler, grid_
                      morphable_model, orthographic_projection, resample_grid, rotate, rotation_to_axis_angle,
                      sampling_grid, scale, select_landmarks, skew, split_theta, translate)
 from .module import VISIBILITY_MODES, MorphableSTN, STNOutput
-from .visibility import vertex_normals, visibility_backface, visibility_depth
+from .visibility import (original_grid_faces, vertex_normals, visibility_backface, visibility_backface_original,
+                         visibility_depth)
 
 __all__ = [
     "MorphableSTN", "STNOutput", "VISIBILITY_MODES", "Projection",
@@ -38,5 +41,6 @@ __all__ = [
     "orthographic_projection", "scale", "translate", "select_landmarks", "resample_grid", "sampling_grid",
     "bilinear_sampler", "inside_image", "masking", "grid_generator",
     "check_theta", "check_images", "check_landmarks",
-    "vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth",
+    "vertex_normals", "visibility_backface", "visibility_backface_original", "original_grid_faces", "depth_buffer",
+    "visibility_depth",
 ]

@@ -1,5 +1,5 @@
 """The orthographic depth buffer of posed meshes, and the per-triangle quantities it shares with
-:mod:`stn3dmm.stn.visibility` (SPEC section 4).
+:mod:`stn3dmm.stn.visibility` (docs/paper.md, "Visibility").
 
 This module owns :func:`depth_buffer` -- an orthographic depth buffer (max z) of each posed
 mesh, splatted with ``scatter_reduce('amax')`` from enough barycentric samples per triangle

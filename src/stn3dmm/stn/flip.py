@@ -1,4 +1,6 @@
-"""Left-right flip augmentation (SPEC section 5): images, landmarks, landmark order, and theta.
+"""Left-right flip augmentation: images, landmarks, landmark order, and theta.
+
+The original's augmentation and how ours compares: docs/paper.md, "Losses and the flip augmentation".
 
 This module owns mirroring in our image convention (0-based, y down, pixel centres at
 integers): a point ``x`` maps to ``x' = W - 1 - x`` (the original's 1-based ``W + 1 - x``), and
@@ -20,7 +22,7 @@ import torch
 from ..core.conventions import R_SLICE, T_SLICE
 from ..model.morphable import SETS_BY_COUNT
 
-# AFLW-21, 1-based new order from SPEC section 5: 6 5 4 3 2 1 12 11 10 9 8 7 17 16 15 14 13 20 19 18 21
+# AFLW-21, the original's 1-based new order: 6 5 4 3 2 1 12 11 10 9 8 7 17 16 15 14 13 20 19 18 21
 AFLW21_FLIP = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 16, 15, 14, 13, 12, 19, 18, 17, 20)
 
 

@@ -1,4 +1,7 @@
-"""The differentiable layers of the 3DMM spatial transformer (SPEC section 2), as pure tensor functions.
+"""The differentiable layers of the 3DMM spatial transformer, as pure tensor functions.
+
+The paper's equations and where ours differ from the original: docs/paper.md, "Parameters and
+the grid generator".
 
 This module owns one function per layer of the paper's grid generator and sampler, named after
 the layer, plus the composite :func:`grid_generator`. The input checks used by the module and
@@ -7,7 +10,7 @@ images or vertices, keeps the dtype (float32 or float64) and device of its input
 differentiable (except the masks, which are constants).
 
 =======================  =============================  ==========================================
-SPEC layer               function                        shapes
+paper's layer            function                        shapes
 =======================  =============================  ==========================================
 (theta layout)           :func:`split_theta`            (B, 6+K+E) -> r, t, logs, alpha_id, alpha_exp
 morphable model          :func:`morphable_model`        alpha (B, k), (B, e) -> X (B, N, 3)
@@ -36,7 +39,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..core.conventions import DEFAULT_SCALE, N_POSE, pixel_to_normalized, scale_from_log
+from ..core.conventions import (DEFAULT_SCALE, GRID_CONVENTIONS, N_POSE, pixel_to_normalized,
+                                pixel_to_normalized_original, scale_from_log)
 from .checks import check_images, check_landmarks, check_theta  # re-exported: callers import them from here too
 
 # Below this squared angle, sin(a)/a and (1 - cos a)/a^2 come from their Taylor series
@@ -348,13 +352,28 @@ def resample_grid(points_grid: torch.Tensor, out_res: int) -> torch.Tensor:
     return g.permute(0, 2, 3, 1)
 
 
-def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_res: int | None = None) -> torch.Tensor:
+def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_res: int | None = None,
+                  convention: str = "ours") -> torch.Tensor:
     """Grid layer: projected grid vertices ``P (B, res*res, 2)`` (pixels) -> sampling grid ``(B, R', R', 2)``.
 
     Lays the projected vertices out on the UV grid, so that sampling the image there gives the
     flattened (UV) texture. Reshapes row-major (row 0 = top of the face), optionally resamples
     to ``out_res`` (:func:`resample_grid`), and normalises for ``grid_sample`` with
-    ``align_corners=True``: ``x_n = 2 x / (W - 1) - 1``, ``y_n = 2 y / (H - 1) - 1``.
+    ``align_corners=True``.
+
+    ``convention="ours"`` (default): ``x_n = 2 x / (W - 1) - 1``, ``y_n = 2 y / (H - 1) - 1``, so
+    the sampler reads the image exactly at each projected point, in the same pixel convention
+    as the landmarks.
+
+    ``convention="original"``: the original's normalisation, for reproducing its output. It
+    held points in its 1-based, y-up frame (``x_1 = x + 1``, ``y_up = H - y``) and normalised
+    them by the centre of its 224 x 224 input, ``(x_1 - 112) / 112`` and ``-(y_up - 112) / 112``.
+    Reading 112 as half the image size, as that code did for its one input size, gives
+    ``x_n = 2 (x + 1) / W - 1`` and ``y_n = 2 y / H - 1``
+    (:func:`~stn3dmm.core.conventions.pixel_to_normalized_original`). Its sampler read the grid
+    as ``align_corners=True`` does, so a point at ``(x, y)`` is sampled at column
+    ``(x + 1)(W - 1) / W`` and row ``y (H - 1) / H``: up to a pixel away from the point (about
+    half a pixel right and up at the image centre).
 
     Args:
         points: P, (B, res*res, 2) pixels.
@@ -362,6 +381,7 @@ def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_r
         height: image height H.
         width: image width W.
         out_res: side R' of the output (default R).
+        convention: ``"ours"`` or ``"original"``.
 
     Returns:
         (B, R', R', 2) in [-1, 1] where inside the image.
@@ -370,13 +390,23 @@ def sampling_grid(points: torch.Tensor, res: int, height: int, width: int, out_r
         >>> p = torch.tensor([[[0.0, 0.0], [9.0, 0.0], [0.0, 9.0], [9.0, 9.0]]])  # a 10 x 10 image's corners
         >>> sampling_grid(p, res=2, height=10, width=10).tolist()
         [[[[-1.0, -1.0], [1.0, -1.0]], [[-1.0, 1.0], [1.0, 1.0]]]]
+        >>> sampling_grid(p, res=2, height=10, width=10, convention="original")  # 2 (x + 1) / W - 1, 2 y / H - 1
+        tensor([[[[-0.8000, -1.0000],
+                  [ 1.0000, -1.0000]],
+        <BLANKLINE>
+                 [[-0.8000,  0.8000],
+                  [ 1.0000,  0.8000]]]])
     """
     b, n, _ = points.shape
     if n != res * res:
         raise ValueError(f"{n} points do not form a {res} x {res} grid")
+    if convention not in GRID_CONVENTIONS:
+        raise ValueError(f"convention must be one of {GRID_CONVENTIONS}, got {convention!r}")
     g = points.reshape(b, res, res, 2)
     if out_res is not None:
         g = resample_grid(g, out_res)
+    if convention == "original":
+        return pixel_to_normalized_original(g, height, width)
     return pixel_to_normalized(g, height, width)
 
 

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.conventions import DEFAULT_SCALE, N_POSE, SCALE_MAPS
+from ..core.conventions import DEFAULT_SCALE, GRID_CONVENTIONS, N_POSE, SCALE_MAPS
 from ..model.morphable import landmark_indices
 from .checks import check_images, check_theta
 from .layers import (Projection, bilinear_sampler, grid_generator, inside_image, masking, sampling_grid,
                      select_landmarks)
-from .visibility import visibility_backface, visibility_depth
+from .visibility import original_grid_faces, visibility_backface, visibility_backface_original, visibility_depth
 
-VISIBILITY_MODES = ("depth", "backface", "none")
+VISIBILITY_MODES = ("depth", "backface", "backface-original", "none")
 
 
 @dataclass(eq=False)
@@ -92,11 +92,17 @@ class MorphableSTN(nn.Module):
             grid of projected points bilinearly with the UV square's corners fixed
             (``align_corners=True``), and the vertex visibility mask likewise (threshold 0.5).
         visibility: ``"depth"`` (rule (b): depth test and back-face, default), ``"backface"``
-            (rule (a), the original's) or ``"none"`` / ``None`` (only the outside-image mask).
+            (rule (a): a back-face test with angle-weighted unit normals), ``"backface-original"``
+            (the original's back-face test exactly, on its triangulation of the grid:
+            :func:`~stn3dmm.stn.visibility.visibility_backface_original`) or ``"none"`` /
+            ``None`` (only the outside-image mask).
         landmarks: a landmark set of the model (``"aflw21"``, ``"ibug68"``), an index sequence,
             or ``None`` for no landmarks.
         scale: scale map for ``logs``: ``"exp"`` (``s = exp(logs)``, default) or ``"original"``
             (``s = 0.99 ** logs``).
+        grid_convention: ``"ours"`` (default: the sampler reads the image at the projected
+            points) or ``"original"`` (the original's normalisation, up to a pixel away; see
+            :func:`~stn3dmm.stn.layers.sampling_grid`).
         n_id, n_exp: how many identity / expression coefficients theta carries (default: all
             of the model's). Fewer use the LEADING components of the model's bases, e.g.
             ``n_id=5, n_exp=5`` gives the original's D = 10 on a bigger model. theta must then
@@ -143,7 +149,7 @@ class MorphableSTN(nn.Module):
     def __init__(self, model, out_res: int | None = None, visibility: str | None = "depth",
                  landmarks="aflw21", scale: str = DEFAULT_SCALE, *, n_id: int | None = None,
                  n_exp: int | None = None, max_outside: float | None = 1.0, depth_options: dict | None = None,
-                 channels: int | tuple | None = (1, 3), check_finite: bool = True):
+                 channels: int | tuple | None = (1, 3), check_finite: bool = True, grid_convention: str = "ours"):
         super().__init__()
         if not getattr(model, "res", 0):
             raise ValueError("MorphableSTN needs a grid model (model.res > 0): its vertices must be a regular "
@@ -154,6 +160,9 @@ class MorphableSTN(nn.Module):
             raise ValueError(f"visibility must be one of {VISIBILITY_MODES}, got {visibility!r}")
         if scale not in SCALE_MAPS:
             raise ValueError(f"scale must be one of {SCALE_MAPS}, got {scale!r}")
+        if grid_convention not in GRID_CONVENTIONS:
+            raise ValueError(f"grid_convention must be one of {GRID_CONVENTIONS}, got {grid_convention!r}")
+        self.grid_convention = grid_convention
         self.res = int(model.res)
         self.out_res = int(out_res) if out_res is not None else self.res
         if self.out_res < 2:
@@ -186,6 +195,9 @@ class MorphableSTN(nn.Module):
             "faces": torch.as_tensor(model.faces, dtype=torch.long),
             "landmark_index": idx,
             "mirror": torch.as_tensor(model.mirror, dtype=torch.long),
+            # the original's triangulation, for its back-face test only (empty otherwise)
+            "faces_original": (original_grid_faces(self.res) if visibility == "backface-original"
+                               else torch.zeros(0, 3, dtype=torch.long)),
         }
         for name, value in buffers.items():
             self.register_buffer(name, value.clone(), persistent=False)
@@ -205,7 +217,7 @@ class MorphableSTN(nn.Module):
     def extra_repr(self) -> str:
         return (f"res={self.res}, out_res={self.out_res}, n_id={self.n_id}, n_exp={self.n_exp}, "
                 f"visibility={self.visibility!r}, landmarks={self.landmark_set!r} ({self.landmark_index.numel()}), "
-                f"scale={self.scale_map!r}")
+                f"scale={self.scale_map!r}, grid_convention={self.grid_convention!r}")
 
     # -- pieces other tools can use without images --------------------------------------------
 
@@ -241,6 +253,8 @@ class MorphableSTN(nn.Module):
             return None
         if self.visibility == "backface":
             return visibility_backface(posed, self.faces)
+        if self.visibility == "backface-original":
+            return visibility_backface_original(posed, self.faces_original)
         return visibility_depth(posed, self.faces, **self.depth_options)
 
     def _far_rows(self, landmarks: torch.Tensor, height: int, width: int) -> torch.Tensor | None:
@@ -292,7 +306,7 @@ class MorphableSTN(nn.Module):
         proj = self._project(theta)
         lms = select_landmarks(proj.points, self.landmark_index)
         far = self._far_rows(lms, h, w)
-        grid = sampling_grid(proj.points, self.res, h, w, self.out_res)
+        grid = sampling_grid(proj.points, self.res, h, w, self.out_res, self.grid_convention)
         flattened = bilinear_sampler(images, grid)
         self._check_output(far, flattened, h, w)
         mask = inside_image(grid)

@@ -1,4 +1,4 @@
-"""Self-occlusion (visibility) of the posed mesh, batched and vectorised (SPEC section 4).
+"""Self-occlusion (visibility) of the posed mesh, batched and vectorised (docs/paper.md, "Visibility").
 
 This module owns the visibility layer: which vertices of the posed model the camera sees.
 Everything works in the posed MODEL frame (``X' = X R^T``: mm, x right, y up, viewer on +z,
@@ -7,8 +7,13 @@ results are masks and carry no gradient.
 
 * :func:`vertex_normals` -- per-vertex normals: the sum of the unit normals of the incident
   triangles, each weighted by the triangle's angle at that vertex (then normalised).
-* :func:`visibility_backface` -- rule (a), the original's: a vertex is visible when its normal
-  faces the camera, ``n_z >= 0``. A front-facing cheek hidden behind the nose counts as visible.
+* :func:`visibility_backface` -- rule (a), a back-face test as the original's: a vertex is
+  visible when its normal faces the camera, ``n_z >= 0``. A front-facing cheek hidden behind
+  the nose counts as visible. Its normals are :func:`vertex_normals`, not the original's.
+* :func:`visibility_backface_original` -- the original's back-face test exactly: its
+  area-and-angle weighted normals, of which a vertex keeps only 3 triangles (a quirk of its
+  MATLAB indexed assignment), on its own triangulation of the grid (:func:`original_grid_faces`).
+  For reproducing the original's masks; rule (a) is the cleaner version of the same test.
 * :func:`~stn3dmm.stn.depth.depth_buffer` (in :mod:`stn3dmm.stn.depth`, importable from here
   too) -- an orthographic depth buffer (max z) of each posed mesh, with no holes at its resolution.
 * :func:`visibility_depth` -- rule (b), a depth test: a vertex is visible only if no part of
@@ -66,12 +71,13 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def visibility_backface(vertices: torch.Tensor, faces: torch.Tensor,
                         normals: torch.Tensor | None = None) -> torch.Tensor:
-    """Rule (a), the original's back-face test: a vertex is visible when its normal faces the camera.
+    """Rule (a), a back-face test: a vertex is visible when its normal faces the camera.
 
     Cheap, and right for a convex surface; a front-facing vertex hidden behind another part of
     the face (a cheek behind the nose) still counts as visible -- :func:`visibility_depth`
     catches those. True where the angle-weighted vertex normal (:func:`vertex_normals`) has
-    ``n_z >= 0`` (viewer on +z). No gradient.
+    ``n_z >= 0`` (viewer on +z). The original's test is the same idea with other normals (area
+    and angle weights, 3 of a vertex's triangles): :func:`visibility_backface_original`. No gradient.
 
     Args:
         vertices: (B, N, 3) posed vertices (model frame).
@@ -91,6 +97,109 @@ def visibility_backface(vertices: torch.Tensor, faces: torch.Tensor,
     with torch.no_grad():
         if normals is None:
             return _normals_cm(_coord_major(vertices.detach()), faces)[2].t() >= 0
+        return normals[..., 2] >= 0
+
+
+def original_grid_faces(res: int, device=None) -> torch.Tensor:
+    """The original's triangles of an R x R grid model, in its order: ``(2 (R-1)^2, 3)`` long.
+
+    :func:`visibility_backface_original` needs them: the original's vertex normals depend on
+    the order of its triangle list and of each triangle's corners (see there). Its resampled
+    model numbered the grid column-major, which is our row-major numbering (vertex
+    ``(row i, column j)`` is ``i R + j`` in both); for each cell, columns outer and rows inner,
+    it listed ``(a, right, below)`` and ``(below-right, below, right)``, ``a`` the cell's
+    top-left vertex. So its diagonals run from top-right to bottom-left (ours, in
+    :func:`stn3dmm.model.resample.grid_faces`, from top-left to bottom-right), and its triangles
+    are clockwise seen from outside (ours: counter-clockwise).
+
+    Args:
+        res: side R of the grid (at least 2).
+        device: where the result lives.
+
+    Returns:
+        (2 (R-1)^2, 3) long vertex indices.
+
+    Examples:
+        >>> original_grid_faces(3)  # 3 x 3 grid: vertex i R + j at row i, column j
+        tensor([[0, 1, 3],
+                [4, 3, 1],
+                [3, 4, 6],
+                [7, 6, 4],
+                [1, 2, 4],
+                [5, 4, 2],
+                [4, 5, 7],
+                [8, 7, 5]])
+    """
+    if res < 2:
+        raise ValueError(f"a grid needs at least 2 x 2 vertices, got res={res}")
+    col, row = torch.meshgrid(torch.arange(res - 1, device=device), torch.arange(res - 1, device=device),
+                              indexing="ij")  # columns outer, rows inner, as the original's loops
+    a = (row * res + col).reshape(-1)
+    right, below = a + 1, a + res
+    first = torch.stack((a, right, below), 1)
+    second = torch.stack((below + 1, below, right), 1)
+    return torch.stack((first, second), 1).reshape(-1, 3)
+
+
+def visibility_backface_original(vertices: torch.Tensor, faces: torch.Tensor | None = None) -> torch.Tensor:
+    """The original's back-face test, with its vertex normals: ``(B, N, 3) -> (B, N)`` bool.
+
+    For reproducing the original's masks. It weighted each triangle's normal by twice its area
+    and by its angle at the vertex, ``w_k = ((v_2 - v_1) x (v_2 - v_3)) * angle_k`` for corner
+    ``k`` (outward for its clockwise triangles), and accumulated them corner by corner with
+    ``normals(v_k,:) = normals(v_k,:) + w_k`` over all triangles at once. In that MATLAB
+    assignment a vertex listed several times in ``v_k`` keeps only the LAST triangle's value,
+    so a vertex sums at most three triangles: the last one (in list order) where it is corner 1,
+    the last where it is corner 2, the last where it is corner 3. On the original's grid that
+    is 3 of the 6 triangles around an inner vertex. A vertex is visible when the result has
+    ``n_z >= 0`` (a vertex in no triangle counts as visible). :func:`visibility_backface` is
+    our rule: unit normals times angle, over every triangle. The angles come from ``atan2``
+    (the original used ``acos``; they differ by rounding, except that a degenerate triangle
+    gives 0 here where the original got NaN). No gradient.
+
+    Args:
+        vertices: (B, N, 3) posed vertices (model frame, viewer on +z).
+        faces: (F, 3) long in the original's order and winding (clockwise seen from outside);
+            default :func:`original_grid_faces` of the ``sqrt(N)`` x ``sqrt(N)`` grid.
+
+    Returns:
+        (B, N) bool.
+
+    Examples:
+        Vertex 0 is corner 1 of a triangle facing the camera (angle 90 degrees, twice the area
+        4: weight ``+2 pi`` in z) and then of one facing away (``-pi / 2``). The sum is positive,
+        but the original keeps only the last triangle's weight:
+
+        >>> v = torch.tensor([[[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        >>> visibility_backface_original(v, torch.tensor([[0, 2, 1], [0, 3, 4]]))
+        tensor([[False,  True,  True, False, False]])
+        >>> visibility_backface_original(v, torch.tensor([[0, 3, 4], [0, 2, 1]]))  # the other order
+        tensor([[ True,  True,  True, False, False]])
+    """
+    with torch.no_grad():
+        v = vertices.detach()
+        n_v = v.shape[-2]
+        if faces is None:
+            res = math.isqrt(n_v)
+            if res * res != n_v:
+                raise ValueError(f"{n_v} vertices are not a square grid: pass the original's faces")
+            faces = original_grid_faces(res, device=v.device)
+        c = [v[:, faces[:, k]] for k in range(3)]  # (B, F, 3) corners
+        e1, e2, e3 = c[1] - c[0], c[2] - c[0], c[1] - c[2]
+        normal = torch.linalg.cross(e1, e3)  # the original's (v2 - v1) x (v2 - v3): 2 area, outward if clockwise
+
+        def angle(a, b):
+            return torch.atan2(torch.linalg.cross(a, b).norm(dim=-1), (a * b).sum(-1))
+
+        a1, a2 = angle(e1, e2), angle(e3, e1)  # at corner 1 (edges to 2 and 3), at corner 2
+        angles = (a1, a2, math.pi - a1 - a2)
+        ids = torch.arange(len(faces), device=v.device)
+        normals = torch.zeros_like(v)
+        for k in range(3):
+            last = torch.full((n_v,), -1, dtype=torch.long, device=v.device)
+            last.scatter_reduce_(0, faces[:, k], ids, reduce="amax")  # the last write wins
+            hit = torch.nonzero(last >= 0).flatten()
+            normals[:, hit] += normal[:, last[hit]] * angles[k][:, last[hit], None]
         return normals[..., 2] >= 0
 
 
@@ -218,4 +327,5 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
 
 
 # depth_buffer lives in .depth; it stays importable from here, where rule (b) uses it
-__all__ = ["vertex_normals", "visibility_backface", "depth_buffer", "visibility_depth"]
+__all__ = ["vertex_normals", "visibility_backface", "visibility_backface_original", "original_grid_faces",
+           "depth_buffer", "visibility_depth"]

@@ -1,4 +1,7 @@
-"""Training the localiser through the 3DMM spatial transformer (SPEC sections 5 and 6).
+"""Training the localiser through the 3DMM spatial transformer.
+
+The paper's training and where ours differs from the original's: docs/paper.md, "Losses and the
+flip augmentation" and "The localiser and its training".
 
 Owns the training step (four losses, flip augmentation, mirror and identity pairs),
 optimisation (AdamW or SGD, head learning-rate multipliers, warm-up + cosine schedule,

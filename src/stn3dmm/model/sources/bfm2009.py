@@ -1,9 +1,9 @@
 """Basel Face Model 2009 with the 3DDFA expression model, from the original ``.mat`` files.
 
 Owns reading ``01_MorphableModel.mat``, ``Model_Expression.mat`` and the map of the expression
-model's vertices into BFM's, and the original's preparation (SPEC section 8): the BFM vertices
-the expression model lacks (inside the mouth) get expression displacements by Laplacian
-extrapolation (:func:`extrapolate_displacements`).
+model's vertices into BFM's, and the original's preparation (docs/paper.md, "Morphable
+models"): the BFM vertices the expression model lacks (inside the mouth) get expression
+displacements by Laplacian extrapolation (:func:`extrapolate_displacements`).
 """
 
 from __future__ import annotations

