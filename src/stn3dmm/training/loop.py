@@ -12,8 +12,10 @@ left removed, the logs cut back to the resumed step), logs (TensorBoard, ``metri
 progress bar) and data parallelism with ``torch.distributed`` (DDP, launched by ``torchrun``).
 The configuration is :mod:`.config`; data sets, pairing and the batch schedule are :mod:`.batches`.
 
-Loss normalisation: each term is the original's *sum* over a batch divided by the number of
-images in it, i.e. the original's per-image balance between the terms. Because every
+Loss normalisation: each term is the ``reduction="sum"`` form of :mod:`stn3dmm.stn.losses`
+over a batch divided by the number of images in it. For the landmark and prior terms that is
+the original's sum per image; for symmetry and siamese it is our per-image normalisation, not
+the original's batch-wide one (docs/paper.md, "Losses and the flip augmentation"). Because every
 process divides by its own (equal) batch size and DDP averages gradients, N processes with
 global batch B train exactly like one process with batch B.
 """
@@ -167,7 +169,7 @@ class Trainer:
         pred = torch.gather(out["points"], 1, verts[..., None].expand(-1, -1, 2))
         wts = cfg["loss"]
         masked = out["masked"]
-        # the original's sums, weighted, then per image (module docstring); the siamese term
+        # the sum forms, weighted, then per image (module docstring); the siamese term
         # is not total_loss's single pair: it adds the mirror pairs and the identity pairs
         weighted = total_loss(predicted=pred, target=target, visibility=vis, alpha=theta[:, N_POSE:],
                               flattened=masked if wts["symmetry"] else None, weights=wts, reduction="sum")
