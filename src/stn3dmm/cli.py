@@ -85,14 +85,18 @@ def cmd_flatten(args) -> int:
         inputs += [str(p) for p in copy_samples(Path(args.out) / "samples")]
     if not inputs:
         raise ValueError("no photos given: name photos or folders, or pass --samples")
-    model = load_model(args.model, log=_log)
-    fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
-    rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
-                        mesh=not args.no_mesh, progress=not args.quiet, log=_log,
-                        read_options={"max_pixels": args.max_pixels})
+    try:
+        model = load_model(args.model, log=_log)
+        fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
+        rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
+                            mesh=not args.no_mesh, progress=not args.quiet, log=_log,
+                            read_options={"max_pixels": args.max_pixels})
+    except KeyboardInterrupt:
+        _log("stn3dmm flatten: interrupted before any photo was flattened")
+        return 130
     _log(rep.summary())
     _log(f"results in {Path(args.out).resolve()}")
-    return 0 if rep.succeeded else 1
+    return rep.exit_code
 
 
 def cmd_average(args) -> int:
@@ -209,15 +213,16 @@ def _add_demo(sub) -> None:
 
 def _add_flatten(sub) -> None:
     q = sub.add_parser("flatten", help="flatten the faces of photos into the model's UV space")
-    q.add_argument("inputs", nargs="*", help="photos and/or folders of photos")
+    q.add_argument("inputs", nargs="*", help="photos and/or folders of photos (sub-folders included; the outputs "
+                                           "mirror the folder tree)")
     q.add_argument("--samples", action="store_true",
                    help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--res", type=int, default=None,
-                   help="output texture side, at least 16 (default: the model's R, 112); the OBJ keeps the "
+                   help="output texture side, 16 to 1024 (default: the model's R, 112); the OBJ keeps the "
                         "model's mesh, textured with the completed PNG of this side")
     q.add_argument("--size", type=int, default=IMAGE_SIZE,
-                   help=f"STN input (face crop) side in px, at least 32 (default {IMAGE_SIZE})")
+                   help=f"STN input (face crop) side in px, 32 to 2048 (default {IMAGE_SIZE})")
     q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
     q.add_argument("--landmarks", choices=["dense", "ibug68"], default="dense",
                    help="detector points used for fitting (default: dense, about 400)")
@@ -226,9 +231,11 @@ def _add_flatten(sub) -> None:
     q.add_argument("--max-pixels", type=int, default=None,
                    help="refuse photos that would decode to more pixels than this (decompression-bomb guard; "
                         "default: Pillow's limit, 89.5 M); JPEGs are decoded reduced first, so the limit "
-                        "applies to the reduced size")
+                        "applies to the reduced size, and a JPEG may declare up to twice it (a progressive one: "
+                        "the limit itself)")
     q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
-    q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    q.add_argument("--overwrite", action="store_true",
+                   help="redo every photo (without it, a rerun skips the photos already done and finishes the rest)")
     q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
                    "(default: the prepared default model)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
