@@ -100,8 +100,12 @@ def cmd_flatten(args) -> int:
 
 
 def cmd_average(args) -> int:
-    from .flatten.average import average_folder
+    from .flatten.average import average_folder, average_tree
 
+    if args.by_folder:
+        res = average_tree(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
+        _log(f"means in {Path(args.out).resolve()}")
+        return 0 if res.written or res.kept else 1
     paths = average_folder(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
     for p in paths:
         _log(f"wrote {p}")
@@ -243,9 +247,15 @@ def _add_flatten(sub) -> None:
 
 
 def _add_average(sub) -> None:
-    q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person)")
-    q.add_argument("folder", help="folder of *_texture.png files written by flatten")
-    q.add_argument("--out", required=True, help="output PNG; a coverage map is written beside it")
+    q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person, or one per "
+                                       "folder of a tree)")
+    q.add_argument("folder", help="folder of *_texture.png files written by flatten (with --by-folder: a tree of "
+                                  "them, one folder per person)")
+    q.add_argument("--out", required=True, help="output PNG, a coverage map written beside it (with --by-folder: "
+                                                "a folder, receiving <folder>_mean.png and _mean_coverage.png for "
+                                                "each folder holding textures)")
+    q.add_argument("--by-folder", action="store_true",
+                   help="one mean per folder of the tree (for example one per person of stn3dmm flatten people/)")
     q.add_argument("--pattern", default="*_texture.png", help="file pattern (default *_texture.png)")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_average)
