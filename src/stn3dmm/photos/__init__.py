@@ -1,7 +1,8 @@
 """Real photos in: reading them robustly, finding faces and landmarks, mapping landmarks onto the model, cropping.
 
 This package owns the photo side of ``stn3dmm flatten``: :mod:`.io` (reading, listing and
-writing image files), :mod:`.detect` (mediapipe face detection and 468-point face mesh,
+writing image files), :mod:`.jpeg` (the checks of a JPEG's structure and completeness that
+Pillow does not make), :mod:`.detect` (mediapipe face detection and 468-point face mesh,
 offline), :mod:`.landmark_map` (detector points -> morphable-model vertices, above
 :mod:`.detect`: a face is mapped by its caller, not by itself) and :mod:`.crop`
 (square face crops for the STN input and their photo <-> crop similarity). Importing it does
