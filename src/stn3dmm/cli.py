@@ -100,13 +100,15 @@ def cmd_flatten(args) -> int:
 
 
 def cmd_average(args) -> int:
-    from .flatten.average import average_folder, average_tree
+    from .flatten.average import FOLDER_PATTERN, TREE_PATTERN, average_folder, average_tree
 
     if args.by_folder:
-        res = average_tree(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
+        res = average_tree(args.folder, args.out, pattern=args.pattern or TREE_PATTERN, overwrite=args.overwrite,
+                           log=_log)
         _log(f"means in {Path(args.out).resolve()}")
         return 0 if res.written or res.kept else 1
-    paths = average_folder(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
+    paths = average_folder(args.folder, args.out, pattern=args.pattern or FOLDER_PATTERN, overwrite=args.overwrite,
+                           log=_log)
     for p in paths:
         _log(f"wrote {p}")
     return 0
@@ -256,7 +258,8 @@ def _add_average(sub) -> None:
                                                 "each folder holding textures)")
     q.add_argument("--by-folder", action="store_true",
                    help="one mean per folder of the tree (for example one per person of stn3dmm flatten people/)")
-    q.add_argument("--pattern", default="*_texture.png", help="file pattern (default *_texture.png)")
+    q.add_argument("--pattern", help="file pattern (default *_texture.png; with --by-folder *_face0_texture.png, "
+                                      "the largest face of each photo, which is the folder's person)")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_average)
 

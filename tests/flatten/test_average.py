@@ -34,6 +34,8 @@ def test_average_by_folder_writes_one_mean_per_person(corpus, default_grid, tmp_
     flat = tmp_path / "flat"
     assert main(["flatten", str(people), "--out", str(flat), "--model", str(default_grid[2]), "--quiet",
                  "--no-mesh"]) == 0
+    # a second face in one of Ann's photos (someone behind her) stays out of her mean
+    (flat / "Ann" / "plain_face1_texture.png").write_bytes((flat / "Bob" / "cmyk_face0_texture.png").read_bytes())
     means = tmp_path / "means"
     assert main(["average", str(flat), "--by-folder", "--out", str(means)]) == 0
     err = capsys.readouterr().err

@@ -10,7 +10,10 @@ at least once) and a coverage map (how many photos saw each pixel).
 folder per person) and writes, for each folder that holds textures itself, ``<folder>_mean.png``
 and ``<folder>_mean_coverage.png`` into the output folder, under the same parent folders as in
 the tree (so ``flat/Name/`` gives ``means/Name_mean.png``): the means of a whole data set lie
-side by side, named after the people, as the original's teaser showed them.
+side by side, named after the people, as the original's teaser showed them. A folder is one
+person, and in a photo of them with others their face is the largest, face 0; so the tree's
+default pattern takes face 0 of each photo only (:data:`TREE_PATTERN`), keeping the faces of
+people behind them out of their mean.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ import numpy as np
 import torch
 
 from ..stn.texture import weighted_average
+
+#: What :func:`average_folder` averages by default: every texture in the folder.
+FOLDER_PATTERN = "*_texture.png"
+#: What :func:`average_tree` averages by default: face 0 (the largest) of each photo of the person.
+TREE_PATTERN = "*_face0_texture.png"
 
 
 def read_textures(paths) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -87,7 +95,7 @@ def _write_mean(paths, out: Path, log) -> tuple[int, int, np.ndarray] | None:
     return len(cols), len(skipped), seen
 
 
-def average_folder(folder, out, pattern="*_texture.png", overwrite=False, log=print) -> list[Path]:
+def average_folder(folder, out, pattern=FOLDER_PATTERN, overwrite=False, log=print) -> list[Path]:
     """The mean of the textures matching ``pattern`` directly in ``folder``, written to ``out``
     and ``<out stem>_coverage.png`` beside it; returns the two paths. ValueError when the folder
     holds no usable texture or an output exists without ``overwrite``."""
@@ -136,7 +144,7 @@ def _texture_folders(root: Path, pattern: str) -> list:
     return found
 
 
-def average_tree(root, out_dir, pattern="*_texture.png", overwrite=False, log=print) -> TreeAverage:
+def average_tree(root, out_dir, pattern=TREE_PATTERN, overwrite=False, log=print) -> TreeAverage:
     """One mean per folder of the tree under ``root`` that holds textures itself (see the
     module docstring for the names): ``out_dir/<parents>/<folder>_mean.png`` and its
     ``_mean_coverage.png``. Existing means are kept unless ``overwrite``; a folder without a
