@@ -85,20 +85,30 @@ def cmd_flatten(args) -> int:
         inputs += [str(p) for p in copy_samples(Path(args.out) / "samples")]
     if not inputs:
         raise ValueError("no photos given: name photos or folders, or pass --samples")
-    model = load_model(args.model, log=_log)
-    fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
-    rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
-                        mesh=not args.no_mesh, progress=not args.quiet, log=_log,
-                        read_options={"max_pixels": args.max_pixels})
+    try:
+        model = load_model(args.model, log=_log)
+        fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
+        rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
+                            mesh=not args.no_mesh, progress=not args.quiet, log=_log,
+                            read_options={"max_pixels": args.max_pixels})
+    except KeyboardInterrupt:
+        _log("stn3dmm flatten: interrupted before any photo was flattened")
+        return 130
     _log(rep.summary())
     _log(f"results in {Path(args.out).resolve()}")
-    return 0 if rep.succeeded else 1
+    return rep.exit_code
 
 
 def cmd_average(args) -> int:
-    from .flatten.average import average_folder
+    from .flatten.average import FOLDER_PATTERN, TREE_PATTERN, average_folder, average_tree
 
-    paths = average_folder(args.folder, args.out, pattern=args.pattern, overwrite=args.overwrite, log=_log)
+    if args.by_folder:
+        res = average_tree(args.folder, args.out, pattern=args.pattern or TREE_PATTERN, overwrite=args.overwrite,
+                           log=_log)
+        _log(f"means in {Path(args.out).resolve()}")
+        return 0 if res.written or res.kept else 1
+    paths = average_folder(args.folder, args.out, pattern=args.pattern or FOLDER_PATTERN, overwrite=args.overwrite,
+                           log=_log)
     for p in paths:
         _log(f"wrote {p}")
     return 0
@@ -212,15 +222,16 @@ def _add_demo(sub) -> None:
 
 def _add_flatten(sub) -> None:
     q = sub.add_parser("flatten", help="flatten the faces of photos into the model's UV space")
-    q.add_argument("inputs", nargs="*", help="photos and/or folders of photos")
+    q.add_argument("inputs", nargs="*", help="photos and/or folders of photos (sub-folders included; the outputs "
+                                           "mirror the folder tree)")
     q.add_argument("--samples", action="store_true",
                    help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--res", type=int, default=None,
-                   help="output texture side, at least 16 (default: the model's R, 112); the OBJ keeps the "
+                   help="output texture side, 16 to 1024 (default: the model's R, 112); the OBJ keeps the "
                         "model's mesh, textured with the completed PNG of this side")
     q.add_argument("--size", type=int, default=IMAGE_SIZE,
-                   help=f"STN input (face crop) side in px, at least 32 (default {IMAGE_SIZE})")
+                   help=f"STN input (face crop) side in px, 32 to 2048 (default {IMAGE_SIZE})")
     q.add_argument("--visibility", choices=["depth", "backface"], default="depth")
     q.add_argument("--landmarks", choices=["dense", "ibug68"], default="dense",
                    help="detector points used for fitting (default: dense, about 400)")
@@ -229,9 +240,11 @@ def _add_flatten(sub) -> None:
     q.add_argument("--max-pixels", type=int, default=None,
                    help="refuse photos that would decode to more pixels than this (decompression-bomb guard; "
                         "default: Pillow's limit, 89.5 M); JPEGs are decoded reduced first, so the limit "
-                        "applies to the reduced size")
+                        "applies to the reduced size, and a JPEG may declare up to twice it (a progressive one: "
+                        "the limit itself)")
     q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
-    q.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    q.add_argument("--overwrite", action="store_true",
+                   help="redo every photo (without it, a rerun skips the photos already done and finishes the rest)")
     q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "
                    "(default: the prepared default model)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -239,10 +252,17 @@ def _add_flatten(sub) -> None:
 
 
 def _add_average(sub) -> None:
-    q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person)")
-    q.add_argument("folder", help="folder of *_texture.png files written by flatten")
-    q.add_argument("--out", required=True, help="output PNG; a coverage map is written beside it")
-    q.add_argument("--pattern", default="*_texture.png", help="file pattern (default *_texture.png)")
+    q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person, or one per "
+                                       "folder of a tree)")
+    q.add_argument("folder", help="folder of *_texture.png files written by flatten (with --by-folder: a tree of "
+                                  "them, one folder per person)")
+    q.add_argument("--out", required=True, help="output PNG, a coverage map written beside it (with --by-folder: "
+                                                "a folder, receiving <folder>_mean.png and _mean_coverage.png for "
+                                                "each folder holding textures)")
+    q.add_argument("--by-folder", action="store_true",
+                   help="one mean per folder of the tree (for example one per person of stn3dmm flatten people/)")
+    q.add_argument("--pattern", help="file pattern (default *_texture.png; with --by-folder *_face0_texture.png, "
+                                      "the largest face of each photo, which is the folder's person)")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_average)
 

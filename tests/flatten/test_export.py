@@ -25,3 +25,21 @@ def test_obj_export_round_trip(tmp_path):
     # vt of vertex (row 0, column 0) is the image's top-left corner: (u, v) = (0, 1)
     np.testing.assert_allclose(obj["vt"][0], [0, 1])
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_names_an_obj_cannot_reference_are_refused(tmp_path):
+    """OBJ/MTL split at white space: a space loses the texture in MeshLab, a line break injects lines."""
+    import pytest
+
+    from stn3dmm.flatten.export import mtl_text, obj_text
+
+    R = 3
+    for bad in ("my face.mtl", "a\nmtllib evil.mtl", "tab\t.mtl", ""):
+        with pytest.raises(ValueError, match="cannot be referenced"):
+            obj_text(np.zeros((R * R, 3)), grid_faces(R), grid_uv(R), bad)
+        with pytest.raises(ValueError, match="cannot be referenced"):
+            mtl_text(bad)
+    with pytest.raises(ValueError, match="cannot be referenced"):
+        write_textured_obj(tmp_path / "my face.obj", np.zeros((R * R, 3)), grid_faces(R), grid_uv(R),
+                           np.zeros((R, R, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []

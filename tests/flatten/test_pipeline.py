@@ -120,3 +120,17 @@ def test_upscaling_changes_the_texture_no_more_than_re_encoding(photo, consisten
     """Scaling 2x resamples the photo; the texture must differ by no more than 1.5x what a
     JPEG re-encode of the same photo changes."""
     assert consistency(photo, "scaled 2x")[0] <= 1.5 * consistency(photo, "re-encoded JPEG q90 (reference)")[0]
+
+
+def test_options_are_bounded_before_anything_is_allocated(default_grid):
+    """--size 40000 or --res 30000 would ask for many GB (issue 11): refused by the one check
+    that the command line and the Flattener share."""
+    from stn3dmm.flatten.pipeline import MAX_RES, MAX_SIZE, Flattener, check_options
+
+    check_options(size=MAX_SIZE, res=MAX_RES, max_faces=1)
+    for kw, want in (({"size": 40000}, "size must be at most 2048"), ({"res": 30000}, "res must be at most 1024"),
+                     ({"size": MAX_SIZE + 1}, "at most"), ({"res": MAX_RES + 1}, "at most")):
+        with pytest.raises(ValueError, match=want):
+            check_options(**kw)
+        with pytest.raises(ValueError, match=want):
+            Flattener(default_grid[0], detector=object(), **kw)

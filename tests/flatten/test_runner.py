@@ -59,8 +59,10 @@ def test_existing_outputs_are_kept_without_overwrite(corpus, default_grid, tmp_p
     assert main(args) == 0
     f = out / "plain_face0_texture.png"
     os.utime(f, (1, 1))
-    assert main(args) == 1                        # nothing new succeeded
-    assert "use --overwrite" in capsys.readouterr().err and f.stat().st_mtime == 1
+    capsys.readouterr()
+    assert main(args) == 0                        # a rerun: the photo is done already, not a problem
+    err = capsys.readouterr().err
+    assert "already done: 1 photo(s)" in err and "problem" not in err and f.stat().st_mtime == 1
     assert main(args + ["--overwrite"]) == 0 and f.stat().st_mtime > 1
 
 
@@ -69,16 +71,20 @@ def _run(args, capsys):
     return rc, capsys.readouterr().err
 
 
-def test_mesh_files_are_kept_without_overwrite(corpus, default_grid, tmp_path, capsys):
-    """An existing .mtl alone (say, one the user edited) blocks the face's outputs."""
+def test_a_done_faces_files_are_kept_and_an_unfinished_ones_replaced(corpus, default_grid, tmp_path, capsys):
+    """A face whose .json exists is done: its files (say, an .mtl the user edited) are kept. An
+    .mtl alone is what a killed run leaves: the face is done again."""
     d, _ = corpus
     out = tmp_path / "out"
-    out.mkdir()
+    args = ["flatten", str(d / "plain.jpg"), "--out", str(out), "--model", str(default_grid[2]), "--quiet"]
+    assert _run(args, capsys)[0] == 0
     (out / "plain_face0.mtl").write_text("mine")
-    rc, err = _run(["flatten", str(d / "plain.jpg"), "--out", str(out), "--model", str(default_grid[2]), "--quiet"],
-                   capsys)
-    assert rc == 1 and "outputs exist: plain_face0.mtl" in err
-    assert (out / "plain_face0.mtl").read_text() == "mine" and not (out / "plain_face0.obj").exists()
+    rc, err = _run(args, capsys)
+    assert rc == 0 and "already done: 1" in err and (out / "plain_face0.mtl").read_text() == "mine"
+    (out / "plain_face0.json").unlink()
+    rc, err = _run(args, capsys)
+    assert rc == 0 and "1 of 1 photos flattened" in err and "finished 1 photo(s) that an earlier run left" in err
+    assert "map_Kd plain_face0_completed.png" in (out / "plain_face0.mtl").read_text()
 
 
 def _copies_of_plain(corpus_dir, folder, names):
@@ -133,7 +139,9 @@ def test_outputs_in_the_input_folder_are_not_flattened_again(corpus, default_gri
 
 def test_bad_options_are_refused_before_any_work(tmp_path, capsys):
     for opt, want in ((["--size", "0"], "--size must be at least 32"), (["--res", "8"], "--res must be at least 16"),
-                      (["--max-faces", "0"], "--max-faces must be at least 1")):
+                      (["--max-faces", "0"], "--max-faces must be at least 1"),
+                      (["--size", "40000"], "--size must be at most 2048"),
+                      (["--res", "30000"], "--res must be at most 1024")):
         rc, err = _run(["flatten", str(tmp_path / "nothing.jpg"), "--out", str(tmp_path / "o"),
                         "--model", str(tmp_path / "no-model.npz")] + opt, capsys)
         assert rc == 2 and want in err, (opt, err)
@@ -179,3 +187,36 @@ def test_several_faces_largest_first(source, default_grid, tmp_path):
     f0, f1 = (json.loads((out / f"two_face{k}.json").read_text()) for k in (0, 1))
     w = lambda f: f["detection"]["bbox"][2] - f["detection"]["bbox"][0]  # noqa: E731
     assert w(f0) > w(f1) and f0["detection"]["bbox"][0] > f1["detection"]["bbox"][0]
+
+
+def test_a_tree_of_people_is_mirrored_and_sidecars_are_counted_not_failed(corpus, default_grid, tmp_path, capsys):
+    """Issue 9: people/Name/photo.jpg (LFW's layout) and AFLW2000's .mat sidecars beside the photos."""
+    d, _ = corpus
+    people = tmp_path / "people"
+    for rel in ("Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg", "top.jpg"):
+        (people / rel).parent.mkdir(parents=True, exist_ok=True)
+        (people / rel).write_bytes((d / "plain.jpg").read_bytes())
+    (people / "Ann" / "Ann_0001.mat").write_bytes(b"sidecar")
+    (people / "Bob" / "notes.txt").write_text("x")
+    (people / "Nobody").mkdir()
+    out = tmp_path / "out"
+    rc, err = _run(["flatten", str(people), "--out", str(out), "--model", str(default_grid[2]), "--quiet",
+                    "--no-mesh"], capsys)
+    assert rc == 0 and "3 of 3 photos flattened" in err and "skipped 2 non-image file(s)" in err, err
+    assert "problem" not in err
+    for rel in ("Ann/Ann_0001_face0", "Bob/Bob_0001_face0", "top_face0"):
+        assert (out / f"{rel}_texture.png").exists() and (out / f"{rel}.json").exists(), rel
+    info = json.loads((out / "Ann" / "Ann_0001_face0.json").read_text())
+    assert info["photo"] == str(people / "Ann" / "Ann_0001.jpg")
+
+
+def test_a_folder_without_photos_says_so(tmp_path, capsys, default_grid):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "sidecars" / "sub").mkdir(parents=True)
+    (tmp_path / "sidecars" / "sub" / "a.mat").write_bytes(b"x")
+    for folder, want in (("empty", "empty: no photos in this folder or its sub-folders"),
+                         ("sidecars", "sidecars: no photos in this folder or its sub-folders (1 non-image file(s))")):
+        rc, err = _run(["flatten", str(tmp_path / folder), "--out", str(tmp_path / "o"), "--model",
+                        str(default_grid[2]), "--quiet"], capsys)
+        assert rc == 2 and "nothing to flatten" in err and want in err, err
+        assert not (tmp_path / "o").exists()

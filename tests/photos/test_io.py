@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -190,7 +191,7 @@ def test_unreadable_file_reports_permission(corpus, monkeypatch):
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(pio, "open", refuse, raising=False)
+    monkeypatch.setattr(pio.os, "open", refuse)
     with pytest.raises(PhotoError, match="permission denied") as e:
         read_photo(corpus / "rgb.png")
     assert "rgb.png" in str(e.value)
@@ -271,22 +272,126 @@ def test_write_png_accepts_torch(tmp_path):
 
 
 def test_a_jpeg_over_the_pixel_limit_is_decoded_reduced_not_refused(tmp_path, monkeypatch):
-    """Like a 12000 x 9000 photo against Pillow's 89.5 M limit, scaled down to keep the test
-    small: 2400 x 1800 (4.3 M) against a 1 M limit, more than twice it, where Pillow's own open
-    refuses. The JPEG decodes at 1/4 (600 x 450) and is read; a PNG of the same size cannot be
-    decoded reduced and is still refused, as is the JPEG when asked for full size."""
-    big = Image.fromarray(PATTERN).resize((2400, 1800), Image.Resampling.NEAREST)
+    """Like a 12000 x 9000 photo against Pillow's 89.5 M limit (1.2 times it), scaled down to
+    keep the test small: 1600 x 1200 (1.9 M) against a 1 M limit. The JPEG decodes at 1/2
+    (800 x 450) and is read; a PNG of the same size cannot be decoded reduced and is refused,
+    as is the JPEG when asked for full size."""
+    big = Image.fromarray(PATTERN).resize((1600, 1200), Image.Resampling.NEAREST)
     big.save(tmp_path / "big.jpg", quality=85)
     big.save(tmp_path / "big.png", compress_level=1)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
     ph = read_photo(tmp_path / "big.jpg", max_side=512)
-    assert ph.original_size == (2400, 1800) and ph.image.shape == (384, 512, 3)
-    assert any("600 x 450" in n for n in ph.notes)
+    assert ph.original_size == (1600, 1200) and ph.image.shape == (384, 512, 3)
+    assert any("800 x 600" in n for n in ph.notes)
     np.testing.assert_allclose(block_centres(_u8(ph)), PATTERN, atol=12)
     with pytest.raises(PhotoError, match="big.png: too large"):
         read_photo(tmp_path / "big.png", max_side=512)
-    with pytest.raises(PhotoError, match="2400 x 1800 = 4320000 pixels exceeds the limit of 1000000"):
+    with pytest.raises(PhotoError, match="1600 x 1200 = 1920000 pixels exceeds the limit of 1000000"):
         read_photo(tmp_path / "big.jpg", max_side=None)
-    # an explicit limit applies to the reduced size too
-    with pytest.raises(PhotoError, match="600 x 450"):
-        read_photo(tmp_path / "big.jpg", max_side=512, max_pixels=200_000)
+    # an explicit limit applies to the decoded size too
+    with pytest.raises(PhotoError, match="exceeds the limit of 1500000"):
+        read_photo(tmp_path / "big.jpg", max_side=None, max_pixels=1_500_000)
+
+
+def test_a_jpeg_declaring_far_more_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    """The declared size counts too (issue 11): up to twice the limit for a single-scan JPEG
+    (decoded reduced), the limit itself for a progressive one (libjpeg holds all its
+    coefficients). Over Pillow's own open-time ceiling, an explicit larger limit still reads it."""
+    big = Image.fromarray(PATTERN).resize((2400, 1800), Image.Resampling.NEAREST)
+    big.save(tmp_path / "big.jpg", quality=85)
+    big.resize((1600, 1200)).save(tmp_path / "prog.jpg", quality=85, progressive=True)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(PhotoError, match=r"2400 x 1800 = 4320000 pixels declared exceeds 2000000 \(twice"):
+        read_photo(tmp_path / "big.jpg", max_side=512)
+    with pytest.raises(PhotoError, match="1920000 pixels declared exceeds 1000000 .a progressive"):
+        read_photo(tmp_path / "prog.jpg", max_side=512)
+    ph = read_photo(tmp_path / "big.jpg", max_side=512, max_pixels=2_500_000)   # Pillow's open refuses 4.3 M
+    assert ph.original_size == (2400, 1800) and any("600 x 450" in n for n in ph.notes)
+
+
+def _jpeg_with_size(data: bytes, w: int, h: int) -> bytes:
+    """``data`` (a baseline JPEG) with its frame header claiming w x h pixels."""
+    d = bytearray(data)
+    i = d.find(b"\xff\xc0")
+    d[i + 5:i + 9] = h.to_bytes(2, "big") + w.to_bytes(2, "big")
+    return bytes(d)
+
+
+def test_a_small_jpeg_claiming_65000_pixels_a_side_is_refused_at_once(tmp_path, corpus):
+    (tmp_path / "claim.jpg").write_bytes(_jpeg_with_size((corpus / "rgb.jpg").read_bytes(), 65000, 65000))
+    t = time.perf_counter()
+    with pytest.raises(PhotoError, match="65000 x 65000 = 4225000000 pixels declared exceeds"):
+        read_photo(tmp_path / "claim.jpg")
+    assert time.perf_counter() - t < 0.5                    # refused before decoding
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "grey", "cmyk", "draft"])
+def test_a_jpeg_cut_short_but_closed_with_an_end_marker_is_refused(grace, tmp_path, kind):
+    """Pillow decodes such a file without complaint, its missing half grey (issue 11)."""
+    im = Image.fromarray(grace.as_uint8())
+    im = {"grey": im.convert("L"), "cmyk": im.convert("CMYK"), "draft": im.resize((2400, 2800))}.get(kind, im)
+    im.save(tmp_path / "whole.jpg", quality=90, progressive=kind == "progressive")
+    data = (tmp_path / "whole.jpg").read_bytes()
+    assert read_photo(tmp_path / "whole.jpg", max_side=1024).image.size > 0
+    # a progressive file cut inside its last scan (which only refines detail) is not detected
+    for cut in (len(data) // 2,) + (() if kind == "progressive" else (len(data) - 40,)):
+        (tmp_path / "cut.jpg").write_bytes(data[:cut] + b"\xff\xd9")
+        with pytest.raises(PhotoError, match="truncated or corrupt image data") as e:
+            read_photo(tmp_path / "cut.jpg", max_side=1024)
+        assert "cut.jpg" in str(e.value)
+
+
+def test_jpeg_checks_leave_complete_files_alone(grace, tmp_path):
+    """A complete photo whose last pixel is exactly mid grey (the value of a lost block) is read,
+    pixel for pixel as Pillow decodes it."""
+    a = grace.as_uint8().copy()
+    a[-40:, -40:] = 128
+    Image.fromarray(a).save(tmp_path / "grey_corner.jpg", quality=95)
+    ph = read_photo(tmp_path / "grey_corner.jpg", max_side=None)
+    assert (ph.as_uint8()[-1, -1] == 128).all()
+    np.testing.assert_array_equal(ph.as_uint8(), np.asarray(Image.open(tmp_path / "grey_corner.jpg").convert("RGB")))
+
+
+def test_fifo_and_symlink_loop_are_refused_without_blocking(tmp_path, corpus):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(PhotoError, match="not a regular file .a named pipe"):
+        read_photo(tmp_path / "pipe.jpg")
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    with pytest.raises(PhotoError, match="symbolic link loop"):
+        read_photo(tmp_path / "loop.jpg")
+    (tmp_path / "dangling.jpg").symlink_to("nowhere.jpg")
+    with pytest.raises(PhotoError, match="broken symbolic link"):
+        read_photo(tmp_path / "dangling.jpg")
+
+
+def test_walk_photos_recurses_and_reports_bad_entries_without_opening_them(tmp_path, corpus):
+    """Issue 11: a symlink loop or a FIFO among the photos must neither crash nor hang the listing."""
+    from stn3dmm.photos.io import NOT_AN_IMAGE, walk_photos
+
+    d = tmp_path / "in"
+    (d / "Ann" / "deeper").mkdir(parents=True)
+    (d / "Bob").mkdir()
+    (d / "Empty").mkdir()
+    for f in ("top.jpg", "Ann/a1.jpg", "Ann/deeper/a2.png", "Bob/b1.jpg"):
+        (d / f).write_bytes((corpus / "rgb.jpg").read_bytes())
+    (d / "Bob" / "b1.mat").write_bytes(b"sidecar")
+    (d / "loop.jpg").symlink_to("loop.jpg")
+    (d / "dangling.jpg").symlink_to("gone.jpg")
+    os.mkfifo(d / "pipe.jpg")
+    (d / "Ann" / "up").symlink_to("..")                       # a folder loop
+    (d / "Bob" / "same.jpg").symlink_to(d / "Bob" / "b1.jpg")  # the same file twice
+    skipped = []
+    got = list(walk_photos([d], on_skip=lambda p, why: skipped.append((p.name, why))))
+    assert [(x.path.relative_to(d).as_posix(), x.folder) for x in got] == [
+        ("top.jpg", ()), ("Ann/a1.jpg", ("Ann",)), ("Ann/deeper/a2.png", ("Ann", "deeper")), ("Bob/b1.jpg", ("Bob",))]
+    why = dict(skipped)
+    assert why["loop.jpg"].startswith("symbolic link loop") and why["dangling.jpg"] == "broken symbolic link"
+    assert why["pipe.jpg"] == "not a regular file (a named pipe)" and why["b1.mat"] == NOT_AN_IMAGE
+    assert why["up"].startswith("folder already listed")
+    # an excluded sub-folder (the output folder inside the input) is not entered
+    assert [x.path.name for x in walk_photos([d], on_skip=lambda p, w: None, exclude=[d / "Ann"])] == [
+        "top.jpg", "b1.jpg"]
+    # named explicitly: a FIFO or a loop is reported, not opened
+    skipped.clear()
+    assert list(walk_photos([d / "pipe.jpg", d / "loop.jpg"], on_skip=lambda p, w: skipped.append(w))) == []
+    assert skipped == ["not a regular file (a named pipe)", "symbolic link loop (the link points back to itself)"]

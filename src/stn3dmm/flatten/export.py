@@ -4,6 +4,11 @@ The grid model's UV map is its grid (u = j / (R-1), v = 1 - i / (R-1)), so the f
 texture (row 0 = top of the face) is the mesh's texture image as it is: OBJ's v = 0 is the
 bottom row of the image. Files open in MeshLab and Blender. All three are written to
 temporary files first and renamed into place.
+
+OBJ and MTL name their files on lines split at white space, so a file name with a space, a
+tab or a line break cannot be referenced (MeshLab loses the texture; a line break even injects
+lines): such names are refused (:func:`reference_name`); ``stn3dmm flatten`` makes its names
+safe before it writes (:func:`stn3dmm.flatten.outputs.safe_name`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,15 @@ from ..core.paths import write_bytes_atomically
 
 
 _STATIC: dict = {}
+
+
+def reference_name(name: str) -> str:
+    """``name`` if an OBJ or MTL line can reference it (not empty, no white space or control
+    character); else ValueError."""
+    if not name or any(c.isspace() or not c.isprintable() for c in name):
+        raise ValueError(f"{name!r} cannot be referenced from an OBJ/MTL file (white space or a control character "
+                         f"splits or breaks the line); rename it")
+    return name
 
 
 def _uv_and_faces_text(faces: np.ndarray, uv: np.ndarray, material: str) -> str:
@@ -38,7 +52,7 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, mtl_name: 
     """OBJ text: ``v`` (N, 3), ``vt`` (N, 2) with the same indices, 1-based ``f v/vt``."""
     buf = io.StringIO()
     buf.write("# stn3dmm fitted face (mm, y up)\n")
-    buf.write(f"mtllib {mtl_name}\n")
+    buf.write(f"mtllib {reference_name(mtl_name)}\n")
     v = np.asarray(vertices, dtype=np.float64)
     buf.write(("v %.4f %.4f %.4f\n" * len(v)) % tuple(v.ravel().tolist()))
     return buf.getvalue() + _uv_and_faces_text(faces, uv, material)
@@ -47,7 +61,7 @@ def obj_text(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, mtl_name: 
 def mtl_text(texture_name: str) -> str:
     """The one material of our OBJ files: unlit, textured by the image ``texture_name``."""
     return (f"# stn3dmm material\nnewmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\n"
-            f"map_Kd {texture_name}\n")
+            f"map_Kd {reference_name(texture_name)}\n")
 
 
 def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray, texture: np.ndarray) -> list[Path]:
@@ -63,6 +77,7 @@ def write_textured_obj(path, vertices: np.ndarray, faces: np.ndarray, uv: np.nda
     from PIL import Image
 
     path = Path(path)
+    reference_name(path.name)                 # before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.with_suffix("")
     mtl, png = stem.with_suffix(".mtl"), stem.with_suffix(".png")

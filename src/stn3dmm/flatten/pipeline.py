@@ -33,19 +33,34 @@ from ..core.defaults import IMAGE_SIZE
 DENSE_PRIOR_WEIGHT = 4.0
 #: Smallest STN input (crop side) and output texture side accepted.
 MIN_SIZE, MIN_RES = 32, 16
+#: Largest crop side accepted: photos are read with at most 2048 px on their longer side
+#: (:data:`~stn3dmm.photos.io.DEFAULT_MAX_SIDE`), so a larger crop of a face only upsamples,
+#: while the memory of its crop, validity mask, warp and overlay grows with the square of the side.
+MAX_SIZE = 2048
+#: Largest texture side accepted: a texel of a 1024 texture already spans less than a pixel of
+#: a 1024 px face crop, and the model's own mesh has 112 x 112 vertices; a larger texture adds
+#: no detail, only memory (``--res 30000`` would ask for many GB).
+MAX_RES = 1024
 #: A texel whose sampled crop validity is below this touches padding: invisible.
 VALID_MIN = 0.999
 
 
 def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
-    """Refuse a crop side below :data:`MIN_SIZE`, a texture side below :data:`MIN_RES` or
-    ``max_faces`` below 1 (None: not given) with ValueError; ``flags`` names them as the
-    command line's options."""
+    """Refuse a crop side outside [:data:`MIN_SIZE`, :data:`MAX_SIZE`], a texture side outside
+    [:data:`MIN_RES`, :data:`MAX_RES`] or ``max_faces`` below 1 (None: not given) with
+    ValueError, before any work or allocation; ``flags`` names them as the command line's
+    options. The one check that the command line and :class:`Flattener` share."""
     name = (lambda n: "--" + n.replace("_", "-")) if flags else (lambda n: n)  # noqa: E731
     if size is not None and int(size) < MIN_SIZE:
         raise ValueError(f"{name('size')} must be at least {MIN_SIZE} px (the face crop side), got {size}")
+    if size is not None and int(size) > MAX_SIZE:
+        raise ValueError(f"{name('size')} must be at most {MAX_SIZE} px (the face crop side: photos are read at "
+                         f"most {MAX_SIZE} px a side, a larger crop adds memory, not detail), got {size}")
     if res is not None and int(res) < MIN_RES:
         raise ValueError(f"{name('res')} must be at least {MIN_RES} (the texture side), got {res}")
+    if res is not None and int(res) > MAX_RES:
+        raise ValueError(f"{name('res')} must be at most {MAX_RES} (the texture side: beyond it a texel is smaller "
+                         f"than a pixel of the largest face crop), got {res}")
     if max_faces is not None and int(max_faces) < 1:
         raise ValueError(f"{name('max_faces')} must be at least 1 (leave it out for all faces), got {max_faces}")
 
@@ -88,8 +103,8 @@ class Flattener:
 
     Args:
         model: a grid MorphableModel (R x R vertices).
-        size: STN input side (the crop), default 224, at least :data:`MIN_SIZE`.
-        res: output texture side R' (default: the model's R), at least :data:`MIN_RES`. Any
+        size: STN input side (the crop), default 224, from :data:`MIN_SIZE` to :data:`MAX_SIZE`.
+        res: output texture side R' (default: the model's R), from :data:`MIN_RES` to :data:`MAX_RES`. Any
             R' samples the same surface: the model's grid of sampling points is resampled
             bilinearly (the OBJ keeps the model's R x R mesh; its UVs fit any texture side).
         visibility: ``"depth"`` (default) or ``"backface"``.

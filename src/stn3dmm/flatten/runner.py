@@ -1,27 +1,46 @@
 """The batch runner behind ``stn3dmm flatten``: many photos in, the files of every face out.
 
-Owns :func:`flatten_paths` and its :class:`RunReport`. It lists the photos (files and folders;
-our own earlier outputs among them are ignored, other non-photos reported), reads them and
-detects their faces one by one, has the :class:`~stn3dmm.flatten.pipeline.Flattener` fit and
-flatten the faces of a few photos at a time in one batch, and writes their files
-(:mod:`stn3dmm.flatten.outputs`) on a background thread while the next photos are read. Each
-face's files are named ``<photo stem>_face<k>`` (k = 0 for the largest face; photos whose stems
-clash get ``-2``, ``-3``, ... see :func:`~stn3dmm.flatten.outputs.unique_stems`). Every file is
-written atomically; existing outputs are never replaced without ``overwrite``. A bad photo, or
-a photo whose files cannot be written, is reported and skipped; the run goes on.
+Owns :func:`flatten_paths` and its :class:`RunReport`. It lists the photos (files and folder
+trees, :func:`~stn3dmm.photos.walk_photos`; our own earlier outputs among them are ignored,
+files that are not images by their extension are counted and skipped, entries that cannot be
+photos are reported), reads them and detects their faces one by one, has the
+:class:`~stn3dmm.flatten.pipeline.Flattener` fit and flatten the faces of a few photos at a
+time in one batch, and writes their files (:mod:`stn3dmm.flatten.outputs`) on a background
+thread while the next photos are read.
+
+Outputs mirror the input tree: a photo ``DIR/Name/x.jpg`` of the folder ``DIR`` gets its files
+in ``OUT/Name/``; a photo named itself, or directly in ``DIR``, in ``OUT``. Each face's files
+are named ``<photo stem>_face<k>`` (k = 0 for the largest face; names made safe and unique
+within their folder, see :mod:`stn3dmm.flatten.outputs`).
+
+A run holds its output folder (:func:`~stn3dmm.flatten.state.claim_output`: a second run into
+it is refused) and can be rerun like ``make``: a photo whose ``<stem>_face0.json`` exists is
+already done and is skipped without being read; a photo without it is done (again), its
+leftover files removed first; temporary files of a killed run are removed at the start.
+``overwrite`` redoes every photo. Ctrl-C or SIGTERM ends the run after the photos being
+written; the next run finishes the rest. A bad photo, or a photo whose files cannot be
+written, is reported and skipped; the run goes on.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..photos import PhotoError, iter_photos, read_photo
-from .outputs import is_flatten_output, output_names, unique_stems, write_outputs
+from ..core.defaults import IMAGE_SIZE
+from ..photos import NOT_AN_IMAGE, PhotoError, read_photo, walk_photos
+from .outputs import (done_record, is_flatten_output, is_output_name, output_folders, remove_face_files,
+                      remove_stale_temporaries, unique_stems, write_photo_outputs)
 from .pipeline import Flattener, check_options
+from .state import Terminated, claim_output, signals_ignored, signals_interrupt
+
+
+class NothingToFlatten(ValueError):
+    """The inputs hold no photo at all."""
 
 
 @dataclass
@@ -32,14 +51,37 @@ class RunReport:
     succeeded: int = 0
     faces: int = 0
     failures: list = field(default_factory=list)     # (path, reason)
+    already_done: int = 0                             # photos complete from an earlier run, skipped
+    redone: int = 0                                   # photos an earlier run left unfinished, done again
     skipped_outputs: int = 0                          # our own earlier outputs found among the inputs
+    skipped_files: int = 0                            # files in the folders that are not images (extension)
+    stale_temporaries: int = 0                        # temporary files of a killed run, removed
+    notes: list = field(default_factory=list)
+    interrupted: str | None = None                    # "Ctrl-C" or "SIGTERM" when the run was stopped
     seconds: dict = field(default_factory=lambda: defaultdict(float))
     wall: float = 0.0
 
+    @property
+    def exit_code(self) -> int:
+        """130 (Ctrl-C) or 143 (SIGTERM) when interrupted; else 0 when any photo is done (now
+        or by an earlier run), 1 when none is."""
+        if self.interrupted:
+            return 143 if self.interrupted == "SIGTERM" else 130
+        return 0 if self.succeeded or self.already_done else 1
+
     def summary(self) -> str:
-        lines = [f"{self.succeeded} of {self.photos} photos flattened ({self.faces} faces) in {self.wall:.1f} s"]
-        if self.skipped_outputs:
-            lines.append(f"ignored {self.skipped_outputs} file(s) that are outputs of stn3dmm flatten")
+        worked = self.photos - self.already_done
+        rate = f", {worked / self.wall:.1f} photos/s" if worked and self.wall > 0 else ""
+        lines = [f"{self.succeeded} of {self.photos} photos flattened ({self.faces} faces) in {self.wall:.1f} s{rate}"]
+        for n, text in ((self.already_done, "already done: {} photo(s), kept (their outputs are complete; "
+                                            "--overwrite redoes them)"),
+                        (self.redone, "finished {} photo(s) that an earlier run left incomplete"),
+                        (self.stale_temporaries, "removed {} temporary file(s) left by an interrupted run"),
+                        (self.skipped_files, "skipped {} non-image file(s)"),
+                        (self.skipped_outputs, "ignored {} file(s) that are outputs of stn3dmm flatten")):
+            if n:
+                lines.append(text.format(n))
+        lines += self.notes
         if self.seconds:
             tot = sum(self.seconds.values())
             lines.append("time: " + ", ".join(f"{k} {v:.1f} s ({100 * v / max(tot, 1e-9):.0f}%)"
@@ -49,6 +91,9 @@ class RunReport:
             by = Counter(r.split(":")[0] for _, r in self.failures)
             lines += [f"  {p}: {r}" for p, r in self.failures]
             lines.append("  by kind: " + ", ".join(f"{k} x{v}" for k, v in by.items()))
+        if self.interrupted:
+            lines.append(f"interrupted ({self.interrupted}): the photos written are complete; run the same "
+                         f"command again to do the rest")
         return "\n".join(lines)
 
     def fail(self, path, reason: str) -> None:
@@ -70,22 +115,56 @@ def _no_usable_face(faces, detector, photo) -> str:
     return f"no landmarks: the face mesh found none on the {len(faces)} face(s) detected"
 
 
-def _list_photos(inputs, rep: RunReport) -> list:
-    """The photos among ``inputs``: our own earlier outputs are counted in ``rep`` and left out,
-    other files that are not photos are ``rep``'s failures."""
-    def skip(p, why):
+def _list_photos(inputs, rep: RunReport, out_dir: Path) -> list:
+    """The :class:`~stn3dmm.photos.Listed` photos among ``inputs``: our own outputs are counted
+    in ``rep`` and left out (those with their ``.json`` beside them anywhere, and any of our
+    names inside ``out_dir``), files that are not images by extension are counted, other
+    entries that cannot be photos are ``rep``'s failures. Input folders without a photo are
+    noted."""
+    out_real = os.path.realpath(out_dir)
+
+    def ours(p: Path) -> bool:
         if is_flatten_output(p):
+            return True
+        return is_output_name(p.name) and (os.path.realpath(p.parent) + os.sep).startswith(out_real + os.sep)
+
+    def skip(p, why):
+        if ours(Path(p)):
             rep.skipped_outputs += 1
+        elif why == NOT_AN_IMAGE:
+            rep.skipped_files += 1
         else:
             rep.fail(p, f"not a photo: {why}")
 
-    paths = []
-    for p in iter_photos(inputs, on_skip=skip):
-        if is_flatten_output(p):
-            rep.skipped_outputs += 1
-        else:
-            paths.append(p)
-    return paths
+    listed = []
+    for item in inputs:
+        before = rep.skipped_files
+        found = []
+        for x in walk_photos([item], on_skip=skip, exclude=[out_dir]):
+            if ours(x.path):
+                rep.skipped_outputs += 1
+            else:
+                found.append(x)
+        if not found and os.path.isdir(item):
+            others = rep.skipped_files - before
+            rep.notes.append(f"{item}: no photos in this folder or its sub-folders"
+                             + (f" ({others} non-image file(s))" if others else ""))
+        listed += found
+    return listed
+
+
+def _plan(listed) -> list:
+    """``(path, output folder relative to the output root, stem)`` per listed photo: folders
+    mirrored and made safe, stems made safe and unique within each output folder."""
+    folders = output_folders([x.folder for x in listed])
+    groups = defaultdict(list)
+    for i, x in enumerate(listed):
+        groups[folders[x.folder]].append(i)
+    stems = [""] * len(listed)
+    for members in groups.values():
+        for i, stem in zip(members, unique_stems([listed[i].path for i in members])):
+            stems[i] = stem
+    return [(x.path, Path(*folders[x.folder]), stems[i]) for i, x in enumerate(listed)]
 
 
 class _Batches:
@@ -100,9 +179,26 @@ class _Batches:
         self.writes = []
         self.writer = ThreadPoolExecutor(max_workers=1)
 
-    def faces_of(self, path, stem):
-        """``(path, stem, photo, faces to flatten)``, or None when the photo is a failure (noted):
-        unreadable, a detector error, no usable face, or outputs in the way."""
+    def already_done(self, path: Path, folder: Path, stem: str) -> bool:
+        """True when an earlier run finished this photo (counted); a clash with another photo's
+        finished outputs is a failure (noted, True); leftovers of an unfinished run are removed."""
+        if self.overwrite:
+            return False
+        record = done_record(folder, stem)
+        if record is None:
+            if remove_face_files(folder, stem):
+                self.rep.redone += 1
+            return False
+        if record and Path(record).name != path.name:
+            self.rep.fail(path, f"outputs exist: {folder / stem}_face0.json belongs to {record} "
+                                f"(use --overwrite, or another --out)")
+        else:
+            self.rep.already_done += 1
+        return True
+
+    def faces_of(self, path, folder, stem):
+        """``(path, folder, stem, photo, faces to flatten)``, or None when the photo is a failure
+        (noted): unreadable, a detector error or no usable face."""
         t0 = time.perf_counter()
         try:
             photo = read_photo(path, **self.read_options)
@@ -122,21 +218,12 @@ class _Batches:
             self.rep.fail(path, _no_usable_face(faces, self.flattener.detector, photo))
             return None
         usable = usable[:self.max_faces] if self.max_faces else usable
-        clash = [] if self.overwrite else self._existing_outputs(stem, len(usable))
-        if clash:
-            self.rep.fail(path, f"outputs exist: {clash[0].name} (use --overwrite)")
-            return None
-        return path, stem, photo, usable
-
-    def _existing_outputs(self, stem, n_faces) -> list:
-        """The output files of the first ``n_faces`` faces of ``stem`` already in the folder."""
-        return [self.out_dir / n for k in range(n_faces) for n in output_names(stem, k, self.mesh).values()
-                if (self.out_dir / n).exists() or (self.out_dir / n).is_symlink()]
+        return path, folder, stem, photo, usable
 
     def process(self, pending):
         """Fit and flatten the faces of ``pending`` photos in one batch and queue their files;
         when the batch fails, each photo again alone, so that only the failing one is lost."""
-        items = [(ph.image, f) for _, _, ph, faces in pending for f in faces]
+        items = [(ph.image, f) for *_, ph, faces in pending for f in faces]
         try:
             results = self.flattener.flatten_many(items)
         except (ValueError, RuntimeError) as e:
@@ -147,8 +234,8 @@ class _Batches:
                 self.process([one])
             return
         batch, k = [], 0
-        for path, stem, photo, faces in pending:
-            batch.append((path, stem, photo, results[k:k + len(faces)]))
+        for path, folder, stem, photo, faces in pending:
+            batch.append((path, folder, stem, photo, results[k:k + len(faces)]))
             k += len(faces)
         for r in results:
             for name, v in r.seconds.items():
@@ -158,23 +245,23 @@ class _Batches:
     def _write_all(self, batch):
         """[(path, n faces, error or None)], seconds: each photo's faces written or none of them."""
         t, done = time.perf_counter(), []
-        for path, stem, photo, results in batch:
-            written = []
+        for path, folder, stem, photo, results in batch:
             try:
-                for r in results:
-                    written += write_outputs(r, self.out_dir, stem, self.flattener.model, photo, overwrite=True,
-                                             mesh=self.mesh)
+                if self.overwrite:         # no earlier file of this photo may pass for a new one
+                    remove_face_files(folder, stem)
+                write_photo_outputs(results, folder, stem, self.flattener.model, photo, mesh=self.mesh)
                 done.append((path, len(results), None))
             except Exception as e:  # one photo's write error must not stop the batch
-                for p in written:
-                    p.unlink(missing_ok=True)
                 done.append((path, 0, f"write failed: {type(e).__name__}: {e}"))
         return done, time.perf_counter() - t
 
     def collect(self, wait: bool) -> None:
         """Count the finished writes (all of them, waiting, when ``wait``) into the report."""
         while self.writes and (wait or self.writes[0].done()):
-            done, dt = self.writes.pop(0).result()
+            future = self.writes.pop(0)
+            if future.cancelled():
+                continue
+            done, dt = future.result()
             self.rep.seconds["write"] += dt
             for path, n, err in done:
                 if err is None:
@@ -183,61 +270,91 @@ class _Batches:
                 else:
                     self.rep.fail(path, err)
 
-    def close(self) -> None:
-        self.writer.shutdown(wait=True)
+    def close(self, cancel: bool = False) -> None:
+        """Let the writer finish (only the batch it is writing, when ``cancel``) and count it."""
+        self.writer.shutdown(wait=True, cancel_futures=cancel)
+        self.collect(wait=True)
+
+
+def _batch_size(chunk: int, flattener: Flattener) -> int:
+    """Photos per batch: ``chunk`` at the default crop and texture sides, fewer for larger
+    ones, whose memory per face grows with the square of the side."""
+    size, res = getattr(flattener, "size", IMAGE_SIZE), getattr(flattener, "res", 112) or 112
+    growth = max(1.0, size / IMAGE_SIZE, res / 224) ** 2
+    return max(1, int(chunk / growth))
+
+
+def _run(todo, work: _Batches, rep: RunReport, chunk: int, bar) -> None:
+    """The loop over the planned photos (interrupted by KeyboardInterrupt or Terminated)."""
+    pending = []
+    for path, folder, stem in todo:
+        bar.update(1)
+        if work.already_done(path, folder, stem):
+            continue
+        item = work.faces_of(path, folder, stem)
+        if item is None:
+            continue
+        pending.append(item)
+        if len(pending) >= chunk:
+            work.process(pending)
+            pending = []
+        work.collect(wait=False)
+        bar.set_postfix(faces=rep.faces, failed=len(rep.failures), refresh=False)
+    if pending:
+        work.process(pending)
+    work.collect(wait=True)
+    bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
 
 
 def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max_faces=None, mesh=True,
                   progress=True, log=print, chunk: int = 8, read_options: dict | None = None) -> RunReport:
-    """Flatten every face of every photo in ``inputs`` (files and folders) into ``out_dir``.
+    """Flatten every face of every photo in ``inputs`` (files and folder trees) into ``out_dir``.
 
     Photos are read and their faces detected one by one; the faces of up to ``chunk`` photos
     are then fitted and flattened in one batch, and their files written by a background
     thread while the next photos are read. A photo counts as flattened once all its files
     are written; a write error is that photo's failure (its partial files are removed).
+    See the module docstring for the output tree, reruns and interruptions.
 
     Args:
         max_faces: at most this many faces per photo, largest first (None: all; must be >= 1).
         read_options: keyword arguments for :func:`~stn3dmm.photos.read_photo` (``max_side``,
             ``max_pixels``).
+
+    Raises:
+        NothingToFlatten: the inputs hold no photo (nothing is created).
+        OutputInUse: another run holds ``out_dir``.
     """
     from tqdm import tqdm
 
     check_options(max_faces=max_faces)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rep = RunReport()
-    paths = _list_photos(inputs, rep)
-    stems = unique_stems(paths)
-    work = _Batches(flattener, out_dir, rep, overwrite=overwrite, max_faces=max_faces, mesh=mesh,
-                    read_options=read_options)
+    todo = _plan(_list_photos(inputs, rep, out_dir))
+    if not todo:
+        problems = "; ".join(f"{p}: {r}" for p, r in rep.failures[:5])
+        raise NothingToFlatten("nothing to flatten: " + "; ".join(rep.notes + ([problems] if problems else []) or
+                                                                 ["no photos given"]))
+    rep.photos = len(todo)
     t_start = time.perf_counter()
-    pending = []
-    # a manual bar: iterating a tqdm closes it when the photos run out, before the last
-    # batch's faces are counted, so its final line would undercount
-    bar = tqdm(total=len(paths), desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
-    try:
-        for path, stem in zip(paths, stems):
-            bar.update(1)
-            rep.photos += 1
-            item = work.faces_of(path, stem)
-            if item is None:
-                continue
-            pending.append(item)
-            if len(pending) >= chunk:
-                work.process(pending)
-                pending = []
-            work.collect(wait=False)
-            bar.set_postfix(faces=rep.faces, failed=len(rep.failures), refresh=False)
-        if pending:
-            work.process(pending)
-        work.collect(wait=True)
-        bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
-    finally:
-        bar.close()
-        work.close()
+    with claim_output(out_dir, log=log):
+        rep.stale_temporaries = remove_stale_temporaries(out_dir)
+        work = _Batches(flattener, out_dir, rep, overwrite=overwrite, max_faces=max_faces, mesh=mesh,
+                        read_options=read_options)
+        # a manual bar: iterating a tqdm closes it when the photos run out, before the last
+        # batch's faces are counted, so its final line would undercount
+        bar = tqdm(total=len(todo), desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
+        try:
+            with signals_interrupt():
+                _run([(p, out_dir / f, s) for p, f, s in todo], work, rep, _batch_size(chunk, flattener), bar)
+        except KeyboardInterrupt as e:
+            rep.interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+        finally:
+            with signals_ignored():
+                bar.close()
+                work.close(cancel=rep.interrupted is not None)
     rep.wall = time.perf_counter() - t_start
     return rep
 
 
-__all__ = ["RunReport", "flatten_paths"]
+__all__ = ["RunReport", "NothingToFlatten", "flatten_paths"]

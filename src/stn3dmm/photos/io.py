@@ -1,12 +1,14 @@
 """Reading photos robustly, listing them, and writing PNGs atomically.
 
 This module owns :func:`read_photo` (any file Pillow can decode -> an upright RGB float
-image), the :class:`Photo` it returns, :class:`PhotoError`, :func:`iter_photos` (expand files
-and folders into candidate photos) and :func:`write_png_atomic`.
+image), the :class:`Photo` it returns, :class:`PhotoError`, :func:`walk_photos` and
+:func:`iter_photos` (expand files and folder trees into candidate photos, without opening
+anything) and :func:`write_png_atomic`.
 
 What :func:`read_photo` does, in order:
 
-1. Opens the file (a missing file, a folder or an unreadable file is a :class:`PhotoError`).
+1. Opens the file (a missing file, a folder, a FIFO or other non-regular file, a symbolic
+   link loop or an unreadable file is a :class:`PhotoError`; the open never blocks).
    Pillow identifies the format from the content, not the extension; anything it cannot
    identify is "not an image".
 2. Large JPEGs are decoded at a reduced DCT scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, the
@@ -14,13 +16,20 @@ What :func:`read_photo` does, in order:
    most ``max_side`` it is the result, so a JPEG may come out up to 20 % below ``max_side``
    (a 4000 x 3000 photo is decoded at 2000 x 1500, a 12000 x 9000 one at 3000 x 2250: 6.75 M
    pixels, not 108 M).
-3. Decompression-bomb protection: the number of pixels that will be decoded (the reduced
-   size for a JPEG, the header's size for other formats, which cannot be decoded reduced)
-   must not exceed ``max_pixels`` (default: Pillow's ``Image.MAX_IMAGE_PIXELS`` at call time,
-   89.5 M pixels unless changed). Nothing is decoded before this check; Pillow's own check at
-   open (twice its limit) is bypassed for JPEGs only, which are checked at their reduced size.
-   Then the image is decoded. Truncated or corrupt data is a :class:`PhotoError`: Pillow's
-   ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False, so half an image is never accepted.
+3. Decompression-bomb protection, before anything is decoded, against ``max_pixels``
+   (default: Pillow's ``Image.MAX_IMAGE_PIXELS`` at call time, 89.5 M pixels unless changed):
+   the number of pixels that will be decoded (the reduced size for a JPEG, the header's size
+   for other formats, which cannot be decoded reduced) must be within it, and so must a
+   JPEG's declared size, with an allowance that is honest about what reduced decoding saves.
+   It saves the memory of the decoded image, not the decoder's work through every declared
+   block, so a single-scan JPEG may declare up to twice the limit (where Pillow's own open
+   refuses any image; a 12000 x 9000 photo passes). A progressive or other multi-scan JPEG
+   may declare only the limit itself: libjpeg holds the coefficients of its full declared
+   size whatever the scale. Pillow's own check at open is bypassed for JPEGs, which are
+   checked here. Then the image is decoded. Truncated or corrupt data is a
+   :class:`PhotoError`: Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left False, and a
+   JPEG cut short but closed with an end marker, which Pillow decodes without complaint
+   (the missing part grey), is found by :mod:`stn3dmm.photos.jpeg`.
 4. The EXIF orientation tag is honoured (``ImageOps.exif_transpose``): the result is upright.
 5. Colour: an embedded ICC profile is converted to sRGB (LittleCMS via ``ImageCms``) when
    possible; CMYK, palette, grey and other modes become RGB; 16-bit and 32-bit grey (``I;16``,
@@ -41,9 +50,12 @@ The result is float32 RGB in [0, 1], shape (H, W, 3), in the image convention of
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
+import mmap
 import os
+import stat
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +65,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..core.paths import write_atomically
+from . import jpeg
 
 #: Longest side, in pixels, of the images :func:`read_photo` returns by default.
 DEFAULT_MAX_SIDE = 2048
@@ -176,16 +189,42 @@ def _to_float(u8: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- reading
 
 def _open_file(path: Path):
+    """``path`` opened for reading, once it is known to be a regular file: the open does not
+    block (a FIFO named ``*.jpg`` would wait forever for a writer), and anything but a regular
+    file (FIFO, socket, device, folder) is refused before a byte is read."""
     try:
-        return open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError:
         raise PhotoError(path, "is a directory, not an image file") from None
     except FileNotFoundError:
-        raise PhotoError(path, "does not exist") from None
+        raise PhotoError(path, "broken symbolic link" if os.path.islink(path) else "does not exist") from None
     except PermissionError:
         raise PhotoError(path, "cannot be read: permission denied") from None
     except OSError as e:
-        raise PhotoError(path, f"cannot be read: {e.strerror or e}") from None
+        raise PhotoError(path, _os_problem(e)) from None
+    kind = _file_kind(os.fstat(fd).st_mode)
+    if kind != "file":
+        os.close(fd)
+        raise PhotoError(path, "is a directory, not an image file" if kind == "directory"
+                         else f"not a regular file ({kind})")
+    return os.fdopen(fd, "rb")
+
+
+def _os_problem(e: OSError) -> str:
+    """What an OSError from opening or listing a path means, in a few words."""
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop (the link points back to itself)"
+    return f"cannot be read: {e.strerror or e}"
+
+
+def _file_kind(mode: int) -> str:
+    """'file', 'directory', or what else a stat mode says the path is."""
+    for test, name in ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 def _pixel_limit(max_pixels):
@@ -331,15 +370,17 @@ def _open_image(f, path: Path) -> Image.Image:
 def _draft_jpeg(im: Image.Image, orientation: int, upright, target, scale, max_side, notes: list):
     """Set a JPEG to decode at the smallest DCT scale (1/2, 1/4, 1/8) giving at least
     ``target / JPEG_SLACK``; if that is already within ``max_side``, it is the result (no
-    resize). Returns the (possibly new) ``(target, scale)``. Draft sizes are in file orientation."""
+    resize). Returns the (possibly new) ``(target, scale)`` and the size asked of ``draft``
+    (None when it was not used). Draft sizes are in file orientation."""
     want = tuple(math.ceil(v / JPEG_SLACK) for v in target)
     want = (want[1], want[0]) if orientation in _SWAPS_AXES else want
-    if im.draft(None, want) is not None:
-        dw, dh = (im.size[1], im.size[0]) if orientation in _SWAPS_AXES else im.size
-        notes.append(f"JPEG decoded at {im.size[0]} x {im.size[1]} (reduced DCT scale)")
-        if max(dw, dh) <= max_side:
-            target, scale = (dw, dh), max(dw, dh) / max(upright)
-    return target, scale
+    if im.draft(None, want) is None:
+        return target, scale, None
+    dw, dh = (im.size[1], im.size[0]) if orientation in _SWAPS_AXES else im.size
+    notes.append(f"JPEG decoded at {im.size[0]} x {im.size[1]} (reduced DCT scale)")
+    if max(dw, dh) <= max_side:
+        target, scale = (dw, dh), max(dw, dh) / max(upright)
+    return target, scale, want
 
 
 def _load(im: Image.Image, path: Path, max_pixels) -> None:
@@ -354,6 +395,42 @@ def _load(im: Image.Image, path: Path, max_pixels) -> None:
         raise PhotoError(path, f"too large: {e} (decompression-bomb protection)") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise PhotoError(path, f"truncated or corrupt image data: {e}") from None
+
+
+def _jpeg_bytes(f, stack: contextlib.ExitStack):
+    """The whole of an open JPEG file: mapped rather than read where possible (a file much
+    larger than its image costs no memory), else read."""
+    try:
+        return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pos = f.tell()
+        f.seek(0)
+        data = f.read()
+        f.seek(pos)
+        return data
+
+
+def _jpeg_checked(f, path: Path, max_pixels, stack: contextlib.ExitStack):
+    """(bytes, layout) of a JPEG whose markers are whole, whose scans can make the whole
+    image and whose declared size is within the allowance (module doc, step 3); else PhotoError."""
+    data = _jpeg_bytes(f, stack)
+    try:
+        lay = jpeg.jpeg_layout(data)
+    except jpeg.JpegStructureError as e:
+        raise PhotoError(path, f"truncated or corrupt image data: {e}") from None
+    problem = jpeg.scan_problem(lay)
+    if problem:
+        raise PhotoError(path, f"truncated or corrupt image data: {problem}")
+    limit = _pixel_limit(max_pixels)
+    allowed = None if limit is None else limit * (1 if lay.multi_scan else 2)
+    if allowed is not None and lay.width * lay.height > allowed:
+        why = ("a progressive or multi-scan JPEG: its decoder holds every declared block, whatever the scale"
+               if lay.multi_scan else "twice the limit for a JPEG: a reduced decode saves memory, not the "
+               "decoder's work through every declared block")
+        raise PhotoError(path, f"too large: {lay.width} x {lay.height} = {lay.width * lay.height} pixels declared "
+                               f"exceeds {allowed} ({why}; the limit is {limit} pixels, decompression-bomb "
+                               f"protection); pass max_pixels= (stn3dmm flatten --max-pixels) to read it anyway")
+    return data, lay
 
 
 def _upright(im: Image.Image, orientation: int, path: Path, notes: list) -> Image.Image:
@@ -391,21 +468,28 @@ def read_photo(path, max_side: int | None = DEFAULT_MAX_SIDE, *, max_pixels: int
         warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code): truncated files "
                       "will be read as partly grey images instead of being refused", RuntimeWarning, stacklevel=2)
     notes: list[str] = []
-    with (contextlib.nullcontext(stream) if stream is not None else _open_file(path)) as f:
+    with (contextlib.nullcontext(stream) if stream is not None else _open_file(path)) as f, \
+            contextlib.ExitStack() as stack:
         with _open_image(f, path) as im:
             w, h = im.size
             fmt, mode = im.format, im.mode
             if w < 1 or h < 1:
                 raise PhotoError(path, f"empty image ({w} x {h})")
+            jpeg_data, lay = _jpeg_checked(f, path, max_pixels, stack) if fmt in ("JPEG", "MPO") else (None, None)
             n_frames = getattr(im, "n_frames", 1)
             if n_frames > 1:
                 notes.append(f"first frame of {n_frames}")
             orientation = _orientation(im)
             upright = (h, w) if orientation in _SWAPS_AXES else (w, h)
             target, scale = _target_size(*upright, max_side)
-            if target is not None and fmt in ("JPEG", "MPO"):
-                target, scale = _draft_jpeg(im, orientation, upright, target, scale, max_side, notes)
+            draft = None
+            if target is not None and lay is not None:
+                target, scale, draft = _draft_jpeg(im, orientation, upright, target, scale, max_side, notes)
             _load(im, path, max_pixels)
+            if lay is not None and jpeg.looks_cut(im, jpeg_data, lay, draft):
+                raise PhotoError(path, "truncated or corrupt image data: the JPEG's data stops before its last "
+                                       "block (a file cut short but closed with an end marker; the missing part "
+                                       "would decode as grey)")
             im = _upright(im, orientation, path, notes)
             try:
                 rgb, alpha, u8 = _decode(im, target, background, notes)
@@ -444,62 +528,127 @@ def _warn_skip(path: Path, reason: str) -> None:
     warnings.warn(f"{path}: skipped, {reason}", UserWarning, stacklevel=3)
 
 
-def iter_photos(inputs, *, recursive: bool = False, extensions: Iterable[str] = IMAGE_EXTENSIONS,
-                on_skip: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
-    """Expand files and folders into the paths of candidate photos, in a stable order.
+#: The reason :func:`walk_photos` gives for a file in a folder whose extension is not an image's.
+NOT_AN_IMAGE = "not an image file (extension)"
 
-    * A file named explicitly is yielded whatever its extension: :func:`read_photo` decides
-      from its content and reports the problem if it is not an image.
-    * A folder is listed sorted by name; files with one of ``extensions`` (case-insensitive)
-      are yielded; hidden entries (names starting with ".") are ignored; other files are
-      reported to ``on_skip(path, reason)``; sub-folders are entered when ``recursive``.
-    * A path that does not exist is reported to ``on_skip``. Each path is yielded once.
+
+@dataclass(frozen=True)
+class Listed:
+    """A candidate photo found by :func:`walk_photos`: its path, and the names of the
+    sub-folders between the folder that was named and the file (empty for a file in that
+    folder itself, or a file named explicitly)."""
+
+    path: Path
+    folder: tuple[str, ...] = ()
+
+
+def _stat_problem(p: Path, e: OSError) -> str:
+    if e.errno == errno.ENOENT:
+        return "broken symbolic link" if os.path.islink(p) else "does not exist"
+    return _os_problem(e)
+
+
+class _Walk:
+    """One listing of :func:`walk_photos`: what was reported, and the files and folders seen."""
+
+    def __init__(self, exts: set, report, recursive: bool, exclude):
+        self.exts, self.report, self.recursive = exts, report, recursive
+        self.seen_files: set = set()
+        self.seen_dirs: set = set()
+        self.skip_dirs: set = set()
+        for p in exclude:
+            with contextlib.suppress(OSError):
+                st = os.stat(p)
+                self.skip_dirs.add((st.st_dev, st.st_ino))
+
+    @staticmethod
+    def new(st, seen: set) -> bool:
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    def named(self, p: Path) -> Iterator[Listed]:
+        """A path given by the caller: a folder is walked, a regular file yielded."""
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            self.report(p, _stat_problem(p, e))
+            return
+        kind = _file_kind(st.st_mode)
+        if kind == "directory":
+            if self.new(st, self.seen_dirs):
+                yield from self.walk(p, ())
+        elif kind != "file":
+            self.report(p, f"not a regular file ({kind})")
+        elif self.new(st, self.seen_files):
+            yield Listed(p)
+
+    def walk(self, folder: Path, rel: tuple) -> Iterator[Listed]:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            self.report(folder, f"folder cannot be listed: {e.strerror or e}")
+            return
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            q, image = Path(entry.path), os.path.splitext(entry.name)[1].lower() in self.exts
+            try:
+                st = os.stat(q)                       # follows links
+            except OSError as e:
+                self.report(q, _stat_problem(q, e) if image else NOT_AN_IMAGE)
+                continue
+            kind = _file_kind(st.st_mode)
+            if kind == "directory":
+                subdirs.append((q, st))
+            elif not image:
+                self.report(q, NOT_AN_IMAGE)
+            elif kind != "file":
+                self.report(q, f"not a regular file ({kind})")
+            elif self.new(st, self.seen_files):
+                yield Listed(q, rel)
+        for d, st in subdirs if self.recursive else ():
+            if (st.st_dev, st.st_ino) in self.skip_dirs:
+                continue
+            if not self.new(st, self.seen_dirs):
+                self.report(d, "folder already listed (a symbolic link loop, or a second link to it)")
+                continue
+            yield from self.walk(d, rel + (d.name,))
+
+
+def walk_photos(inputs, *, recursive: bool = True, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+                on_skip: Callable[[Path, str], None] | None = None, exclude=()) -> Iterator[Listed]:
+    """Expand files and folders into candidate photos (:class:`Listed`), in a stable order.
+
+    * A file named explicitly is yielded whatever its extension (:func:`read_photo` decides
+      from its content), if it is a regular file.
+    * A folder is listed sorted by name; hidden entries (names starting with ".") are ignored;
+      files with one of ``extensions`` (case-insensitive) are yielded, other files are reported
+      as :data:`NOT_AN_IMAGE`; sub-folders are entered after the folder's own files when
+      ``recursive``, except those in ``exclude`` (an output folder inside an input folder).
+    * Nothing listed is opened, so nothing can block: an entry with an image extension that is
+      not a regular file (a FIFO, a socket, a device), a symbolic link loop, a broken link or a
+      folder that cannot be listed is reported to ``on_skip(path, reason)`` and the listing goes
+      on. Each file (and each folder: a link back to a folder already entered) is taken once,
+      by its device and inode, so a link loop between folders ends.
 
     ``on_skip`` defaults to issuing a ``UserWarning``; nothing is raised for bad entries.
     """
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    report = on_skip or _warn_skip
-    seen: set[Path] = set()
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+    w = _Walk(exts, on_skip or _warn_skip, recursive, exclude)
+    for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+        yield from w.named(Path(item))
 
-    def emit(p: Path):
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            return True
-        return False
 
-    def walk(folder: Path) -> Iterator[Path]:
-        try:
-            entries = sorted(folder.iterdir(), key=lambda q: q.name)
-        except OSError as e:
-            report(folder, f"folder cannot be listed: {e.strerror or e}")
-            return
-        subdirs = []
-        for q in entries:
-            if q.name.startswith("."):
-                continue
-            if q.is_dir():
-                subdirs.append(q)
-            elif q.suffix.lower() in exts:
-                if emit(q):
-                    yield q
-            else:
-                report(q, "not an image file (extension)")
-        if recursive:
-            for d in subdirs:
-                yield from walk(d)
-
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            yield from walk(p)
-        elif p.exists():
-            if emit(p):
-                yield p
-        else:
-            report(p, "does not exist")
+def iter_photos(inputs, *, recursive: bool = False, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+                on_skip: Callable[[Path, str], None] | None = None) -> Iterator[Path]:
+    """The paths of :func:`walk_photos` (sub-folders entered only when ``recursive``)."""
+    for listed in walk_photos(inputs, recursive=recursive, extensions=extensions, on_skip=on_skip):
+        yield listed.path
 
 
 # ---------------------------------------------------------------- writing
@@ -532,5 +681,6 @@ def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int
 
 __all__ = [
     "DEFAULT_MAX_SIDE", "BACKGROUND", "IMAGE_EXTENSIONS", "PhotoError", "Photo",
-    "read_photo", "photo_from_array", "to_uint8", "iter_photos", "write_png_atomic",
+    "read_photo", "photo_from_array", "to_uint8", "iter_photos", "walk_photos", "Listed", "NOT_AN_IMAGE",
+    "write_png_atomic",
 ]
