@@ -17,6 +17,7 @@ import torch
 
 from stn3dmm.cli import main
 from stn3dmm.model import save_model
+from testkit.model_files import rewrite_npz as _rewrite
 from testkit.synthetic_models import make_face_model
 
 TINY = ["data.n_identities=2", "data.views=2", "data.size=32", "localiser.image_size=32",
@@ -31,16 +32,6 @@ def keep_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-def _rewrite(src, dst, **changes):
-    z = dict(np.load(src, allow_pickle=False))
-    for k, v in changes.items():
-        if v is None:
-            z.pop(k)
-        else:
-            z[k] = v
-    np.savez(dst, **z)
 
 
 def _claims_2gb(src, dst):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from stn3dmm.model import ModelFileError, MorphableModel, load_model_file, save_model
+from testkit.model_files import rewrite_npz as _rewrite
 
 
 def _model(res=4, grid=True):
@@ -39,17 +40,6 @@ def test_shape_and_truncation():
     assert m.truncated(2, 1).basis_id.shape == (2, 16, 3)
     with pytest.raises(ValueError, match="cannot keep"):
         m.truncated(5, 1)
-
-
-def _rewrite(src, dst, **changes):
-    z = dict(np.load(src, allow_pickle=False))
-    for k, v in changes.items():
-        if v is None:
-            z.pop(k)
-        else:
-            z[k] = v
-    np.savez(dst, **z)
-    return dst
 
 
 @pytest.mark.parametrize("change, message", [
