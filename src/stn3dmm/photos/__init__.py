@@ -3,10 +3,14 @@
 This package owns the photo side of ``stn3dmm flatten``: :mod:`.io` (reading, listing and
 writing image files), :mod:`.jpeg` (the checks of a JPEG's structure and completeness that
 Pillow does not make), :mod:`.detect` (mediapipe face detection and 468-point face mesh,
-offline), :mod:`.landmark_map` (detector points -> morphable-model vertices, above
+offline), :mod:`.mesh_roi` (the face mesh's landmark model on a region we choose, where its
+own detector finds no face), :mod:`.landmark_map` (detector points -> morphable-model vertices, above
 :mod:`.detect`: a face is mapped by its caller, not by itself) and :mod:`.crop`
-(square face crops for the STN input and their photo <-> crop similarity). Importing it does
-not import mediapipe; the detector loads it on first use.
+(square face crops for the STN input and their photo <-> crop similarity), and
+:mod:`.samples` (the sample photos installed packages ship). Importing it does not import
+mediapipe; the detector loads it on first use.
+
+May import: :mod:`stn3dmm.core` only.
 """
 
 from .crop import DEFAULT_MARGIN, CropTransform, crop_face, crop_square, square_transform, warp
