@@ -18,6 +18,8 @@ Every backbone maps normalised images ``(B, 3, H, W)`` to features ``(B, out_fea
 carries its input normalisation as buffers ``input_mean`` / ``input_std`` (``(1, 3, 1, 1)``,
 for images in [0, 1]) with a ``normalize(images)`` method; the localiser calls it in ``forward``.
 Nothing here depends on torchvision.
+
+May import: :mod:`stn3dmm.core` only.
 """
 
 from .head import ThetaHead, param_groups, start_theta

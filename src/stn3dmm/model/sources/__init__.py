@@ -5,6 +5,8 @@
 - :func:`load_bfm2009`: BFM 2009 ``01_MorphableModel.mat`` + 3DDFA ``Model_Expression.mat``.
 - :func:`load_bfm2017`: BFM 2017 / 2019 HDF5 files.
 - :func:`load_source`: one of them by name, as ``stn3dmm prepare-model --source`` names it.
+
+May import: :mod:`stn3dmm.core` and the rest of :mod:`stn3dmm.model`.
 """
 
 from .bfm2009 import default_landmarks, extrapolate_displacements, load_bfm2009

@@ -16,6 +16,9 @@ theta           float32 (P,)        ground truth [r, t, logs, alpha] (synthetic 
 
 A data set also has the attribute ``landmark_set``: the model landmark set its L points
 correspond to, ``"aflw21"``, ``"ibug68"``, or an int array of model vertex indices.
+
+May import: the floors below :mod:`stn3dmm.training` (``core``, ``model``, ``stn``, ``photos``,
+``fitting``, ``flatten``: the photo textures come from the flatten pipeline).
 """
 
 from .sample import collate, landmark_vertices
