@@ -254,7 +254,7 @@ def nme_by_yaw_figure(result: dict, published: dict, method: str, path) -> Path:
     recs = result["images"]
     yaw = np.array([r["abs_yaw"] for r in recs])
     e = np.array([r["nme"] for r in recs])
-    found = np.array([r["how"] == "detected" for r in recs])
+    found = np.array([r["found"] for r in recs])
     edges, top = (0, 30, 60, 90), 20.0
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.scatter(np.minimum(yaw[found], 99), np.minimum(e[found], top), s=4, alpha=0.35, color="tab:blue",

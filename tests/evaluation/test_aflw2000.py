@@ -65,6 +65,7 @@ def test_the_landmark_pipeline_on_21_spread_images(bench, real_cache, monkeypatc
     results, records = run_benchmark(bench, FlattenMethod(load_model()), spread_subset(bench, 7), progress=False)
     ours = results["stn3dmm flatten"]
     assert len(records) == 21 and {r["how"] for r in records} <= {"detected", "benchmark box", "mean face"}
+    assert all(r["found"] == (r["how"] == "detected") for r in records)
     assert ours["found"]["0-30"] == 1.0                       # frontal faces are all found
     assert ours["nme"]["0-30"] < 4.0 and ours["nme"]["bucket_mean"] < 10.0
     assert ours["pose_mae_deg"]["mean"] < 15.0
@@ -88,4 +89,5 @@ def test_a_localiser_from_the_benchmark_boxes(bench, default_grid):
     results, records = run_benchmark(bench, method, spread_subset(bench, 2), progress=False)
     r = results["stn3dmm localiser"]
     assert r["found"]["bucket_mean"] == 1.0 and all(rec["how"] == "benchmark box" for rec in records)
+    assert all(rec["found"] for rec in records)           # the box is the benchmark's: nothing to find
     assert r["nme"]["0-30"] < 25.0                 # the mean face on the face, not somewhere else

@@ -135,7 +135,8 @@ def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> t
     Returns:
         (results, records): results maps a method name to :func:`.aflw2000.score`'s dict (the
         method, and ``"raw detector"`` when the method reports the detector's own points);
-        records has one dict per image (name, |yaw|, how it was placed, NME).
+        records has one dict per image (name, |yaw|, found by the method itself, how it was placed,
+        NME).
     """
     from tqdm import tqdm
 
@@ -154,8 +155,8 @@ def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> t
     e = results[method.name].pop("per_image_nme")
     for r in results.values():
         r.pop("per_image_nme", None)
-    records = [{"name": bench.names[int(i)], "abs_yaw": float(bench.abs_yaw[int(i)]), "how": p.how,
-                "nme": float(e[k]), "pose": p.pose.tolist()} for k, (i, p) in enumerate(zip(idx, preds))]
+    records = [{"name": bench.names[int(i)], "abs_yaw": float(bench.abs_yaw[int(i)]), "found": bool(p.found),
+                "how": p.how, "nme": float(e[k]), "pose": p.pose.tolist()} for k, (i, p) in enumerate(zip(idx, preds))]
     return results, records
 
 
