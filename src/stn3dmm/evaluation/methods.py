@@ -13,7 +13,7 @@ detector's own 68 points (mediapipe's, by the usual index subset), so one run sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ class Prediction:
     found: bool
     how: str
     raw: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _contains(box: np.ndarray, point: np.ndarray) -> bool:
