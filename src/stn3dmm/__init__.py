@@ -5,12 +5,15 @@
     stn = stn3dmm.MorphableSTN(model, visibility="depth")
     out = stn(images, theta)                          # images (B, 3, H, W), theta (B, 6 + K + E)
     fit = stn3dmm.fit_landmarks(model, landmarks)     # theta from 2-D landmarks
+    loc = stn3dmm.load_localiser()                    # the trained localiser that ships in the package
+    faces = loc.from_boxes([photo], [face_box])       # theta from a photo and a face box, no landmarks
 """
 
 from .model import MorphableModel, load_model, load_model_file, save_model
 
 __version__ = "0.1.0"
-__all__ = ["MorphableModel", "MorphableSTN", "fit_landmarks", "load_model", "load_model_file", "save_model"]
+__all__ = ["MorphableModel", "MorphableSTN", "fit_landmarks", "load_localiser", "load_model", "load_model_file",
+           "save_model"]
 
 
 def __getattr__(name):
@@ -23,4 +26,8 @@ def __getattr__(name):
         from .fitting.landmarks import fit_landmarks
 
         return fit_landmarks
+    if name == "load_localiser":
+        from .fitting.localiser import load_localiser
+
+        return load_localiser
     raise AttributeError(f"module 'stn3dmm' has no attribute {name!r}")

@@ -87,7 +87,8 @@ def cmd_flatten(args) -> int:
         raise ValueError("no photos given: name photos or folders, or pass --samples")
     try:
         model = load_model(args.model, log=_log)
-        fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks)
+        fl = Flattener(model, size=args.size, res=args.res, visibility=args.visibility, mapping=args.landmarks,
+                       method=args.method)
         rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
                             mesh=not args.no_mesh, progress=not args.quiet, log=_log,
                             read_options={"max_pixels": args.max_pixels})
@@ -127,12 +128,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    method = args.method or ("localiser" if args.checkpoint else "flatten")
-    if method == "localiser" and not args.checkpoint:
-        raise ValueError("--method localiser needs --checkpoint (a trained localiser); "
-                         "--method flatten scores the landmark pipeline without one")
-    if method == "flatten" or args.data == "aflw2000-3d":
-        return _evaluate_aflw2000(args, method)
+    methods = [m.strip() for m in (args.method or ("localiser" if args.checkpoint else "flatten")).split(",")]
+    unknown = [m for m in methods if m not in EVAL_METHODS]
+    if unknown or not methods:
+        raise ValueError(f"--method: unknown {', '.join(unknown)} (choose from {', '.join(EVAL_METHODS)}, "
+                         "comma-separated)")
+    if args.checkpoint is None and args.data not in (None, "aflw2000-3d"):
+        raise ValueError(f"--data {args.data}: only a --checkpoint is scored on a training-style data set")
+    if args.data == "aflw2000-3d" or args.checkpoint is None:
+        return _evaluate_aflw2000(args, methods)
     from .evaluation.checkpoint import evaluate_checkpoint, format_table
     from .training.config import data_overrides
 
@@ -144,25 +148,35 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_aflw2000(args, method: str) -> int:
+#: stn3dmm evaluate --method on AFLW2000-3D: the landmark pipeline; the localiser (the shipped one,
+#: or --checkpoint) from the benchmark's boxes; the same from our face detector's boxes.
+EVAL_METHODS = ("flatten", "localiser", "localiser-detect")
+
+
+def _evaluate_aflw2000(args, methods: list) -> int:
     from .evaluation.aflw2000 import PUBLISHED, default_aflw2000, format_table
     from .evaluation.methods import FlattenMethod, LocaliserMethod, evaluate_aflw2000
     from .model.store import load_model
     from .viz import nme_by_yaw_figure
 
-    if (args.data or "aflw2000-3d") != "aflw2000-3d":
-        raise ValueError(f"--method flatten is scored on --data aflw2000-3d (68-point ground truth), not {args.data}")
     if args.per_bucket is not None and args.per_bucket < 1:
         raise ValueError(f"--per-bucket must be at least 1, got {args.per_bucket}")
     model = load_model(args.model, log=_log)
-    scorer = (LocaliserMethod.from_checkpoint(args.checkpoint, model, "cpu" if args.device == "auto" else args.device)
-              if method == "localiser" else FlattenMethod(model))
+    device = "cpu" if args.device == "auto" else args.device
+    scorers = []
+    for m in methods:
+        if m == "flatten":
+            scorers.append(FlattenMethod(model))
+            continue
+        start = "detect" if m == "localiser-detect" else "box"
+        scorers.append(LocaliserMethod.from_checkpoint(args.checkpoint, model, device, args.passes, start)
+                       if args.checkpoint else LocaliserMethod.shipped(model, device, args.passes, start))
     res = evaluate_aflw2000(args.path or default_aflw2000(), model, args.per_bucket, out=args.out,
-                            progress=not args.quiet, method=scorer)
+                            progress=not args.quiet, method=scorers)
     print(format_table(res["methods"]))
     figure = args.figure or (Path(args.out).with_suffix(".png") if args.out else None)
     if figure:
-        _log(f"wrote {nme_by_yaw_figure(res, PUBLISHED, scorer.name, figure)}")
+        _log(f"wrote {nme_by_yaw_figure(res, PUBLISHED, [s.name for s in scorers], figure)}")
     if args.out:
         _log(f"wrote {args.out}")
     return 0
@@ -227,6 +241,10 @@ def _add_flatten(sub) -> None:
     q.add_argument("--samples", action="store_true",
                    help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--method", choices=["landmarks", "localiser"], default="landmarks",
+                   help="how theta is found: landmarks (face mesh, dense landmark map, Levenberg-Marquardt fit; "
+                        "the default) or localiser (the face detector's box, then the trained localiser that ships "
+                        "in the package: no face mesh, no fit)")
     q.add_argument("--res", type=int, default=None,
                    help="output texture side, 16 to 1024 (default: the model's R, 112); the OBJ keeps the "
                         "model's mesh, textured with the completed PNG of this side")
@@ -281,11 +299,15 @@ def _add_train(sub) -> None:
 def _add_evaluate(sub) -> None:
     q = sub.add_parser("evaluate", help="score a method: the landmark pipeline on AFLW2000-3D, or a trained "
                                         "localiser (NME by yaw, pose error, consistency)")
-    q.add_argument("--method", choices=["flatten", "localiser"],
-                   help="flatten: the landmark pipeline of stn3dmm flatten, on AFLW2000-3D; localiser: a "
-                        "--checkpoint, on AFLW2000-3D from its face boxes with --data aflw2000-3d, else on a "
-                        "training-style data set (default: localiser with --checkpoint, else flatten)")
-    q.add_argument("--checkpoint", help="a trained localiser (for --method localiser)")
+    q.add_argument("--method", help="comma-separated, scored in one run on AFLW2000-3D: flatten (the landmark "
+                                    "pipeline of stn3dmm flatten), localiser (the shipped localiser, or --checkpoint, "
+                                    "from the benchmark's face boxes), localiser-detect (the same from our face "
+                                    "detector's boxes). Default: localiser with --checkpoint, else flatten. A "
+                                    "--checkpoint without --data aflw2000-3d is scored on a training-style data set "
+                                    "(--data, default: its run's)")
+    q.add_argument("--checkpoint", help="a training checkpoint to score instead of the shipped localiser")
+    q.add_argument("--passes", type=int, default=2, help="localiser: forward passes per face, each re-cropping "
+                                                         "from the last one's landmarks (default 2)")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
                                   "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos")
     q.add_argument("--path", help="the data's file or folder (AFLW2000-3D: default $STN3DMM_SHARED/data/"

@@ -248,29 +248,33 @@ def visibility_comparison_figure(model, yaws=(0, 30, 50, 70), *, pitch: float = 
     return fig
 
 
-def nme_by_yaw_figure(result: dict, published: dict, method: str, path) -> Path:
-    """AFLW2000-3D: each face's NME against its |yaw| (crosses: faces the method did not find
-    by itself), our bucket means as solid steps, the published ones as dashed steps."""
-    recs = result["images"]
+def nme_by_yaw_figure(result: dict, published: dict, method, path) -> Path:
+    """AFLW2000-3D: each face's NME against its |yaw| for the first of ``method`` (a name or a
+    list; crosses: faces it did not find by itself), every method's bucket means as solid steps,
+    the published ones as dashed steps."""
+    names = [method] if isinstance(method, str) else list(method)
+    recs = result.get("images_by_method", {}).get(names[0], result["images"])
     yaw = np.array([r["abs_yaw"] for r in recs])
     e = np.array([r["nme"] for r in recs])
     found = np.array([r["found"] for r in recs])
     edges, top = (0, 30, 60, 90), 20.0
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.scatter(np.minimum(yaw[found], 99), np.minimum(e[found], top), s=4, alpha=0.35, color="tab:blue",
-               label="a face found by the method")
+               label=f"{names[0]}: a face it found")
     ax.scatter(np.minimum(yaw[~found], 99), np.minimum(e[~found], top), s=14, marker="x", color="black",
                label="not found: scored from the benchmark box")
-    ours = result["methods"][method]["nme"]
-    for k, name in enumerate(("0-30", "30-60", "60-90")):
-        ax.hlines(ours[name], edges[k], edges[k + 1] if k < 2 else 99, color="black", lw=2.5,
-                  label=f"{method}: bucket means" if k == 0 else None)
+    for j, name in enumerate(names):
+        ours = result["methods"][name]["nme"]
+        for k, b in enumerate(("0-30", "30-60", "60-90")):
+            ax.hlines(ours[b], edges[k], edges[k + 1] if k < 2 else 99, color="black" if j == 0 else f"C{j + 5}",
+                      lw=2.5, label=f"{name}: bucket means ({ours['bucket_mean']:.2f})" if k == 0 else None)
     for j, (who, vals) in enumerate(published.items()):
         for k in range(3):
             ax.hlines(vals[k], edges[k], edges[k + 1] if k < 2 else 99, color=f"C{j + 2}", lw=1.5, ls="--",
                       label=f"published: {who}" if k == 0 else None)
+    first = result["methods"][names[0]]["nme"]
     ax.set(xlim=(0, 100), ylim=(0, top), xlabel="|yaw|, degrees (over 90 counted in 60-90)",
            ylabel=f"NME %, 68 points (clipped at {top:.0f})",
-           title=f"AFLW2000-3D, {len(recs)} faces: {method}, bucket mean {ours['bucket_mean']:.2f}%")
+           title=f"AFLW2000-3D, {len(recs)} faces: {names[0]}, bucket mean {first['bucket_mean']:.2f}%")
     ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)

@@ -196,10 +196,10 @@ def format_table(results: dict) -> str:
         rows.append(_row(name, _bucket_values(r["nme"])))
     for name, v in PUBLISHED.items():
         rows.append(_row(f"published: {name}", v))
-    first = next(iter(results.values()))
-    f = first["found"]
-    rows.append(("faces found by the method",) + tuple(
-        f"{round(f[k] * f['n_' + k])}/{f['n_' + k]}" for k in bucket_names()) + (f"{first['images']} faces",))
+    for name, r in results.items():
+        f = r["found"]
+        rows.append((f"faces found: {name}",) + tuple(
+            f"{round(f[k] * f['n_' + k])}/{f['n_' + k]}" for k in bucket_names()) + (f"{r['images']} faces",))
     for name, r in results.items():
         rows.append(_row(f"{name}, vs original landmarks", _bucket_values(r["nme_original"])))
         rows.append(_row(f"{name}, found faces only", _bucket_values(r["nme_found"])))

@@ -79,53 +79,67 @@ class FlattenMethod:
 
 
 class LocaliserMethod:
-    """A trained localiser from the benchmark's face box: crop, one forward pass, theta, landmarks.
+    """A trained localiser (:class:`~stn3dmm.fitting.localiser.LocaliserFitter`): crop, forward
+    passes, theta, landmarks.
 
-    The crop frames the face as the localiser's training crops did: the box of the face's 68
-    landmarks (the benchmark box shrunk by :data:`~.aflw2000.ROI_TO_FACE`) turned into the box the
-    face mesh would give (:data:`~stn3dmm.training.data.crop.FRAMING`), plus the photo pipeline's
-    margin. Every face counts as found: the box is the benchmark's.
+    ``start="box"`` (the published protocol): the first crop frames the benchmark's face box as
+    the localiser's training crops framed the 68 points (the benchmark box shrunk by
+    :data:`~.aflw2000.ROI_TO_FACE` taken as the 68 points' box); every face counts as found.
+    ``start="detect"`` (end to end): our face detector's box of the face, as ``stn3dmm flatten
+    --method localiser`` runs it; where the detector finds no face on the benchmark's, the
+    benchmark box is used and the face counts as not found.
     """
 
-    name = "stn3dmm localiser"
+    STARTS = ("box", "detect")
 
-    def __init__(self, model, net, n_id: int, n_exp: int, device="cpu"):
-        from ..stn import MorphableSTN
+    def __init__(self, fitter, start: str = "box", detector=None):
+        if start not in self.STARTS:
+            raise ValueError(f"start must be one of {self.STARTS}, got {start!r}")
+        self.fitter, self.start = fitter, start
+        self.name = "stn3dmm localiser" + (" (from our detector)" if start == "detect" else "")
+        self.detector = detector
+        if start == "detect" and detector is None:
+            from ..photos import FaceDetector
 
-        self.net = net.to(device).eval()
-        self.device = torch.device(device)
-        self.size = int(net.image_size[0])
-        self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(device)
+            self.detector = FaceDetector(landmarks=False)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, model, device="cpu") -> "LocaliserMethod":
+    def from_checkpoint(cls, checkpoint, model, device="cpu", passes: int = 2, start: str = "box",
+                        box_framing=(1.0, 0.0, 0.0)) -> "LocaliserMethod":
         """The localiser of a training checkpoint (loaded with ``weights_only=True``)."""
+        from ..fitting.localiser import LocaliserFitter
         from .checkpoint import load_localiser
 
         net, cfg = load_localiser(checkpoint, device)
-        return cls(model, net, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]), device)
+        return cls(LocaliserFitter(net, model, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]),
+                                   passes=passes, box_framing=box_framing, device=device), start)
 
-    def crop_square(self, face_square: np.ndarray) -> tuple[np.ndarray, float]:
-        """(centre (2,), side) of the localiser's crop around a face's landmark square."""
-        from ..photos.crop import DEFAULT_MARGIN
-        from ..training.data.crop import FRAMING
+    @classmethod
+    def shipped(cls, model, device="cpu", passes: int = 2, start: str = "box") -> "LocaliserMethod":
+        """The localiser that ships in the package."""
+        from ..fitting.localiser import load_localiser
 
-        k, fx, fy = FRAMING["ibug68"]
-        d = float((face_square[2:] - face_square[:2]).max())
-        centre = (face_square[:2] + face_square[2:]) / 2 + np.array([fx, fy]) * d
-        return centre, d * k * (1.0 + 2.0 * DEFAULT_MARGIN)
+        return cls(load_localiser(device, passes=passes, model=model), start)
 
-    @torch.no_grad()
+    def _detected_box(self, image: np.ndarray, face_square: np.ndarray):
+        from ..photos import detect_faces
+
+        centre = (face_square[:2] + face_square[2:]) / 2
+        faces = [f for f in detect_faces(image, self.detector) if not f.tiny]
+        face = faces[0] if faces else None
+        return np.asarray(face.bbox, np.float64) if face is not None and _contains(face.bbox, centre) else None
+
     def predict(self, image: np.ndarray, face_square: np.ndarray) -> Prediction:
-        from ..photos.crop import crop_square
+        from ..photos.crop import landmark_square
 
-        centre, side = self.crop_square(face_square)
-        crop, transform = crop_square(image, centre, side, self.size)
-        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float().to(self.device)
-        theta = self.net(x).float()
-        pts = self.stn.geometry(theta).points[0, self.stn.landmark_index].double().cpu().numpy()
-        pose = pose_from_theta(theta.double().cpu())[0].numpy()
-        return Prediction(transform.to_source(pts), pose, True, "benchmark box")
+        box = self._detected_box(image, face_square) if self.start == "detect" else None
+        if box is not None:
+            face, found, how = self.fitter.from_boxes([image], [box])[0], True, "detected"
+        else:
+            sq = landmark_square(np.array([face_square[:2], face_square[2:], face_square[[0, 3]]]), "ibug68")
+            face, found, how = self.fitter.from_squares([image], [sq])[0], self.start == "box", "benchmark box"
+        pose = pose_from_theta(torch.as_tensor(face.theta, dtype=torch.float64)[None])[0].numpy()
+        return Prediction(face.points68, pose, found, how)
 
 
 def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> tuple[dict, list[dict]]:
@@ -162,9 +176,10 @@ def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> t
 def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, progress: bool = True,
                       method=None) -> dict:
     """``stn3dmm evaluate --data aflw2000-3d``: ``method`` (default: the landmark pipeline,
-    :class:`FlattenMethod`) on the benchmark in ``root`` (every image, or ``per_bucket`` images of
-    each |yaw| bucket spread through the file order), scored with the protocol; the result (with
-    per-image records) is written to ``out`` as strict JSON when given."""
+    :class:`FlattenMethod`; or a list of methods, scored in one run) on the benchmark in ``root``
+    (every image, or ``per_bucket`` images of each |yaw| bucket spread through the file order),
+    scored with the protocol. ``images`` holds the first method's per-image records,
+    ``images_by_method`` every method's. The result is written to ``out`` as strict JSON when given."""
     import json
     from pathlib import Path
 
@@ -174,8 +189,14 @@ def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, prog
 
     bench = load_aflw2000(root)
     idx = None if per_bucket is None else spread_subset(bench, per_bucket)
-    results, records = run_benchmark(bench, method or FlattenMethod(model), idx, progress=progress)
-    res = {"benchmark": "AFLW2000-3D", "root": str(root), "methods": results, "images": records}
+    methods = method if isinstance(method, (list, tuple)) else [method or FlattenMethod(model)]
+    results, by_method = {}, {}
+    for m in methods:
+        r, records = run_benchmark(bench, m, idx, progress=progress)
+        results.update(r)
+        by_method[m.name] = records
+    res = {"benchmark": "AFLW2000-3D", "root": str(root), "methods": results,
+           "images": by_method[methods[0].name], "images_by_method": by_method}
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomically(Path(out), json.dumps(strict_json(res), indent=1, allow_nan=False).encode())

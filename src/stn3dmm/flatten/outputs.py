@@ -134,9 +134,9 @@ def overlay_image(r, grid_res: int) -> np.ndarray:
     panels = []
     im = Image.fromarray(_u8(r.crop))
     d = ImageDraw.Draw(im)
-    used = r.targets.weights > 0
-    for x, y in r.targets.points[used]:
-        d.point((float(x), float(y)), fill=(0, 255, 0))
+    if r.targets is not None:      # the landmark fit's targets; the localiser has none
+        for x, y in r.targets.points[r.targets.weights > 0]:
+            d.point((float(x), float(y)), fill=(0, 255, 0))
     panels.append(im)
     im = Image.fromarray(_u8(r.crop))
     d = ImageDraw.Draw(im)
@@ -164,10 +164,11 @@ def _info(r, model, photo) -> dict:
         "crop": {"size": int(r.crop.shape[0]), "matrix_photo_to_crop": np.asarray(tr.matrix).tolist()},
         "theta": r.theta.tolist(),
         "theta_layout": "[r(3) axis-angle, t(2) crop px, logs(1) s=exp(logs), alpha_id, alpha_exp]",
-        "fit_error_px": r.error,
-        "landmarks": {"mapping": "model vertices <- detector points", "vertices": r.targets.vertices.tolist(),
-                      "points_crop_px": np.round(r.targets.points, 3).tolist(),
-                      "weights": np.round(r.targets.weights, 4).tolist()},
+        "method": "landmarks" if r.targets is not None else "localiser",
+        "fit_error_px": r.error if r.targets is not None else None,
+        "landmarks": None if r.targets is None else {
+            "mapping": "model vertices <- detector points", "vertices": r.targets.vertices.tolist(),
+            "points_crop_px": np.round(r.targets.points, 3).tolist(), "weights": np.round(r.targets.weights, 4).tolist()},
         "model": model.source, "res": int(r.flattened.shape[0]), "mesh_res": int(model.res),
         "visible_fraction": float(r.mask.mean()),
         "convention": "pixels: x right, y down, 0-based centres; model: mm, y up",

@@ -43,6 +43,8 @@ MAX_SIZE = 2048
 MAX_RES = 1024
 #: A texel whose sampled crop validity is below this touches padding: invisible.
 VALID_MIN = 0.999
+#: How theta is found: the landmark fit, or the trained localiser in one forward pass per crop.
+METHODS = ("landmarks", "localiser")
 
 
 def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
@@ -115,13 +117,27 @@ class Flattener:
         threads: torch CPU threads for cropping, fitting and sampling (default 1: these are many
             small operations, and more threads slow them down badly on a busy machine; see
             :mod:`stn3dmm.core.threads`). None keeps the process's setting.
+        method: ``"landmarks"`` (default: face mesh, landmark map, Levenberg-Marquardt fit) or
+            ``"localiser"`` (the face detector's box, then the trained localiser's theta: no face
+            mesh, no fit; :mod:`stn3dmm.fitting.localiser`).
+        localiser: the :class:`~stn3dmm.fitting.localiser.LocaliserFitter` for ``"localiser"``
+            (default: the shipped one, :func:`~stn3dmm.fitting.localiser.load_localiser`).
     """
 
     def __init__(self, model, size=IMAGE_SIZE, res=None, visibility="depth", mapping="dense", prior_weight=None,
-                 detector=None, device="cpu", blend=2.0, threads: int | None = 1):
+                 detector=None, device="cpu", blend=2.0, threads: int | None = 1, method: str = "landmarks",
+                 localiser=None):
         from ..photos import FaceDetector
 
         check_options(size=size, res=res)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        self.method = method
+        self.localiser = None
+        if method == "localiser":
+            from ..fitting.localiser import load_localiser
+
+            self.localiser = localiser or load_localiser(device, model=model)
         self.model, self.size, self.mapping, self.blend = model, int(size), mapping, blend
         self.threads = threads
         self.prior_weight = prior_weight if prior_weight is not None else (
@@ -131,7 +147,12 @@ class Flattener:
         self.stn = _TimedSTN(model, out_res=res, visibility=visibility, landmarks=None,
                              max_outside=None, channels=4).to(self.device)
         self.res = self.stn.out_res
-        self.detector = detector or FaceDetector()
+        self.detector = detector or FaceDetector(landmarks=method == "landmarks")
+
+    @property
+    def needs_mesh(self) -> bool:
+        """Whether a face needs its face-mesh points (the landmark fit) or only its box."""
+        return self.method == "landmarks"
 
     def detect(self, photo):
         """Faces of a Photo (or image array), largest first, tiny ones flagged."""
@@ -152,50 +173,83 @@ class Flattener:
             return self._flatten_many(items)
 
     def _flatten_many(self, items: list) -> list[FaceResult]:
-        from ..photos import crop_face, face_targets
-
         t0 = time.perf_counter()
-        crops, transforms, targets = [], [], []
-        for image, f in items:
-            crop, tr = crop_face(image, f, size=self.size)
-            # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
-            crops.append(np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1))
-            transforms.append(tr)
-            targets.append(face_targets(f.transformed(tr), self.model, self.mapping))
+        if self.method == "localiser":
+            crops, transforms, targets, theta, error = self._localise(items)
+        else:
+            crops, transforms, targets, theta, error = self._fit(items)
         t1 = time.perf_counter()
-        pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
-        w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
-        fit = fit_landmarks(self.model, pts, w, landmark_set=torch.as_tensor(targets[0].vertices),
-                            prior_weight=self.prior_weight, image_size=(self.size, self.size), threads=None)
-        t2 = time.perf_counter()
         images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device, torch.float32)
         with torch.no_grad():
-            out = self.stn(images, fit.theta.to(self.device, torch.float32))
+            out = self.stn(images, theta.to(self.device, torch.float32))
             flat = out["flattened"][:, :3]
             mask = out["mask"] * (out["flattened"][:, 3:] >= VALID_MIN).to(flat.dtype)
             completed, alpha = symmetric_completion(flat, mask, blend=self.blend)
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         n = len(items)
         vis = self.stn.visibility_seconds
-        seconds = {"crop+map": (t1 - t0) / n, "fit": (t2 - t1) / n, "sample": (t3 - t2 - vis) / n,
-                   "visibility": vis / n}
+        seconds = {"crop+fit": (t1 - t0) / n, "sample": (t2 - t1 - vis) / n, "visibility": vis / n}
         seen = Counter()
         res = []
         for k, (image, f) in enumerate(items):
             idx = seen[id(image)]
             seen[id(image)] += 1
             res.append(FaceResult(
-                index=idx, crop=crops[k][..., :3], transform=transforms[k], theta=fit.theta[k].numpy(),
-                error=float(fit.error[k]), targets=targets[k], points=out["points"][k].cpu().numpy(),
+                index=idx, crop=crops[k][..., :3], transform=transforms[k], theta=theta[k].numpy(),
+                error=float(error[k]), targets=targets[k], points=out["points"][k].cpu().numpy(),
                 shape=out["shape"][k].cpu().numpy(), flattened=flat[k].permute(1, 2, 0).cpu().numpy(),
                 mask=mask[k, 0].cpu().numpy(), completed=completed[k].permute(1, 2, 0).cpu().numpy(),
                 completed_alpha=alpha[k, 0].cpu().numpy(), face=f, seconds=dict(seconds)))
         return res
 
+    def _crop(self, image, face=None, square=None):
+        """The STN input: the crop (S, S, 4) with the photo-validity channel, and its transform."""
+        from ..photos import crop_face, crop_square
+
+        if square is None:
+            crop, tr = crop_face(image, face, size=self.size)
+        else:
+            crop, tr = crop_square(image, square[0], square[1], self.size)
+        # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
+        return np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1), tr
+
+    def _fit(self, items: list):
+        """Crops, transforms, landmark targets, theta and errors by the landmark fit."""
+        from ..photos import face_targets
+
+        crops, transforms, targets = [], [], []
+        for image, f in items:
+            crop, tr = self._crop(image, f)
+            crops.append(crop)
+            transforms.append(tr)
+            targets.append(face_targets(f.transformed(tr), self.model, self.mapping))
+        pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
+        w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
+        fit = fit_landmarks(self.model, pts, w, landmark_set=torch.as_tensor(targets[0].vertices),
+                            prior_weight=self.prior_weight, image_size=(self.size, self.size), threads=None)
+        return crops, transforms, targets, fit.theta, fit.error
+
+    def _localise(self, items: list):
+        """The same by the localiser: its theta in its own crop, re-expressed in the STN's crop of
+        the same square (a scale about the pixel centres: no landmark targets, no fit error)."""
+        from ..photos.crop import transform_theta
+
+        found = self.localiser.from_boxes([im for im, _ in items], [f.bbox for _, f in items])
+        k = self.size / self.localiser.size
+        to_crop = np.array([[k, 0.0, 0.5 * (k - 1)], [0.0, k, 0.5 * (k - 1)]])
+        crops, transforms, theta = [], [], []
+        for (image, _), r in zip(items, found):
+            crop, tr = self._crop(image, square=r.square)
+            crops.append(crop)
+            transforms.append(tr)
+            theta.append(transform_theta(r.theta, to_crop))
+        n = len(items)
+        return crops, transforms, [None] * n, torch.as_tensor(np.stack(theta)), np.full(n, np.nan)
+
 
 def flatten_largest(flattener: Flattener, image: np.ndarray) -> FaceResult:
     """The largest face of ``image`` (H, W, 3) float in [0, 1], flattened; ValueError if none."""
-    faces = [f for f in flattener.detect(image) if not f.tiny and f.points is not None]
+    faces = [f for f in flattener.detect(image) if not f.tiny and (f.points is not None or not flattener.needs_mesh)]
     if not faces:
         raise ValueError("no face large enough to fit")
     return flattener.flatten_faces(image, faces[:1])[0]

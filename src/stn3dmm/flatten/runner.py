@@ -213,7 +213,7 @@ class _Batches:
             return None
         self.rep.seconds["read"] += t1 - t0
         self.rep.seconds["detect"] += time.perf_counter() - t1
-        usable = [f for f in faces if not f.tiny and f.points is not None]
+        usable = [f for f in faces if not f.tiny and (f.points is not None or not self.flattener.needs_mesh)]
         if not usable:
             self.rep.fail(path, _no_usable_face(faces, self.flattener.detector, photo))
             return None

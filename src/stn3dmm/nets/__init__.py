@@ -12,6 +12,8 @@ module                      contents
 :mod:`.mobilenet`           :class:`MobileNetV2Small` (inverted residuals, width multiplier)
 :mod:`.head`                :class:`ThetaHead` (the new fully connected layer with the original's
                             initialisation) and :func:`param_groups` (its learning-rate multipliers)
+:mod:`.shipped`             the trained localiser that ships in the package (``weights/``): its
+                            weights and card, :func:`~.shipped.load_shipped`
 ==========================  ===============================================================
 
 Every backbone maps normalised images ``(B, 3, H, W)`` to features ``(B, out_features)`` and

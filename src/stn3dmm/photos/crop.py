@@ -2,7 +2,10 @@
 
 This module owns :class:`CropTransform` (a 2 x 3 similarity between photo pixels and crop
 pixels), :func:`warp` (resample an image through one), :func:`square_transform`,
-:func:`crop_square` and :func:`crop_face`.
+:func:`crop_square` and :func:`crop_face`; and the framing of a face from its landmarks or a
+face box (:func:`landmark_square` with :data:`FRAMING`, :func:`box_square`) with the theta that
+follows a crop (:func:`transform_theta`), shared by the training readers, the localiser and the
+benchmark.
 
 Coordinates follow :mod:`stn3dmm.core.conventions` in both images: x right, y down, 0-based pixel
 centres. A square crop of ``side`` photo pixels centred on photo point ``c`` and resampled to
@@ -35,6 +38,15 @@ from ..core.defaults import IMAGE_SIZE
 #: STN's start pose (t at the image centre, s = 1).
 DEFAULT_MARGIN = 0.2
 PADDINGS = ("zeros", "border")
+
+#: Landmark box -> face-mesh box, per landmark set: (side factor k, centre shift fx, fy in units
+#: of the landmark box's longer side; y down, so negative fy moves the square up).
+FRAMING: dict[str, tuple[float, float, float]] = {
+    "aflw21": (1.08, 0.0, -0.10),
+    "ibug68": (1.08, 0.0, -0.09),
+}
+#: Fewer valid landmarks than this cannot frame a face (the face box is used if there is one).
+MIN_FRAMING_POINTS = 3
 
 
 @dataclass(frozen=True)
@@ -241,5 +253,64 @@ def crop_face(image, face, size: int = IMAGE_SIZE, margin: float = DEFAULT_MARGI
     return crop_square(image, center, side, size, angle=angle, padding=padding)
 
 
+
+
+# ----------------------------------------------------------------------------- framing from landmarks
+
+def landmark_square(points, landmark_set=None, margin: float = DEFAULT_MARGIN, framing: str = "mesh"):
+    """(centre (2,), side) of the square crop around labelled landmarks (module docstring).
+
+    Args:
+        points: (L, 2) pixels, NaN rows ignored.
+        landmark_set: ``"aflw21"``, ``"ibug68"`` (framing factors from :data:`FRAMING`) or
+            anything else (the plain landmark box).
+        margin: context on each side, a fraction of the (mesh-equivalent) box side.
+        framing: ``"mesh"`` (default) or ``"landmarks"``.
+
+    Raises:
+        ValueError: fewer than :data:`MIN_FRAMING_POINTS` valid points, or a degenerate box.
+    """
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    p = p[np.isfinite(p).all(1)]
+    if len(p) < MIN_FRAMING_POINTS:
+        raise ValueError(f"only {len(p)} valid landmarks: at least {MIN_FRAMING_POINTS} are needed to frame the face")
+    lo, hi = p.min(0), p.max(0)
+    d = float(max(hi - lo))
+    if not d > 0:
+        raise ValueError("the landmarks all lie on one point: cannot frame the face")
+    k, fx, fy = (1.0, 0.0, 0.0)
+    if framing == "mesh" and isinstance(landmark_set, str):
+        k, fx, fy = FRAMING.get(landmark_set, (1.0, 0.0, 0.0))
+    elif framing not in ("mesh", "landmarks"):
+        raise ValueError(f"framing must be 'mesh' or 'landmarks' here, got {framing!r}")
+    center = (lo + hi) / 2.0 + np.array([fx, fy]) * d
+    return center, d * k * (1.0 + 2.0 * margin)
+
+
+def box_square(box, margin: float = DEFAULT_MARGIN):
+    """(centre (2,), side) of the square around a face box ``(x0, y0, x1, y1)`` (as
+    :func:`stn3dmm.photos.crop.face_square` does with a detector box)."""
+    b = np.asarray(box, dtype=np.float64)
+    if not (np.isfinite(b).all() and b[2] > b[0] and b[3] > b[1]):
+        raise ValueError(f"invalid face box {b.tolist()}")
+    return (b[:2] + b[2:]) / 2.0, float(max(b[2:] - b[:2])) * (1.0 + 2.0 * margin)
+
+
+def transform_theta(theta, matrix: np.ndarray):
+    """Re-express a ground-truth theta ``[r, t, logs, alpha]`` (our convention, ``exp`` scale
+    map) for an image mapped by the 2 x 3 ``matrix``, which must be a scale-and-shift (no
+    rotation or flip): ``t -> A t + b``, ``logs -> logs + ln(scale)``."""
+    th = np.asarray(theta, dtype=np.float64).copy()
+    a = np.asarray(matrix, dtype=np.float64)[:2]
+    sx, sy = a[0, 0], a[1, 1]
+    if abs(a[0, 1]) > 1e-6 * abs(sx) or abs(a[1, 0]) > 1e-6 * abs(sx) or sx <= 0 or abs(sx - sy) > 2e-3 * sx:
+        raise ValueError("theta can only follow a crop that scales and shifts the image (no rotation, flip, "
+                         "EXIF orientation or uneven scaling)")
+    th[3:5] = a[:, :2] @ th[3:5] + a[:, 2]
+    th[5] = th[5] + math.log(0.5 * (sx + sy))
+    return th
+
+
 __all__ = ["DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
-           "crop_square", "face_square", "crop_face"]
+           "crop_square", "face_square", "crop_face",
+           "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "box_square", "transform_theta"]

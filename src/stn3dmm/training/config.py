@@ -28,7 +28,8 @@ DEFAULTS = {
     "stn": {"visibility": "depth", "out_res": 0, "depth_exact": False},
     "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
-             "textures": "", "photo_fraction": -1.0, "yaw_range": -1.0},
+             "textures": "", "photo_fraction": -1.0, "yaw_range": -1.0, "photos": "", "split": "train",
+             "real_views": 1, "profiled_views": 3, "grid_step": 4},
     "loss": dict(ORIGINAL_WEIGHTS),
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
               "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},
@@ -46,8 +47,8 @@ OPTIMISERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 #: data.kind: every kind :func:`stn3dmm.training.batches.build_dataset` reads, and those that
 #: read files from data.path ("demo" has a default; "synthetic" renders).
-DATA_KINDS = ("synthetic", "umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos", "demo")
-PATH_KINDS = ("umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos")
+DATA_KINDS = ("synthetic", "umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos", "fitted", "demo")
+PATH_KINDS = ("umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos", "fitted")
 #: The settings that may change when a run is resumed: they change how long it runs, where and
 #: how often it writes, and on what hardware, not what it learns. Every other setting of the
 #: checkpoint must match the run's (:func:`config_differences`).

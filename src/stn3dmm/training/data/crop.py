@@ -54,7 +54,6 @@ EXIF-corrected images.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -63,21 +62,14 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...photos.crop import DEFAULT_MARGIN, CropTransform, square_transform, warp
+from ...photos.crop import (DEFAULT_MARGIN, FRAMING, MIN_FRAMING_POINTS, CropTransform, box_square,  # noqa: F401
+                            landmark_square, square_transform, transform_theta, warp)
 from ...photos.io import PhotoError, read_photo
 from .sample import make_sample
 from ...core.defaults import IMAGE_SIZE
 
-#: Landmark box -> face-mesh box, per landmark set: (side factor k, centre shift fx, fy in units
-#: of the landmark box's longer side; y down, so negative fy moves the square up).
-FRAMING: dict[str, tuple[float, float, float]] = {
-    "aflw21": (1.08, 0.0, -0.10),
-    "ibug68": (1.08, 0.0, -0.09),
-}
 FRAMINGS = ("mesh", "landmarks", "box")
 CHECKS = ("exists", "header", "decode")
-#: Fewer valid landmarks than this cannot frame a face (the face box is used if there is one).
-MIN_FRAMING_POINTS = 3
 #: Smallest square (photo pixels) a face may be framed by.
 MIN_SIDE = 4.0
 #: How many bad items a warning or error message lists by name.
@@ -180,60 +172,6 @@ def exif_matrix(orientation: int, stored_size) -> np.ndarray:
     if m is None:
         raise ValueError(f"EXIF orientation must be 1..8, got {orientation}")
     return np.vstack([np.asarray(m, dtype=np.float64), [0.0, 0.0, 1.0]])
-
-
-def landmark_square(points, landmark_set=None, margin: float = DEFAULT_MARGIN, framing: str = "mesh"):
-    """(centre (2,), side) of the square crop around labelled landmarks (module docstring).
-
-    Args:
-        points: (L, 2) pixels, NaN rows ignored.
-        landmark_set: ``"aflw21"``, ``"ibug68"`` (framing factors from :data:`FRAMING`) or
-            anything else (the plain landmark box).
-        margin: context on each side, a fraction of the (mesh-equivalent) box side.
-        framing: ``"mesh"`` (default) or ``"landmarks"``.
-
-    Raises:
-        ValueError: fewer than :data:`MIN_FRAMING_POINTS` valid points, or a degenerate box.
-    """
-    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    p = p[np.isfinite(p).all(1)]
-    if len(p) < MIN_FRAMING_POINTS:
-        raise ValueError(f"only {len(p)} valid landmarks: at least {MIN_FRAMING_POINTS} are needed to frame the face")
-    lo, hi = p.min(0), p.max(0)
-    d = float(max(hi - lo))
-    if not d > 0:
-        raise ValueError("the landmarks all lie on one point: cannot frame the face")
-    k, fx, fy = (1.0, 0.0, 0.0)
-    if framing == "mesh" and isinstance(landmark_set, str):
-        k, fx, fy = FRAMING.get(landmark_set, (1.0, 0.0, 0.0))
-    elif framing not in ("mesh", "landmarks"):
-        raise ValueError(f"framing must be 'mesh' or 'landmarks' here, got {framing!r}")
-    center = (lo + hi) / 2.0 + np.array([fx, fy]) * d
-    return center, d * k * (1.0 + 2.0 * margin)
-
-
-def box_square(box, margin: float = DEFAULT_MARGIN):
-    """(centre (2,), side) of the square around a face box ``(x0, y0, x1, y1)`` (as
-    :func:`stn3dmm.photos.crop.face_square` does with a detector box)."""
-    b = np.asarray(box, dtype=np.float64)
-    if not (np.isfinite(b).all() and b[2] > b[0] and b[3] > b[1]):
-        raise ValueError(f"invalid face box {b.tolist()}")
-    return (b[:2] + b[2:]) / 2.0, float(max(b[2:] - b[:2])) * (1.0 + 2.0 * margin)
-
-
-def transform_theta(theta, matrix: np.ndarray):
-    """Re-express a ground-truth theta ``[r, t, logs, alpha]`` (our convention, ``exp`` scale
-    map) for an image mapped by the 2 x 3 ``matrix``, which must be a scale-and-shift (no
-    rotation or flip): ``t -> A t + b``, ``logs -> logs + ln(scale)``."""
-    th = np.asarray(theta, dtype=np.float64).copy()
-    a = np.asarray(matrix, dtype=np.float64)[:2]
-    sx, sy = a[0, 0], a[1, 1]
-    if abs(a[0, 1]) > 1e-6 * abs(sx) or abs(a[1, 0]) > 1e-6 * abs(sx) or sx <= 0 or abs(sx - sy) > 2e-3 * sx:
-        raise ValueError("theta can only follow a crop that scales and shifts the image (no rotation, flip, "
-                         "EXIF orientation or uneven scaling)")
-    th[3:5] = a[:, :2] @ th[3:5] + a[:, 2]
-    th[5] = th[5] + math.log(0.5 * (sx + sy))
-    return th
 
 
 # ----------------------------------------------------------------------------- items

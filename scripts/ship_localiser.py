@@ -1,0 +1,103 @@
+"""Put a trained localiser into the package: weights (state dict) + card (JSON).
+
+    python scripts/ship_localiser.py runs/lfw_localiser/checkpoints/last.pt \
+        [--scores aflw.json ...] [--out src/stn3dmm/nets/weights]
+
+Reads the checkpoint with ``weights_only=True``, keeps the network's weights only (float32), and
+writes the card: what the network is, the model its theta is for, the face-box framing of its
+first crop (calibrated on the training split of the fitted photos the run used: the detector's
+box of each photo against the box of its fitted 68 points, medians), the data, the recipe, the
+commit, the step, any ``--scores`` files (``stn3dmm evaluate --out`` JSON: their bucket table
+only) and the licence terms that travel with the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+LICENCE = ("Research use only. The weights were learned from LFW photos (Labeled Faces in the Wild, "
+           "deep-funnelled, Huang et al.: research use) through the 3DDFA release of the Basel Face Model 2009 (University of Basel: "
+           "non-commercial research) with FaceWarehouse expressions (Zhejiang University: research use); "
+           "these terms travel with the weights.")
+
+
+def box_framing(data_path: str, photos: str | None, model) -> list[float]:
+    """(k, fx, fy): the detector's face box (longer side d, centre c) -> the fitted 68 points' box
+    (side k d, centre c + (fx, fy) d), medians over the training split."""
+    import torch
+
+    from stn3dmm.stn import MorphableSTN
+    from stn3dmm.training.data.fitted import held_out, read_fits
+
+    fits, _ = read_fits(data_path, photos)
+    fits = [f for f, v in zip(fits, held_out([f.person for f in fits])) if not v]
+    stn = MorphableSTN(model, landmarks="ibug68", max_outside=None)
+    theta = torch.as_tensor(np.stack([f.theta for f in fits]), dtype=torch.float32)
+    with torch.no_grad():
+        pts = stn.geometry(theta).points[:, stn.landmark_index].double().numpy()
+    rows = []
+    for f, p in zip(fits, pts):
+        box = np.asarray(json.loads(f.texture.with_name(f.texture.name.replace("_completed.png", ".json"))
+                                    .read_text())["detection"]["bbox"], np.float64)
+        a, b = f.matrix[:, :2], f.matrix[:, 2]
+        q = (p - b) @ np.linalg.inv(a).T
+        d = max(box[2] - box[0], box[3] - box[1])
+        lo, hi = q.min(0), q.max(0)
+        rows.append(((hi - lo).max() / d, *(((lo + hi) / 2 - (box[:2] + box[2:]) / 2) / d)))
+    k, fx, fy = np.median(np.array(rows), 0)
+    return [round(float(k), 4), round(float(fx), 4), round(float(fy), 4)]
+
+
+def main(argv=None) -> int:
+    from stn3dmm.evaluation.checkpoint import load_localiser
+    from stn3dmm.model.store import load_model
+    from stn3dmm.nets.shipped import export_shipped
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--scores", nargs="*", default=[], help="stn3dmm evaluate --out JSON files")
+    ap.add_argument("--out", help="folder (default: the package's nets/weights)")
+    a = ap.parse_args(argv)
+    net, cfg = load_localiser(a.checkpoint)
+    model = load_model(cfg["model"]["path"] or None)
+    loc, data = cfg["localiser"], cfg["data"]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    import torch
+
+    step = int(torch.load(a.checkpoint, map_location="cpu", weights_only=True)["step"])
+    scores = {}
+    for p in a.scores:
+        res = json.loads(Path(p).read_text())
+        scores[Path(p).name] = {name: {"nme": r["nme"], "found": r.get("found"), "pose_mae_deg": r.get("pose_mae_deg")}
+                                for name, r in res.get("methods", {}).items()}
+    card = {
+        "name": f"stn3dmm localiser ({loc['backbone']} x{loc['width']}, {loc['image_size']} px)",
+        "backbone": loc["backbone"], "image_size": int(loc["image_size"]), "width": float(loc["width"]),
+        "norm": loc["norm"], "n_id": int(cfg["model"]["n_id"]), "n_exp": int(cfg["model"]["n_exp"]),
+        "model": {"source": str(model.source)},
+        "framing": "the square of stn3dmm.photos.crop.landmark_square(68 iBUG points, 'ibug68')",
+        "box_framing": {"mediapipe": box_framing(data["path"], data["photos"] or None, model)},
+        "data": (f"LFW ({data['path']}: stn3dmm flatten fits as pseudo-labels), split {data['split']}, "
+                 f"{data['real_views']} real crop(s) + {data['profiled_views']} profiled render(s) per photo"),
+        "recipe": "configs/lfw_localiser.toml (stn3dmm train --config configs/lfw_localiser.toml)",
+        "config": cfg, "step": step, "commit": commit, "exported": time.strftime("%Y-%m-%d"),
+        "scores": scores, "licence": LICENCE,
+    }
+    path = export_shipped(net.state_dict(), card, a.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and its card; box framing "
+          f"{card['box_framing']['mediapipe']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Fitting by regression: a trained localiser's theta for faces in photos, batched, in one or two passes.
+
+Owns :class:`LocaliserFitter` and :class:`LocalisedFace`, and :func:`load_localiser` (the
+localiser that ships in the package, with its card: :mod:`stn3dmm.nets.shipped`).
+
+The localiser saw its training faces framed by :func:`~stn3dmm.photos.crop.landmark_square` of
+their 68 iBUG points (plus jitter). A first pass crops from what the caller knows: a square
+(:meth:`LocaliserFitter.from_squares`) or a face box (:meth:`LocaliserFitter.from_boxes`, turned
+into the square its 68 points would have with the detector's calibration on the card). Each
+further pass (``passes``, default 2) re-crops from the 68 points the previous pass predicted, as
+3DDFA's cascade does, so the final crop is framed as in training whatever the box was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..photos.crop import CropTransform, crop_square, landmark_square
+
+
+@dataclass
+class LocalisedFace:
+    """One face's result: theta in the final crop, and where that crop lies in the photo."""
+
+    theta: np.ndarray           #: (P,) theta in the crop (crop px, ``exp`` scale)
+    transform: CropTransform    #: photo px -> the crop's px
+    points68: np.ndarray        #: (68, 2) the model's iBUG-68 vertices projected, photo px
+    square: tuple               #: (centre (2,), side) of the crop in photo px
+
+
+class LocaliserFitter:
+    """A trained localiser with the model it predicts for: photos and face squares in, theta out.
+
+    Args:
+        net: a :class:`~stn3dmm.nets.localiser.Localiser` (its ``image_size`` is the crop side).
+        model: the grid morphable model of its theta.
+        n_id, n_exp: coefficients in its theta.
+        passes: forward passes per face (1: the given square only).
+        box_framing: ``(k, fx, fy)``: a face box of longer side d and centre c gives the 68
+            points' box of side ``k d`` centred on ``c + (fx, fy) d`` (:meth:`from_boxes`).
+        device: where the network runs; ``batch``: faces per forward pass.
+        card: the shipped model's card, when it is one.
+    """
+
+    def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, box_framing=(1.0, 0.0, 0.0),
+                 device="cpu", batch: int = 64, card: dict | None = None):
+        from ..stn import MorphableSTN
+
+        if passes < 1:
+            raise ValueError(f"passes must be at least 1, got {passes}")
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        if self.device.type == "cpu":          # 2-3x faster depthwise convolutions on the CPU
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.size = int(net.image_size[0])
+        self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(self.device)
+        self.passes, self.batch, self.card = int(passes), int(batch), card
+        self.box_framing = tuple(float(v) for v in box_framing)
+
+    @torch.no_grad()
+    def predict_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """theta ``(B, P)`` for crops ``(B, 3, S, S)`` RGB in [0, 1], in batches of ``batch``."""
+        out = []
+        for lo in range(0, len(crops), self.batch):
+            x = crops[lo:lo + self.batch].to(self.device, torch.float32)
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            out.append(self.net(x).float())
+        return torch.cat(out) if out else torch.zeros(0, self.stn.n_params)
+
+    def landmarks(self, theta: torch.Tensor) -> torch.Tensor:
+        """(B, 68, 2) the iBUG-68 vertices projected by theta (crop px)."""
+        return self.stn.geometry(theta.to(self.device)).points[:, self.stn.landmark_index].float()
+
+    def from_squares(self, images: list, squares: list) -> list[LocalisedFace]:
+        """Localise one face per ``(image, (centre, side))``: images (H, W, 3) uint8 or float
+        in [0, 1] (the same image may appear many times)."""
+        if len(images) != len(squares):
+            raise ValueError(f"{len(images)} images but {len(squares)} squares")
+        squares = [(np.asarray(c, np.float64), float(s)) for c, s in squares]
+        result = []
+        for p in range(self.passes):
+            crops, transforms = [], []
+            for img, (c, s) in zip(images, squares):
+                crop, tr = crop_square(img, c, s, self.size)
+                crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
+                transforms.append(tr)
+            theta = self.predict_crops(torch.stack(crops)) if crops else torch.zeros(0, self.stn.n_params)
+            pts = self.landmarks(theta).double().cpu().numpy()
+            result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k])
+                      for k in range(len(crops))]
+            if p + 1 < self.passes:
+                squares = [_square_or_keep(r.points68, sq) for r, sq in zip(result, squares)]
+        return result
+
+    def box_square(self, box) -> tuple[np.ndarray, float]:
+        """(centre, side) of the first crop for a face box ``(x0, y0, x1, y1)`` (photo px)."""
+        b = np.asarray(box, np.float64)
+        k, fx, fy = self.box_framing
+        d = float(max(b[2] - b[0], b[3] - b[1]))
+        centre = (b[:2] + b[2:]) / 2 + np.array([fx, fy]) * d
+        half = 0.5 * k * d
+        return landmark_square(np.array([centre - half, centre + half, [centre[0] - half, centre[1] + half]]),
+                               "ibug68")
+
+    def from_boxes(self, images: list, boxes: list) -> list[LocalisedFace]:
+        """Localise one face per ``(image, face box)`` (see ``box_framing``)."""
+        return self.from_squares(images, [self.box_square(b) for b in boxes])
+
+
+def _square_or_keep(points68: np.ndarray, square: tuple) -> tuple:
+    """The training framing of predicted points, or the previous square if they cannot frame one
+    (all on a point, or not finite)."""
+    try:
+        c, s = landmark_square(points68, "ibug68")
+    except ValueError:
+        return square
+    return (c, s) if np.isfinite(c).all() and np.isfinite(s) and s > 1 else square
+
+
+def load_localiser(device="cpu", *, passes: int = 2, batch: int = 64, model=None) -> LocaliserFitter:
+    """The localiser that ships in the package, ready to use (no download, no training).
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ... (the network and the geometry run there).
+        passes: forward passes per face (2: the second re-crops from the first's landmarks).
+        batch: faces per forward pass.
+        model: the morphable model it predicts for (default: the prepared default model, which
+            must be the card's).
+
+    Raises:
+        ValueError: the package holds no trained localiser, or the model is not the card's.
+    """
+    from ..model.store import load_model
+    from ..nets.shipped import load_shipped
+
+    net, card = load_shipped()
+    model = model if model is not None else load_model(None)
+    want = card.get("model", {}).get("source")
+    if want and str(model.source) != want:
+        raise ValueError(f"the shipped localiser predicts theta for the model {want!r}, not {model.source!r}")
+    return LocaliserFitter(net, model, int(card["n_id"]), int(card["n_exp"]), passes=passes,
+                           box_framing=card.get("box_framing", {}).get("mediapipe", (1.0, 0.0, 0.0)),
+                           device=device, batch=batch, card=card)
+
+
+__all__ = ["LocaliserFitter", "LocalisedFace", "load_localiser"]

@@ -1,0 +1,78 @@
+"""Fitting by the localiser: the cascade's re-cropping, the face-box framing, and theta carried
+from the localiser's crop into the flatten crop of the same square (known answers with a
+network whose output is fixed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stn3dmm.fitting.localiser import LocaliserFitter
+from stn3dmm.photos.crop import crop_square, landmark_square, transform_theta
+
+THETA = torch.tensor([0.05, 0.3, -0.02, 57.0, 54.0, -0.7] + [0.3] * 10 + [-0.2] * 10)
+
+
+class FixedNet(nn.Module):
+    """Answers THETA for every crop, counting its calls."""
+
+    image_size = (112, 112)
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        assert x.shape[1:] == (3, 112, 112)
+        self.calls += 1
+        return THETA.expand(x.shape[0], -1) + 0 * self.dummy
+
+
+@pytest.fixture(scope="module")
+def model(default_grid):
+    return default_grid[0]
+
+
+def test_second_pass_crops_the_first_pass_landmarks(model):
+    image = np.random.default_rng(0).uniform(0, 1, (300, 400, 3)).astype(np.float32)
+    square = (np.array([200.0, 150.0]), 180.0)
+    one = LocaliserFitter(FixedNet(), model, 10, 10, passes=1).from_squares([image], [square])[0]
+    net = FixedNet()
+    two = LocaliserFitter(net, model, 10, 10, passes=2, batch=1).from_squares([image, image], [square, square])
+    assert net.calls == 4                      # 2 passes x 2 faces, batch 1
+    c, s = landmark_square(one.points68, "ibug68")
+    np.testing.assert_allclose(two[0].square[0], c, atol=1e-9)
+    assert two[0].square[1] == pytest.approx(s)
+    # the points are theta's projection, mapped from the crop back to the photo
+    pts = LocaliserFitter(FixedNet(), model, 10, 10).landmarks(THETA[None])[0].double().numpy()
+    np.testing.assert_allclose(two[1].transform.apply(two[1].points68), pts, atol=1e-3)
+
+
+def test_box_framing_gives_the_68_point_square(model):
+    fitter = LocaliserFitter(FixedNet(), model, 10, 10, box_framing=(0.8, 0.05, 0.1))
+    box = np.array([100.0, 50.0, 200.0, 170.0])          # 100 x 120: d = 120
+    c, s = fitter.box_square(box)
+    lm_centre = np.array([150.0, 110.0]) + np.array([0.05, 0.1]) * 120
+    half = 0.5 * 0.8 * 120
+    want_c, want_s = landmark_square(np.array([lm_centre - half, lm_centre + half, lm_centre]), "ibug68")
+    np.testing.assert_allclose(c, want_c)
+    assert s == pytest.approx(want_s)
+
+
+def test_theta_follows_the_square_into_a_larger_crop(model):
+    """theta in the 112 crop and its transform_theta into the 224 crop of the same square put the
+    model's vertices on the same photo points (flatten's --method localiser)."""
+    from stn3dmm.stn import MorphableSTN
+
+    stn = MorphableSTN(model, landmarks=None, n_id=10, n_exp=10, max_outside=None)
+    image = np.zeros((300, 300, 3), np.float32)
+    _, t112 = crop_square(image, (140.0, 160.0), 170.0, 112)
+    _, t224 = crop_square(image, (140.0, 160.0), 170.0, 224)
+    k = 2.0
+    th224 = transform_theta(THETA.double().numpy(), np.array([[k, 0, 0.5 * (k - 1)], [0, k, 0.5 * (k - 1)]]))
+    p112 = stn.geometry(THETA[None].double().float()).points[0].double().numpy()
+    p224 = stn.geometry(torch.as_tensor(th224, dtype=torch.float32)[None]).points[0].double().numpy()
+    np.testing.assert_allclose(t112.to_source(p112), t224.to_source(p224), atol=2e-3)

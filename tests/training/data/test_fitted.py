@@ -1,0 +1,142 @@
+"""The fitted-photos data: a flatten output tree read back, the split by person, real crops whose
+labels land on the photo's own surface points, and profiled renders whose labels are exact.
+
+The "photos" are renders of the default model at a known theta with a texture whose colour
+encodes its own UV position (red = column, green = row), and their "flatten outputs" are
+written by the test with that theta, so every label has a known answer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stn3dmm.photos.crop import landmark_square, transform_theta
+from stn3dmm.training.data.fitted import FittedPhotos, held_out, read_fits
+from stn3dmm.training.data.render import GridRenderer
+
+#: photo px -> the fit's 224 crop (scale and shift, as flatten's crops are)
+MATRIX = np.array([[1.2, 0.0, -20.0], [0.0, 1.2, -30.0]])
+PEOPLE = ("Ann_A", "Bob_B", "Cid_C")
+
+
+def uv_texture(res: int) -> torch.Tensor:
+    t = torch.linspace(0, 1, res)
+    rows, cols = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack((cols, rows, torch.full((res, res), 0.5)))
+
+
+@pytest.fixture(scope="module")
+def model(default_grid):
+    return default_grid[0]
+
+
+@pytest.fixture(scope="module")
+def tree(model, tmp_path_factory):
+    """(flatten output root, photos root): 3 people x 2 photos, thetas in the 224 crop."""
+    root, photos = tmp_path_factory.mktemp("flat"), tmp_path_factory.mktemp("photos")
+    rend = GridRenderer(model, 250, n_id=10, n_exp=10)
+    tex = uv_texture(int(model.res))
+    rng = np.random.default_rng(0)
+    inv = np.linalg.inv(np.vstack([MATRIX, [0, 0, 1]]))[:2]
+    for i, person in enumerate(PEOPLE):
+        (root / person).mkdir()
+        (photos / person).mkdir()
+        for j in range(2):
+            theta = np.concatenate([[0.0, rng.uniform(-0.3, 0.3), 0.0], [111.5, 111.5, 0.0],
+                                    rng.normal(0, 0.5, 20)])
+            img = rend(torch.as_tensor(transform_theta(theta, inv), dtype=torch.float32)[None], tex[None])["image"]
+            name = f"{person}_{j + 1:04d}"
+            Image.fromarray((img[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(
+                photos / person / f"{name}.png")
+            rgba = np.concatenate([tex.permute(1, 2, 0).numpy(), np.ones((*tex.shape[1:], 1))], -1)
+            Image.fromarray((rgba * 255 + 0.5).astype(np.uint8)).save(root / person / f"{name}_face0_completed.png")
+            info = {"photo": f"/elsewhere/{name}.png", "theta": theta.tolist(), "fit_error_px": 9.0 if i == j == 0 else 1.0,
+                    "crop": {"matrix_photo_to_crop": MATRIX.tolist()}, "detection": {"bbox": [60, 60, 190, 190]}}
+            (root / person / f"{name}_face0.json").write_text(json.dumps(info))
+    return root, photos
+
+
+def test_read_fits_leaves_out_bad_fits_and_missing_photos(tree):
+    root, photos = tree
+    fits, problems = read_fits(root, photos, max_error=4.0)
+    assert len(fits) == 5 and {f.person for f in fits} == set(PEOPLE)
+    assert len(problems) == 1 and "fit error 9.00 px is over 4.0" in problems[0][1]
+    fits, problems = read_fits(root, None)         # the JSON's own photo path does not exist
+    assert not fits and sum("is missing" in why for _, why in problems) == 5
+    with pytest.raises(ValueError, match="no such folder"):
+        read_fits(root / "nope")
+
+
+def test_held_out_is_every_tenth_name_whatever_the_order():
+    names = [f"p{k:02d}" for k in range(25)]
+    want = {"p00", "p10", "p20"}
+    assert {n for n, v in zip(names, held_out(names)) if v} == want
+    shuffled = names[::-1] + names[:3]
+    assert {n for n, v in zip(shuffled, held_out(shuffled)) if v} == want
+
+
+def plain(tree, model, **kw):
+    root, photos = tree
+    opts = dict(split="all", shift=0.0, scale_jitter=0.0, roll_range=0.0, augment=False, tiles=4, progress=False)
+    opts.update(kw)
+    return FittedPhotos(root, model, 112, photos=photos, max_error=10.0, **opts)
+
+
+def test_real_crop_labels_sit_on_their_surface_points(tree, model):
+    """A real crop frames its 68 points as training expects, and the crop's colour at each label
+    is the UV colour of the label's own vertex (the photo shows the fitted surface)."""
+    ds = plain(tree, model, real_views=1, profiled_views=0)
+    r = int(model.res)
+    rows, cols = np.divmod(ds.landmark_set, r)
+    for k in range(len(ds)):
+        s = ds[k]
+        lm = s["landmarks"].numpy()
+        c, side = landmark_square(lm[:68], "ibug68")
+        np.testing.assert_allclose(c, [55.5, 55.5], atol=1e-4)
+        assert side == pytest.approx(112, abs=1e-4)
+        inside = (lm[68:] > 2).all(1) & (lm[68:] < 109).all(1)
+        x, y = np.round(lm[68:][inside]).astype(int).T
+        red, green = s["image"][0].numpy()[y, x], s["image"][1].numpy()[y, x]
+        hit = (np.abs(red - cols[68:][inside] / (r - 1)) < 0.06) & (np.abs(green - rows[68:][inside] / (r - 1)) < 0.06)
+        assert hit.mean() > 0.8, f"item {k}: {hit.mean():.2f} of the labels show their own vertex"
+        assert s["visibility"].sum() == pytest.approx(68, rel=1e-5)
+
+
+def test_renders_are_exactly_labelled_framed_and_deterministic(tree, model):
+    ds = plain(tree, model, real_views=1, profiled_views=2, yaw_range=90.0)
+    assert len(ds) == 6 * 3
+    stn = ds.renderer.stn
+    yaws = []
+    for k in range(len(ds)):
+        if k % 3 == 0:
+            assert "theta" not in ds[k]
+            continue
+        s = ds[k]
+        want = stn.geometry(s["theta"][None]).points[0, torch.as_tensor(ds.landmark_set)]
+        torch.testing.assert_close(s["landmarks"], want, atol=1e-3, rtol=0)
+        c, side = landmark_square(s["landmarks"][:68].numpy().astype(np.float64), "ibug68")
+        np.testing.assert_allclose(c, [55.5, 55.5], atol=1e-3)
+        assert side == pytest.approx(112, abs=1e-3)
+        yaws.append(float(s["pose"][0]))
+    assert max(map(abs, yaws)) <= 90 and max(map(abs, yaws)) > 30
+    again = plain(tree, model, real_views=1, profiled_views=2, yaw_range=90.0)
+    for k in (1, 4, 5):
+        torch.testing.assert_close(ds[k]["image"], again[k]["image"], atol=0, rtol=0)
+    batch = ds.__getitems__([4, 0, 4])
+    torch.testing.assert_close(batch[0]["image"], batch[2]["image"], atol=0, rtol=0)
+    assert [int(b["identity"]) for b in batch] == [int(ds.identities[4]), int(ds.identities[0])] * 1 + [
+        int(ds.identities[4])]
+
+
+def test_split_by_person_and_identities(tree, model):
+    root, photos = tree
+    val = FittedPhotos(root, model, 112, photos=photos, split="val", progress=False, tiles=2)
+    train = FittedPhotos(root, model, 112, photos=photos, split="train", progress=False, tiles=2)
+    assert {f.person for f in val.fits} == {"Ann_A"} and "Ann_A" not in {f.person for f in train.fits}
+    assert len(train.identities) == len(train) and set(train.identities) == {0, 1}
+    with pytest.raises(ValueError, match="split must be"):
+        FittedPhotos(root, model, 112, photos=photos, split="test")
