@@ -13,9 +13,11 @@ folder. Rows, all measured in this run:
 * ours, without the OBJ (``--no-mesh``);
 * ours with the original's back-face visibility instead of the depth test;
 * ours with 2 torch threads in fitting and sampling (the setting before: on a busy machine
-  every one of their many small operations waits for the other thread's core).
+  every one of their many small operations waits for the other thread's core);
+* ours with ``--method localiser`` (the detector's box and the trained localiser instead of the
+  face mesh and the landmark fit), when the package holds a trained localiser.
 
-Then where the time goes, per photo: read, detect, crop + landmark map, fit, sample (grid and
+Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
 bilinear sampling, masks, completion), visibility (the depth test), write (the background
 writer thread, overlapping the rest). Run ``uptime`` beside it: the machine's load matters.
 """
@@ -53,6 +55,13 @@ def make_photos(n, dest):
     return paths
 
 
+def shipped_localiser() -> bool:
+    """Whether the package holds a trained localiser (the ``--method localiser`` row needs one)."""
+    from stn3dmm.nets.shipped import WEIGHTS, WEIGHTS_DIR
+
+    return (WEIGHTS_DIR / WEIGHTS).is_file()
+
+
 def run(label, fn):
     extra, dt, _, peak = measure(fn, sample_s=0.01)
     return label, dt, peak, extra
@@ -87,7 +96,10 @@ def main():
         for label, kw, fl_kw in (("ours: full outputs", {}, {}),
                                  ("ours: without the OBJ mesh", {"mesh": False}, {}),
                                  ("ours: back-face visibility", {}, {"visibility": "backface"}),
-                                 ("ours: 2 threads in fit + sampling (before)", {}, {"threads": 2})):
+                                 ("ours: 2 threads in fit + sampling (before)", {}, {"threads": 2}),
+                                 ("ours: --method localiser", {}, {"method": "localiser"})):
+            if fl_kw.get("method") == "localiser" and not shipped_localiser():
+                continue
             fl = Flattener(model, **fl_kw)
             out = work / label.replace(" ", "_").replace(":", "")
             rows.append(run(label, lambda: reports.setdefault(label, flatten_paths(photos, out, fl, progress=False,

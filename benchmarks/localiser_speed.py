@@ -4,7 +4,10 @@
 
 For each candidate backbone and input size: faces per second of one forward pass (photo crop
 -> theta) at batch 1 and batch 64, in eval mode, no gradients, best of ``--repeats`` after a
-warm-up. The baseline, measured in the same run on the same CPU: the landmark pipeline's
+warm-up, with the weights and images in torch's default layout and in ``channels_last`` (the
+layout :class:`stn3dmm.fitting.localiser.LocaliserFitter` runs on the CPU). Then the localiser as
+``flatten --method localiser`` uses it on one face: the face detector's box and two forward
+passes (the shipped weights when the package has them). The baseline, measured in the same run on the same CPU: the landmark pipeline's
 per-face work as ``stn3dmm flatten`` does it (detect + face mesh on matplotlib's sample photo,
 then the crop, landmark map and Levenberg-Marquardt fit), faces per second. Weights are
 random: speed does not depend on them. Each thread count is a separate table: on a busy
@@ -45,13 +48,40 @@ def localiser_rows(repeats: int) -> list[tuple]:
     for name, size, width in CANDIDATES:
         net = build_localiser(name, n_id=10, n_exp=10, image_size=size, width=width).eval()
         params = sum(p.numel() for p in net.parameters())
-        per = []
-        for batch in (1, 64):
-            x = torch.rand(batch, 3, size, size)
-            with torch.no_grad():
-                per.append(batch / _best(lambda: net(x), repeats))
-        rows.append((f"{name} x{width:g} @ {size} px", params, per[0], per[1]))
+        for layout in ("default", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            net = net.to(memory_format=fmt)
+            per = []
+            for batch in (1, 64):
+                x = torch.rand(batch, 3, size, size).contiguous(memory_format=fmt)
+                with torch.no_grad():
+                    per.append(batch / _best(lambda: net(x), repeats))
+            rows.append((f"{name} x{width:g} @ {size} px, {layout}", params, per[0], per[1]))
     return rows
+
+
+def localiser_face_rate(repeats: int) -> float:
+    """Faces/s of the face detector's box + two localiser passes on the sample photo, one face."""
+    from stn3dmm.fitting.localiser import LocaliserFitter, load_localiser
+    from stn3dmm.model import load_model
+    from stn3dmm.nets.localiser import build_localiser
+    from stn3dmm.photos import FaceDetector, read_photo
+    from stn3dmm.photos.samples import sample_photo_paths
+
+    model = load_model()
+    try:
+        fitter = load_localiser(model=model)
+    except ValueError:               # no shipped weights yet: the same network, untrained
+        fitter = LocaliserFitter(build_localiser("mobilenetv2", n_id=10, n_exp=10, image_size=112).eval(),
+                                 model, 10, 10)
+    image = read_photo(sample_photo_paths()[0]).image
+    det = FaceDetector(landmarks=False)
+
+    def once():
+        face = det(image)[0]
+        fitter.from_boxes([image], [face.bbox])
+
+    return 1.0 / _best(once, repeats)
 
 
 def pipeline_rate(repeats: int) -> float:
@@ -92,11 +122,14 @@ def main():
         torch.set_num_threads(threads)
         base = pipeline_rate(args.repeats)
         print(f"\ntorch {torch.__version__}, {threads} thread(s), load {os.getloadavg()[0]:.2f}")
-        print(f"{'localiser':32}{'parameters':>12}{'faces/s b=1':>14}{'faces/s b=64':>14}{'b=64 vs pipeline':>18}")
+        print(f"{'localiser':44}{'parameters':>12}{'faces/s b=1':>14}{'faces/s b=64':>14}{'b=64 vs pipeline':>18}")
         for name, params, r1, r64 in localiser_rows(args.repeats):
-            print(f"{name:32}{params / 1e6:>11.2f}M{r1:>14.1f}{r64:>14.1f}{r64 / base:>17.1f}x")
-        print(f"{'baseline: landmark pipeline':32}{'':>12}{base:>14.1f}{'':>14}{'1.0x':>18}"
+            print(f"{name:44}{params / 1e6:>11.2f}M{r1:>14.1f}{r64:>14.1f}{r64 / base:>17.1f}x")
+        print(f"{'baseline: landmark pipeline':44}{'':>12}{base:>14.1f}{'':>14}{'1.0x':>18}"
               "   (detect + face mesh + map + LM fit, one face)")
+        face = localiser_face_rate(args.repeats)
+        print(f"{'detector box + localiser x2':44}{'':>12}{face:>14.1f}{'':>14}{face / base:>17.1f}x"
+              "   (detect + 2 passes, one face)")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Commands: ``prepare-model`` (build the grid model file), ``show-model`` (pictures of it),
 ``demo`` (the original's landmark-fitting demo on its six photos), ``flatten`` (photos ->
-flattened face textures), ``average`` (mean texture of one person), ``train``, ``evaluate`` and
-``synthetic`` (learning the localiser).
+flattened face textures, by the landmark fit or the trained localiser), ``average`` (mean texture
+of one person), ``compare`` (overlays of several flatten runs side by side), ``train``,
+``evaluate`` and ``synthetic`` (learning the localiser).
 Errors the user can fix (bad files, missing data) print one clear line and exit with 2.
 
 Each command imports what it calls inside its function, so that ``stn3dmm --help`` and a
@@ -133,6 +134,8 @@ def cmd_evaluate(args) -> int:
     if unknown or not methods:
         raise ValueError(f"--method: unknown {', '.join(unknown)} (choose from {', '.join(EVAL_METHODS)}, "
                          "comma-separated)")
+    if args.data == "lfw-consistency":
+        return _evaluate_consistency(args, methods)
     if args.checkpoint is None and args.data not in (None, "aflw2000-3d"):
         raise ValueError(f"--data {args.data}: only a --checkpoint is scored on a training-style data set")
     if args.data == "aflw2000-3d" or args.checkpoint is None:
@@ -153,6 +156,45 @@ def cmd_evaluate(args) -> int:
 EVAL_METHODS = ("flatten", "localiser", "localiser-detect")
 
 
+def _localiser_fitter(args, model):
+    """The localiser to score: --checkpoint's, else the shipped one."""
+    from .fitting.localiser import LocaliserFitter, load_localiser
+
+    device = "cpu" if args.device == "auto" else args.device
+    if not args.checkpoint:
+        return load_localiser(device, passes=args.passes, model=model)
+    from .evaluation.checkpoint import load_localiser as load_checkpoint_localiser
+
+    net, cfg = load_checkpoint_localiser(args.checkpoint, device)
+    return LocaliserFitter(net, model, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]), passes=args.passes,
+                           device=device)
+
+
+def _evaluate_consistency(args, methods: list) -> int:
+    import json
+
+    from .core.paths import write_bytes_atomically
+    from .evaluation.consistency import consistency_people, format_consistency, texture_consistency
+    from .flatten.pipeline import Flattener
+    from .model.store import load_model
+
+    if not args.path:
+        raise ValueError("--data lfw-consistency needs --path: a folder with one sub-folder of photos per person")
+    model = load_model(args.model, log=_log)
+    people = consistency_people(args.path)
+    results = {}
+    for m in dict.fromkeys("localiser" if m.startswith("localiser") else m for m in methods):
+        fl = (Flattener(model) if m == "flatten" else
+              Flattener(model, method="localiser", localiser=_localiser_fitter(args, model)))
+        results[f"stn3dmm flatten --method {'landmarks' if m == 'flatten' else m}"] = texture_consistency(
+            fl, people, progress=not args.quiet)
+    print(format_consistency(results))
+    if args.out:
+        write_bytes_atomically(Path(args.out), json.dumps(results, indent=1).encode())
+        _log(f"wrote {args.out}")
+    return 0
+
+
 def _evaluate_aflw2000(args, methods: list) -> int:
     from .evaluation.aflw2000 import PUBLISHED, default_aflw2000, format_table
     from .evaluation.methods import FlattenMethod, LocaliserMethod, evaluate_aflw2000
@@ -162,15 +204,9 @@ def _evaluate_aflw2000(args, methods: list) -> int:
     if args.per_bucket is not None and args.per_bucket < 1:
         raise ValueError(f"--per-bucket must be at least 1, got {args.per_bucket}")
     model = load_model(args.model, log=_log)
-    device = "cpu" if args.device == "auto" else args.device
-    scorers = []
-    for m in methods:
-        if m == "flatten":
-            scorers.append(FlattenMethod(model))
-            continue
-        start = "detect" if m == "localiser-detect" else "box"
-        scorers.append(LocaliserMethod.from_checkpoint(args.checkpoint, model, device, args.passes, start)
-                       if args.checkpoint else LocaliserMethod.shipped(model, device, args.passes, start))
+    fitter = _localiser_fitter(args, model) if any(m.startswith("localiser") for m in methods) else None
+    scorers = [FlattenMethod(model) if m == "flatten" else
+               LocaliserMethod(fitter, "detect" if m == "localiser-detect" else "box") for m in methods]
     res = evaluate_aflw2000(args.path or default_aflw2000(), model, args.per_bucket, out=args.out,
                             progress=not args.quiet, method=scorers)
     print(format_table(res["methods"]))
@@ -269,6 +305,29 @@ def _add_flatten(sub) -> None:
     q.set_defaults(func=cmd_flatten)
 
 
+def cmd_compare(args) -> int:
+    from .viz import flatten_comparison_figure
+
+    if len(args.folders) < 2:
+        raise ValueError("give at least two stn3dmm flatten output folders to compare")
+    labels = args.labels.split(",") if args.labels else [str(f) for f in args.folders]
+    if len(labels) != len(args.folders):
+        raise ValueError(f"--labels names {len(labels)} runs, but {len(args.folders)} folders are given")
+    for f in args.folders:
+        if not Path(f).is_dir():
+            raise ValueError(f"{f}: no such folder of stn3dmm flatten outputs")
+    _log(f"wrote {flatten_comparison_figure(dict(zip(labels, args.folders)), args.out)}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    q = sub.add_parser("compare", help="overlays of the same faces from several stn3dmm flatten runs, one figure")
+    q.add_argument("folders", nargs="+", help="stn3dmm flatten output folders")
+    q.add_argument("--labels", help="comma-separated names of the runs (default: the folders)")
+    q.add_argument("--out", required=True, help="the figure (.png)")
+    q.set_defaults(func=cmd_compare)
+
+
 def _add_average(sub) -> None:
     q = sub.add_parser("average", help="visibility-weighted mean of flattened textures (one person, or one per "
                                        "folder of a tree)")
@@ -309,7 +368,9 @@ def _add_evaluate(sub) -> None:
     q.add_argument("--passes", type=int, default=2, help="localiser: forward passes per face, each re-cropping "
                                                          "from the last one's landmarks (default 2)")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
-                                  "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos")
+                                  "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, fitted; "
+                                  "or lfw-consistency (--path: one folder of photos per person; flattened "
+                                  "textures within / between held-out people, for each --method)")
     q.add_argument("--path", help="the data's file or folder (AFLW2000-3D: default $STN3DMM_SHARED/data/"
                                   "aflw2000-3d, else ../shared/data/aflw2000-3d)")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [data] setting")
@@ -353,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_flatten(sub)
     _add_average(sub)
+    _add_compare(sub)
     _add_train(sub)
     _add_evaluate(sub)
     _add_synthetic(sub)

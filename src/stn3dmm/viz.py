@@ -278,3 +278,28 @@ def nme_by_yaw_figure(result: dict, published: dict, method, path) -> Path:
            title=f"AFLW2000-3D, {len(recs)} faces: {names[0]}, bucket mean {first['bucket_mean']:.2f}%")
     ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)
+
+
+def flatten_comparison_figure(runs: dict, path) -> Path:
+    """Two or more ``stn3dmm flatten`` output folders side by side: for every face that each run
+    flattened (same relative name), one row per run of its overlay (crop + detector points | crop
+    + fitted mesh | flattened | mask | completed), labelled with the run's name and method.
+
+    ``runs``: label -> output folder. Raises ValueError when no face is in every run."""
+    from PIL import Image
+
+    names = [sorted(p.relative_to(d) for p in Path(d).rglob("*_overlay.png")) for d in runs.values()]
+    common = sorted(set(names[0]).intersection(*names[1:]))
+    if not common:
+        raise ValueError(f"no face was flattened in every one of {', '.join(map(str, runs.values()))}")
+    labels = list(runs)
+    fig, axes = plt.subplots(len(common) * len(runs), 1, figsize=(10, 2.1 * len(common) * len(runs)), squeeze=False)
+    for i, rel in enumerate(common):
+        for j, (label, d) in enumerate(runs.items()):
+            ax = axes[i * len(runs) + j, 0]
+            with Image.open(Path(d) / rel) as im:
+                ax.imshow(np.asarray(im.convert("RGB")))
+            ax.set_axis_off()
+            ax.set_title(f"{rel.as_posix().removesuffix('_overlay.png')}: {labels[j]}", fontsize=8, loc="left")
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -103,24 +103,6 @@ class LocaliserMethod:
 
             self.detector = FaceDetector(landmarks=False)
 
-    @classmethod
-    def from_checkpoint(cls, checkpoint, model, device="cpu", passes: int = 2, start: str = "box",
-                        box_framing=(1.0, 0.0, 0.0)) -> "LocaliserMethod":
-        """The localiser of a training checkpoint (loaded with ``weights_only=True``)."""
-        from ..fitting.localiser import LocaliserFitter
-        from .checkpoint import load_localiser
-
-        net, cfg = load_localiser(checkpoint, device)
-        return cls(LocaliserFitter(net, model, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]),
-                                   passes=passes, box_framing=box_framing, device=device), start)
-
-    @classmethod
-    def shipped(cls, model, device="cpu", passes: int = 2, start: str = "box") -> "LocaliserMethod":
-        """The localiser that ships in the package."""
-        from ..fitting.localiser import load_localiser
-
-        return cls(load_localiser(device, passes=passes, model=model), start)
-
     def _detected_box(self, image: np.ndarray, face_square: np.ndarray):
         from ..photos import detect_faces
 

@@ -138,5 +138,7 @@ def test_split_by_person_and_identities(tree, model):
     train = FittedPhotos(root, model, 112, photos=photos, split="train", progress=False, tiles=2)
     assert {f.person for f in val.fits} == {"Ann_A"} and "Ann_A" not in {f.person for f in train.fits}
     assert len(train.identities) == len(train) and set(train.identities) == {0, 1}
+    assert train.tiles and all(0 <= float(t.min()) and float(t.max()) <= 1 for t in train.tiles)   # not 0-255
+    assert all(im.dtype == np.uint8 for im in train.images)
     with pytest.raises(ValueError, match="split must be"):
         FittedPhotos(root, model, 112, photos=photos, split="test")

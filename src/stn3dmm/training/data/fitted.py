@@ -183,7 +183,7 @@ class FittedPhotos(Dataset):
         stn = self.renderer.stn
         images, textures, points = [], [], []
         for f in tqdm(self.fits, desc="fitted photos", unit="photo", disable=not progress, dynamic_ncols=True):
-            images.append(read_photo(f.photo, max_side=None).image)
+            images.append((read_photo(f.photo, max_side=None).image * 255 + 0.5).astype(np.uint8))   # 4x less memory
             textures.append((_read_flatten_texture(f.texture, int(self.model.res)) * 255 + 0.5).to(torch.uint8))
         self.images, self.textures = images, textures
         theta = torch.as_tensor(np.stack([f.theta for f in self.fits]) if self.fits else np.zeros((0, 26)))
@@ -200,7 +200,7 @@ class FittedPhotos(Dataset):
         self.tiles = []
         for j in rng.permutation(len(self.fits))[:n_tiles]:
             lo, hi = points[j].min(0), points[j].max(0)
-            tiles = _background_tiles(images[j], (*lo, *hi), 96)
+            tiles = _background_tiles(images[j].astype(np.float32) / 255, (*lo, *hi), 96)
             self.tiles += [tiles[i] for i in rng.permutation(len(tiles))[:2]]
         if log:
             log(f"fitted photos: {len(self.fits)} photos of {len(self.identity_names)} people, "
