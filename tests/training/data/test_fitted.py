@@ -38,7 +38,7 @@ def model(default_grid):
 def tree(model, tmp_path_factory):
     """(flatten output root, photos root): 3 people x 2 photos, thetas in the 224 crop."""
     root, photos = tmp_path_factory.mktemp("flat"), tmp_path_factory.mktemp("photos")
-    rend = GridRenderer(model, 250, n_id=10, n_exp=10)
+    rend = GridRenderer(model, 320, n_id=10, n_exp=10)
     tex = uv_texture(int(model.res))
     rng = np.random.default_rng(0)
     inv = np.linalg.inv(np.vstack([MATRIX, [0, 0, 1]]))[:2]
