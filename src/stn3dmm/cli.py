@@ -144,7 +144,8 @@ def cmd_evaluate(args) -> int:
     from .training.config import data_overrides
 
     spec = data_overrides(args.data, args.path, args.set)
-    res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, batch=args.batch, device=args.device, log=_log)
+    res = evaluate_checkpoint(args.checkpoint, spec, out=args.out, batch=args.batch, device=args.device, log=_log,
+                              progress=not args.quiet)
     print(format_table(res))
     if args.out:
         _log(f"wrote {args.out}")

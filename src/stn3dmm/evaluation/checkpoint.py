@@ -154,9 +154,10 @@ def load_localiser(checkpoint, device="cpu"):
     return net.to(device).eval(), cfg
 
 
-def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="auto", log=print) -> dict:
+def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="auto", log=print,
+                        progress: bool = True) -> dict:
     """Evaluate a checkpoint on a data set described like a [data] config section, on ``device``
-    (``"auto"``: CUDA when available)."""
+    (``"auto"``: CUDA when available); ``progress``: progress bars while the data set is built."""
     from ..model.store import load_model
     from ..stn import MorphableSTN
     from ..training.batches import build_dataset, dataset_pair_groups
@@ -172,7 +173,8 @@ def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device=
     check_data(spec, path_option="--path")
     model = load_model(cfg["model"]["path"] or None, log=log)
     size = int(cfg["localiser"]["image_size"])
-    ds = build_dataset(spec, model, int(spec.get("size") or 0) or size, spec.get("landmark_set", "aflw21"))
+    ds = build_dataset(spec, model, int(spec.get("size") or 0) or size, spec.get("landmark_set", "aflw21"),
+                       progress=progress)
     verts = torch.as_tensor(landmark_vertices(model, ds.landmark_set), dtype=torch.long)
     stn = MorphableSTN(model, visibility=cfg["stn"]["visibility"], landmarks=None, n_id=int(cfg["model"]["n_id"]),
                        n_exp=int(cfg["model"]["n_exp"]), max_outside=None).to(device)
