@@ -69,6 +69,14 @@ def test_read_fits_leaves_out_bad_fits_and_missing_photos(tree):
     assert not fits and sum("is missing" in why for _, why in problems) == 5
     with pytest.raises(ValueError, match="no such folder"):
         read_fits(root / "nope")
+    js = next(root.glob("Bob_B/*_face0.json"))
+    keep = js.read_text()
+    js.write_text(json.dumps(dict(json.loads(keep), method="localiser")))
+    try:
+        fits, problems = read_fits(root, photos, max_error=4.0)
+        assert len(fits) == 4 and any("not a landmark fit" in why for _, why in problems)
+    finally:
+        js.write_text(keep)
 
 
 def test_held_out_is_every_tenth_name_whatever_the_order():

@@ -86,6 +86,9 @@ def read_fits(root, photos=None, max_error: float = 4.0) -> tuple[list[Fit], lis
     for js in sorted(root.rglob(f"*{FIT_SUFFIX}")):
         try:
             d = json.loads(js.read_text())
+            if d.get("method", "landmarks") != "landmarks":      # a localiser's theta is no label
+                problems.append((str(js), f"not a landmark fit (method {d['method']!r})"))
+                continue
             rel = js.parent.relative_to(root)
             photo = Path(d["photo"]) if photos is None else Path(photos) / rel / Path(d["photo"]).name
             tex = js.with_name(js.name[: -len(".json")] + "_completed.png")
