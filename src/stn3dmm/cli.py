@@ -159,16 +159,13 @@ EVAL_METHODS = ("flatten", "localiser", "localiser-detect")
 
 def _localiser_fitter(args, model):
     """The localiser to score: --checkpoint's, else the shipped one."""
-    from .fitting.localiser import LocaliserFitter, load_localiser
+    from .evaluation.checkpoint import checkpoint_fitter
+    from .fitting.localiser import load_localiser
 
     device = "cpu" if args.device == "auto" else args.device
     if not args.checkpoint:
         return load_localiser(device, passes=args.passes, model=model)
-    from .evaluation.checkpoint import load_localiser as load_checkpoint_localiser
-
-    net, cfg = load_checkpoint_localiser(args.checkpoint, device)
-    return LocaliserFitter(net, model, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]), passes=args.passes,
-                           device=device)
+    return checkpoint_fitter(args.checkpoint, model, device, args.passes)
 
 
 def _evaluate_consistency(args, methods: list) -> int:

@@ -112,13 +112,13 @@ class LocaliserMethod:
         return np.asarray(face.bbox, np.float64) if face is not None and _contains(face.bbox, centre) else None
 
     def predict(self, image: np.ndarray, face_square: np.ndarray) -> Prediction:
-        from ..photos.crop import landmark_square
+        from ..photos.crop import landmark_square_of_box
 
         box = self._detected_box(image, face_square) if self.start == "detect" else None
         if box is not None:
             face, found, how = self.fitter.from_boxes([image], [box])[0], True, "detected"
         else:
-            sq = landmark_square(np.array([face_square[:2], face_square[2:], face_square[[0, 3]]]), "ibug68")
+            sq = landmark_square_of_box(face_square, "ibug68")
             face, found, how = self.fitter.from_squares([image], [sq])[0], self.start == "box", "benchmark box"
         pose = pose_from_theta(torch.as_tensor(face.theta, dtype=torch.float64)[None])[0].numpy()
         return Prediction(face.points68, pose, found, how)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..photos.crop import CropTransform, crop_square, landmark_square
+from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_square_of_box
 
 
 @dataclass
@@ -103,8 +103,7 @@ class LocaliserFitter:
         d = float(max(b[2] - b[0], b[3] - b[1]))
         centre = (b[:2] + b[2:]) / 2 + np.array([fx, fy]) * d
         half = 0.5 * k * d
-        return landmark_square(np.array([centre - half, centre + half, [centre[0] - half, centre[1] + half]]),
-                               "ibug68")
+        return landmark_square_of_box(np.concatenate([centre - half, centre + half]), "ibug68")
 
     def from_boxes(self, images: list, boxes: list) -> list[LocalisedFace]:
         """Localise one face per ``(image, face box)`` (see ``box_framing``)."""

@@ -287,6 +287,13 @@ def landmark_square(points, landmark_set=None, margin: float = DEFAULT_MARGIN, f
     return center, d * k * (1.0 + 2.0 * margin)
 
 
+def landmark_square_of_box(box, landmark_set=None) -> tuple[np.ndarray, float]:
+    """:func:`landmark_square` of a box ``(x0, y0, x1, y1)`` taken as the landmarks' own box
+    (a benchmark's face square, or a detector box mapped onto the landmarks' box)."""
+    b = np.asarray(box, dtype=np.float64)
+    return landmark_square(np.array([b[:2], b[2:], [b[0], b[3]]]), landmark_set)
+
+
 def box_square(box, margin: float = DEFAULT_MARGIN):
     """(centre (2,), side) of the square around a face box ``(x0, y0, x1, y1)`` (as
     :func:`stn3dmm.photos.crop.face_square` does with a detector box)."""
@@ -313,4 +320,5 @@ def transform_theta(theta, matrix: np.ndarray):
 
 __all__ = ["DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
            "crop_square", "face_square", "crop_face",
-           "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "box_square", "transform_theta"]
+           "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "landmark_square_of_box", "box_square",
+           "transform_theta"]
