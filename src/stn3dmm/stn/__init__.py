@@ -16,6 +16,8 @@ module                 contents
 :mod:`.losses`         the four training losses of the paper
 :mod:`.flip`           left-right mirroring of images, landmarks and theta (the augmentation)
 :mod:`.texture`        symmetric completion and weighted averaging of flattened textures
+:mod:`.pose`           the pose convention: Euler angles (yaw, pitch, roll) <-> rotations,
+                       the pose of a theta, 3DDFA's angles in ours
 =====================  ===================================================================
 
 Each equation of the paper, the function implementing it and where it differs from the original

@@ -1,73 +1,8 @@
-"""The pose convention of the synthetic data and of evaluation, and conversions into it.
+"""The pose convention, re-exported from :mod:`stn3dmm.stn.pose` (where it lives, below the fitting
+and flatten stages that need it too)."""
 
-Owns :data:`POSE_CONVENTION`, :data:`THETA_LAYOUT`, Euler angles <-> rotation matrices
-(:func:`euler_to_rotation`, :func:`rotation_to_euler`), the pose of a theta
-(:func:`pose_from_theta`) and 3DDFA's ``Pose_Para`` angles in ours (:func:`pose_from_pose_para`).
-Light: torch only, so evaluation does not import the renderer.
-"""
-
-from __future__ import annotations
-
-import torch
-
-POSE_CONVENTION = ("R = Rz(roll) Rx(pitch) Ry(yaw) in the model frame (x right, y up, z to the viewer), degrees; "
-                   "yaw > 0: nose towards image +x; pitch > 0: nose down (image +y); roll > 0: counter-clockwise "
-                   "in the image")
-THETA_LAYOUT = "[r(3) axis-angle, t(2) px (x right, y down, 0-based), logs(1) s = exp(logs) px/mm, alpha_id, alpha_exp]"
-
-
-def euler_to_rotation(yaw, pitch, roll) -> torch.Tensor:
-    """``R = Rz(roll) Rx(pitch) Ry(yaw)`` from angles in degrees (tensors or numbers of one shape ``S``)
-    -> ``(*S, 3, 3)`` (float64 for numbers). See :data:`POSE_CONVENTION`."""
-    y, p, r = (torch.as_tensor(a, dtype=torch.float64) if not isinstance(a, torch.Tensor) else a
-               for a in (yaw, pitch, roll))
-    y, p, r = torch.deg2rad(y), torch.deg2rad(p), torch.deg2rad(r)
-    cy, sy, cp, sp, cr, sr = y.cos(), y.sin(), p.cos(), p.sin(), r.cos(), r.sin()
-    o, i = torch.zeros_like(y), torch.ones_like(y)
-    ry = torch.stack((cy, o, sy, o, i, o, -sy, o, cy), -1).view(*y.shape, 3, 3)
-    rx = torch.stack((i, o, o, o, cp, -sp, o, sp, cp), -1).view(*y.shape, 3, 3)
-    rz = torch.stack((cr, -sr, o, sr, cr, o, o, o, i), -1).view(*y.shape, 3, 3)
-    return rz @ rx @ ry
-
-
-def rotation_to_euler(rotation: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`euler_to_rotation`: ``(..., 3, 3) -> (..., 3)`` (yaw, pitch, roll) in degrees,
-    pitch in [-90, 90]. From the third row ``(-cos p sin y, sin p, cos p cos y)`` and the second
-    column ``(-sin r cos p, cos r cos p, sin p)``."""
-    m = rotation
-    pitch = torch.asin(m[..., 2, 1].clamp(-1, 1))
-    yaw = torch.atan2(-m[..., 2, 0], m[..., 2, 2])
-    roll = torch.atan2(-m[..., 0, 1], m[..., 1, 1])
-    return torch.rad2deg(torch.stack((yaw, pitch, roll), -1))
-
-
-def pose_from_theta(theta: torch.Tensor) -> torch.Tensor:
-    """``theta (..., P) -> (..., 3)`` yaw, pitch, roll in degrees (of its axis-angle ``r``)."""
-    from ...stn.layers import axis_angle_to_rotation
-
-    return rotation_to_euler(axis_angle_to_rotation(theta[..., :3]))
-
-
-
-def pose_from_pose_para(pitch, yaw, roll) -> torch.Tensor:
-    """3DDFA's ``Pose_Para`` angles (300W-LP, AFLW2000-3D; radians) as our ``(yaw, pitch, roll)``
-    in degrees (:data:`POSE_CONVENTION`), exactly: ``(*S,)`` numbers or tensors -> ``(*S, 3)``.
-
-    3DDFA projects ``f R X + t`` with ``R = Rx' Ry' Rz'`` where each factor is the TRANSPOSE
-    of the right-handed rotation by its angle (``RotationMatrix.m``), i.e.
-    ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, in the model frame of ours (x right, y up, z to
-    the viewer; the image y is flipped afterwards, as in our projection). The signs are
-    reversed and the factor order differs from ours, so the angles are re-derived from R:
-    for a single angle, ours = -theirs (their yaw > 0 turns the nose towards image -x)."""
-    p, y, r = (torch.as_tensor(a, dtype=torch.float64) if not isinstance(a, torch.Tensor) else a
-               for a in (pitch, yaw, roll))
-    zero = torch.zeros_like(p)
-    deg = torch.rad2deg
-    rx = euler_to_rotation(zero, -deg(p), zero)
-    ry = euler_to_rotation(-deg(y), zero, zero)
-    rz = euler_to_rotation(zero, zero, -deg(r))
-    return rotation_to_euler(rx @ ry @ rz)
-
+from ...stn.pose import (POSE_CONVENTION, THETA_LAYOUT, euler_to_rotation, pose_from_pose_para, pose_from_theta,
+                         rotation_to_euler)
 
 __all__ = ["POSE_CONVENTION", "THETA_LAYOUT", "euler_to_rotation", "rotation_to_euler", "pose_from_theta",
            "pose_from_pose_para"]
