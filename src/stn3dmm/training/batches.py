@@ -76,7 +76,7 @@ def _build(spec: dict, model, size: int, landmark_set: str, progress: bool, dist
         return FittedPhotos(spec["path"], model, size, photos=spec.get("photos") or None, split=spec["split"],
                             real_views=int(spec["real_views"]), profiled_views=int(spec["profiled_views"]),
                             seed=int(spec["seed"]), yaw_range=yaw if yaw >= 0 else 90.0,
-                            grid_step=int(spec["grid_step"]), progress=progress)
+                            grid_step=int(spec["grid_step"]), head_share=float(spec["head_share"]), progress=progress)
     raise ValueError(f"unknown data kind {kind!r} (synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, "
                      "fitted)")
 

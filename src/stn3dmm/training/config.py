@@ -24,12 +24,13 @@ from ..core.defaults import LOCALISER_SIZE
 
 DEFAULTS = {
     "model": {"path": "", "n_id": 10, "n_exp": 10},
-    "localiser": {"backbone": "resnet18", "image_size": LOCALISER_SIZE, "norm": "", "width": 1.0, "pretrained": ""},
+    "localiser": {"backbone": "resnet18", "image_size": LOCALISER_SIZE, "norm": "", "width": 1.0, "pretrained": "",
+                  "init": ""},
     "stn": {"visibility": "depth", "out_res": 0, "depth_exact": False},
     "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
              "textures": "", "photo_fraction": -1.0, "yaw_range": -1.0, "photos": "", "split": "train",
-             "real_views": 1, "profiled_views": 3, "grid_step": 4},
+             "real_views": 1, "profiled_views": 3, "grid_step": 4, "head_share": 0.0},
     "loss": dict(ORIGINAL_WEIGHTS),
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
               "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},

@@ -46,7 +46,7 @@ from ...core.defaults import LOCALISER_SIZE
 from .backgrounds import background_params, make_backgrounds
 from ...photos.crop import landmark_square
 from .imageops import camera_effects
-from .pose import euler_to_rotation
+from .pose import euler_to_rotation, rotation_to_euler
 from .render import GridRenderer, Lighting
 from .sample import make_sample
 
@@ -143,6 +143,10 @@ class FittedPhotos(Dataset):
         max_error: fits with a larger error are left out (``excluded`` lists them).
         grid_step: the landmark set's grid spacing (:func:`landmark_vertices_dense`).
         tiles: how many photos give background tiles.
+        head_share: the share of profiled views that are head renders (:mod:`.profiling`: the
+            photo itself, meshed around its face, turned) rather than face renders.
+        context: the crop's side, in crop sides of the 68 points' square (1: the framing
+            ``stn3dmm evaluate`` uses; more: a photo-like view with the face smaller in it).
         augment: colour jitter, blur and noise on every item (off: the pixels as cropped or rendered).
     """
 
@@ -150,11 +154,14 @@ class FittedPhotos(Dataset):
                  real_views: int = 1, profiled_views: int = 4, seed: int = 0, yaw_range: float = 90.0,
                  pitch_range: float = 25.0, roll_range: float = 25.0, shift: float = 0.06,
                  scale_jitter: float = 0.12, max_error: float = 4.0, grid_step: int = 4, tiles: int = 600,
-                 augment: bool = True, progress: bool = True, log=None):
+                 head_share: float = 0.0, context: float = 1.0, augment: bool = True, progress: bool = True,
+                 log=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if real_views < 0 or profiled_views < 0 or real_views + profiled_views < 1:
             raise ValueError("real_views and profiled_views must be >= 0, and one of them > 0")
+        if not 0.0 <= head_share <= 1.0:
+            raise ValueError(f"head_share must be in [0, 1], got {head_share}")
         fits, self.excluded = read_fits(root, photos, max_error)
         if split != "all" and fits:
             val = held_out([f.person for f in fits])
@@ -164,6 +171,7 @@ class FittedPhotos(Dataset):
         self.views = self.real_views + self.profiled_views
         self.ranges = (float(yaw_range), float(pitch_range), float(roll_range))
         self.shift, self.scale_jitter, self.augment = float(shift), float(scale_jitter), bool(augment)
+        self.head_share, self.context = float(head_share), float(context)
         self.landmark_set = landmark_vertices_dense(model, grid_step)
         self.weight = 68.0 / len(self.landmark_set)
         names = sorted({f.person for f in fits})
@@ -226,18 +234,24 @@ class FittedPhotos(Dataset):
     def __getitems__(self, indices) -> list[dict]:
         items = [(int(i),) + self.identity_of(int(i)) for i in indices]
         real = [it for it in items if it[2] < self.real_views]
-        rend = [it for it in items if it[2] >= self.real_views]
+        rend = [it for it in items if it[2] >= self.real_views and not self.is_head(*it[1:])]
+        head = [it for it in items if it[2] >= self.real_views and self.is_head(*it[1:])]
         out = {}
-        if real:
-            out.update(zip((it[0] for it in real), self._real([it[1:] for it in real], [it[0] for it in real])))
-        if rend:
-            out.update(zip((it[0] for it in rend), self._render([it[1:] for it in rend], [it[0] for it in rend])))
+        for group, make in ((real, self._real), (rend, self._render), (head, self._render_head)):
+            if group:
+                out.update(zip((it[0] for it in group), make([it[1:] for it in group], [it[0] for it in group])))
         return [out[i] for i, _, _ in items]
 
     # -- items --------------------------------------------------------------------------------
 
     def _rng(self, photo: int, view: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, 2, photo, view])
+
+    def is_head(self, photo: int, view: int) -> bool:
+        """Whether item ``(photo, view)`` is a head render (a deterministic draw of ``head_share``)."""
+        if view < self.real_views or self.head_share <= 0:
+            return False
+        return bool(np.random.default_rng([self.seed, 3, photo, view]).uniform() < self.head_share)
 
     def _camera(self, rng) -> dict:
         return {"brightness": float(rng.uniform(0.8, 1.2)), "contrast": float(rng.uniform(0.8, 1.2)),
@@ -249,7 +263,7 @@ class FittedPhotos(Dataset):
         """The jittered crop square of a face's 68 points."""
         centre, side = landmark_square(pts68, "ibug68")
         centre = centre + rng.uniform(-self.shift, self.shift, 2) * side
-        return centre, side * math.exp(rng.uniform(-self.scale_jitter, self.scale_jitter))
+        return centre, self.context * side * math.exp(rng.uniform(-self.scale_jitter, self.scale_jitter))
 
     def _finish(self, images: torch.Tensor, landmarks, cams, keys, extra) -> list[dict]:
         if self.augment:
@@ -279,24 +293,12 @@ class FittedPhotos(Dataset):
 
     @torch.no_grad()
     def _render(self, pv, indices) -> list[dict]:
-        from ...stn.layers import rotation_to_axis_angle
-
         photos = [p for p, _ in pv]
         rngs = [self._rng(p, v) for p, v in pv]
         yaw, pitch, roll = self.ranges
         pose = torch.tensor([[r.uniform(-yaw, yaw), r.uniform(-pitch, pitch), r.uniform(-roll, roll)] for r in rngs],
                             dtype=torch.float64)
-        rot = rotation_to_axis_angle(euler_to_rotation(pose[:, 0], pose[:, 1], pose[:, 2]))
-        alpha = self.alpha[photos].double()
-        unit = torch.cat((rot, torch.zeros(len(pv), 3, dtype=torch.float64), alpha), 1)
-        pts = self.renderer.stn.geometry(unit.float()).points[:, torch.as_tensor(self.landmark_set[:68])].double().numpy()
-        theta = unit.clone()
-        c0 = 0.5 * (self.size - 1)
-        for k, r in enumerate(rngs):             # unit scale: points in mm; frame the 68 points' square
-            centre, side = self._square(pts[k], r)
-            s = self.size / side
-            theta[k, 3:5] = torch.as_tensor(c0 - s * centre)
-            theta[k, 5] = math.log(s)
+        theta, _ = self._posed_unit(photos, pose, rngs)
         light = _lighting(rngs)
         bg = make_backgrounds([background_params(r, ("photo",), len(self.tiles)) for r in rngs], self.size,
                               self.tiles)
@@ -306,6 +308,62 @@ class FittedPhotos(Dataset):
         extra = [{"pose": pose[k].numpy(), "theta": theta[k].numpy()} for k in range(len(pv))]
         return self._finish(out["image"], lms, [self._camera(r) for r in rngs],
                             [(i, p) for i, p in zip(indices, photos)], extra)
+
+    @torch.no_grad()
+    def _render_head(self, pv, indices) -> list[dict]:
+        """Head renders (:mod:`.profiling`): the photo around the face, turned to a new pose."""
+        from .profiling import head_surface, render_surfaces
+
+        photos = [p for p, _ in pv]
+        rngs = [self._rng(p, v) for p, v in pv]
+        fit_theta = torch.as_tensor(np.stack([self.fits[p].theta for p in photos])).float()
+        fit = self.renderer.stn.geometry(fit_theta)
+        src = rotation_to_euler(fit.rotation.double())
+        pose = torch.stack([self._head_pose(src[k], r) for k, r in enumerate(rngs)])
+        theta, pts = self._posed_unit(photos, pose, rngs)
+        r = int(self.model.res)
+        surfaces = []
+        for k, p in enumerate(photos):
+            centre, side = landmark_square(self.points[p][:68], "ibug68")
+            surfaces.append(head_surface(self.images[p], self.fits[p].theta, self.fits[p].matrix,
+                                         fit.posed[k].double().numpy().reshape(r, r, 3),
+                                         centre - np.array([0.0, 0.1 * side]), 2.2 * side))
+        bg = make_backgrounds([background_params(rr, ("photo",), len(self.tiles)) for rr in rngs], self.size,
+                              self.tiles)
+        out = render_surfaces(torch.stack([s["nodes"] for s in surfaces]), torch.stack([s["texture"] for s in surfaces]),
+                              euler_to_rotation(pose[:, 0], pose[:, 1], pose[:, 2]).float(), theta[:, 5].exp().float(),
+                              theta[:, 3:5].float(), self.size, bg, self.renderer.supersample)
+        extra = [{"pose": pose[k].numpy(), "theta": theta[k].numpy()} for k in range(len(pv))]
+        return self._finish(out["image"], pts, [self._camera(rr) for rr in rngs],
+                            [(i, p) for i, p in zip(indices, photos)], extra)
+
+    def _head_pose(self, source: torch.Tensor, rng) -> torch.Tensor:
+        """(yaw, pitch, roll) of a head render: turned further towards the side the photo shows
+        (either side when it is within 10 degrees of frontal), at most 85 degrees from the photo's
+        own yaw so that what the photo hid is never the front."""
+        yaw_r, pitch_r, roll_r = self.ranges
+        y0 = float(source[0])
+        sign = math.copysign(1.0, y0) if abs(y0) > 10 else (1.0 if rng.uniform() < 0.5 else -1.0)
+        yaw = float(np.clip(sign * rng.uniform(0, yaw_r), y0 - 85, y0 + 85))
+        return torch.tensor([yaw, rng.uniform(-pitch_r, pitch_r), rng.uniform(-roll_r, roll_r)], dtype=torch.float64)
+
+    def _posed_unit(self, photos, pose: torch.Tensor, rngs):
+        """theta (B, P) of each photo's fitted face at ``pose``, framed by the jittered square of its
+        68 points in an S crop, and its landmark set's points (B, L, 2) there."""
+        from ...stn.layers import rotation_to_axis_angle
+
+        rot = rotation_to_axis_angle(euler_to_rotation(pose[:, 0], pose[:, 1], pose[:, 2]))
+        unit = torch.cat((rot, torch.zeros(len(photos), 3, dtype=torch.float64), self.alpha[photos].double()), 1)
+        pts = self.renderer.stn.geometry(unit.float()).points[:, torch.as_tensor(self.landmark_set[:68])].double().numpy()
+        theta = unit.clone()
+        c0 = 0.5 * (self.size - 1)
+        for k, r in enumerate(rngs):             # unit scale: points in mm; frame the 68 points' square
+            centre, side = self._square(pts[k], r)
+            s = self.size / side
+            theta[k, 3:5] = torch.as_tensor(c0 - s * centre)
+            theta[k, 5] = math.log(s)
+        lms = self.renderer.stn.geometry(theta.float()).points[:, torch.as_tensor(self.landmark_set)].numpy()
+        return theta, lms
 
     def __repr__(self) -> str:
         return (f"FittedPhotos({len(self.fits)} photos of {len(self.identity_names)} people, views="
