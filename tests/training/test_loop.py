@@ -224,3 +224,23 @@ def test_training_mask_uses_the_buffer_only_depth_test_unless_asked():
     cfg = load_config(None)
     assert cfg["stn"]["depth_exact"] is False and depth_options(cfg["stn"]) == {"pixel": 1.0, "exact": False}
     assert depth_options(load_config(None, ["stn.depth_exact=true"])["stn"]) == {}
+
+
+def test_a_fine_tune_starts_from_the_init_runs_network(default_grid, tmp_path):
+    """localiser.init: a run starts from another run's weights (with lr 0 it ends there, while a
+    fresh run differs); an init that does not fit the network is refused by name."""
+    model = default_grid[2]
+    first, tuned, fresh = tmp_path / "first", tmp_path / "tuned", tmp_path / "fresh"
+    _run(_train_cmd(first, 2, model_path=model))
+    init = first / "checkpoints" / "last.pt"
+    out = _run(_train_cmd(tuned, 1, "--set", f"localiser.init='{init}'", "--set", "optim.lr=0", model_path=model))
+    assert f"network initialised from {init}" in out.stderr + out.stdout
+    a, b = load_checkpoint(init)["model"], load_checkpoint(tuned / "checkpoints" / "last.pt")["model"]
+    weights = [k for k in a if a[k].is_floating_point() and "running" not in k]
+    assert all(torch.equal(a[k], b[k]) for k in weights)
+    _run(_train_cmd(fresh, 1, "--set", "optim.lr=0", "--set", "train.seed=5", model_path=model))
+    c = load_checkpoint(fresh / "checkpoints" / "last.pt")["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in weights)
+    bad = _run(_train_cmd(tmp_path / "bad", 1, "--set", f"localiser.init='{init}'", "--set", "localiser.width=1.0",
+                          model_path=model), check=False)
+    assert bad.returncode != 0 and "do not fit this run's network (localiser.init)" in bad.stderr

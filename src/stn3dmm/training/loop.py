@@ -441,6 +441,10 @@ def train(cfg: dict, resume=None, log=print, progress=True, force: bool = False)
         tr.restore(ck, path)
         del ck
         quiet(f"resumed from {path} at step {tr.step_count}")
+    elif cfg["localiser"]["init"]:      # a fine-tune starts from another run's network (not needed to resume)
+        init = cfg["localiser"]["init"]
+        load_weights(tr.net, load_checkpoint(init)["model"], init, "this run's network (localiser.init)")
+        quiet(f"network initialised from {init}")
     if tr.rank == 0:
         for p in remove_partial_saves(tr.out / "checkpoints"):
             log(f"removed {p.name}, left by a save that was killed")
