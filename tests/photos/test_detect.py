@@ -286,3 +286,40 @@ def test_fit_ready_targets(model, dense, grace_faces):
                         landmark_set=torch.as_tensor(t.vertices))
     # a face of ~190 px: the fit explains the dense landmarks to a few pixels
     assert float(res.error[0]) < 0.03 * grace_faces[0].size
+
+
+def test_a_face_filling_the_frame_is_found_by_the_rescue_pass(grace):
+    """Cropped to 0.7 of its own box, the face is missed by the plain pass and found by the rescue
+    (padded) pass, its box in the crop's pixels within a few percent of the full photo's."""
+    u8 = grace.as_uint8()
+    with FaceDetector(landmarks=False, rescue=False) as plain:
+        box = plain(u8)[0].bbox
+        c, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]).max() / 2
+        lo, hi = (c - 0.7 * half).astype(int), (c + 0.7 * half).astype(int)
+        crop = np.ascontiguousarray(u8[lo[1]:hi[1], lo[0]:hi[0]])
+        assert plain(crop) == []
+    with FaceDetector(landmarks=False) as det:
+        found = det(crop)
+    assert len(found) == 1
+    # (the chin is cut off by the crop: the box found ends 0.1 of a side short of the full one)
+    np.testing.assert_allclose(found[0].bbox + np.r_[lo, lo], box, atol=0.12 * (box[2] - box[0]))
+
+
+def test_a_detection_on_the_mirror_maps_back_with_left_and_right_swapped(grace):
+    """The rescue's mirror pass: a face found on the mirrored photo, mapped back, is the face found
+    on the photo, its subject's right eye still the right eye (on the image's left)."""
+    from stn3dmm.photos.detect import _unmirror
+
+    u8 = grace.as_uint8()
+    with FaceDetector(landmarks=False) as det:
+        direct = det.detect_boxes(u8)[0]
+        mirrored = det.detect_boxes(np.ascontiguousarray(u8[:, ::-1]))[0]
+    box, _, kp = _unmirror(mirrored, u8.shape[1])
+    side = direct[0][2] - direct[0][0]
+    np.testing.assert_allclose(box, direct[0], atol=0.05 * side)
+    np.testing.assert_allclose(kp[:4], direct[2][:4], atol=0.05 * side)    # eyes, nose, mouth
+    np.testing.assert_allclose(kp[4:], direct[2][4:], atol=0.1 * side)     # the ears, less sure
+    assert kp[0, 0] < kp[1, 0]                        # subject's right eye on the image's left
+    b, s, k = _unmirror((np.array([10.0, 20, 30, 40]), 0.9, np.arange(12.0).reshape(6, 2)), 100)
+    np.testing.assert_array_equal(b, [69, 20, 89, 40])
+    np.testing.assert_array_equal(k[:, 0], [97, 99, 95, 93, 89, 91])

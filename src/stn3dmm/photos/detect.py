@@ -15,6 +15,8 @@ downloaded. Detection runs in two stages:
    :data:`TILE_MIN_SIDE` times ``min_face``) the full-range detector also runs on a grid of
    overlapping tiles (``tiles + 1`` per side, each ``2 / (tiles + 2)`` of the side). Boxes
    found twice are merged (IoU > 0.3, the higher score is kept). Faces come largest first.
+   Where the whole-image pass finds nothing, it runs again on the mirrored and the grey-padded
+   photo (``rescue``): profile faces and faces that fill the frame are found that way.
 2. **Landmarks.** For every face, the face mesh runs on a square crop around the box
    (``mesh_context`` times the box side, resized so that the face is ``mesh_face_px`` pixels,
    turned so that the detector's two eye keypoints are level: the mesh is least accurate on
@@ -248,6 +250,16 @@ class Face:
                        image_size=tuple(transform.size))
 
 
+def _unmirror(detection: tuple, width: int) -> tuple:
+    """A ``(box, score, keypoints)`` found on the left-right mirror of a ``width``-pixel image, in
+    the image itself: x -> width - 1 - x, and the subject's right and left keypoints swap."""
+    box, score, kp = detection
+    kp = kp.copy()
+    kp[:, 0] = width - 1.0 - kp[:, 0]
+    kp = kp[[1, 0, 2, 3, 5, 4]]
+    return np.array([width - 1.0 - box[2], box[1], width - 1.0 - box[0], box[3]]), score, kp
+
+
 def _points_box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(0), points.max(0)])
 
@@ -327,6 +339,8 @@ class FaceDetector:
             the first mesh found is then re-placed on the ROI of its own points.
         mesh_refine: re-place every mesh on the ROI of its own points (as mediapipe's tracking
             does), not only the fallback ones.
+        rescue: where stage 1 finds no face, run it again on the mirrored and the grey-padded
+            image (:meth:`_rescue`; about 3 more detector runs, on those photos only).
 
     The defaults were chosen on synthetic large-pose renders (``benchmarks/large_pose.py``) and
     on the flattening consistency tests, never on a benchmark's test set: re-placing every mesh
@@ -336,7 +350,7 @@ class FaceDetector:
 
     def __init__(self, *, detect_side: int = 640, min_score: float = 0.5, tiles: int = 1, min_face: float = MIN_FACE,
                  mesh_face_px: int = 128, mesh_context: float = 2.5, landmarks: bool = True,
-                 mesh_fallback: bool = True, mesh_refine: bool = False):
+                 mesh_fallback: bool = True, mesh_refine: bool = False, rescue: bool = True):
         self.detect_side = int(detect_side)
         self.min_score = float(min_score)
         self.tiles = int(tiles)
@@ -346,6 +360,7 @@ class FaceDetector:
         self.run_landmarks = bool(landmarks)
         self.mesh_fallback = bool(mesh_fallback)
         self.mesh_refine = bool(mesh_refine)
+        self.rescue = bool(rescue)
         self._short = self._full = self._mesh = None
         self._roi_mesh = RoiMesh()
 
@@ -414,6 +429,8 @@ class FaceDetector:
         else:
             small = img
         found = self._run_detector(short, small) + self._run_detector(full, small)
+        if not found and self.rescue:
+            found = self._rescue(small)
         if self.tiles >= 1 and max(h, w) >= TILE_MIN_SIDE * self.min_face and min(small.shape[:2]) >= 64:
             for x, y, tw, th in self._tile_origins(small.shape[1], small.shape[0]):
                 tile = np.ascontiguousarray(small[y:y + th, x:x + tw])
@@ -426,6 +443,25 @@ class FaceDetector:
                 kept.append(f)
         kept.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
         return kept
+
+    def _rescue(self, img: np.ndarray) -> list:
+        """Stage 1 again where it found nothing, on the mirrored image, then on the image padded
+        grey by half its side on each side (a face filling the frame, or cut by its edge, is
+        found once it has a margin), then on both; boxes and keypoints mapped back (a mirrored
+        detection's left and right keypoints swap). BlazeFace is not mirror-symmetric: at
+        profile the mirror alone finds about half of the faces missed."""
+        short, full, _ = self._graphs()
+        h, w = img.shape[:2]
+        for mirror, pad in ((True, 0), (False, 1), (True, 1)):
+            py, px = (h // 2, w // 2) if pad else (0, 0)
+            x = img[:, ::-1] if mirror else img
+            if pad:
+                x = np.pad(x, ((py, py), (px, px), (0, 0)), constant_values=128)
+            x = np.ascontiguousarray(x)
+            found = self._run_detector(short, x, (-px, -py)) + self._run_detector(full, x, (-px, -py))
+            if found:
+                return [_unmirror(f, w) for f in found] if mirror else found
+        return []
 
     def small_faces(self, image, tile: int | None = None) -> list[tuple[np.ndarray, float]]:
         """Faces too small for the main pass, for reporting why a photo gave none: the
