@@ -8,6 +8,12 @@ protocol as AFLW2000-3D is applied (NME by |yaw| bucket normalised by the landma
 found, pose error) to each variant of the face-mesh stage, side by side:
 
     python benchmarks/large_pose.py [--identities 100] [--views 3] [--out /tmp/large_pose]
+    python benchmarks/large_pose.py --set heads --views 1 --variants fallback --methods localiser,auto@60
+
+``--set heads`` is the other tuning set, closer to real photos: the held-out LFW people's own
+photos turned by head profiling (:mod:`stn3dmm.training.data.profiling`), which the shipped
+localiser's training never saw; ``--methods`` adds the localiser and ``flatten --method auto``
+at a given switch (``auto@60``) to the table.
 
 Variants: ``crop`` (the face mesh on a crop levelled by the detector's eyes, nothing else),
 ``fallback`` (then mediapipe's landmark model on ROIs of the box where that finds no mesh, the
@@ -88,6 +94,32 @@ def render_set(out: Path, model, identities: int, views: int, lfw: Path) -> Synt
     return SyntheticSet(folder)
 
 
+def head_render_set(out: Path, model, flat: Path, lfw: Path, views: int) -> SyntheticSet:
+    """Head renders (:mod:`stn3dmm.training.data.profiling`) of the HELD-OUT people of a flatten
+    tree of LFW (every 10th name; never trained on), 224 px, the face's 68-point square 1/1.6 of
+    the side, with their exact 68 landmarks and pose: the photo itself turned to |yaw| up to 90."""
+    import torch
+    from PIL import Image
+
+    from stn3dmm.training.data.fitted import FittedPhotos
+
+    folder = out / f"heads{views}"
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        ds = FittedPhotos(flat, model, 224, photos=lfw, split="val", real_views=0, profiled_views=views,
+                          head_share=1.0, context=1.6, grid_step=0, seed=11, progress=False)
+        for lo in range(0, len(ds), 64):
+            for k, it in enumerate(ds.__getitems__(list(range(lo, min(len(ds), lo + 64))))):
+                name = f"head{lo + k:05d}"
+                img = (it["image"].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{name}.png")
+                meta = {"landmarks": torch.as_tensor(it["landmarks"])[:68].tolist(),
+                        "pose": [float(v) for v in it["pose"]]}
+                (folder / f"{name}.json").write_text(json.dumps(meta))
+        (folder / "done").write_text("")
+    return SyntheticSet(folder)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--identities", type=int, default=100)
@@ -95,6 +127,14 @@ def main():
     ap.add_argument("--out", default="/tmp/stn3dmm_large_pose")
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--set", choices=["synthetic", "heads"], default="synthetic",
+                    help="synthetic: the default model textured with LFW faces; heads: held-out LFW photos "
+                         "turned by head profiling (needs --flat, a flatten tree of --lfw)")
+    ap.add_argument("--flat", default=str(ROOT / "data" / "lfw_flat"),
+                    help="stn3dmm flatten ../shared/data/lfw --out data/lfw_flat --method landmarks --no-mesh")
+    ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW,... (auto's switch at YAW)")
+    ap.add_argument("--sweep", default="", help="auto's switch: score these |yaw| switches (e.g. 30,40,50,60,70,90) "
+                                                "from one run of the landmark fit and one of the localiser")
     args = ap.parse_args()
     lfw = Path(args.lfw)
     if not lfw.is_dir():
@@ -109,17 +149,59 @@ def main():
     from stn3dmm.photos import FaceDetector
 
     model = load_model()
-    data = render_set(Path(args.out), model, args.identities, args.views, lfw)
+    data = (render_set(Path(args.out), model, args.identities, args.views, lfw) if args.set == "synthetic" else
+            head_render_set(Path(args.out), model, Path(args.flat), lfw, args.views))
     print(f"{len(data)} renders, |yaw| buckets: " + ", ".join(
         f"{lo}-{hi}: {int(((data.abs_yaw >= lo) & (data.abs_yaw < hi)).sum())}"
         for lo, hi in ((0, 30), (30, 60), (60, math.inf))))
-    for name in args.variants.split(","):
-        method = FlattenMethod(model, Flattener(model, detector=FaceDetector(**VARIANTS[name])))
+    runs = [(f"variant {name}: {VARIANTS[name]}", FlattenMethod(
+        model, Flattener(model, detector=FaceDetector(**VARIANTS[name])))) for name in args.variants.split(",") if name]
+    runs += [(m, _method(m, model)) for m in args.methods.split(",") if m]
+    for title, method in runs:
         results, _ = run_benchmark(data, method, progress=False)
-        print(f"\n== variant {name}: {VARIANTS[name]}")
+        print(f"\n== {title}")
         print(format_table(results).split("\npublished")[0])
         print("\n".join(line for line in format_table(results).splitlines()
-                        if line.startswith(("faces found", "stn3dmm flatten:"))))
+                        if line.startswith(("faces found", "stn3dmm ", "pose"))))
+    if args.sweep:
+        sweep_switch(data, model, [float(v) for v in args.sweep.split(",")])
+
+
+def sweep_switch(data, model, switches: list) -> None:
+    """``flatten --method auto`` at each switch, from per-face records of its two parts: the landmark
+    fit where the detector's face has face-mesh points and the localiser's |yaw| is below the
+    switch, the localiser (from the detector's box) elsewhere. Prints NME by bucket per switch."""
+    from stn3dmm.evaluation.methods import run_benchmark
+
+    _, fit = run_benchmark(data, _method("landmarks", model), progress=False)
+    _, loc = run_benchmark(data, _method("localiser-detect", model), progress=False)
+    yaw = np.abs([r["pose"][0] for r in loc])
+    meshed = np.array([r["found"] and r["how"] == "detected" for r in fit])
+    e_fit, e_loc = np.array([r["nme"] for r in fit]), np.array([r["nme"] for r in loc])
+    buckets = [(0, 30), (30, 60), (60, math.inf)]
+    print("\n== auto's switch (|yaw| of the localiser from which it is kept): NME % by bucket")
+    print(f"{'switch':>8}" + "".join(f"{f'{lo}-{hi if hi < 1e9 else 90}':>9}" for lo, hi in buckets) + f"{'mean':>9}"
+          + f"{'fit share':>11}")
+    for t in switches:
+        use_fit = meshed & (yaw < t)
+        e = np.where(use_fit, e_fit, e_loc)
+        means = [float(e[(data.abs_yaw >= lo) & (data.abs_yaw < hi)].mean()) for lo, hi in buckets]
+        print(f"{t:>8.0f}" + "".join(f"{m:>9.2f}" for m in means) + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
+
+
+def _method(spec: str, model):
+    """``landmarks`` (flatten's default), ``localiser`` (from the benchmark box), ``localiser-detect``
+    or ``auto@YAW``."""
+    from stn3dmm.evaluation.methods import FlattenMethod, LocaliserMethod
+    from stn3dmm.fitting.localiser import load_localiser
+    from stn3dmm.flatten import Flattener
+
+    if spec == "landmarks":
+        return FlattenMethod(model)
+    fitter = load_localiser(model=model)
+    if spec.startswith("auto@"):
+        return FlattenMethod(model, Flattener(model, method="auto", localiser=fitter, switch_yaw=float(spec[5:])))
+    return LocaliserMethod(fitter, "detect" if spec == "localiser-detect" else "box")
 
 
 if __name__ == "__main__":

@@ -152,9 +152,10 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-#: stn3dmm evaluate --method on AFLW2000-3D: the landmark pipeline; the localiser (the shipped one,
-#: or --checkpoint) from the benchmark's boxes; the same from our face detector's boxes.
-EVAL_METHODS = ("flatten", "localiser", "localiser-detect")
+#: stn3dmm evaluate --method on AFLW2000-3D: the landmark pipeline; flatten's auto method (the
+#: landmark fit, or the localiser on turned faces); the localiser (the shipped one, or --checkpoint)
+#: from the benchmark's boxes; the same from our face detector's boxes.
+EVAL_METHODS = ("flatten", "flatten-auto", "localiser", "localiser-detect")
 
 
 def _localiser_fitter(args, model):
@@ -182,10 +183,10 @@ def _evaluate_consistency(args, methods: list) -> int:
     people = consistency_people(args.path)
     results = {}
     for m in dict.fromkeys("localiser" if m.startswith("localiser") else m for m in methods):
-        fl = (Flattener(model) if m == "flatten" else
-              Flattener(model, method="localiser", localiser=_localiser_fitter(args, model)))
-        results[f"stn3dmm flatten --method {'landmarks' if m == 'flatten' else m}"] = texture_consistency(
-            fl, people, progress=not args.quiet)
+        how = {"flatten": "landmarks", "flatten-auto": "auto"}.get(m, m)
+        fl = Flattener(model) if how == "landmarks" else Flattener(model, method=how,
+                                                                  localiser=_localiser_fitter(args, model))
+        results[f"stn3dmm flatten --method {how}"] = texture_consistency(fl, people, progress=not args.quiet)
     print(format_consistency(results))
     if args.out:
         write_bytes_atomically(Path(args.out), json.dumps(results, indent=1).encode())
@@ -196,14 +197,16 @@ def _evaluate_consistency(args, methods: list) -> int:
 def _evaluate_aflw2000(args, methods: list) -> int:
     from .evaluation.aflw2000 import PUBLISHED, default_aflw2000, format_table
     from .evaluation.methods import FlattenMethod, LocaliserMethod, evaluate_aflw2000
+    from .flatten.pipeline import Flattener
     from .model.store import load_model
     from .viz import nme_by_yaw_figure
 
     if args.per_bucket is not None and args.per_bucket < 1:
         raise ValueError(f"--per-bucket must be at least 1, got {args.per_bucket}")
     model = load_model(args.model, log=_log)
-    fitter = _localiser_fitter(args, model) if any(m.startswith("localiser") for m in methods) else None
+    fitter = _localiser_fitter(args, model) if any(m != "flatten" for m in methods) else None
     scorers = [FlattenMethod(model) if m == "flatten" else
+               FlattenMethod(model, Flattener(model, method="auto", localiser=fitter)) if m == "flatten-auto" else
                LocaliserMethod(fitter, "detect" if m == "localiser-detect" else "box") for m in methods]
     res = evaluate_aflw2000(args.path or default_aflw2000(), model, args.per_bucket, out=args.out,
                             progress=not args.quiet, method=scorers)
@@ -275,10 +278,11 @@ def _add_flatten(sub) -> None:
     q.add_argument("--samples", action="store_true",
                    help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
-    q.add_argument("--method", choices=["landmarks", "localiser"], default="landmarks",
+    q.add_argument("--method", choices=["landmarks", "localiser", "auto"], default="landmarks",
                    help="how theta is found: landmarks (face mesh, dense landmark map, Levenberg-Marquardt fit; "
-                        "the default) or localiser (the face detector's box, then the trained localiser that ships "
-                        "in the package: no face mesh, no fit)")
+                        "the default), localiser (the face detector's box, then the trained localiser that ships "
+                        "in the package: no face mesh, no fit) or auto (the localiser where it finds the face "
+                        "turned 60 degrees or more, or the face mesh finds none; the landmark fit elsewhere)")
     q.add_argument("--res", type=int, default=None,
                    help="output texture side, 16 to 1024 (default: the model's R, 112); the OBJ keeps the "
                         "model's mesh, textured with the completed PNG of this side")
@@ -357,7 +361,8 @@ def _add_evaluate(sub) -> None:
     q = sub.add_parser("evaluate", help="score a method: the landmark pipeline on AFLW2000-3D, or a trained "
                                         "localiser (NME by yaw, pose error, consistency)")
     q.add_argument("--method", help="comma-separated, scored in one run on AFLW2000-3D: flatten (the landmark "
-                                    "pipeline of stn3dmm flatten), localiser (the shipped localiser, or --checkpoint, "
+                                    "pipeline of stn3dmm flatten), flatten-auto (flatten --method auto), localiser (the "
+                                    "shipped localiser, or --checkpoint, "
                                     "from the benchmark's face boxes), localiser-detect (the same from our face "
                                     "detector's boxes). Default: localiser with --checkpoint, else flatten. A "
                                     "--checkpoint without --data aflw2000-3d is scored on a training-style data set "

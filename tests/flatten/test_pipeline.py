@@ -134,3 +134,29 @@ def test_options_are_bounded_before_anything_is_allocated(default_grid):
             check_options(**kw)
         with pytest.raises(ValueError, match=want):
             Flattener(default_grid[0], detector=object(), **kw)
+
+
+def test_auto_takes_the_fit_below_its_switch_and_the_localiser_above_or_without_a_mesh(source, flattener,
+                                                                                       default_grid):
+    """flatten --method auto on a frontal face: with the switch above the face's yaw it is the
+    landmark fit, theta for theta; with the switch at 0 it is the localiser's; a face with no
+    face-mesh points goes to the localiser whatever the switch."""
+    from dataclasses import replace
+
+    from stn3dmm.fitting.localiser import load_localiser
+    from stn3dmm.flatten.pipeline import Flattener
+
+    img = np.asarray(source, dtype=np.float32) / 255
+    face = [f for f in flattener.detect(img) if not f.tiny][0]
+    fitter = load_localiser(model=default_grid[0])
+    fit = flattener.flatten_faces(img, [face])[0]
+    loc = Flattener(default_grid[0], method="localiser", localiser=fitter, detector=flattener.detector)
+    by_loc = loc.flatten_faces(img, [face])[0]
+    high = Flattener(default_grid[0], method="auto", localiser=fitter, detector=flattener.detector, switch_yaw=90)
+    low = Flattener(default_grid[0], method="auto", localiser=fitter, detector=flattener.detector, switch_yaw=0)
+    a, b = high.flatten_faces(img, [face, replace(face, points=None)])
+    assert a.targets is not None and np.allclose(a.theta, fit.theta, atol=1e-5)
+    assert b.targets is None and np.allclose(b.theta, by_loc.theta, atol=1e-5)
+    d = low.flatten_faces(img, [face])[0]
+    assert d.targets is None and np.allclose(d.theta, by_loc.theta, atol=1e-5)
+    assert not high.needs_mesh and flattener.needs_mesh

@@ -43,14 +43,17 @@ def _contains(box: np.ndarray, point: np.ndarray) -> bool:
 
 
 class FlattenMethod:
-    """The landmark pipeline (detect, face mesh, dense landmark map, Levenberg-Marquardt fit)."""
-
-    name = "stn3dmm flatten"
+    """The main job's pipeline (:class:`~stn3dmm.flatten.pipeline.Flattener`): detect, then the
+    landmark fit (face mesh, dense landmark map, Levenberg-Marquardt), or with ``method="auto"``
+    the localiser where it sees a turned face or the face mesh finds none."""
 
     def __init__(self, model, flattener: Flattener | None = None):
         self.model = model
         self.flattener = flattener or Flattener(model)
         self.ibug68 = np.asarray(model.landmarks["ibug68"])
+        method = self.flattener.method
+        self.name = "stn3dmm flatten" + ("" if method == "landmarks" else f" --method {method}")
+        self.fallback = LocaliserMethod(self.flattener.localiser) if self.flattener.localiser is not None else None
 
     def _mean_face(self, square: np.ndarray) -> Prediction:
         """The mean face, frontal, filling ``square``: the prediction when nothing finds a face."""
@@ -62,20 +65,26 @@ class FlattenMethod:
 
     def predict(self, image: np.ndarray, face_square: np.ndarray) -> Prediction:
         """``image`` (H, W, 3) float in [0, 1]; ``face_square`` (4,) the benchmark's box of the face,
-        used to check that the face found is the benchmark's, and to place it when it is not."""
+        used to check that the face found is the benchmark's, and to place it when it is not
+        (by the face mesh on that box for the landmark fit, by the localiser from it otherwise)."""
+        fl = self.flattener
         centre = (face_square[:2] + face_square[2:]) / 2
-        faces = [f for f in self.flattener.detect(image) if f.points is not None and not f.tiny]
+        faces = [f for f in fl.detect(image) if not f.tiny and (f.points is not None or not fl.needs_mesh)]
         face = faces[0] if faces else None
         found = face is not None and _contains(face.bbox, centre)
         how = "detected"
         if not found:
-            face, how = self.flattener.detector.face_in_box(image, face_square), "benchmark box"
+            if self.fallback is not None:
+                p = self.fallback.predict(image, face_square)
+                return Prediction(p.points, p.pose, False, "benchmark box")
+            face, how = fl.detector.face_in_box(image, face_square), "benchmark box"
             if face.points is None:
                 return self._mean_face(face_square)
-        r = self.flattener.flatten_faces(image, [face])[0]
+        r = fl.flatten_faces(image, [face])[0]
         pts = r.transform.to_source(r.points[self.ibug68])
         pose = pose_from_theta(torch.as_tensor(r.theta, dtype=torch.float64)[None])[0].numpy()
-        return Prediction(pts, pose, found, how, raw=mediapipe_ibug68(face.points))
+        raw = mediapipe_ibug68(face.points) if face.points is not None else None
+        return Prediction(pts, pose, found, how, raw=raw)
 
 
 class LocaliserMethod:

@@ -43,8 +43,14 @@ MAX_SIZE = 2048
 MAX_RES = 1024
 #: A texel whose sampled crop validity is below this touches padding: invisible.
 VALID_MIN = 0.999
-#: How theta is found: the landmark fit, or the trained localiser in one forward pass per crop.
-METHODS = ("landmarks", "localiser")
+#: How theta is found: the landmark fit, the trained localiser in one forward pass per crop, or
+#: ``auto``: the localiser where it finds the face turned by :data:`AUTO_SWITCH_YAW` or more, or
+#: where the face mesh found no points on the face; the landmark fit elsewhere.
+METHODS = ("landmarks", "localiser", "auto")
+#: ``auto``'s switch: the localiser's own |yaw| (degrees) from which its theta is kept. Chosen on
+#: held-out LFW people's head renders (``python benchmarks/large_pose.py --set heads``), never on
+#: the benchmark.
+AUTO_SWITCH_YAW = 60.0
 
 
 def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
@@ -117,24 +123,25 @@ class Flattener:
         threads: torch CPU threads for cropping, fitting and sampling (default 1: these are many
             small operations, and more threads slow them down badly on a busy machine; see
             :mod:`stn3dmm.core.threads`). None keeps the process's setting.
-        method: ``"landmarks"`` (default: face mesh, landmark map, Levenberg-Marquardt fit) or
+        method: ``"landmarks"`` (default: face mesh, landmark map, Levenberg-Marquardt fit),
             ``"localiser"`` (the face detector's box, then the trained localiser's theta: no face
-            mesh, no fit; :mod:`stn3dmm.fitting.localiser`).
-        localiser: the :class:`~stn3dmm.fitting.localiser.LocaliserFitter` for ``"localiser"``
-            (default: the shipped one, :func:`~stn3dmm.fitting.localiser.load_localiser`).
+            mesh, no fit; :mod:`stn3dmm.fitting.localiser`) or ``"auto"`` (:data:`METHODS`).
+        localiser: the :class:`~stn3dmm.fitting.localiser.LocaliserFitter` for ``"localiser"`` and
+            ``"auto"`` (default: the shipped one, :func:`~stn3dmm.fitting.localiser.load_localiser`).
+        switch_yaw: ``"auto"``'s switch (default :data:`AUTO_SWITCH_YAW`).
     """
 
     def __init__(self, model, size=IMAGE_SIZE, res=None, visibility="depth", mapping="dense", prior_weight=None,
                  detector=None, device="cpu", blend=2.0, threads: int | None = 1, method: str = "landmarks",
-                 localiser=None):
+                 localiser=None, switch_yaw: float = AUTO_SWITCH_YAW):
         from ..photos import FaceDetector
 
         check_options(size=size, res=res)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method = method
-        self.localiser = None
-        if method == "localiser":
+        self.localiser, self.switch_yaw = None, float(switch_yaw)
+        if method != "landmarks":
             from ..fitting.localiser import load_localiser
 
             self.localiser = localiser or load_localiser(device, model=model)
@@ -147,7 +154,7 @@ class Flattener:
         self.stn = _TimedSTN(model, out_res=res, visibility=visibility, landmarks=None,
                              max_outside=None, channels=4).to(self.device)
         self.res = self.stn.out_res
-        self.detector = detector or FaceDetector(landmarks=method == "landmarks")
+        self.detector = detector or FaceDetector(landmarks=method != "localiser")
 
     @property
     def needs_mesh(self) -> bool:
@@ -174,10 +181,8 @@ class Flattener:
 
     def _flatten_many(self, items: list) -> list[FaceResult]:
         t0 = time.perf_counter()
-        if self.method == "localiser":
-            crops, transforms, targets, theta, error = self._localise(items)
-        else:
-            crops, transforms, targets, theta, error = self._fit(items)
+        how = {"localiser": self._localise, "landmarks": self._fit, "auto": self._auto}[self.method]
+        crops, transforms, targets, theta, error = how(items)
         t1 = time.perf_counter()
         images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).to(self.device, torch.float32)
         with torch.no_grad():
@@ -245,6 +250,26 @@ class Flattener:
             theta.append(transform_theta(r.theta, to_crop))
         n = len(items)
         return crops, transforms, [None] * n, torch.as_tensor(np.stack(theta)), np.full(n, np.nan)
+
+
+    def _auto(self, items: list):
+        """The same by ``auto`` (:data:`METHODS`): the localiser on every face, then the landmark
+        fit in place of its theta where the face has face-mesh points and the localiser's |yaw|
+        is below :attr:`switch_yaw`."""
+        from ..stn.pose import pose_from_theta
+
+        out = self._localise(items)
+        yaw = pose_from_theta(out[3].double())[:, 0].abs().numpy()
+        refit = [k for k, (_, f) in enumerate(items) if f.points is not None and yaw[k] < self.switch_yaw]
+        if not refit:
+            return out
+        crops, transforms, targets, theta, error = (list(out[0]), list(out[1]), list(out[2]), out[3].clone(),
+                                                    out[4].copy())
+        fit = self._fit([items[k] for k in refit])
+        for j, k in enumerate(refit):
+            crops[k], transforms[k], targets[k] = fit[0][j], fit[1][j], fit[2][j]
+            theta[k], error[k] = fit[3][j].to(theta.dtype), fit[4][j]
+        return crops, transforms, targets, theta, error
 
 
 def flatten_largest(flattener: Flattener, image: np.ndarray) -> FaceResult:
