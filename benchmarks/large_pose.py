@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--flat", default=str(ROOT / "data" / "lfw_flat"),
                     help="stn3dmm flatten ../shared/data/lfw --out data/lfw_flat --method landmarks --no-mesh")
     ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW,... (auto's switch at YAW)")
+    ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
     ap.add_argument("--sweep", default="", help="auto's switch: score these |yaw| switches (e.g. 30,40,50,60,70,90) "
                                                 "from one run of the landmark fit and one of the localiser")
     args = ap.parse_args()
@@ -156,7 +157,12 @@ def main():
         for lo, hi in ((0, 30), (30, 60), (60, math.inf))))
     runs = [(f"variant {name}: {VARIANTS[name]}", FlattenMethod(
         model, Flattener(model, detector=FaceDetector(**VARIANTS[name])))) for name in args.variants.split(",") if name]
-    runs += [(m, _method(m, model)) for m in args.methods.split(",") if m]
+    fitter = None
+    if args.checkpoint:
+        from stn3dmm.evaluation.checkpoint import checkpoint_fitter
+
+        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", 2)
+    runs += [(m, _method(m, model, fitter)) for m in args.methods.split(",") if m]
     for title, method in runs:
         results, _ = run_benchmark(data, method, progress=False)
         print(f"\n== {title}")
@@ -164,17 +170,17 @@ def main():
         print("\n".join(line for line in format_table(results).splitlines()
                         if line.startswith(("faces found", "stn3dmm ", "pose"))))
     if args.sweep:
-        sweep_switch(data, model, [float(v) for v in args.sweep.split(",")])
+        sweep_switch(data, model, [float(v) for v in args.sweep.split(",")], fitter)
 
 
-def sweep_switch(data, model, switches: list) -> None:
+def sweep_switch(data, model, switches: list, fitter=None) -> None:
     """``flatten --method auto`` at each switch, from per-face records of its two parts: the landmark
     fit where the detector's face has face-mesh points and the localiser's |yaw| is below the
     switch, the localiser (from the detector's box) elsewhere. Prints NME by bucket per switch."""
     from stn3dmm.evaluation.methods import run_benchmark
 
     _, fit = run_benchmark(data, _method("landmarks", model), progress=False)
-    _, loc = run_benchmark(data, _method("localiser-detect", model), progress=False)
+    _, loc = run_benchmark(data, _method("localiser-detect", model, fitter), progress=False)
     yaw = np.abs([r["pose"][0] for r in loc])
     meshed = np.array([r["found"] and r["how"] == "detected" for r in fit])
     e_fit, e_loc = np.array([r["nme"] for r in fit]), np.array([r["nme"] for r in loc])
@@ -189,7 +195,7 @@ def sweep_switch(data, model, switches: list) -> None:
         print(f"{t:>8.0f}" + "".join(f"{m:>9.2f}" for m in means) + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
 
 
-def _method(spec: str, model):
+def _method(spec: str, model, fitter=None):
     """``landmarks`` (flatten's default), ``localiser`` (from the benchmark box), ``localiser-detect``
     or ``auto@YAW``."""
     from stn3dmm.evaluation.methods import FlattenMethod, LocaliserMethod
@@ -198,7 +204,7 @@ def _method(spec: str, model):
 
     if spec == "landmarks":
         return FlattenMethod(model)
-    fitter = load_localiser(model=model)
+    fitter = fitter or load_localiser(model=model)
     if spec.startswith("auto@"):
         return FlattenMethod(model, Flattener(model, method="auto", localiser=fitter, switch_yaw=float(spec[5:])))
     return LocaliserMethod(fitter, "detect" if spec == "localiser-detect" else "box")

@@ -114,21 +114,25 @@ def test_real_crop_labels_sit_on_their_surface_points(tree, model):
         assert s["visibility"].sum() == pytest.approx(68, rel=1e-5)
 
 
+def assert_exact_and_framed(ds, s):
+    """A render's labels are its theta's projections, and its 68 points fill the crop as training frames them."""
+    want = ds.renderer.stn.geometry(s["theta"][None]).points[0, torch.as_tensor(ds.landmark_set)]
+    torch.testing.assert_close(s["landmarks"], want, atol=1e-3, rtol=0)
+    c, side = landmark_square(s["landmarks"][:68].numpy().astype(np.float64), "ibug68")
+    np.testing.assert_allclose(c, [55.5, 55.5], atol=1e-3)
+    assert side == pytest.approx(112, abs=1e-3)
+
+
 def test_renders_are_exactly_labelled_framed_and_deterministic(tree, model):
     ds = plain(tree, model, real_views=1, profiled_views=2, yaw_range=90.0)
     assert len(ds) == 6 * 3
-    stn = ds.renderer.stn
     yaws = []
     for k in range(len(ds)):
         if k % 3 == 0:
             assert "theta" not in ds[k]
             continue
         s = ds[k]
-        want = stn.geometry(s["theta"][None]).points[0, torch.as_tensor(ds.landmark_set)]
-        torch.testing.assert_close(s["landmarks"], want, atol=1e-3, rtol=0)
-        c, side = landmark_square(s["landmarks"][:68].numpy().astype(np.float64), "ibug68")
-        np.testing.assert_allclose(c, [55.5, 55.5], atol=1e-3)
-        assert side == pytest.approx(112, abs=1e-3)
+        assert_exact_and_framed(ds, s)
         yaws.append(float(s["pose"][0]))
     assert max(map(abs, yaws)) <= 90 and max(map(abs, yaws)) > 30
     again = plain(tree, model, real_views=1, profiled_views=2, yaw_range=90.0)
@@ -159,7 +163,7 @@ def test_head_renders_are_exactly_labelled_turned_the_way_the_face_looks_and_det
     from stn3dmm.training.data.pose import pose_from_theta
 
     ds = plain(tree, model, real_views=1, profiled_views=2, yaw_range=90.0, head_share=1.0)
-    stn, r = ds.renderer.stn, int(model.res)
+    r = int(model.res)
     rows, cols = np.divmod(ds.landmark_set, r)
     hits = []
     for k in range(len(ds)):
@@ -168,10 +172,7 @@ def test_head_renders_are_exactly_labelled_turned_the_way_the_face_looks_and_det
         if view == 0:
             continue
         s = ds[k]
-        want = stn.geometry(s["theta"][None]).points[0, torch.as_tensor(ds.landmark_set)]
-        torch.testing.assert_close(s["landmarks"], want, atol=1e-3, rtol=0)
-        c, side = landmark_square(s["landmarks"][:68].numpy().astype(np.float64), "ibug68")
-        np.testing.assert_allclose(c, [55.5, 55.5], atol=1e-3)
+        assert_exact_and_framed(ds, s)
         src = float(pose_from_theta(torch.as_tensor(ds.fits[photo].theta)[None])[0, 0])
         assert abs(float(s["pose"][0]) - src) <= 85 + 1e-6
         vis = ds.renderer.visibility(ds.renderer(s["theta"][None].float(), torch.zeros(1, 3, r, r)),
