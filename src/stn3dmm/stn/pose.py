@@ -18,7 +18,13 @@ THETA_LAYOUT = "[r(3) axis-angle, t(2) px (x right, y down, 0-based), logs(1) s 
 
 def euler_to_rotation(yaw, pitch, roll) -> torch.Tensor:
     """``R = Rz(roll) Rx(pitch) Ry(yaw)`` from angles in degrees (tensors or numbers of one shape ``S``)
-    -> ``(*S, 3, 3)`` (float64 for numbers). See :data:`POSE_CONVENTION`."""
+    -> ``(*S, 3, 3)`` (float64 for numbers). See :data:`POSE_CONVENTION`.
+
+    Examples:
+        >>> R = euler_to_rotation(90.0, 0.0, 0.0)          # yaw 90: the nose (+z) turns to +x
+        >>> (R @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)).round(decimals=6)
+        tensor([1., 0., 0.], dtype=torch.float64)
+    """
     y, p, r = (torch.as_tensor(a, dtype=torch.float64) if not isinstance(a, torch.Tensor) else a
                for a in (yaw, pitch, roll))
     y, p, r = torch.deg2rad(y), torch.deg2rad(p), torch.deg2rad(r)
@@ -33,7 +39,12 @@ def euler_to_rotation(yaw, pitch, roll) -> torch.Tensor:
 def rotation_to_euler(rotation: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`euler_to_rotation`: ``(..., 3, 3) -> (..., 3)`` (yaw, pitch, roll) in degrees,
     pitch in [-90, 90]. From the third row ``(-cos p sin y, sin p, cos p cos y)`` and the second
-    column ``(-sin r cos p, cos r cos p, sin p)``."""
+    column ``(-sin r cos p, cos r cos p, sin p)``.
+
+    Examples:
+        >>> rotation_to_euler(euler_to_rotation(30.0, -10.0, 5.0)).round(decimals=6)
+        tensor([ 30., -10.,   5.], dtype=torch.float64)
+    """
     m = rotation
     pitch = torch.asin(m[..., 2, 1].clamp(-1, 1))
     yaw = torch.atan2(-m[..., 2, 0], m[..., 2, 2])
@@ -42,7 +53,14 @@ def rotation_to_euler(rotation: torch.Tensor) -> torch.Tensor:
 
 
 def pose_from_theta(theta: torch.Tensor) -> torch.Tensor:
-    """``theta (..., P) -> (..., 3)`` yaw, pitch, roll in degrees (of its axis-angle ``r``)."""
+    """``theta (..., P) -> (..., 3)`` yaw, pitch, roll in degrees (of its axis-angle ``r``).
+
+    Examples:
+        >>> import math
+        >>> theta = torch.tensor([[0.0, math.pi / 4, 0.0, 111.5, 111.5, 0.0]])   # r about +y: yaw
+        >>> pose_from_theta(theta).round(decimals=4).abs()
+        tensor([[45.,  0.,  0.]])
+    """
     from .layers import axis_angle_to_rotation
 
     return rotation_to_euler(axis_angle_to_rotation(theta[..., :3]))
@@ -58,7 +76,15 @@ def pose_from_pose_para(pitch, yaw, roll) -> torch.Tensor:
     ``R = Rx(-pitch) Ry(-yaw) Rz(-roll)``, in the model frame of ours (x right, y up, z to
     the viewer; the image y is flipped afterwards, as in our projection). The signs are
     reversed and the factor order differs from ours, so the angles are re-derived from R:
-    for a single angle, ours = -theirs (their yaw > 0 turns the nose towards image -x)."""
+    for a single angle, ours = -theirs (their yaw > 0 turns the nose towards image -x).
+
+    Examples:
+        >>> import math
+        >>> pose_from_pose_para(0.0, math.radians(30.0), 0.0).round(decimals=4).abs()   # their yaw 30
+        tensor([30.,  0.,  0.], dtype=torch.float64)
+        >>> round(float(pose_from_pose_para(0.0, math.radians(30.0), 0.0)[0]), 4)     # is our -30
+        -30.0
+    """
     p, y, r = (torch.as_tensor(a, dtype=torch.float64) if not isinstance(a, torch.Tensor) else a
                for a in (pitch, yaw, roll))
     zero = torch.zeros_like(p)
