@@ -1,6 +1,6 @@
 """Put a trained localiser into the package: weights (state dict) + card (JSON).
 
-    python scripts/ship_localiser.py runs/lfw_localiser/checkpoints/last.pt \
+    python scripts/ship_localiser.py runs/lfw_localiser_head/checkpoints/last.pt \
         [--scores aflw.json ...] [--out src/stn3dmm/nets/weights]
 
 Reads the checkpoint with ``weights_only=True``, keeps the network's weights only (float32), and
@@ -67,6 +67,10 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint")
     ap.add_argument("--scores", nargs="*", default=[], help="stn3dmm evaluate --out JSON files")
     ap.add_argument("--out", help="folder (default: the package's nets/weights)")
+    ap.add_argument("--recipe", default="stn3dmm train --config configs/lfw_localiser.toml (stage 1, 6,500 steps), "
+                                        "then stn3dmm train --config configs/lfw_localiser_head.toml (stage 2, "
+                                        "4,000 steps from stage 1's last checkpoint)",
+                    help="how the weights were made, for the card")
     a = ap.parse_args(argv)
     net, cfg = load_localiser(a.checkpoint)
     model = load_model(cfg["model"]["path"] or None)
@@ -88,8 +92,9 @@ def main(argv=None) -> int:
         "framing": "the square of stn3dmm.photos.crop.landmark_square(68 iBUG points, 'ibug68')",
         "box_framing": {"mediapipe": box_framing(data["path"], data["photos"] or None, model)},
         "data": (f"LFW ({data['path']}: stn3dmm flatten fits as pseudo-labels), split {data['split']}, "
-                 f"{data['real_views']} real crop(s) + {data['profiled_views']} profiled render(s) per photo"),
-        "recipe": "configs/lfw_localiser.toml (stn3dmm train --config configs/lfw_localiser.toml)",
+                 f"{data['real_views']} real crop(s) + {data['profiled_views']} profiled render(s) per photo"
+                 + (f", {data.get('head_share', 0.0):.0%} of them head renders" if data.get("head_share") else "")),
+        "recipe": a.recipe,
         "config": cfg, "step": step, "commit": commit, "exported": time.strftime("%Y-%m-%d"),
         "scores": scores, "licence": LICENCE,
     }
