@@ -15,7 +15,8 @@ folder. Rows, all measured in this run:
 * ours with 2 torch threads in fitting and sampling (the setting before: on a busy machine
   every one of their many small operations waits for the other thread's core);
 * ours with ``--method localiser`` (the detector's box and the trained localiser instead of the
-  face mesh and the landmark fit), when the package holds a trained localiser.
+  face mesh and the landmark fit), when the package holds a trained localiser;
+* ours with ``--method auto`` (the localiser on every face, the landmark fit on those below its switch).
 
 Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
 bilinear sampling, masks, completion), visibility (the depth test), write (the background
@@ -97,8 +98,9 @@ def main():
                                  ("ours: without the OBJ mesh", {"mesh": False}, {}),
                                  ("ours: back-face visibility", {}, {"visibility": "backface"}),
                                  ("ours: 2 threads in fit + sampling (before)", {}, {"threads": 2}),
-                                 ("ours: --method localiser", {}, {"method": "localiser"})):
-            if fl_kw.get("method") == "localiser" and not shipped_localiser():
+                                 ("ours: --method localiser", {}, {"method": "localiser"}),
+                                 ("ours: --method auto", {}, {"method": "auto"})):
+            if fl_kw.get("method") in ("localiser", "auto") and not shipped_localiser():
                 continue
             fl = Flattener(model, **fl_kw)
             out = work / label.replace(" ", "_").replace(":", "")

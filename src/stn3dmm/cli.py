@@ -278,11 +278,12 @@ def _add_flatten(sub) -> None:
     q.add_argument("--samples", action="store_true",
                    help="also flatten the built-in sample photos (from installed packages)")
     q.add_argument("--out", required=True, help="output directory")
-    q.add_argument("--method", choices=["landmarks", "localiser", "auto"], default="landmarks",
-                   help="how theta is found: landmarks (face mesh, dense landmark map, Levenberg-Marquardt fit; "
-                        "the default), localiser (the face detector's box, then the trained localiser that ships "
-                        "in the package: no face mesh, no fit) or auto (the localiser where it finds the face "
-                        "turned 60 degrees or more, or the face mesh finds none; the landmark fit elsewhere)")
+    q.add_argument("--method", choices=["landmarks", "localiser", "auto"], default="auto",
+                   help="how theta is found: auto (the default: the trained localiser where it finds the face "
+                        "turned 30 degrees or more, or the face mesh finds none; the landmark fit elsewhere), "
+                        "landmarks (face mesh, dense landmark map, Levenberg-Marquardt fit, on every face) or "
+                        "localiser (the face detector's box, then the trained localiser that ships in the "
+                        "package: no face mesh, no fit)")
     q.add_argument("--res", type=int, default=None,
                    help="output texture side, 16 to 1024 (default: the model's R, 112); the OBJ keeps the "
                         "model's mesh, textured with the completed PNG of this side")

@@ -1,4 +1,4 @@
-"""What is scored on a benchmark: the landmark pipeline of ``stn3dmm flatten``, and the raw detector.
+"""What is scored on a benchmark: ``stn3dmm flatten`` (by each ``--method``), the raw detector, a localiser.
 
 A method turns one photo (and the benchmark's face box, used only when the method cannot find
 the face by itself) into a :class:`Prediction`: 68 landmarks in photo pixels, a pose, and
@@ -6,9 +6,11 @@ whether the method found the face on its own. :func:`run_benchmark` runs a metho
 benchmark's images and scores them.
 
 :class:`FlattenMethod` is the product's main job as ``stn3dmm flatten`` runs it: detect the
-faces, take the first with landmarks (largest first), fit the model to its dense landmarks,
-and read the model's 68 landmark vertices and pose off the fit. It also reports the raw
-detector's own 68 points (mediapipe's, by the usual index subset), so one run scores both.
+faces, take the first (largest first; with ``--method landmarks``, the first with face-mesh
+points), find theta as its method does, and read the model's 68 landmark vertices and pose
+off it. The landmark method also reports the raw detector's own 68 points (mediapipe's, by
+the usual index subset), so one run scores both. :class:`LocaliserMethod` scores a trained
+localiser alone, from the benchmark's box or from our detector's.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class FlattenMethod:
         self.flattener = flattener or Flattener(model)
         self.ibug68 = np.asarray(model.landmarks["ibug68"])
         method = self.flattener.method
-        self.name = "stn3dmm flatten" + ("" if method == "landmarks" else f" --method {method}")
+        self.name = f"stn3dmm flatten --method {method}"
         self.fallback = LocaliserMethod(self.flattener.localiser) if self.flattener.localiser is not None else None
 
     def _mean_face(self, square: np.ndarray) -> Prediction:
@@ -83,7 +85,8 @@ class FlattenMethod:
         r = fl.flatten_faces(image, [face])[0]
         pts = r.transform.to_source(r.points[self.ibug68])
         pose = pose_from_theta(torch.as_tensor(r.theta, dtype=torch.float64)[None])[0].numpy()
-        raw = mediapipe_ibug68(face.points) if face.points is not None else None
+        # the raw detector row is the landmark pipeline's (auto's would mix in the localiser's faces)
+        raw = mediapipe_ibug68(face.points) if face.points is not None and fl.method == "landmarks" else None
         return Prediction(pts, pose, found, how, raw=raw)
 
 
