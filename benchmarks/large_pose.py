@@ -133,6 +133,8 @@ def main():
     ap.add_argument("--flat", default=str(ROOT / "data" / "lfw_flat"),
                     help="stn3dmm flatten ../shared/data/lfw --out data/lfw_flat --method landmarks --no-mesh")
     ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW,... (auto's switch at YAW)")
+    ap.add_argument("--sweep-fit", default="", help="with --sweep: also keep the landmark fit where its own |yaw| "
+                                                    "is below each of these (e.g. 15,20,25,30)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
     ap.add_argument("--sweep", default="", help="auto's switch: score these |yaw| switches (e.g. 30,40,50,60,70,90) "
                                                 "from one run of the landmark fit and one of the localiser")
@@ -170,10 +172,11 @@ def main():
         print("\n".join(line for line in format_table(results).splitlines()
                         if line.startswith(("faces found", "stn3dmm ", "pose"))))
     if args.sweep:
-        sweep_switch(data, model, [float(v) for v in args.sweep.split(",")], fitter)
+        sweep_switch(data, model, [float(v) for v in args.sweep.split(",")], fitter,
+                     [float(v) for v in args.sweep_fit.split(",") if v])
 
 
-def sweep_switch(data, model, switches: list, fitter=None) -> None:
+def sweep_switch(data, model, switches: list, fitter=None, fit_switches=None) -> None:
     """``flatten --method auto`` at each switch, from per-face records of its two parts: the landmark
     fit where the detector's face has face-mesh points and the localiser's |yaw| is below the
     switch, the localiser (from the detector's box) elsewhere. Prints NME by bucket per switch."""
@@ -188,11 +191,15 @@ def sweep_switch(data, model, switches: list, fitter=None) -> None:
     print("\n== auto's switch (|yaw| of the localiser from which it is kept): NME % by bucket")
     print(f"{'switch':>8}" + "".join(f"{f'{lo}-{hi if hi < 1e9 else 90}':>9}" for lo, hi in buckets) + f"{'mean':>9}"
           + f"{'fit share':>11}")
-    for t in switches:
-        use_fit = meshed & (yaw < t)
-        e = np.where(use_fit, e_fit, e_loc)
-        means = [float(e[(data.abs_yaw >= lo) & (data.abs_yaw < hi)].mean()) for lo, hi in buckets]
-        print(f"{t:>8.0f}" + "".join(f"{m:>9.2f}" for m in means) + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
+    fit_yaw = np.abs([r["pose"][0] for r in fit])
+    for second in [math.inf] + list(fit_switches or []):
+        if second < math.inf:
+            print(f"-- and the landmark fit kept where its own |yaw| is below {second:.0f}")
+        for t in switches:
+            use_fit = meshed & ((yaw < t) | (fit_yaw < second if second < math.inf else False))
+            e = np.where(use_fit, e_fit, e_loc)
+            means = [float(e[(data.abs_yaw >= lo) & (data.abs_yaw < hi)].mean()) for lo, hi in buckets]
+            print(f"{t:>8.0f}" + "".join(f"{m:>9.2f}" for m in means) + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
 
 
 def _method(spec: str, model, fitter=None):
