@@ -135,6 +135,7 @@ def main():
     ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW,... (auto's switch at YAW)")
     ap.add_argument("--sweep-fit", default="", help="with --sweep: also keep the landmark fit where its own |yaw| "
                                                     "is below each of these (e.g. 15,20,25,30)")
+    ap.add_argument("--passes", type=int, default=2, help="the localiser's forward passes (default 2)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
     ap.add_argument("--sweep", default="", help="auto's switch: score these |yaw| switches (e.g. 30,40,50,60,70,90) "
                                                 "from one run of the landmark fit and one of the localiser")
@@ -163,7 +164,11 @@ def main():
     if args.checkpoint:
         from stn3dmm.evaluation.checkpoint import checkpoint_fitter
 
-        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", 2)
+        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", args.passes)
+    elif args.passes != 2:
+        from stn3dmm.fitting.localiser import load_localiser
+
+        fitter = load_localiser(model=model, passes=args.passes)
     runs += [(m, _method(m, model, fitter)) for m in args.methods.split(",") if m]
     for title, method in runs:
         results, _ = run_benchmark(data, method, progress=False)
