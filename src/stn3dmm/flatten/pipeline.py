@@ -125,7 +125,9 @@ class Flattener:
             :mod:`stn3dmm.core.threads`). None keeps the process's setting.
         method: ``"landmarks"`` (default: face mesh, landmark map, Levenberg-Marquardt fit),
             ``"localiser"`` (the face detector's box, then the trained localiser's theta: no face
-            mesh, no fit; :mod:`stn3dmm.fitting.localiser`) or ``"auto"`` (:data:`METHODS`).
+            mesh, no fit; :mod:`stn3dmm.fitting.localiser`) or ``"auto"`` (:data:`METHODS`; the
+            default of ``stn3dmm flatten``, which scores better on AFLW2000-3D; here the default
+            stays the landmark fit, which needs no trained network).
         localiser: the :class:`~stn3dmm.fitting.localiser.LocaliserFitter` for ``"localiser"`` and
             ``"auto"`` (default: the shipped one, :func:`~stn3dmm.fitting.localiser.load_localiser`).
         switch_yaw: ``"auto"``'s switch (default :data:`AUTO_SWITCH_YAW`).
