@@ -233,9 +233,8 @@ class FittedPhotos(Dataset):
 
     def __getitems__(self, indices) -> list[dict]:
         items = [(int(i),) + self.identity_of(int(i)) for i in indices]
-        real = [it for it in items if it[2] < self.real_views]
-        rend = [it for it in items if it[2] >= self.real_views and not self.is_head(*it[1:])]
-        head = [it for it in items if it[2] >= self.real_views and self.is_head(*it[1:])]
+        kind = ["real" if it[2] < self.real_views else "head" if self.is_head(*it[1:]) else "render" for it in items]
+        real, rend, head = ([it for it, k in zip(items, kind) if k == want] for want in ("real", "render", "head"))
         out = {}
         for group, make in ((real, self._real), (rend, self._render), (head, self._render_head)):
             if group:
@@ -312,7 +311,7 @@ class FittedPhotos(Dataset):
     @torch.no_grad()
     def _render_head(self, pv, indices) -> list[dict]:
         """Head renders (:mod:`.profiling`): the photo around the face, turned to a new pose."""
-        from .profiling import head_surface, render_surfaces
+        from .profiling import HEAD_RAISE, HEAD_SIDE, head_surface, render_surfaces
 
         photos = [p for p, _ in pv]
         rngs = [self._rng(p, v) for p, v in pv]
@@ -327,7 +326,7 @@ class FittedPhotos(Dataset):
             centre, side = landmark_square(self.points[p][:68], "ibug68")
             surfaces.append(head_surface(self.images[p], self.fits[p].theta, self.fits[p].matrix,
                                          fit.posed[k].double().numpy().reshape(r, r, 3),
-                                         centre - np.array([0.0, 0.1 * side]), 2.2 * side))
+                                         centre - np.array([0.0, HEAD_RAISE * side]), HEAD_SIDE * side))
         bg = make_backgrounds([background_params(rr, ("photo",), len(self.tiles)) for rr in rngs], self.size,
                               self.tiles)
         out = render_surfaces(torch.stack([s["nodes"] for s in surfaces]), torch.stack([s["texture"] for s in surfaces]),

@@ -8,8 +8,9 @@ The idea is 300W-LP's face profiling (Zhu et al., "Face Alignment Across Large P
 Solution", CVPR 2016): give the photo a depth, so that not only the face but the hair, the ears
 and the neck around it turn with the head. Here:
 
-1. A square around the face (``head_side`` times the 68 points' crop side) is covered by a
-   ``G x G`` lattice of nodes; its texture is the photo itself, resampled ``T x T``.
+1. A square around the face (:data:`HEAD_SIDE` times the 68 points' crop side, raised by
+   :data:`HEAD_RAISE` of it towards the hair) is covered by a ``G x G`` lattice of nodes; its
+   texture is the photo itself, resampled ``T x T``.
 2. Node depth, inside the fitted face, is the fitted model's (the fit's posed surface, splatted
    onto the lattice with the renderer's depth buffer). Outside it, the nearest face depth,
    smoothed, falls off with the squared distance to the face (``falloff`` mm per mm^2): the
@@ -35,7 +36,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...stn.layers import axis_angle_to_rotation, orthographic_projection, rotate
 from .render import composite, raster_sampling_grid, splat_grid_surface
+
+#: The lattice's square: this many times the 68 points' crop side, its centre raised by
+#: ``HEAD_RAISE`` of that side (the hair above the face matters more than the neck below).
+HEAD_SIDE, HEAD_RAISE = 2.2, 0.1
 
 
 def head_surface(image: np.ndarray, theta: np.ndarray, matrix: np.ndarray, model_points: np.ndarray,
@@ -58,7 +64,6 @@ def head_surface(image: np.ndarray, theta: np.ndarray, matrix: np.ndarray, model
         (G-1, G-1)).
     """
     from ...photos.crop import crop_square
-    from ...stn.layers import axis_angle_to_rotation
 
     g = int(lattice)
     tex, tr = crop_square(image, centre, side, int(texels))
@@ -126,8 +131,8 @@ def render_surfaces(nodes: torch.Tensor, texture: torch.Tensor, rotation: torch.
         dict with ``image`` (B, 3, S, S) and ``alpha`` (B, 1, S, S).
     """
     bsz, g = nodes.shape[0], nodes.shape[1]
-    posed = nodes.reshape(bsz, -1, 3) @ rotation.transpose(-1, -2)
-    pts = torch.stack((posed[..., 0], -posed[..., 1]), -1) * scale[:, None, None] + translation[:, None]
+    posed = rotate(nodes.reshape(bsz, -1, 3), rotation)
+    pts = orthographic_projection(posed) * scale[:, None, None] + translation[:, None]
     a = int(supersample)
     pts = (pts + 0.5) * a - 0.5 if a > 1 else pts
     step = (pts.view(bsz, g, g, 2)[:, 1:] - pts.view(bsz, g, g, 2)[:, :-1]).norm(dim=-1).max()
@@ -142,4 +147,4 @@ def render_surfaces(nodes: torch.Tensor, texture: torch.Tensor, rotation: torch.
     return {"image": image, "alpha": alpha}
 
 
-__all__ = ["head_surface", "render_surfaces"]
+__all__ = ["HEAD_SIDE", "HEAD_RAISE", "head_surface", "render_surfaces"]
