@@ -181,11 +181,11 @@ def _evaluate_consistency(args, methods: list) -> int:
         raise ValueError("--data lfw-consistency needs --path: a folder with one sub-folder of photos per person")
     model = load_model(args.model, log=_log)
     people = consistency_people(args.path)
+    fitter = _localiser_fitter(args, model) if any(m != "flatten" for m in methods) else None   # loaded once
     results = {}
     for m in dict.fromkeys("localiser" if m.startswith("localiser") else m for m in methods):
         how = {"flatten": "landmarks", "flatten-auto": "auto"}.get(m, m)
-        fl = Flattener(model) if how == "landmarks" else Flattener(model, method=how,
-                                                                  localiser=_localiser_fitter(args, model))
+        fl = Flattener(model) if how == "landmarks" else Flattener(model, method=how, localiser=fitter)
         results[f"stn3dmm flatten --method {how}"] = texture_consistency(fl, people, progress=not args.quiet)
     print(format_consistency(results))
     if args.out:
