@@ -323,3 +323,22 @@ def test_a_detection_on_the_mirror_maps_back_with_left_and_right_swapped(grace):
     b, s, k = _unmirror((np.array([10.0, 20, 30, 40]), 0.9, np.arange(12.0).reshape(6, 2)), 100)
     np.testing.assert_array_equal(b, [69, 20, 89, 40])
     np.testing.assert_array_equal(k[:, 0], [97, 99, 95, 93, 89, 91])
+
+
+def test_an_upside_down_photo_is_meshed_the_right_way_up(grace, grace_faces):
+    """A photo turned by 180 degrees: without the upright check, BlazeFace's eyes sit where the
+    mouth is; with it, the face's points are the photo's own, turned (known answer)."""
+    u8 = grace.as_uint8()
+    h, w = u8.shape[:2]
+    turned = np.ascontiguousarray(u8[::-1, ::-1])           # (x, y) -> (W - 1 - x, H - 1 - y)
+    ref = grace_faces[0].points
+    want = np.stack([w - 1 - ref[:, 0], h - 1 - ref[:, 1]], axis=1)
+    with FaceDetector(upright=False, landmarks=False) as plain:
+        kp = plain.detect_boxes(turned)[0][2]
+    assert kp[0, 0] < kp[1, 0]                              # the eyes as if it were upright: wrong
+    faces = detect_faces(turned)
+    assert len(faces) == 1
+    kp = faces[0].keypoints
+    assert kp[0, 0] > kp[1, 0] and kp[0, 1] > kp[3, 1]      # right eye on the right, eyes below the mouth
+    err = np.linalg.norm(faces[0].points - want, axis=1)
+    assert err.mean() < 0.025 * faces[0].size
