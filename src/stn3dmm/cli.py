@@ -293,7 +293,7 @@ def _add_flatten(sub) -> None:
     q.add_argument("--landmarks", choices=["dense", "ibug68"], default="dense",
                    help="detector points used for fitting (default: dense, about 400)")
     q.add_argument("--max-faces", type=int, default=None,
-                   help="at most this many faces per photo, largest first, at least 1 (default: all)")
+                   help="at most this many faces per photo, main face first, at least 1 (default: all)")
     q.add_argument("--max-pixels", type=int, default=None,
                    help="refuse photos that would decode to more pixels than this (decompression-bomb guard; "
                         "default: Pillow's limit, 89.5 M); JPEGs are decoded reduced first, so the limit "
@@ -342,7 +342,7 @@ def _add_average(sub) -> None:
     q.add_argument("--by-folder", action="store_true",
                    help="one mean per folder of the tree (for example one per person of stn3dmm flatten people/)")
     q.add_argument("--pattern", help="file pattern (default *_texture.png; with --by-folder *_face0_texture.png, "
-                                      "the largest face of each photo, which is the folder's person)")
+                                      "the main face of each photo, which is the folder's person)")
     q.add_argument("--overwrite", action="store_true")
     q.set_defaults(func=cmd_average)
 

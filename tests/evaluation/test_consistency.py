@@ -58,7 +58,7 @@ def test_within_and_between_known_answer(tmp_path, monkeypatch):
         mask[:, :8] = 1
         return Flat(tex, mask)
 
-    monkeypatch.setattr("stn3dmm.flatten.pipeline.flatten_largest", fake_largest)
+    monkeypatch.setattr("stn3dmm.flatten.pipeline.flatten_main_face", fake_largest)
     r = texture_consistency(FakeFlattener(), people, progress=False)
     # within: |N(0, .02) - N(0, .02)| has mean 2 * .02 / sqrt(pi) = 0.0226 -> 5.76 on 0-255
     assert r["within"] == pytest.approx(255 * 2 * 0.02 / np.sqrt(np.pi), rel=0.05)

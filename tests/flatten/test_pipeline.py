@@ -14,11 +14,11 @@ def test_a_coarser_texture_samples_the_same_surface(source, flattener, default_g
     import torch
     import torch.nn.functional as F
 
-    from stn3dmm.flatten.pipeline import Flattener, flatten_largest
+    from stn3dmm.flatten.pipeline import Flattener, flatten_main_face
 
     img = np.asarray(source, dtype=np.float32) / 255
-    r112 = flatten_largest(flattener, img)
-    r64 = flatten_largest(Flattener(default_grid[0], res=64, detector=flattener.detector), img)
+    r112 = flatten_main_face(flattener, img)
+    r64 = flatten_main_face(Flattener(default_grid[0], res=64, detector=flattener.detector), img)
     down = lambda a: F.interpolate(torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None], size=(64, 64),  # noqa: E731
                                    mode="bilinear", align_corners=True)[0].permute(1, 2, 0).numpy()
     both = (r64.mask > 0.5) & (down(r112.mask[..., None])[..., 0] > 0.999)
@@ -30,11 +30,11 @@ def test_padding_outside_the_photo_is_invisible(source, flattener):
     """The face square of a photo cut through the face reaches past the photo's edge: the crop
     pads it black. Padding must not count as seen, and must be completed from the mirror side.
     (The fit itself differs from the uncut photo's: the detector's mesh of a half face is poorer.)"""
-    from stn3dmm.flatten.pipeline import flatten_largest
+    from stn3dmm.flatten.pipeline import flatten_main_face
 
     f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
-    full = flatten_largest(flattener, f(source))
-    cut = flatten_largest(flattener, f(source.crop((200, 0, source.width, source.height))))
+    full = flatten_main_face(flattener, f(source))
+    cut = flatten_main_face(flattener, f(source.crop((200, 0, source.width, source.height))))
     black = (cut.flattened.max(-1) < 2 / 255) & (cut.mask > 0.5)
     assert black.mean() < 0.002, black.mean()                  # measured 0.0002 (one dark texel)
     assert cut.mask.mean() < full.mask.mean() - 0.1             # the cut-off side is not seen
@@ -88,7 +88,7 @@ def _sample(name):
 @pytest.fixture(scope="module")
 def consistency(flattener):
     """photo -> transform -> (MAD, fraction visible in both), computed on first use."""
-    from stn3dmm.flatten.pipeline import flatten_largest, texture_difference
+    from stn3dmm.flatten.pipeline import flatten_main_face, texture_difference
 
     f = lambda im: np.asarray(im, dtype=np.float32) / 255  # noqa: E731
     cache = {}
@@ -97,9 +97,9 @@ def consistency(flattener):
         if (photo, name) not in cache:
             src = _sample(photo)
             if photo not in cache:
-                cache[photo] = flatten_largest(flattener, f(src))
+                cache[photo] = flatten_main_face(flattener, f(src))
             make, mirrored = TRANSFORMS[name]
-            other = flatten_largest(flattener, f(make(src)))
+            other = flatten_main_face(flattener, f(make(src)))
             cache[photo, name] = texture_difference(cache[photo], other, mirror=mirrored)
             print(f"\nconsistency, {photo}, {name}: mean |difference| {cache[photo, name][0]:.2f} / 255 "
                   f"over {100 * cache[photo, name][1]:.0f}% of the grid")

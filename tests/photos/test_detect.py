@@ -64,6 +64,30 @@ def test_input_types_agree(grace, grace_faces):
         np.testing.assert_allclose(f[0].points, ref, atol=1.0)
 
 
+def test_prominence_known_answers():
+    from stn3dmm.photos.detect import prominence
+
+    # pixel centres: the image's centre is at ((W - 1) / 2, (H - 1) / 2) = (49.5, 39.5)
+    assert prominence([39.5, 29.5, 59.5, 49.5], 100, 80) == pytest.approx(400.0)  # centred: its area
+    assert prominence([-60, -60, -40, -40], 100, 80) == pytest.approx(0.0)        # past a corner: nothing
+    off = prominence([5.5, 29.5, 25.5, 49.5], 100, 80)                            # 34 px off a 64 px half-diagonal
+    assert off == pytest.approx(400.0 * (1 - 34 / np.hypot(50, 40)))
+
+
+def test_a_larger_face_at_the_side_comes_after_the_central_one(grace):
+    """The main face is the central one, even when a background face at the side is larger."""
+    u8 = grace.as_uint8()
+    small = _resized(u8, 0.8)
+    canvas = np.full((1000, 1400, 3), 90, np.uint8)
+    canvas[:u8.shape[0], :u8.shape[1]] = u8                                       # top-left corner
+    y, x = (1000 - small.shape[0]) // 2, (1400 - small.shape[1]) // 2
+    canvas[y:y + small.shape[0], x:x + small.shape[1]] = small                    # centre
+    faces = detect_faces(canvas)
+    assert len(faces) == 2
+    assert faces[0].area < faces[1].area
+    assert x < faces[0].bbox[0] and faces[1].bbox[2] < u8.shape[1]
+
+
 def test_two_faces_largest_first(grace):
     u8 = grace.as_uint8()
     canvas = np.full((600, 800, 3), 90, np.uint8)

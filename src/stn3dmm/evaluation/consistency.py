@@ -3,7 +3,7 @@
 Owns :func:`consistency_people` (the held-out people and photos scored) and
 :func:`texture_consistency` (``stn3dmm evaluate --data lfw-consistency``).
 
-For each flattening method, every photo's largest face is flattened (raw RGB, 0-255). Within:
+For each flattening method, every photo's main face is flattened (raw RGB, 0-255). Within:
 the mean absolute difference between two photos of one person over the texels visible in both,
 averaged over every pair of a person's photos and then over people. Between: the same for photo
 ``k`` of one person against photo ``k`` of another, over every pair of people. A method whose
@@ -53,7 +53,7 @@ def texture_consistency(flattener, people: list, progress: bool = True) -> dict:
     """Within / between mean absolute differences and their ratio for one :class:`Flattener`."""
     from tqdm import tqdm
 
-    from ..flatten.pipeline import flatten_largest
+    from ..flatten.pipeline import flatten_main_face
     from ..photos import read_photo
 
     tex = {}
@@ -61,7 +61,7 @@ def texture_consistency(flattener, people: list, progress: bool = True) -> dict:
     for name, files in tqdm(people, desc="flatten", unit="person", disable=not progress, dynamic_ncols=True):
         for k, f in enumerate(files):
             try:
-                r = flatten_largest(flattener, read_photo(f).image)
+                r = flatten_main_face(flattener, read_photo(f).image)
             except ValueError as e:
                 missing.append((str(f), str(e)))
                 continue

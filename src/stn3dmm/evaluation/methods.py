@@ -6,7 +6,7 @@ whether the method found the face on its own. :func:`run_benchmark` runs a metho
 benchmark's images and scores them.
 
 :class:`FlattenMethod` is the product's main job as ``stn3dmm flatten`` runs it: detect the
-faces, take the first (largest first; with ``--method landmarks``, the first with face-mesh
+faces, take the first (main face first; with ``--method landmarks``, the first with face-mesh
 points), find theta as its method does, and read the model's 68 landmark vertices and pose
 off it. The landmark method also reports the raw detector's own 68 points (mediapipe's, by
 the usual index subset), so one run scores both. :class:`LocaliserMethod` scores a trained

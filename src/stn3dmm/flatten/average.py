@@ -11,7 +11,7 @@ folder per person) and writes, for each folder that holds textures itself, ``<fo
 and ``<folder>_mean_coverage.png`` into the output folder, under the same parent folders as in
 the tree (so ``flat/Name/`` gives ``means/Name_mean.png``): the means of a whole data set lie
 side by side, named after the people, as the original's teaser showed them. A folder is one
-person, and in a photo of them with others their face is the largest, face 0; so the tree's
+person, and in a photo of them with others their face is the main one, face 0; so the tree's
 default pattern takes face 0 of each photo only (:data:`TREE_PATTERN`), keeping the faces of
 people behind them out of their mean.
 """
@@ -30,7 +30,7 @@ from ..stn.texture import weighted_average
 
 #: What :func:`average_folder` averages by default: every texture in the folder.
 FOLDER_PATTERN = "*_texture.png"
-#: What :func:`average_tree` averages by default: face 0 (the largest) of each photo of the person.
+#: What :func:`average_tree` averages by default: face 0 (the main face) of each photo of the person.
 TREE_PATTERN = "*_face0_texture.png"
 
 

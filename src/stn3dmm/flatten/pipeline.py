@@ -3,7 +3,7 @@
 Owns the per-face pipeline (detect -> crop -> fit -> flatten -> mask -> complete):
 :class:`Flattener` (its :meth:`Flattener.flatten_many` batches faces from any photos) and the
 :class:`FaceResult` it gives per face, the options' limits (:func:`check_options`), and
-:func:`flatten_largest` and :func:`texture_difference` for one photo. The batch runner behind
+:func:`flatten_main_face` and :func:`texture_difference` for one photo. The batch runner behind
 ``stn3dmm flatten``, which lists, reads and writes, is :mod:`stn3dmm.flatten.runner`.
 
 Visibility: a texel is visible (alpha 255) when the model's visibility test passes, its
@@ -164,7 +164,7 @@ class Flattener:
         return self.method == "landmarks"
 
     def detect(self, photo):
-        """Faces of a Photo (or image array), largest first, tiny ones flagged."""
+        """Faces of a Photo (or image array), main face first, tiny ones flagged."""
         from ..photos import detect_faces
 
         return detect_faces(photo, self.detector)
@@ -274,8 +274,8 @@ class Flattener:
         return crops, transforms, targets, theta, error
 
 
-def flatten_largest(flattener: Flattener, image: np.ndarray) -> FaceResult:
-    """The largest face of ``image`` (H, W, 3) float in [0, 1], flattened; ValueError if none."""
+def flatten_main_face(flattener: Flattener, image: np.ndarray) -> FaceResult:
+    """The main face of ``image`` (H, W, 3) float in [0, 1], flattened; ValueError if none."""
     faces = [f for f in flattener.detect(image) if not f.tiny and (f.points is not None or not flattener.needs_mesh)]
     if not faces:
         raise ValueError("no face large enough to fit")

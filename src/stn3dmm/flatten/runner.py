@@ -10,7 +10,7 @@ thread while the next photos are read.
 
 Outputs mirror the input tree: a photo ``DIR/Name/x.jpg`` of the folder ``DIR`` gets its files
 in ``OUT/Name/``; a photo named itself, or directly in ``DIR``, in ``OUT``. Each face's files
-are named ``<photo stem>_face<k>`` (k = 0 for the largest face; names made safe and unique
+are named ``<photo stem>_face<k>`` (k = 0 for the main face, see photos.detect.prominence; names made safe and unique
 within their folder, see :mod:`stn3dmm.flatten.outputs`).
 
 A run holds its output folder (:func:`~stn3dmm.flatten.state.claim_output`: a second run into
@@ -317,7 +317,7 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
     See the module docstring for the output tree, reruns and interruptions.
 
     Args:
-        max_faces: at most this many faces per photo, largest first (None: all; must be >= 1).
+        max_faces: at most this many faces per photo, main face first (None: all; must be >= 1).
         read_options: keyword arguments for :func:`~stn3dmm.photos.read_photo` (``max_side``,
             ``max_pixels``).
 

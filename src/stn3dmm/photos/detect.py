@@ -14,7 +14,8 @@ downloaded. Detection runs in two stages:
    image's longer side, so with ``tiles >= 1`` (and an image of at least
    :data:`TILE_MIN_SIDE` times ``min_face``) the full-range detector also runs on a grid of
    overlapping tiles (``tiles + 1`` per side, each ``2 / (tiles + 2)`` of the side). Boxes
-   found twice are merged (IoU > 0.3, the higher score is kept). Faces come largest first.
+   found twice are merged (IoU > 0.3, the higher score is kept). Faces come main face first
+   (:func:`prominence`: the box's area, discounted by its distance from the image's centre).
    Where the whole-image pass finds nothing, it runs again on the mirrored and the grey-padded
    photo (``rescue``): profile faces and faces that fill the frame are found that way. Each
    face's keypoints are then checked against the face turned upside down (``upright``).
@@ -270,6 +271,18 @@ def _unmirror(detection: tuple, width: int) -> tuple:
     return np.array([width - 1.0 - box[2], box[1], width - 1.0 - box[0], box[3]]), score, kp
 
 
+def prominence(box, width: int, height: int) -> float:
+    """A face's claim to be the photo's main face: its box's area times ``1 - d / r``, where ``d``
+    is the distance from the box's centre to the image's and ``r`` half the image's diagonal. A
+    background face larger than the person the photo is of, but off to the side, comes second.
+    Chosen on 301 LFW photos with several faces (LFW photos are centred on their person): by area
+    alone 10 put a background face first, discounted so none (``1 - k d / r``: none for k from
+    0.75 to 1.5)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    d = math.hypot((x0 + x1 - width + 1) / 2.0, (y0 + y1 - height + 1) / 2.0)
+    return max(x1 - x0, 0.0) * max(y1 - y0, 0.0) * max(0.0, 1.0 - d / (0.5 * math.hypot(width, height)))
+
+
 def _points_box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(0), points.max(0)])
 
@@ -425,7 +438,7 @@ class FaceDetector:
         return [(x, y, tw, th) for y in ys for x in xs]
 
     def detect_boxes(self, image) -> list[tuple[np.ndarray, float, np.ndarray]]:
-        """Stage 1 only: ``[(bbox (4,), score, keypoints (6, 2)), ...]`` in image pixels, largest first."""
+        """Stage 1 only: ``[(bbox (4,), score, keypoints (6, 2)), ...]`` in image pixels, main face first."""
         img = _as_uint8_rgb(image)
         return self._detect_boxes(img)
 
@@ -454,7 +467,7 @@ class FaceDetector:
         for f in found:
             if all(_iou(f[0], k[0]) <= 0.3 for k in kept):
                 kept.append(f)
-        kept.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+        kept.sort(key=lambda f: -prominence(f[0], w, h))
         return [self._upright(img, *f) for f in kept] if self.upright else kept
 
     def _upright(self, img: np.ndarray, box: np.ndarray, score: float, kp: np.ndarray):
@@ -588,7 +601,7 @@ class FaceDetector:
                     image_size=(w, h))
 
     def __call__(self, image) -> list[Face]:
-        """Detect every face: a list of :class:`Face`, largest box first."""
+        """Detect every face: a list of :class:`Face`, main face first (:func:`prominence`)."""
         img = _as_uint8_rgb(image)
         h, w = img.shape[:2]
         faces = []
@@ -619,7 +632,7 @@ def default_detector() -> FaceDetector:
 
 
 def detect_faces(image, detector: FaceDetector | None = None) -> list[Face]:
-    """Detect the faces in an image, largest first, each with 468 landmarks when found.
+    """Detect the faces in an image, main face first (:func:`prominence`), each with 468 landmarks when found.
 
     Args:
         image: a :class:`~stn3dmm.photos.io.Photo`, a numpy (H, W, 3) RGB image (uint8, or
@@ -635,4 +648,4 @@ def detect_faces(image, detector: FaceDetector | None = None) -> list[Face]:
 
 __all__ = ["MIN_FACE", "N_POINTS", "KEYPOINTS", "EYE_CORNERS", "Face", "FaceDetector", "FaceError",
            "TinyFaceError", "NoLandmarksError", "DetectorUnavailable", "detect_faces", "default_detector",
-           "point_visibility", "mesh_triangles"]
+           "point_visibility", "mesh_triangles", "prominence"]

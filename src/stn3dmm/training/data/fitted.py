@@ -50,7 +50,7 @@ from .pose import euler_to_rotation, rotation_to_euler
 from .render import GridRenderer, Lighting
 from .sample import make_sample
 
-#: name ending of the flatten JSON of a photo's largest face
+#: name ending of the flatten JSON of a photo's main face (face 0)
 FIT_SUFFIX = "_face0.json"
 SPLITS = ("train", "val", "all")
 

@@ -65,20 +65,20 @@ def sample_photo_assets(model, *, log=None, tile: int = 128) -> dict:
 
 
 def _flatten_photos(model, photos: list, out: dict, what: str) -> dict:
-    """Flatten the largest face of each ``(path, (H, W, 3) image)`` with the photo pipeline,
+    """Flatten the main face of each ``(path, (H, W, 3) image)`` with the photo pipeline,
     appending textures (symmetric completion, holes inpainted) to ``out["textures"]`` and
     problems to ``out["problems"]``; returns ``{path: face box}``."""
     boxes = {}
     if not photos:
         return boxes
     try:
-        from ...flatten.pipeline import Flattener, flatten_largest
+        from ...flatten.pipeline import Flattener, flatten_main_face
 
         fl = Flattener(model)
         try:
             for p, img in photos:
                 try:
-                    res = flatten_largest(fl, img)
+                    res = flatten_main_face(fl, img)
                 except ValueError as e:
                     out["problems"].append(f"{p.name}: {e}")
                     continue
@@ -151,7 +151,7 @@ def _read_flatten_texture(path: Path, res: int) -> torch.Tensor:
 def folder_photo_assets(model, folder, *, log=None) -> dict:
     """Photo textures from a folder of the user's: ``stn3dmm flatten`` outputs
     (``*_completed.png``, else ``*_texture.png``, any resolution, resampled to the model's R)
-    and/or photos (flattened here with the photo pipeline, largest face). Cached per process
+    and/or photos (flattened here with the photo pipeline, main face). Cached per process
     (keyed by the folder's files). Returns ``textures``, ``skins``, ``problems`` and
     ``sources`` (the file of each texture) like :func:`sample_photo_assets` (no tiles).
 

@@ -4,7 +4,7 @@ This module owns :class:`DetectedPhotos`.
 
 When the reader is built, every photo is read (:func:`~stn3dmm.photos.read_photo`, downscaled
 to ``max_side`` as ``stn3dmm flatten`` does) and the detector runs on it once
-(:func:`~stn3dmm.photos.detect_faces`, with a progress bar); the largest face that has face-mesh
+(:func:`~stn3dmm.photos.detect_faces`, with a progress bar); the main face (first) that has face-mesh
 landmarks (and is not tiny, unless ``allow_tiny``) is kept, and its landmark targets on the
 model (:meth:`~stn3dmm.photos.Face.landmarks` with ``mapping``) and its crop square
 (:func:`~stn3dmm.photos.crop.face_square`) are held in memory. Photos that cannot be read, or
