@@ -31,7 +31,7 @@ from .aflw2000 import Aflw2000, score
 class Prediction:
     """One face's prediction: ``points`` (68, 2) photo px; ``pose`` (3,) yaw, pitch, roll in
     degrees; ``found`` by the method itself; ``how`` it was placed ("detected", "benchmark box",
-    "mean face"); ``raw`` (68, 2) the detector's own points, or None."""
+    "benchmark box (face 0 is another face)", "mean face"); ``raw`` (68, 2) the detector's own points, or None."""
 
     points: np.ndarray
     pose: np.ndarray
@@ -76,10 +76,11 @@ class FlattenMethod:
         found = face is not None and _contains(face.bbox, centre)
         how = "detected"
         if not found:
+            box = "benchmark box" + (" (face 0 is another face)" if face is not None else "")
             if self.fallback is not None:
                 p = self.fallback.predict(image, face_square)
-                return Prediction(p.points, p.pose, False, "benchmark box")
-            face, how = fl.detector.face_in_box(image, face_square), "benchmark box"
+                return Prediction(p.points, p.pose, False, box)
+            face, how = fl.detector.face_in_box(image, face_square), box
             if face.points is None:
                 return self._mean_face(face_square)
         r = fl.flatten_faces(image, [face])[0]
