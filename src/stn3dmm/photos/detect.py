@@ -283,6 +283,12 @@ def prominence(box, width: int, height: int) -> float:
     return max(x1 - x0, 0.0) * max(y1 - y0, 0.0) * max(0.0, 1.0 - d / (0.5 * math.hypot(width, height)))
 
 
+def _eye_angle(keypoints: np.ndarray) -> float:
+    """Radians of the detector's eye line, subject's right eye -> left eye (+x in an upright face)."""
+    d = keypoints[1] - keypoints[0]
+    return math.atan2(d[1], d[0])
+
+
 def _points_box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(0), points.max(0)])
 
@@ -478,8 +484,7 @@ class FaceDetector:
         keypoints are the ones found there, mapped back."""
         short = self._graphs()[0]
         h, w = img.shape[:2]
-        d = kp[1] - kp[0]
-        angle = math.atan2(d[1], d[0])
+        angle = _eye_angle(kp)
         centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
         side = UPRIGHT_CONTEXT * float(max(box[2] - box[0], box[3] - box[1]))
 
@@ -542,10 +547,7 @@ class FaceDetector:
         side = float(max(box[2] - box[0], box[3] - box[1]))
         center = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
         out = max(64, round(self.mesh_face_px * self.mesh_context))
-        angle = 0.0
-        if keypoints is not None:
-            d = keypoints[1] - keypoints[0]  # subject's right eye -> left eye: +x in an upright face
-            angle = math.atan2(d[1], d[0])
+        angle = 0.0 if keypoints is None else _eye_angle(keypoints)
         t = square_transform(center, side * self.mesh_context, out, (w, h), angle)
         crop = _warp_uint8(img, t)
         with _quiet_native_stderr():
@@ -582,8 +584,7 @@ class FaceDetector:
     @staticmethod
     def _fallback_rois(box: np.ndarray, keypoints: np.ndarray | None):
         if keypoints is not None and np.isfinite(keypoints[:2]).all():
-            d = keypoints[1] - keypoints[0]
-            yield roi_from_box(box, math.atan2(d[1], d[0]))
+            yield roi_from_box(box, _eye_angle(keypoints))
         yield roi_from_box(box, 0.0)
 
     def face_in_box(self, image, box) -> Face:
