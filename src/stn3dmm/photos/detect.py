@@ -371,7 +371,7 @@ class FaceDetector:
         rescue: where stage 1 finds no face, run it again on the mirrored and the grey-padded
             image (:meth:`_rescue`; about 3 more detector runs, on those photos only).
         upright: check each face's keypoints against the face turned upside down (:meth:`_upright`;
-            two short-range detector runs on a small crop per face).
+            one or two short-range detector runs on a small crop per face).
 
     The defaults were chosen on synthetic large-pose renders (``benchmarks/large_pose.py``) and
     on the flattening consistency tests, never on a benchmark's test set: re-placing every mesh
@@ -492,9 +492,11 @@ class FaceDetector:
             t = square_transform(centre, side, UPRIGHT_PX, (w, h), a)
             return t, max(self._run_detector(short, _warp_uint8(img, t)), key=lambda f: f[1], default=None)
 
-        _, here = look(angle)
         t, turned = look(angle + math.pi)
-        if turned is None or turned[1] < max(UPRIGHT_SCORE, (here[1] if here else 0.0) + UPRIGHT_MARGIN):
+        if turned is None or turned[1] < UPRIGHT_SCORE:   # most faces: the crop as it is need not be looked at
+            return box, score, kp
+        _, here = look(angle)
+        if turned[1] < (here[1] if here else 0.0) + UPRIGHT_MARGIN:
             return box, score, kp
         return box, score, t.to_source(turned[2])
 
