@@ -365,3 +365,48 @@ def test_an_upside_down_photo_is_meshed_the_right_way_up(grace, grace_faces):
     assert kp[0, 0] > kp[1, 0] and kp[0, 1] > kp[3, 1]      # right eye on the right, eyes below the mouth
     err = np.linalg.norm(faces[0].points - want, axis=1)
     assert err.mean() < 0.025 * faces[0].size
+
+
+def _eye_line(kp: np.ndarray) -> float:
+    d = kp[1] - kp[0]
+    return math.degrees(math.atan2(d[1], d[0]))
+
+
+@pytest.mark.parametrize("turn", [90.0, -90.0])
+def test_a_weak_detection_with_eyes_off_by_a_quarter_turn_is_set_upright(grace, turn):
+    """A weak detection (score below UPRIGHT_SCORE) whose keypoints are turned 90 degrees about the
+    face's centre, as BlazeFace gives them for some faces turned sideways: the upright check's
+    quarter turns give back an eye line within 20 degrees of the true one (known answer: the
+    upright photo's own level eyes). A confident detection with the same keypoints is left alone."""
+    from stn3dmm.photos.detect import UPRIGHT_SCORE
+
+    u8 = grace.as_uint8()
+    with FaceDetector(landmarks=False, upright=False) as det:
+        box, _, kp = det.detect_boxes(u8)[0]
+        c = kp[:2].mean(0)
+        a = math.radians(turn)
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        wrong = (kp - c) @ rot.T + c
+        assert abs(abs(_eye_line(wrong) - _eye_line(kp)) - 90.0) < 1e-6
+        fixed = det._upright(u8, box, UPRIGHT_SCORE - 0.2, wrong)[2]
+        kept = det._upright(u8, box, UPRIGHT_SCORE + 0.1, wrong)[2]
+    assert abs(_eye_line(fixed) - _eye_line(kp)) < 20.0
+    np.testing.assert_array_equal(kept, wrong)
+
+
+def test_the_rescue_looks_again_when_only_faces_off_to_the_side_are_found(grace, monkeypatch):
+    """A photo where the first pass finds only a face away from the centre: the rescue runs (and
+    its faces join), as it does where nothing is found; where a face covers the centre it does not."""
+    from stn3dmm.photos.detect import _covers_centre
+
+    side = [(np.array([0.0, 0, 10, 10]), 0.9, np.zeros((6, 2)))]
+    centre = [(np.array([40.0, 40, 60, 60]), 0.9, np.zeros((6, 2)))]
+    assert not _covers_centre([], (101, 101)) and not _covers_centre(side, (101, 101))
+    assert _covers_centre(side + centre, (101, 101))
+    u8 = grace.as_uint8()
+    with FaceDetector(landmarks=False, tiles=0) as det:
+        calls = []
+        monkeypatch.setattr(det, "_run_detector", lambda g, img, offset=(0.0, 0.0): list(side) if not calls else [])
+        monkeypatch.setattr(det, "_rescue", lambda img: calls.append(img.shape) or list(centre))
+        got = det.detect_boxes(u8)
+    assert len(calls) == 1 and len(got) == 2

@@ -76,7 +76,8 @@ UPRIGHT_PX = 128
 #: A face is taken to be upside down when its crop turned by 180 degrees scores at least
 #: UPRIGHT_SCORE, and UPRIGHT_MARGIN more than the crop itself. Chosen on LFW photos turned by
 #: 180 +- 30 degrees (98 of 98 found) and on the held-out head renders (1 of 927 turned wrongly;
-#: profiles score low either way): ``python benchmarks/upright.py``.
+#: profiles score low either way): ``python benchmarks/upright.py``. A detection scoring below
+#: UPRIGHT_SCORE is looked at in all four quarter turns of its crop (see ``FaceDetector._upright``).
 UPRIGHT_SCORE = 0.8
 UPRIGHT_MARGIN = 0.1
 
@@ -283,6 +284,17 @@ def prominence(box, width: int, height: int) -> float:
     return max(x1 - x0, 0.0) * max(y1 - y0, 0.0) * max(0.0, 1.0 - d / (0.5 * math.hypot(width, height)))
 
 
+def _covers_centre(found: list, shape: tuple) -> bool:
+    """Whether any detection's box ``(bbox, score, keypoints)`` contains the centre of an image of ``shape``."""
+    cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
+    return any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b, _, _ in found)
+
+
+def _turn(a: float, b: float) -> float:
+    """The absolute angle in radians between two directions ``a`` and ``b`` (radians), in [0, pi]."""
+    return abs((a - b + math.pi) % (2 * math.pi) - math.pi)
+
+
 def _eye_angle(keypoints: np.ndarray) -> float:
     """Radians of the detector's eye line, subject's right eye -> left eye (+x in an upright face)."""
     d = keypoints[1] - keypoints[0]
@@ -461,12 +473,12 @@ class FaceDetector:
         else:
             small = img
         found = self._run_detector(short, small) + self._run_detector(full, small)
-        if not found and self.rescue:
-            found = self._rescue(small)
         if self.tiles >= 1 and max(h, w) >= TILE_MIN_SIDE * self.min_face and min(small.shape[:2]) >= 64:
             for x, y, tw, th in self._tile_origins(small.shape[1], small.shape[0]):
                 tile = np.ascontiguousarray(small[y:y + th, x:x + tw])
                 found += self._run_detector(full, tile, (x, y))
+        if self.rescue and not _covers_centre(found, small.shape):
+            found += self._rescue(small)
         found = [(b * k + (k - 1) / 2.0, sc, kp * k + (k - 1) / 2.0) for b, sc, kp in found]
         found.sort(key=lambda f: -f[1])
         kept = []
@@ -481,33 +493,49 @@ class FaceDetector:
         down, but places its eyes where the mouth is. So the short-range detector looks again at
         the face's crop levelled by those eyes, and at the same crop turned by 180 degrees; where
         the turned crop scores clearly higher (:data:`UPRIGHT_SCORE`, :data:`UPRIGHT_MARGIN`), the
-        keypoints are the ones found there, mapped back."""
+        keypoints are the ones found there, mapped back. A weak detection (score below
+        UPRIGHT_SCORE: a face turned sideways in the photo, a profile) may have its eyes off by
+        any angle, so its crop is looked at in all four quarter turns; the best-scoring look's
+        keypoints replace the detection's where they differ by more than 45 degrees."""
         short = self._graphs()[0]
         h, w = img.shape[:2]
         angle = _eye_angle(kp)
         centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
         side = UPRIGHT_CONTEXT * float(max(box[2] - box[0], box[3] - box[1]))
 
-        def look(a):
-            t = square_transform(centre, side, UPRIGHT_PX, (w, h), a)
-            return t, max(self._run_detector(short, _warp_uint8(img, t)), key=lambda f: f[1], default=None)
+        def look(turn):
+            t = square_transform(centre, side, UPRIGHT_PX, (w, h), angle + turn)
+            f = max(self._run_detector(short, _warp_uint8(img, t)), key=lambda f: f[1], default=None)
+            return (0.0, None) if f is None else (f[1], t.to_source(f[2]))
 
-        t, turned = look(angle + math.pi)
-        if turned is None or turned[1] < UPRIGHT_SCORE:   # most faces: the crop as it is need not be looked at
+        if score >= UPRIGHT_SCORE:     # a confident detection: only upside down is in doubt
+            turned = look(math.pi)
+            if turned[0] < UPRIGHT_SCORE:   # most faces: the crop as it is need not be looked at
+                return box, score, kp
+            here = look(0.0)
+            return box, score, (kp if turned[0] < here[0] + UPRIGHT_MARGIN else turned[1])
+        # a weak detection: its keypoints may be off by any angle; the crop's four quarter turns
+        seen = [look(k * math.pi / 2) for k in range(4)]
+        best, top = max(seen, key=lambda s: s[0])
+        if best < UPRIGHT_SCORE:
             return box, score, kp
-        _, here = look(angle)
-        if turned[1] < (here[1] if here else 0.0) + UPRIGHT_MARGIN:
+        # the best look must beat by the margin every look whose eyes point another way
+        rivals = [s for s, k in seen if k is not None and _turn(_eye_angle(k), _eye_angle(top)) > math.pi / 4]
+        if any(best < s + UPRIGHT_MARGIN for s in rivals) or _turn(_eye_angle(top), angle) <= math.pi / 4:
             return box, score, kp
-        return box, score, t.to_source(turned[2])
+        return box, score, top
 
     def _rescue(self, img: np.ndarray) -> list:
-        """Stage 1 again where it found nothing, on the mirrored image, then on the image padded
-        grey by half its side on each side (a face filling the frame, or cut by its edge, is
-        found once it has a margin), then on both; boxes and keypoints mapped back (a mirrored
-        detection's left and right keypoints swap). BlazeFace is not mirror-symmetric: at
-        profile the mirror alone finds about half of the faces missed."""
+        """Stage 1 again where no face found covers the photo's centre (where the main face most
+        often is: nothing was found, or only faces off to the side), on the mirrored image, then
+        on the image padded grey by half its side on each side (a face filling the frame, or cut
+        by its edge, is found once it has a margin), then on both, until a face covers the
+        centre; boxes and keypoints mapped back (a mirrored detection's left and right keypoints
+        swap). BlazeFace is not mirror-symmetric: at profile the mirror alone finds about half
+        of the faces missed."""
         short, full, _ = self._graphs()
         h, w = img.shape[:2]
+        got = []
         for mirror, pad in ((True, 0), (False, 1), (True, 1)):
             py, px = (h // 2, w // 2) if pad else (0, 0)
             x = img[:, ::-1] if mirror else img
@@ -515,9 +543,10 @@ class FaceDetector:
                 x = np.pad(x, ((py, py), (px, px), (0, 0)), constant_values=128)
             x = np.ascontiguousarray(x)
             found = self._run_detector(short, x, (-px, -py)) + self._run_detector(full, x, (-px, -py))
-            if found:
-                return [_unmirror(f, w) for f in found] if mirror else found
-        return []
+            got += [_unmirror(f, w) for f in found] if mirror else found
+            if _covers_centre(got, img.shape):
+                break
+        return got
 
     def small_faces(self, image, tile: int | None = None) -> list[tuple[np.ndarray, float]]:
         """Faces too small for the main pass, for reporting why a photo gave none: the
