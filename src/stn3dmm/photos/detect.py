@@ -16,9 +16,10 @@ downloaded. Detection runs in two stages:
    overlapping tiles (``tiles + 1`` per side, each ``2 / (tiles + 2)`` of the side). Boxes
    found twice are merged (IoU > 0.3, the higher score is kept). Faces come main face first
    (:func:`prominence`: the box's area, discounted by its distance from the image's centre).
-   Where the whole-image pass finds nothing, it runs again on the mirrored and the grey-padded
-   photo (``rescue``): profile faces and faces that fill the frame are found that way. Each
-   face's keypoints are then checked against the face turned upside down (``upright``).
+   Where the whole-image pass finds no face over the photo's centre, it runs again on the
+   mirrored and the grey-padded photo (``rescue``): profile faces and faces that fill the frame
+   are found that way. Each face's keypoints are then checked against the face turned upside
+   down, and a weak detection's against all four quarter turns (``upright``).
 2. **Landmarks.** For every face, the face mesh runs on a square crop around the box
    (``mesh_context`` times the box side, resized so that the face is ``mesh_face_px`` pixels,
    turned so that the detector's two eye keypoints are level: the mesh is least accurate on
@@ -380,10 +381,10 @@ class FaceDetector:
             the first mesh found is then re-placed on the ROI of its own points.
         mesh_refine: re-place every mesh on the ROI of its own points (as mediapipe's tracking
             does), not only the fallback ones.
-        rescue: where stage 1 finds no face, run it again on the mirrored and the grey-padded
-            image (:meth:`_rescue`; about 3 more detector runs, on those photos only).
+        rescue: where stage 1 finds no face over the image's centre, run it again on the mirrored
+            and the grey-padded image (:meth:`_rescue`; up to 3 more detector runs, on those photos only).
         upright: check each face's keypoints against the face turned upside down (:meth:`_upright`;
-            one or two short-range detector runs on a small crop per face).
+            one or two short-range detector runs on a small crop per face, four for a weak detection).
 
     The defaults were chosen on synthetic large-pose renders (``benchmarks/large_pose.py``) and
     on the flattening consistency tests, never on a benchmark's test set: re-placing every mesh
