@@ -393,20 +393,3 @@ def test_a_weak_detection_with_eyes_off_by_a_quarter_turn_is_set_upright(grace, 
     assert abs(_eye_line(fixed) - _eye_line(kp)) < 20.0
     np.testing.assert_array_equal(kept, wrong)
 
-
-def test_the_rescue_looks_again_when_only_faces_off_to_the_side_are_found(grace, monkeypatch):
-    """A photo where the first pass finds only a face away from the centre: the rescue runs (and
-    its faces join), as it does where nothing is found; where a face covers the centre it does not."""
-    from stn3dmm.photos.detect import _covers_centre
-
-    side = [(np.array([0.0, 0, 10, 10]), 0.9, np.zeros((6, 2)))]
-    centre = [(np.array([40.0, 40, 60, 60]), 0.9, np.zeros((6, 2)))]
-    assert not _covers_centre([], (101, 101)) and not _covers_centre(side, (101, 101))
-    assert _covers_centre(side + centre, (101, 101))
-    u8 = grace.as_uint8()
-    with FaceDetector(landmarks=False, tiles=0) as det:
-        calls = []
-        monkeypatch.setattr(det, "_run_detector", lambda g, img, offset=(0.0, 0.0): list(side) if not calls else [])
-        monkeypatch.setattr(det, "_rescue", lambda img: calls.append(img.shape) or list(centre))
-        got = det.detect_boxes(u8)
-    assert len(calls) == 1 and len(got) == 2

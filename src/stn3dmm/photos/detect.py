@@ -16,10 +16,10 @@ downloaded. Detection runs in two stages:
    overlapping tiles (``tiles + 1`` per side, each ``2 / (tiles + 2)`` of the side). Boxes
    found twice are merged (IoU > 0.3, the higher score is kept). Faces come main face first
    (:func:`prominence`: the box's area, discounted by its distance from the image's centre).
-   Where the whole-image pass finds no face over the photo's centre, it runs again on the
-   mirrored and the grey-padded photo (``rescue``): profile faces and faces that fill the frame
-   are found that way. Each face's keypoints are then checked against the face turned upside
-   down, and a weak detection's against all four quarter turns (``upright``).
+   Where the whole-image pass finds nothing, it runs again on the mirrored and the grey-padded
+   photo (``rescue``): profile faces and faces that fill the frame are found that way. Each
+   face's keypoints are then checked against the face turned upside down, and a weak
+   detection's against all four quarter turns (``upright``).
 2. **Landmarks.** For every face, the face mesh runs on a square crop around the box
    (``mesh_context`` times the box side, resized so that the face is ``mesh_face_px`` pixels,
    turned so that the detector's two eye keypoints are level: the mesh is least accurate on
@@ -285,12 +285,6 @@ def prominence(box, width: int, height: int) -> float:
     return max(x1 - x0, 0.0) * max(y1 - y0, 0.0) * max(0.0, 1.0 - d / (0.5 * math.hypot(width, height)))
 
 
-def _covers_centre(found: list, shape: tuple) -> bool:
-    """Whether any detection's box ``(bbox, score, keypoints)`` contains the centre of an image of ``shape``."""
-    cy, cx = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
-    return any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b, _, _ in found)
-
-
 def _turn(a: float, b: float) -> float:
     """The absolute angle in radians between two directions ``a`` and ``b`` (radians), in [0, pi]."""
     return abs((a - b + math.pi) % (2 * math.pi) - math.pi)
@@ -381,8 +375,8 @@ class FaceDetector:
             the first mesh found is then re-placed on the ROI of its own points.
         mesh_refine: re-place every mesh on the ROI of its own points (as mediapipe's tracking
             does), not only the fallback ones.
-        rescue: where stage 1 finds no face over the image's centre, run it again on the mirrored
-            and the grey-padded image (:meth:`_rescue`; up to 3 more detector runs, on those photos only).
+        rescue: where stage 1 finds no face, run it again on the mirrored and the grey-padded
+            image (:meth:`_rescue`; about 3 more detector runs, on those photos only).
         upright: check each face's keypoints against the face turned upside down (:meth:`_upright`;
             one or two short-range detector runs on a small crop per face, four for a weak detection).
 
@@ -474,12 +468,12 @@ class FaceDetector:
         else:
             small = img
         found = self._run_detector(short, small) + self._run_detector(full, small)
+        if not found and self.rescue:
+            found = self._rescue(small)
         if self.tiles >= 1 and max(h, w) >= TILE_MIN_SIDE * self.min_face and min(small.shape[:2]) >= 64:
             for x, y, tw, th in self._tile_origins(small.shape[1], small.shape[0]):
                 tile = np.ascontiguousarray(small[y:y + th, x:x + tw])
                 found += self._run_detector(full, tile, (x, y))
-        if self.rescue and not _covers_centre(found, small.shape):
-            found += self._rescue(small)
         found = [(b * k + (k - 1) / 2.0, sc, kp * k + (k - 1) / 2.0) for b, sc, kp in found]
         found.sort(key=lambda f: -f[1])
         kept = []
@@ -527,16 +521,13 @@ class FaceDetector:
         return box, score, top
 
     def _rescue(self, img: np.ndarray) -> list:
-        """Stage 1 again where no face found covers the photo's centre (where the main face most
-        often is: nothing was found, or only faces off to the side), on the mirrored image, then
-        on the image padded grey by half its side on each side (a face filling the frame, or cut
-        by its edge, is found once it has a margin), then on both, until a face covers the
-        centre; boxes and keypoints mapped back (a mirrored detection's left and right keypoints
-        swap). BlazeFace is not mirror-symmetric: at profile the mirror alone finds about half
-        of the faces missed."""
+        """Stage 1 again where it found nothing, on the mirrored image, then on the image padded
+        grey by half its side on each side (a face filling the frame, or cut by its edge, is
+        found once it has a margin), then on both; boxes and keypoints mapped back (a mirrored
+        detection's left and right keypoints swap). BlazeFace is not mirror-symmetric: at
+        profile the mirror alone finds about half of the faces missed."""
         short, full, _ = self._graphs()
         h, w = img.shape[:2]
-        got = []
         for mirror, pad in ((True, 0), (False, 1), (True, 1)):
             py, px = (h // 2, w // 2) if pad else (0, 0)
             x = img[:, ::-1] if mirror else img
@@ -544,10 +535,9 @@ class FaceDetector:
                 x = np.pad(x, ((py, py), (px, px), (0, 0)), constant_values=128)
             x = np.ascontiguousarray(x)
             found = self._run_detector(short, x, (-px, -py)) + self._run_detector(full, x, (-px, -py))
-            got += [_unmirror(f, w) for f in found] if mirror else found
-            if _covers_centre(got, img.shape):
-                break
-        return got
+            if found:
+                return [_unmirror(f, w) for f in found] if mirror else found
+        return []
 
     def small_faces(self, image, tile: int | None = None) -> list[tuple[np.ndarray, float]]:
         """Faces too small for the main pass, for reporting why a photo gave none: the
