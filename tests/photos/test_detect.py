@@ -392,4 +392,3 @@ def test_a_weak_detection_with_eyes_off_by_a_quarter_turn_is_set_upright(grace, 
         kept = det._upright(u8, box, UPRIGHT_SCORE + 0.1, wrong)[2]
     assert abs(_eye_line(fixed) - _eye_line(kp)) < 20.0
     np.testing.assert_array_equal(kept, wrong)
-

@@ -515,8 +515,9 @@ class FaceDetector:
         if best < UPRIGHT_SCORE:
             return box, score, kp
         # the best look must beat by the margin every look whose eyes point another way
-        rivals = [s for s, k in seen if k is not None and _turn(_eye_angle(k), _eye_angle(top)) > math.pi / 4]
-        if any(best < s + UPRIGHT_MARGIN for s in rivals) or _turn(_eye_angle(top), angle) <= math.pi / 4:
+        up = _eye_angle(top)
+        rivals = [s for s, k in seen if k is not None and _turn(_eye_angle(k), up) > math.pi / 4]
+        if any(best < s + UPRIGHT_MARGIN for s in rivals) or _turn(up, angle) <= math.pi / 4:
             return box, score, kp
         return box, score, top
 
