@@ -227,8 +227,9 @@ def test_training_mask_uses_the_buffer_only_depth_test_unless_asked():
 
 
 def test_a_fine_tune_starts_from_the_init_runs_network(default_grid, tmp_path):
-    """localiser.init: a run starts from another run's weights (with lr 0 it ends there, while a
-    fresh run differs); an init that does not fit the network is refused by name."""
+    """localiser.init: a run starts from another run's weights, or from a plain weights file (with
+    lr 0 it ends there, while a fresh run differs); an init that does not fit the network, or is
+    not weights at all, is refused by name."""
     model = default_grid[2]
     first, tuned, fresh = tmp_path / "first", tmp_path / "tuned", tmp_path / "fresh"
     _run(_train_cmd(first, 2, model_path=model))
@@ -244,3 +245,11 @@ def test_a_fine_tune_starts_from_the_init_runs_network(default_grid, tmp_path):
     bad = _run(_train_cmd(tmp_path / "bad", 1, "--set", f"localiser.init='{init}'", "--set", "localiser.width=1.0",
                           model_path=model), check=False)
     assert bad.returncode != 0 and "do not fit this run's network (localiser.init)" in bad.stderr
+    plain = tmp_path / "weights.pt"                      # a plain weights file, as the package ships
+    torch.save(a, plain)
+    _run(_train_cmd(tmp_path / "plain", 1, "--set", f"localiser.init='{plain}'", "--set", "optim.lr=0", model_path=model))
+    d = load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], d[k]) for k in weights)
+    torch.save([1, 2], plain)
+    bad = _run(_train_cmd(tmp_path / "bad2", 1, "--set", f"localiser.init='{plain}'", model_path=model), check=False)
+    assert bad.returncode != 0 and "neither an stn3dmm training checkpoint nor a weights file" in bad.stderr

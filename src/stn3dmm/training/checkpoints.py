@@ -4,7 +4,8 @@ Owns :func:`write_durably` (temporary file, fsync, rename, fsync of the folder),
 :func:`copy_durably` (``last.pt``: an independent copy of the newest step file, so that damage
 to one is not damage to both), :func:`remove_partial_saves` (the temporary files a killed save
 leaves), :func:`load_checkpoint` (``weights_only=True``: no code runs; a file we cannot trust is
-refused in our own words; the keys a checkpoint needs are checked), :func:`check_resume_state`
+refused in our own words; the keys a checkpoint needs are checked), :func:`check_resume_state`,
+:func:`load_init_weights` (what ``localiser.init`` names: a checkpoint or a plain weights file)
 and :func:`load_weights` (weights that do not fit the network are named, never a torch size-
 mismatch traceback). The state itself is :meth:`stn3dmm.training.loop.Trainer.state`.
 """
@@ -92,14 +93,7 @@ def load_checkpoint(path) -> dict:
     every use needs checked: ``format``, ``step``, ``model`` (tensors by name) and ``config``
     (JSON text). Raises ValueError with a clear message otherwise."""
     path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{path}: no such checkpoint")
-    try:
-        with warnings.catch_warnings():               # torch warns about pickle protocols of foreign files
-            warnings.simplefilter("ignore")
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated files, foreign pickles ...
-        raise ValueError(_refusal(path, e)) from None
+    ck = _load_safely(path, "checkpoint")
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not an stn3dmm training checkpoint")
     problems = []
@@ -114,6 +108,31 @@ def load_checkpoint(path) -> dict:
     if problems:
         raise ValueError(f"{path}: a damaged stn3dmm checkpoint: " + "; ".join(problems))
     return ck
+
+
+def _load_safely(path: Path, what: str):
+    if not path.exists():
+        raise ValueError(f"{path}: no such {what}")
+    try:
+        with warnings.catch_warnings():               # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated files, foreign pickles ...
+        raise ValueError(_refusal(path, e)) from None
+
+
+def load_init_weights(path) -> dict:
+    """The network weights a run starts from (``localiser.init``): a training checkpoint's
+    ``model``, or a plain weights file (tensors by name, such as the package's own
+    ``nets/weights/localiser.pt``). ValueError, naming the file, for anything else."""
+    path = Path(path)
+    state = _load_safely(path, "checkpoint or weights file")
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        return load_checkpoint(path)["model"]
+    if isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in state.items()):
+        return state
+    raise ValueError(f"{path}: neither an stn3dmm training checkpoint nor a weights file (tensors by name)")
 
 
 def _brief(x) -> str:
@@ -166,4 +185,4 @@ def load_weights(net: torch.nn.Module, state: dict, path, what: str = "this run'
 
 
 __all__ = ["FORMAT", "write_durably", "copy_durably", "remove_partial_saves", "load_checkpoint",
-           "check_resume_state", "load_weights"]
+           "check_resume_state", "load_weights", "load_init_weights"]

@@ -54,7 +54,8 @@ PATH_KINDS = ("umdfaces", "300w-lp", "aflw2000-3d", "mat68", "folder", "photos",
 #: how often it writes, and on what hardware, not what it learns. Every other setting of the
 #: checkpoint must match the run's (:func:`config_differences`).
 RESUME_FREE = ("train.steps", "train.out", "train.device", "train.threads", "train.log_every",
-               "train.image_every", "train.ckpt_every", "train.keep")
+               "train.image_every", "train.ckpt_every", "train.keep",
+               "localiser.init")     # read only when a run starts; a resume takes the checkpoint's weights
 
 # (section, key) -> (smallest value, what the smallest value means, or "")
 _AT_LEAST = {

@@ -38,8 +38,8 @@ from ..core.paths import write_text_atomically
 from ..stn.flip import flip_images
 from ..stn.losses import siamese_loss, total_loss
 from .batches import IdentityGroups, batch_indices, build_dataset, dataset_pair_groups, fetch
-from .checkpoints import (check_resume_state, copy_durably, load_checkpoint, load_weights, remove_partial_saves,
-                          write_durably)
+from .checkpoints import (check_resume_state, copy_durably, load_checkpoint, load_init_weights, load_weights,
+                          remove_partial_saves, write_durably)
 from .config import (DEFAULTS, check_batch, check_config, config_differences, config_from_checkpoint, depth_options,
                      load_config)
 
@@ -443,7 +443,7 @@ def train(cfg: dict, resume=None, log=print, progress=True, force: bool = False)
         quiet(f"resumed from {path} at step {tr.step_count}")
     elif cfg["localiser"]["init"]:      # a fine-tune starts from another run's network (not needed to resume)
         init = cfg["localiser"]["init"]
-        load_weights(tr.net, load_checkpoint(init)["model"], init, "this run's network (localiser.init)")
+        load_weights(tr.net, load_init_weights(init), init, "this run's network (localiser.init)")
         quiet(f"network initialised from {init}")
     if tr.rank == 0:
         for p in remove_partial_saves(tr.out / "checkpoints"):
