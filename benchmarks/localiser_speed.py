@@ -4,8 +4,9 @@
 
 For each candidate backbone and input size: faces per second of one forward pass (photo crop
 -> theta) at batch 1 and batch 64, in eval mode, no gradients, best of ``--repeats`` after a
-warm-up, with the weights and images in torch's default layout and in ``channels_last`` (the
-layout :class:`stn3dmm.fitting.localiser.LocaliserFitter` runs on the CPU). Then the localiser as
+warm-up, with the weights and images in torch's default layout, in ``channels_last``, and in
+``channels_last`` with batch normalisation folded into the convolutions (how
+:class:`stn3dmm.fitting.localiser.LocaliserFitter` runs on the CPU). Then the localiser as
 ``flatten --method localiser`` uses it on one face: the face detector's box and two forward
 passes (the shipped weights when the package has them). The baseline, measured in the same run on the same CPU: the landmark pipeline's
 per-face work as ``stn3dmm flatten`` does it (detect + face mesh on matplotlib's sample photo,
@@ -39,18 +40,19 @@ def _best(fn, repeats: int) -> float:
     return best
 
 
-def localiser_rows(repeats: int) -> list[tuple]:
+def localiser_rows(repeats: int, candidates=CANDIDATES) -> list[tuple]:
     import torch
 
+    from stn3dmm.nets import fold_batch_norm
     from stn3dmm.nets.localiser import build_localiser
 
     rows = []
-    for name, size, width in CANDIDATES:
-        net = build_localiser(name, n_id=10, n_exp=10, image_size=size, width=width).eval()
-        params = sum(p.numel() for p in net.parameters())
-        for layout in ("default", "channels_last"):
-            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-            net = net.to(memory_format=fmt)
+    for name, size, width in candidates:
+        plain = build_localiser(name, n_id=10, n_exp=10, image_size=size, width=width).eval()
+        params = sum(p.numel() for p in plain.parameters())
+        for layout in ("default", "channels_last", "channels_last, BN folded"):
+            fmt = torch.channels_last if layout.startswith("channels_last") else torch.contiguous_format
+            net = (fold_batch_norm(plain) if "folded" in layout else plain).to(memory_format=fmt)
             per = []
             for batch in (1, 64):
                 x = torch.rand(batch, 3, size, size).contiguous(memory_format=fmt)
@@ -113,6 +115,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--shipped-only", action="store_true",
+                    help="only the shipped network's row (MobileNetV2 x1 @ 112 px), not every candidate")
     args = ap.parse_args()
     import os
 
@@ -122,13 +126,14 @@ def main():
         torch.set_num_threads(threads)
         base = pipeline_rate(args.repeats)
         print(f"\ntorch {torch.__version__}, {threads} thread(s), load {os.getloadavg()[0]:.2f}")
-        print(f"{'localiser':44}{'parameters':>12}{'faces/s b=1':>14}{'faces/s b=64':>14}{'b=64 vs pipeline':>18}")
-        for name, params, r1, r64 in localiser_rows(args.repeats):
-            print(f"{name:44}{params / 1e6:>11.2f}M{r1:>14.1f}{r64:>14.1f}{r64 / base:>17.1f}x")
-        print(f"{'baseline: landmark pipeline':44}{'':>12}{base:>14.1f}{'':>14}{'1.0x':>18}"
+        print(f"{'localiser':54}{'parameters':>12}{'faces/s b=1':>14}{'faces/s b=64':>14}{'b=64 vs pipeline':>18}")
+        rows = localiser_rows(args.repeats, CANDIDATES[:1] if args.shipped_only else CANDIDATES)
+        for name, params, r1, r64 in rows:
+            print(f"{name:54}{params / 1e6:>11.2f}M{r1:>14.1f}{r64:>14.1f}{r64 / base:>17.1f}x")
+        print(f"{'baseline: landmark pipeline':54}{'':>12}{base:>14.1f}{'':>14}{'1.0x':>18}"
               "   (detect + face mesh + map + LM fit, one face)")
         face = localiser_face_rate(args.repeats)
-        print(f"{'detector box + localiser x2':44}{'':>12}{face:>14.1f}{'':>14}{face / base:>17.1f}x"
+        print(f"{'detector box + localiser x2':54}{'':>12}{face:>14.1f}{'':>14}{face / base:>17.1f}x"
               "   (detect + 2 passes, one face)")
 
 

@@ -40,9 +40,9 @@ def test_second_pass_crops_the_first_pass_landmarks(model):
     image = np.random.default_rng(0).uniform(0, 1, (300, 400, 3)).astype(np.float32)
     square = (np.array([200.0, 150.0]), 180.0)
     one = LocaliserFitter(FixedNet(), model, 10, 10, passes=1).from_squares([image], [square])[0]
-    net = FixedNet()
-    two = LocaliserFitter(net, model, 10, 10, passes=2, batch=1).from_squares([image, image], [square, square])
-    assert net.calls == 4                      # 2 passes x 2 faces, batch 1
+    fitter = LocaliserFitter(FixedNet(), model, 10, 10, passes=2, batch=1)
+    two = fitter.from_squares([image, image], [square, square])
+    assert fitter.net.calls == 4               # 2 passes x 2 faces, batch 1 (the fitter runs its own copy)
     c, s = landmark_square(one.points68, "ibug68")
     np.testing.assert_allclose(two[0].square[0], c, atol=1e-9)
     assert two[0].square[1] == pytest.approx(s)

@@ -14,6 +14,8 @@ module                      contents
                             initialisation) and :func:`param_groups` (its learning-rate multipliers)
 :mod:`.shipped`             the trained localiser that ships in the package (``weights/``): its
                             weights and card, :func:`~.shipped.load_shipped`
+:mod:`.inference`           :func:`~.inference.fold_batch_norm` (a copy with batch normalisation
+                            folded into the convolutions, for a faster forward pass)
 ==========================  ===============================================================
 
 Every backbone maps normalised images ``(B, 3, H, W)`` to features ``(B, out_features)`` and
@@ -25,6 +27,7 @@ May import: :mod:`stn3dmm.core` only.
 """
 
 from .head import ThetaHead, param_groups, start_theta
+from .inference import fold_batch_norm
 from .mobilenet import InvertedResidual, MobileNetV2Small
 from .resnet import NORMS, BasicBlock, ResNet18, make_norm
 from .vgg import (VGGFACE_CONV_NAMES, VGGFACE_MEAN_RGB, LoadReport, VGGFace16, WeightLoadError,
@@ -33,7 +36,7 @@ from .vgg import (VGGFACE_CONV_NAMES, VGGFACE_MEAN_RGB, LoadReport, VGGFace16, W
 
 __all__ = [
     "VGGFace16", "ResNet18", "MobileNetV2Small", "BasicBlock", "InvertedResidual", "ThetaHead",
-    "param_groups", "start_theta", "make_norm", "NORMS",
+    "param_groups", "start_theta", "make_norm", "NORMS", "fold_batch_norm",
     "load_vggface", "load_vggface_matconvnet", "load_vggface_state_dict", "matconvnet_to_torch",
     "read_state_dict", "vggface_matconvnet_shapes", "LoadReport", "WeightLoadError",
     "VGGFACE_CONV_NAMES", "VGGFACE_MEAN_RGB",
