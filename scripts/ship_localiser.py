@@ -1,6 +1,6 @@
 """Put a trained localiser into the package: weights (state dict) + card (JSON).
 
-    python scripts/ship_localiser.py runs/lfw_localiser_stage5/checkpoints/last.pt \
+    python scripts/ship_localiser.py runs/lfw_localiser_stage6/checkpoints/last.pt \
         [--scores aflw.json ...] [--out src/stn3dmm/nets/weights]
 
 Reads the checkpoint with ``weights_only=True``, keeps the network's weights only (float32), and
@@ -71,8 +71,9 @@ def main(argv=None) -> int:
                                         "then, each from the last checkpoint of the stage before, "
                                         "configs/lfw_localiser_head.toml (stage 2, 4,000 steps), "
                                         "configs/lfw_localiser_stage3.toml (stage 3, 2,500 steps), "
-                                        "configs/lfw_localiser_stage4.toml (stage 4, 6,000 steps) and "
-                                        "configs/lfw_localiser_stage5.toml (stage 5, 10,000 steps)",
+                                        "configs/lfw_localiser_stage4.toml (stage 4, 6,000 steps), "
+                                        "configs/lfw_localiser_stage5.toml (stage 5, 10,000 steps) and "
+                                        "configs/lfw_localiser_stage6.toml (stage 6, 6,000 steps)",
                     help="how the weights were made, for the card")
     a = ap.parse_args(argv)
     net, cfg = load_localiser(a.checkpoint)
