@@ -2,6 +2,10 @@
 
     python scripts/compare_checkpoints.py A.pt B.pt ... [--set data.key=value ...]
 
+Each of A, B, ... is a training checkpoint, a folder of shipped weights and card
+(``localiser.pt`` + ``localiser.json``, as ``scripts/ship_localiser.py`` writes them), or
+``shipped``: the localiser in the package.
+
 The data set is built once from the first checkpoint's [data] section with the ``--set``
 overrides (by default the fitted photos' held-out people: ``split=val``, the 68 points alone,
 one real crop and two profiled renders per photo) and every checkpoint predicts theta for every
@@ -26,8 +30,20 @@ sys.path.insert(0, str(ROOT / "src"))
 VAL = ("split=val", "grid_step=0", "real_views=1", "profiled_views=2")
 
 
-def main(argv=None) -> int:
+def _load(which: str):
+    """(network, its training config) of a checkpoint, a shipped folder or ``shipped``."""
     from stn3dmm.evaluation.checkpoint import load_localiser
+    from stn3dmm.nets.shipped import load_shipped
+
+    if which == "shipped" or Path(which).is_dir():
+        net, card = load_shipped(None if which == "shipped" else which)
+        if not isinstance(card.get("config"), dict):
+            raise SystemExit(f"{which}: its card holds no training config to build the held-out data from")
+        return net, card["config"]
+    return load_localiser(which)
+
+
+def main(argv=None) -> int:
     from stn3dmm.evaluation.protocol import bucketed, nme
     from stn3dmm.model.store import load_model
     from stn3dmm.stn import MorphableSTN
@@ -35,13 +51,13 @@ def main(argv=None) -> int:
     from stn3dmm.training.config import data_overrides
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("checkpoints", nargs="+", help="training checkpoints, shipped folders, or 'shipped'")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [data] setting")
     ap.add_argument("--batch", type=int, default=64)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    nets = [load_localiser(c)[0] for c in a.checkpoints]
-    cfg = load_localiser(a.checkpoints[0])[1]
+    loaded = [_load(c) for c in a.checkpoints]
+    nets, cfg = [n for n, _ in loaded], loaded[0][1]
     spec = dict(cfg["data"], **data_overrides(None, None, list(VAL) + a.set))
     model = load_model(cfg["model"]["path"] or None)
     ds = build_dataset(spec, model, int(cfg["localiser"]["image_size"]), spec["landmark_set"], progress=False)
