@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                                         "configs/lfw_localiser_stage3.toml (stage 3, 2,500 steps), "
                                         "configs/lfw_localiser_stage4.toml (stage 4, 6,000 steps), "
                                         "configs/lfw_localiser_stage5.toml (stage 5, 10,000 steps) and "
-                                        "configs/lfw_localiser_stage6.toml (stage 6, 2,400 steps)",
+                                        "configs/lfw_localiser_stage6.toml (stage 6, 2,000 steps)",
                     help="how the weights were made, for the card")
     a = ap.parse_args(argv)
     net, cfg = load_localiser(a.checkpoint)
