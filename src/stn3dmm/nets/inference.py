@@ -10,6 +10,7 @@ to float rounding, and the forward pass does one memory sweep less per layer.
 from __future__ import annotations
 
 import copy
+from itertools import pairwise
 
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -33,8 +34,7 @@ def fold_batch_norm(net: nn.Module) -> nn.Module:
     """
     out = copy.deepcopy(net).eval()
     for seq in [m for m in out.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
+        for a, b in pairwise(list(seq._modules)):
             conv, norm = seq._modules[a], seq._modules[b]
             if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats:
                 seq._modules[a] = fuse_conv_bn_eval(conv, norm)

@@ -93,7 +93,10 @@ def load_checkpoint(path) -> dict:
     every use needs checked: ``format``, ``step``, ``model`` (tensors by name) and ``config``
     (JSON text). Raises ValueError with a clear message otherwise."""
     path = Path(path)
-    ck = _load_safely(path, "checkpoint")
+    return _checked(_load_safely(path, "checkpoint"), path)
+
+
+def _checked(ck, path: Path) -> dict:
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise ValueError(f"{path}: not an stn3dmm training checkpoint")
     problems = []
@@ -128,7 +131,7 @@ def load_init_weights(path) -> dict:
     path = Path(path)
     state = _load_safely(path, "checkpoint or weights file")
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        return load_checkpoint(path)["model"]
+        return _checked(state, path)["model"]
     if isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                  for k, v in state.items()):
         return state
