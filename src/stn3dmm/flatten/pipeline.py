@@ -50,7 +50,8 @@ METHODS = ("landmarks", "localiser", "auto")
 #: ``auto``'s switch: the localiser's own |yaw| (degrees) from which its theta is kept. Chosen on
 #: the two tuning sets of ``benchmarks/large_pose.py --sweep`` (held-out LFW people's head renders
 #: and synthetic renders; the lowest mean of their bucket means) with the stage-2 and stage-4
-#: localisers; with stage 5's that mean leans to 0 by 0.03 and 30 was kept (docs/benchmarks.md).
+#: localisers; with stage 5's that mean leans to 0 by 0.03 and 30 was kept (docs/benchmarks.md);
+#: not re-swept with stage 6's.
 AUTO_SWITCH_YAW = 30.0
 
 
