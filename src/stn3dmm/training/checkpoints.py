@@ -103,14 +103,18 @@ def _checked(ck, path: Path) -> dict:
     if not isinstance(ck.get("step"), int) or isinstance(ck.get("step"), bool) or ck["step"] < 0:
         problems.append(f"'step' must be a non-negative integer, got {_brief(ck.get('step'))}")
     model = ck.get("model")
-    if not isinstance(model, dict) or not model or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+    if not _tensors_by_name(model):
         problems.append(f"'model' must be the network's tensors by name, got {_brief(model)}")
     if not isinstance(ck.get("config"), str):
         problems.append(f"'config' must be the run's configuration as JSON text, got {_brief(ck.get('config'))}")
     if problems:
         raise ValueError(f"{path}: a damaged stn3dmm checkpoint: " + "; ".join(problems))
     return ck
+
+
+def _tensors_by_name(x) -> bool:
+    return isinstance(x, dict) and bool(x) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in x.items())
 
 
 def _load_safely(path: Path, what: str):
@@ -132,8 +136,7 @@ def load_init_weights(path) -> dict:
     state = _load_safely(path, "checkpoint or weights file")
     if isinstance(state, dict) and state.get("format") == FORMAT:
         return _checked(state, path)["model"]
-    if isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                 for k, v in state.items()):
+    if _tensors_by_name(state):
         return state
     raise ValueError(f"{path}: neither an stn3dmm training checkpoint nor a weights file (tensors by name)")
 
