@@ -1,6 +1,6 @@
 """Held-out NME of several localiser checkpoints on one data set, in one table (for choosing).
 
-    python scripts/compare_checkpoints.py A.pt B.pt ... [--set data.key=value ...]
+    python scripts/compare_checkpoints.py A.pt B.pt ... [--set data.key=value ...] [--mirror]
 
 Each of A, B, ... is a training checkpoint, a folder of shipped weights and card
 (``localiser.pt`` + ``localiser.json``, as ``scripts/ship_localiser.py`` writes them), or
@@ -12,7 +12,9 @@ one real crop and two profiled renders per photo) and every checkpoint predicts 
 item. Printed per checkpoint: the NME (68 points, % of the labelled box's sqrt(w h)) of the
 real crops against their pseudo-labels, of the renders by |yaw| bucket against their exact
 labels, and the selection score, the mean of the real crops' NME and the renders' bucket mean.
-No transformer sampling, no visibility: only theta and the projected landmarks.
+No transformer sampling, no visibility: only theta and the projected landmarks. ``--mirror`` adds
+a row per checkpoint with test-time mirror averaging, as the shipped fitter predicts
+(:func:`stn3dmm.fitting.localiser.mirror_average`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def _load(which: str):
 
 def main(argv=None) -> int:
     from stn3dmm.evaluation.protocol import bucketed, nme
+    from stn3dmm.fitting.localiser import mirror_average
     from stn3dmm.model.store import load_model
     from stn3dmm.stn import MorphableSTN
     from stn3dmm.training.batches import build_dataset, fetch
@@ -54,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoints", nargs="+", help="training checkpoints, shipped folders, or 'shipped'")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a [data] setting")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--mirror", action="store_true", help="also each checkpoint with test-time mirror averaging")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     loaded = [_load(c) for c in a.checkpoints]
@@ -64,20 +68,26 @@ def main(argv=None) -> int:
     stn = MorphableSTN(model, landmarks=None, n_id=int(cfg["model"]["n_id"]), n_exp=int(cfg["model"]["n_exp"]),
                        max_outside=None)
     verts = torch.as_tensor(np.asarray(ds.landmark_set), dtype=torch.long)
-    errs, yaws = [[] for _ in nets], []
+    rows = [(c, n, False) for c, n in zip(a.checkpoints, nets)]
+    rows += [(c + " + mirror", n, True) for c, n in zip(a.checkpoints, nets) if a.mirror]
+    errs, yaws = [[] for _ in rows], []
     with torch.no_grad():
         for lo in range(0, len(ds), a.batch):
             b = fetch(ds, range(lo, min(len(ds), lo + a.batch)))
             yaws.append(b["pose"][:, 0].numpy())
-            for k, net in enumerate(nets):
-                pts = stn.geometry(net.eval()(b["image"]).float()).points[:, verts]
+            x, size = b["image"], b["image"].shape[-1]
+            for k, (_, net, mirror) in enumerate(rows):
+                theta = net.eval()(x).float()
+                if mirror:
+                    theta = mirror_average(theta, net(x.flip(-1)).float(), size)
+                pts = stn.geometry(theta).points[:, verts]
                 errs[k].append(nme(pts, b["landmarks"], b["visibility"]).numpy())
     yaw = np.concatenate(yaws)
     real = ~np.isfinite(yaw)
     print(f"{len(ds)} items: {int(real.sum())} real crops, {int((~real).sum())} renders ({spec['path']}, "
           f"split {spec['split']})")
     print(f"{'checkpoint':44} {'real':>6} {'0-30':>6} {'30-60':>6} {'60-90':>6} {'renders':>8} {'score':>6}")
-    for c, e in zip(a.checkpoints, errs):
+    for (c, _, _), e in zip(rows, errs):
         e = np.concatenate(e)
         r = bucketed(e[~real], yaw[~real])
         score = 0.5 * (float(e[real].mean()) + r["bucket_mean"])

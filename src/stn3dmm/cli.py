@@ -165,8 +165,8 @@ def _localiser_fitter(args, model):
 
     device = "cpu" if args.device == "auto" else args.device
     if not args.checkpoint:
-        return load_localiser(device, passes=args.passes, model=model)
-    return checkpoint_fitter(args.checkpoint, model, device, args.passes)
+        return load_localiser(device, passes=args.passes, mirror=not args.no_mirror, model=model)
+    return checkpoint_fitter(args.checkpoint, model, device, args.passes, mirror=not args.no_mirror)
 
 
 def _evaluate_consistency(args, methods: list) -> int:
@@ -371,6 +371,8 @@ def _add_evaluate(sub) -> None:
     q.add_argument("--checkpoint", help="a training checkpoint to score instead of the shipped localiser")
     q.add_argument("--passes", type=int, default=2, help="localiser: forward passes per face, each re-cropping "
                                                          "from the last one's landmarks (default 2)")
+    q.add_argument("--no-mirror", action="store_true", help="localiser: do not average the final pass's theta with "
+                                                            "the mirrored crop's")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
                                   "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, fitted; "
                                   "or lfw-consistency (--path: one folder of photos per person; flattened "

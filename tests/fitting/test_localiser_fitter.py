@@ -1,6 +1,6 @@
-"""Fitting by the localiser: the cascade's re-cropping, the face-box framing, and theta carried
-from the localiser's crop into the flatten crop of the same square (known answers with a
-network whose output is fixed)."""
+"""Fitting by the localiser: the cascade's re-cropping, the face-box framing, test-time mirror
+averaging, and theta carried from the localiser's crop into the flatten crop of the same square
+(known answers with networks whose output is fixed or biased)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def model(default_grid):
 def test_second_pass_crops_the_first_pass_landmarks(model):
     image = np.random.default_rng(0).uniform(0, 1, (300, 400, 3)).astype(np.float32)
     square = (np.array([200.0, 150.0]), 180.0)
-    one = LocaliserFitter(FixedNet(), model, 10, 10, passes=1).from_squares([image], [square])[0]
-    fitter = LocaliserFitter(FixedNet(), model, 10, 10, passes=2, batch=1)
+    one = LocaliserFitter(FixedNet(), model, 10, 10, passes=1, mirror=False).from_squares([image], [square])[0]
+    fitter = LocaliserFitter(FixedNet(), model, 10, 10, passes=2, mirror=False, batch=1)
     two = fitter.from_squares([image, image], [square, square])
     assert fitter.net.calls == 4               # 2 passes x 2 faces, batch 1 (the fitter runs its own copy)
     c, s = landmark_square(one.points68, "ibug68")
@@ -49,6 +49,41 @@ def test_second_pass_crops_the_first_pass_landmarks(model):
     # the points are theta's projection, mapped from the crop back to the photo
     pts = LocaliserFitter(FixedNet(), model, 10, 10).landmarks(THETA[None])[0].double().numpy()
     np.testing.assert_allclose(two[1].transform.apply(two[1].points68), pts, atol=1e-3)
+
+
+class BiasedNet(nn.Module):
+    """t_x is the crop's brightness centroid plus 3 px and r_y is 0.2: a network with a left-right
+    bias, which a mirrored crop reverses."""
+
+    image_size = (112, 112)
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        w = x.mean(1)                                              # (B, S, S)
+        cx = (w.sum(1) * torch.arange(x.shape[-1], dtype=x.dtype)).sum(-1) / w.sum((1, 2))
+        th = THETA.expand(x.shape[0], -1).clone()
+        th[:, 1], th[:, 2], th[:, 3] = 0.2, 0.0, cx + 3.0
+        return th
+
+
+def test_mirror_averaging_cancels_a_left_right_bias(model):
+    image = np.zeros((200, 200, 3), np.float32)
+    image[60:140, 70:100] = 1.0                                   # a bright bar left of centre
+    square = (np.array([100.0, 100.0]), 112.0)                    # the crop is the photo's 112 px centre
+    fitter = LocaliserFitter(BiasedNet(), model, 10, 10, passes=2, batch=64)
+    face = fitter.from_squares([image], [square])[0]
+    assert fitter.net.calls == 3                                  # two passes, and the last one's mirror
+    crop, _ = crop_square(image, *face.square, 112)
+    w = crop.mean(-1)
+    cx = float((w.sum(0) * np.arange(112)).sum() / w.sum())
+    assert face.theta[3] == pytest.approx(cx, abs=1e-4)           # +3 px and its mirror's -3 px cancel
+    assert face.theta[1] == pytest.approx(0.0, abs=1e-7)          # so do r_y = 0.2 and its mirror's -0.2
+    off = LocaliserFitter(BiasedNet(), model, 10, 10, passes=2, mirror=False).from_squares([image], [square])[0]
+    assert off.theta[3] == pytest.approx(cx + 3.0, abs=0.5) and off.theta[1] == pytest.approx(0.2)
 
 
 def test_box_framing_gives_the_68_point_square(model):
