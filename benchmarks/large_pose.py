@@ -13,7 +13,10 @@ found, pose error) to each variant of the face-mesh stage, side by side:
 ``--set heads`` is the other tuning set, closer to real photos: the held-out LFW people's own
 photos turned by head profiling (:mod:`stn3dmm.training.data.profiling`), which the shipped
 localiser's training never saw; ``--methods`` adds the localiser and ``flatten --method auto``
-at a given switch (``auto@60``) to the table.
+at a given switch (``auto@60``) to the table. ``--turn K`` turns every image of the set by K
+quarter turns (exactly: whole pixels; the landmarks alike; the pose is not turned, so its roll
+error is not meaningful there), as a photo turned on its side or upside down would be;
+``--turns`` sets how the localiser turns detected faces upright (``LocaliserFitter.turns``).
 
 Variants: ``crop`` (the face mesh on a crop levelled by the detector's eyes, nothing else),
 ``fallback`` (then mediapipe's landmark model on ROIs of the box where that finds no mesh, the
@@ -68,6 +71,31 @@ class SyntheticSet:
         lo, hi = p.min(0), p.max(0)
         c, half = (lo + hi) / 2, (hi - lo).max() / 2
         return np.concatenate([c - half, c + half])
+
+
+def turned_set(data: SyntheticSet, k: int) -> SyntheticSet:
+    """``data`` with every image turned by ``k`` quarter turns counter-clockwise as seen
+    (``np.rot90``), and its landmarks alike, written beside it (once)."""
+    from PIL import Image
+
+    k %= 4
+    if k == 0:
+        return data
+    folder = data.folder.parent / f"{data.folder.name}_turn{90 * k}"
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in data.names:
+            img = np.asarray(Image.open(data.folder / name))
+            meta = json.loads((data.folder / name).with_suffix(".json").read_text())
+            p = np.asarray(meta["landmarks"], np.float64)
+            for _ in range(k):                          # one turn: (x, y) -> (y, W - 1 - x)
+                w = img.shape[1]
+                p = np.stack([p[:, 1], w - 1 - p[:, 0]], 1)
+                img = np.rot90(img)
+            Image.fromarray(np.ascontiguousarray(img)).save(folder / name)
+            (folder / name).with_suffix(".json").write_text(json.dumps(dict(meta, landmarks=p.tolist())))
+        (folder / "done").write_text("")
+    return SyntheticSet(folder)
 
 
 def textures_from_lfw(lfw: Path, dest: Path, n: int) -> Path:
@@ -137,6 +165,11 @@ def main():
                                                     "is below each of these (e.g. 15,20,25,30)")
     ap.add_argument("--passes", type=int, default=2, help="the localiser's forward passes (default 2)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
+    ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
+    ap.add_argument("--turns", type=int, help="the localiser turns detected faces upright by multiples of "
+                                              "360 / TURNS degrees (default: LocaliserFitter's)")
+    ap.add_argument("--turn-within", type=float, help="... where the eye line is within this many degrees of "
+                                                      "one (default: LocaliserFitter's)")
     ap.add_argument("--sweep", default="", help="auto's switch: score these |yaw| switches (e.g. 30,40,50,60,70,90) "
                                                 "from one run of the landmark fit and one of the localiser")
     args = ap.parse_args()
@@ -155,6 +188,7 @@ def main():
     model = load_model()
     data = (render_set(Path(args.out), model, args.identities, args.views, lfw) if args.set == "synthetic" else
             head_render_set(Path(args.out), model, Path(args.flat), lfw, args.views))
+    data = turned_set(data, args.turn)
     print(f"{len(data)} renders, |yaw| buckets: " + ", ".join(
         f"{lo}-{hi}: {int(((data.abs_yaw >= lo) & (data.abs_yaw < hi)).sum())}"
         for lo, hi in ((0, 30), (30, 60), (60, math.inf))))
@@ -165,10 +199,14 @@ def main():
         from stn3dmm.evaluation.checkpoint import checkpoint_fitter
 
         fitter = checkpoint_fitter(args.checkpoint, model, "cpu", args.passes)
-    elif args.passes != 2:
+    elif args.passes != 2 or args.turns is not None or args.turn_within is not None:
         from stn3dmm.fitting.localiser import load_localiser
 
         fitter = load_localiser(model=model, passes=args.passes)
+    if args.turns is not None:
+        fitter.turns = args.turns
+    if args.turn_within is not None:
+        fitter.turn_within = math.radians(args.turn_within)
     runs += [(m, _method(m, model, fitter)) for m in args.methods.split(",") if m]
     for title, method in runs:
         results, _ = run_benchmark(data, method, progress=False)

@@ -86,6 +86,24 @@ def test_mirror_averaging_cancels_a_left_right_bias(model):
     assert off.theta[3] == pytest.approx(cx + 3.0, abs=0.5) and off.theta[1] == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("passes", [1, 2])
+def test_a_face_turned_upside_down_is_cropped_upright(model, passes):
+    """The same photo turned by 180 degrees, its box and the turn pi: each crop is the first's
+    turned, so a network answering one theta puts the 68 points on the first's points turned by
+    180 degrees; the cascade's second square is framed in the face's upright frame as well."""
+    h, w = 300, 400
+    image = np.random.default_rng(1).uniform(0, 1, (h, w, 3)).astype(np.float32)
+    box = np.array([150.0, 90.0, 250.0, 210.0])
+    fitter = LocaliserFitter(FixedNet(), model, 10, 10, passes=passes, mirror=False, box_framing=(0.9, 0.0, 0.05))
+    up = fitter.from_boxes([image], [box])[0]
+    turned_box = np.array([w - 1 - box[2], h - 1 - box[3], w - 1 - box[0], h - 1 - box[1]])
+    down = fitter.from_boxes([image[::-1, ::-1]], [turned_box], [np.pi])[0]
+    want = np.stack([w - 1 - up.points68[:, 0], h - 1 - up.points68[:, 1]], 1)
+    np.testing.assert_allclose(down.points68, want, atol=1e-3)
+    np.testing.assert_allclose(down.square[0], [w - 1 - up.square[0][0], h - 1 - up.square[0][1]], atol=1e-6)
+    assert down.square[1] == pytest.approx(up.square[1]) and down.angle == np.pi
+
+
 def test_box_framing_gives_the_68_point_square(model):
     fitter = LocaliserFitter(FixedNet(), model, 10, 10, box_framing=(0.8, 0.05, 0.1))
     box = np.array([100.0, 50.0, 200.0, 170.0])          # 100 x 120: d = 120

@@ -153,6 +153,35 @@ def test_rotated_photo(grace, grace_faces):
     assert err.mean() < 0.025 * faces[0].size
 
 
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_upright_turn_of_a_turned_photo(grace, k):
+    """The photo turned by k quarter turns (counter-clockwise as seen, which is clockwise in y-down
+    pixel angles): the face's upright turn is -k quarter turns; with half turns within 30 degrees
+    (the localiser's setting), pi for the upside-down photo and 0 for the others."""
+    turned = np.ascontiguousarray(np.rot90(grace.as_uint8(), k))
+    face = detect_faces(turned)[0]
+    want = math.remainder(-k * math.pi / 2, 2 * math.pi)
+    assert abs(math.remainder(face.upright_turn() - want, 2 * math.pi)) < 1e-9
+    half = face.upright_turn(2, within=math.radians(30))
+    assert abs(half) == (math.pi if k == 2 else 0.0)
+    assert face.upright_turn(1) == 0.0
+
+
+@pytest.mark.parametrize("degrees, turns, within, want", [
+    (0, 2, 30, 0), (128, 2, 30, 0), (160, 2, 30, 180), (-170, 2, 30, -180), (128, 2, 180, 180),
+    (80, 4, 30, 90), (55, 4, 30, 0), (-100, 4, 180, -90), (170, 1, 180, 0)])
+def test_upright_turn_known_answers(degrees, turns, within, want):
+    """An eye line at ``degrees``: the nearest multiple of 360 / turns, where within ``within``."""
+    from stn3dmm.photos.detect import Face
+
+    a = math.radians(degrees)
+    kp = np.zeros((6, 2))
+    kp[1] = [math.cos(a), math.sin(a)]                 # right eye at the origin, left eye along the line
+    turn = Face(np.zeros(4), 1.0, kp).upright_turn(turns, math.radians(within))
+    assert abs(turn) == pytest.approx(abs(math.radians(want)), abs=1e-12)
+    assert want == 0 or math.copysign(1, turn) == math.copysign(1, want)
+
+
 def test_no_face():
     assert detect_faces(np.full((300, 400, 3), 0.5, np.float32)) == []
     assert detect_faces(np.random.default_rng(0).random((300, 400, 3))) == []

@@ -116,20 +116,21 @@ class LocaliserMethod:
 
             self.detector = FaceDetector(landmarks=False)
 
-    def _detected_box(self, image: np.ndarray, face_square: np.ndarray):
+    def _detected_face(self, image: np.ndarray, face_square: np.ndarray):
+        """Our detector's main face, if its box holds the benchmark box's centre; else None."""
         from ..photos import detect_faces
 
         centre = (face_square[:2] + face_square[2:]) / 2
         faces = [f for f in detect_faces(image, self.detector) if not f.tiny]
         face = faces[0] if faces else None
-        return np.asarray(face.bbox, np.float64) if face is not None and _contains(face.bbox, centre) else None
+        return face if face is not None and _contains(face.bbox, centre) else None
 
     def predict(self, image: np.ndarray, face_square: np.ndarray) -> Prediction:
         from ..photos.crop import landmark_square_of_box
 
-        box = self._detected_box(image, face_square) if self.start == "detect" else None
-        if box is not None:
-            face, found, how = self.fitter.from_boxes([image], [box])[0], True, "detected"
+        detected = self._detected_face(image, face_square) if self.start == "detect" else None
+        if detected is not None:
+            face, found, how = self.fitter.from_faces([image], [detected])[0], True, "detected"
         else:
             sq = landmark_square_of_box(face_square, "ibug68")
             face, found, how = self.fitter.from_squares([image], [sq])[0], self.start == "box", "benchmark box"

@@ -13,10 +13,15 @@ pass also predicts theta for the crop's mirror image and averages the two (``mir
 :func:`mirror_average`): on the held-out LFW people this lowered the selection score from 2.07 to
 1.89 (face renders) and from 2.17 to 1.99 (head renders), for one forward pass more per face
 (docs/training.md, "Test-time mirror averaging").
+
+A face turned in the photo (upside down, or on its side) is cropped turned upright when the caller
+gives its turn (``angles``, e.g. :meth:`~stn3dmm.photos.detect.Face.upright_turn`): every square is
+framed in the face's own upright frame, so theta is in a crop where the face stands as in training.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +32,16 @@ from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_
 from ..stn.flip import flip_images, flip_theta
 
 
+#: Crops of detected faces are turned upright by a multiple of ``2 pi / TURNS`` where the
+#: detector's eye line is within TURN_WITHIN of it (:meth:`LocaliserFitter.from_faces`): upside-down
+#: faces only. Chosen on the held-out LFW head renders, as they are and turned by 90 and 180
+#: degrees (``benchmarks/large_pose.py --set heads --turn K --turns T``; docs/benchmarks.md, "Faces
+#: turned in the photo"): at profile the eyes the detector places can be 100-130 degrees off,
+#: so quarter turns, or half turns on any eye line past 90 degrees, turned profiles wrongly.
+TURNS = 2
+TURN_WITHIN = math.radians(30.0)
+
+
 @dataclass
 class LocalisedFace:
     """One face's result: theta in the final crop, and where that crop lies in the photo."""
@@ -35,6 +50,7 @@ class LocalisedFace:
     transform: CropTransform    #: photo px -> the crop's px
     points68: np.ndarray        #: (68, 2) the model's iBUG-68 vertices projected, photo px
     square: tuple               #: (centre (2,), side) of the crop in photo px
+    angle: float = 0.0          #: the crop's turn in the photo, radians (``crop_square(angle=)``)
 
 
 class LocaliserFitter:
@@ -46,6 +62,9 @@ class LocaliserFitter:
         n_id, n_exp: coefficients in its theta.
         passes: forward passes per face (1: the given square only).
         mirror: on the final pass, average theta with the mirrored crop's, mirrored back.
+        turns, turn_within: :meth:`from_faces` crops a face turned upright by a multiple of
+            ``2 pi / turns`` where its eye line is within ``turn_within`` of it
+            (:meth:`~stn3dmm.photos.detect.Face.upright_turn`; ``turns`` 1: never turned).
         box_framing: ``(k, fx, fy)``: a face box of longer side d and centre c gives the 68
             points' box of side ``k d`` centred on ``c + (fx, fy) d`` (:meth:`from_boxes`).
         device: where the network runs; ``batch``: faces per forward pass.
@@ -53,7 +72,8 @@ class LocaliserFitter:
     """
 
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True,
-                 box_framing=(1.0, 0.0, 0.0), device="cpu", batch: int = 64, card: dict | None = None):
+                 turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0), device="cpu", batch: int = 64,
+                 card: dict | None = None):
         from ..stn import MorphableSTN
 
         if passes < 1:
@@ -65,6 +85,7 @@ class LocaliserFitter:
         self.size = int(net.image_size[0])
         self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(self.device)
         self.passes, self.mirror, self.batch, self.card = int(passes), bool(mirror), int(batch), card
+        self.turns, self.turn_within = int(turns), float(turn_within)
         self.box_framing = tuple(float(v) for v in box_framing)
 
     @torch.no_grad()
@@ -85,41 +106,58 @@ class LocaliserFitter:
         """(B, 68, 2) the iBUG-68 vertices projected by theta (crop px)."""
         return self.stn.geometry(theta.to(self.device)).points[:, self.stn.landmark_index].float()
 
-    def from_squares(self, images: list, squares: list) -> list[LocalisedFace]:
+    def from_squares(self, images: list, squares: list, angles: list | None = None) -> list[LocalisedFace]:
         """Localise one face per ``(image, (centre, side))``: images (H, W, 3) uint8 or float
-        in [0, 1] (the same image may appear many times)."""
-        if len(images) != len(squares):
-            raise ValueError(f"{len(images)} images but {len(squares)} squares")
+        in [0, 1] (the same image may appear many times); ``angles``: each crop's turn (radians,
+        default 0), the face's own in the photo."""
+        angles = [0.0] * len(squares) if angles is None else [float(a) for a in angles]
+        if not len(images) == len(squares) == len(angles):
+            raise ValueError(f"{len(images)} images but {len(squares)} squares and {len(angles)} angles")
         squares = [(np.asarray(c, np.float64), float(s)) for c, s in squares]
         result = []
         for p in range(self.passes):
             crops, transforms = [], []
-            for img, (c, s) in zip(images, squares):
-                crop, tr = crop_square(img, c, s, self.size)
+            for img, (c, s), a in zip(images, squares, angles):
+                crop, tr = crop_square(img, c, s, self.size, angle=a)
                 crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
                 transforms.append(tr)
             last = p + 1 == self.passes
             theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and last) if crops
                      else torch.zeros(0, self.stn.n_params))
             pts = self.landmarks(theta).double().cpu().numpy()
-            result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k])
-                      for k in range(len(crops))]
+            result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
+                                    angles[k]) for k in range(len(crops))]
             if not last:
-                squares = [_square_or_keep(r.points68, sq) for r, sq in zip(result, squares)]
+                squares = [_square_or_keep(r.points68, sq, a) for r, sq, a in zip(result, squares, angles)]
         return result
 
-    def box_square(self, box) -> tuple[np.ndarray, float]:
-        """(centre, side) of the first crop for a face box ``(x0, y0, x1, y1)`` (photo px)."""
+    def box_square(self, box, angle: float = 0.0) -> tuple[np.ndarray, float]:
+        """(centre, side) of the first crop for a face box ``(x0, y0, x1, y1)`` (photo px) of a
+        face turned by ``angle`` (framed in the face's upright frame)."""
         b = np.asarray(box, np.float64)
+        corners = np.array([[b[0], b[1]], [b[2], b[1]], [b[0], b[3]], [b[2], b[3]]])
+        return upright_frame(corners, angle, lambda p: self._upright_box_square(np.concatenate([p.min(0), p.max(0)])))
+
+    def _upright_box_square(self, b: np.ndarray) -> tuple[np.ndarray, float]:
         k, fx, fy = self.box_framing
         d = float(max(b[2] - b[0], b[3] - b[1]))
         centre = (b[:2] + b[2:]) / 2 + np.array([fx, fy]) * d
         half = 0.5 * k * d
         return landmark_square_of_box(np.concatenate([centre - half, centre + half]), "ibug68")
 
-    def from_boxes(self, images: list, boxes: list) -> list[LocalisedFace]:
-        """Localise one face per ``(image, face box)`` (see ``box_framing``)."""
-        return self.from_squares(images, [self.box_square(b) for b in boxes])
+    def from_boxes(self, images: list, boxes: list, angles: list | None = None) -> list[LocalisedFace]:
+        """Localise one face per ``(image, face box)`` (see ``box_framing``); ``angles`` as for
+        :meth:`from_squares`."""
+        angles = [0.0] * len(boxes) if angles is None else list(angles)
+        if len(angles) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(angles)} angles")
+        return self.from_squares(images, [self.box_square(b, a) for b, a in zip(boxes, angles)], angles)
+
+    def from_faces(self, images: list, faces: list) -> list[LocalisedFace]:
+        """Localise one detected face per image (:class:`~stn3dmm.photos.detect.Face`): its box,
+        and its turn upright (``turns``)."""
+        turns = [f.upright_turn(self.turns, self.turn_within) for f in faces]
+        return self.from_boxes(images, [f.bbox for f in faces], turns)
 
 
 def mirror_average(theta: torch.Tensor, theta_of_mirror: torch.Tensor, width: int) -> torch.Tensor:
@@ -145,11 +183,33 @@ def mirror_average(theta: torch.Tensor, theta_of_mirror: torch.Tensor, width: in
     return 0.5 * (theta + flip_theta(theta_of_mirror, width))
 
 
-def _square_or_keep(points68: np.ndarray, square: tuple) -> tuple:
-    """The training framing of predicted points, or the previous square if they cannot frame one
-    (all on a point, or not finite)."""
+def upright_frame(points: np.ndarray, angle: float, frame) -> tuple[np.ndarray, float]:
+    """``frame(points) -> (centre, side)`` applied to the points of a face turned by ``angle`` in
+    the photo: computed on the points turned upright (by ``-angle`` about their mean), the centre
+    turned back. A framing that shifts the centre (towards the brows, say) then shifts it along
+    the face, not along the photo.
+
+    Examples:
+        >>> shift_down = lambda p: (p.mean(0) + [0.0, 1.0], 2.0)
+        >>> c, s = upright_frame(np.array([[0.0, 0.0], [2.0, 0.0]]), np.pi, shift_down)
+        >>> np.round(c, 6).tolist(), s  # upside down: 'down' the face is up the photo
+        ([1.0, -1.0], 2.0)
+    """
+    p = np.asarray(points, np.float64)
+    if angle == 0.0:
+        return frame(p)
+    c0 = np.nanmean(p, 0)
+    ca, sa = np.cos(angle), np.sin(angle)
+    turn = np.array([[ca, -sa], [sa, ca]])                     # upright -> photo
+    centre, side = frame((p - c0) @ turn + c0)                 # p @ turn: photo -> upright (turn^-1 = turn^T)
+    return (np.asarray(centre) - c0) @ turn.T + c0, side
+
+
+def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> tuple:
+    """The training framing of predicted points (in the face's upright frame), or the previous
+    square if they cannot frame one (all on a point, or not finite)."""
     try:
-        c, s = landmark_square(points68, "ibug68")
+        c, s = upright_frame(points68, angle, lambda p: landmark_square(p, "ibug68"))
     except ValueError:
         return square
     return (c, s) if np.isfinite(c).all() and np.isfinite(s) and s > 1 else square
@@ -183,4 +243,4 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, batch:
                            device=device, batch=batch, card=card)
 
 
-__all__ = ["LocaliserFitter", "LocalisedFace", "load_localiser", "mirror_average"]
+__all__ = ["LocaliserFitter", "LocalisedFace", "load_localiser", "mirror_average", "upright_frame"]

@@ -249,6 +249,21 @@ class Face:
             return np.stack([(c[0] + c[1]) / 2.0, (c[2] + c[3]) / 2.0])
         return self.keypoints[:2].copy()
 
+    def upright_turn(self, turns: int = 4, within: float = math.pi) -> float:
+        """The turn (radians) that brings the face nearest upright: the detector's eye line's angle
+        rounded to a multiple of ``2 pi / turns`` (4: quarter turns; 2: upside down or not; 1:
+        never turned), or 0 where the angle is not within ``within`` of that multiple. Cropping
+        with this angle (:func:`~.crop.crop_square`) puts the eyes within ``pi / turns`` of level.
+        The keypoints are the upright check's (:class:`FaceDetector`); at profile they can be off
+        by 90 degrees or more, hence ``within``."""
+        if turns < 1:
+            raise ValueError(f"turns must be at least 1, got {turns}")
+        step, angle = 2 * math.pi / turns, _eye_angle(self.keypoints)
+        turn = math.remainder(step * round(angle / step), 2 * math.pi)
+        if abs(turn) < 1e-9 or _turn(angle, turn) > within:
+            return 0.0
+        return turn
+
     def transformed(self, transform: CropTransform) -> "Face":
         """This face in the coordinates of a crop (``transform`` maps this image to the crop).
 
