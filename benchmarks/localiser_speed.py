@@ -7,8 +7,8 @@ For each candidate backbone and input size: faces per second of one forward pass
 warm-up, with the weights and images in torch's default layout, in ``channels_last``, and in
 ``channels_last`` with batch normalisation folded into the convolutions (how
 :class:`stn3dmm.fitting.localiser.LocaliserFitter` runs on the CPU). Then the localiser as
-``flatten --method localiser`` uses it on one face: the face detector's box, two passes, and the
-last one's mirror image, three forward passes (the shipped weights when the package has them). The baseline, measured in the same run on the same CPU: the landmark pipeline's
+``flatten --method localiser`` uses it on one face: the face detector's box and two passes, the
+second with the crop's mirror image in its batch (the shipped weights when the package has them). The baseline, measured in the same run on the same CPU: the landmark pipeline's
 per-face work as ``stn3dmm flatten`` does it (detect + face mesh on matplotlib's sample photo,
 then the crop, landmark map and Levenberg-Marquardt fit), faces per second. Weights are
 random: speed does not depend on them. Each thread count is a separate table: on a busy
@@ -63,8 +63,8 @@ def localiser_rows(repeats: int, candidates=CANDIDATES) -> list[tuple]:
 
 
 def localiser_face_rate(repeats: int) -> float:
-    """Faces/s of the face detector's box + the localiser's two passes and the last one's mirror on
-    the sample photo, one face."""
+    """Faces/s of the face detector's box + the localiser's two passes (the second with its mirror)
+    on the sample photo, one face."""
     from stn3dmm.fitting.localiser import LocaliserFitter, load_localiser
     from stn3dmm.model import load_model
     from stn3dmm.nets.localiser import build_localiser
@@ -135,7 +135,7 @@ def main():
               "   (detect + face mesh + map + LM fit, one face)")
         face = localiser_face_rate(args.repeats)
         print(f"{'detector box + localiser (2 passes + mirror)':54}{'':>12}{face:>14.1f}{'':>14}"
-              f"{face / base:>17.1f}x   (detect + 3 forward passes, one face)")
+              f"{face / base:>17.1f}x   (detect + 2 passes, the 2nd of 2 images, one face)")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ further pass (``passes``, default 2) re-crops from the 68 points the previous pa
 3DDFA's cascade does, so the final crop is framed as in training whatever the box was. The final
 pass also predicts theta for the crop's mirror image and averages the two (``mirror``, default on;
 :func:`mirror_average`): on the held-out LFW people this lowered the selection score from 2.07 to
-1.89 (face renders) and from 2.17 to 1.99 (head renders), for one forward pass more per face
-(docs/training.md, "Test-time mirror averaging").
+1.89 (face renders) and from 2.17 to 1.99 (head renders), for one more image per face in the
+final pass's batch (docs/training.md, "Test-time mirror averaging").
 
 A face turned in the photo (upside down, or on its side) is cropped turned upright when the caller
 gives its turn (``angles``, e.g. :meth:`~stn3dmm.photos.detect.Face.upright_turn`; off by default
@@ -74,8 +74,8 @@ class LocaliserFitter:
     """
 
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True,
-                 turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0), device="cpu", batch: int = 64,
-                 card: dict | None = None):
+                 turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
+                 device="cpu", batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
         if passes < 1:
@@ -94,8 +94,10 @@ class LocaliserFitter:
     def predict_crops(self, crops: torch.Tensor, mirror: bool = False) -> torch.Tensor:
         """theta ``(B, P)`` for crops ``(B, 3, S, S)`` RGB in [0, 1], in batches of ``batch``;
         ``mirror``: averaged with the mirrored crops' (:func:`mirror_average`)."""
-        if mirror:
-            return mirror_average(self.predict_crops(crops), self.predict_crops(flip_images(crops)), crops.shape[-1])
+        if mirror:     # the crops and their mirrors in one batch: at batch 1, cheaper than two passes
+            n = len(crops)
+            both = self.predict_crops(torch.cat([crops, flip_images(crops)]))
+            return mirror_average(both[:n], both[n:], crops.shape[-1])
         out = []
         for lo in range(0, len(crops), self.batch):
             x = crops[lo:lo + self.batch].to(self.device, torch.float32)
