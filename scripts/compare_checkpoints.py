@@ -68,26 +68,27 @@ def main(argv=None) -> int:
     stn = MorphableSTN(model, landmarks=None, n_id=int(cfg["model"]["n_id"]), n_exp=int(cfg["model"]["n_exp"]),
                        max_outside=None)
     verts = torch.as_tensor(np.asarray(ds.landmark_set), dtype=torch.long)
-    rows = [(c, n, False) for c, n in zip(a.checkpoints, nets)]
-    rows += [(c + " + mirror", n, True) for c, n in zip(a.checkpoints, nets) if a.mirror]
-    errs, yaws = [[] for _ in rows], []
+    labels = list(a.checkpoints) + [c + " + mirror" for c in a.checkpoints if a.mirror]
+    errs, yaws = [[] for _ in labels], []
     with torch.no_grad():
         for lo in range(0, len(ds), a.batch):
             b = fetch(ds, range(lo, min(len(ds), lo + a.batch)))
             yaws.append(b["pose"][:, 0].numpy())
-            x, size = b["image"], b["image"].shape[-1]
-            for k, (_, net, mirror) in enumerate(rows):
+            x = b["image"]
+            for k, net in enumerate(nets):
                 theta = net.eval()(x).float()
-                if mirror:
-                    theta = mirror_average(theta, net(x.flip(-1)).float(), size)
-                pts = stn.geometry(theta).points[:, verts]
-                errs[k].append(nme(pts, b["landmarks"], b["visibility"]).numpy())
+                rows = [(k, theta)]
+                if a.mirror:     # the plain prediction serves both rows
+                    rows.append((len(nets) + k, mirror_average(theta, net(x.flip(-1)).float(), x.shape[-1])))
+                for row, th in rows:
+                    pts = stn.geometry(th).points[:, verts]
+                    errs[row].append(nme(pts, b["landmarks"], b["visibility"]).numpy())
     yaw = np.concatenate(yaws)
     real = ~np.isfinite(yaw)
     print(f"{len(ds)} items: {int(real.sum())} real crops, {int((~real).sum())} renders ({spec['path']}, "
           f"split {spec['split']})")
     print(f"{'checkpoint':44} {'real':>6} {'0-30':>6} {'30-60':>6} {'60-90':>6} {'renders':>8} {'score':>6}")
-    for (c, _, _), e in zip(rows, errs):
+    for c, e in zip(labels, errs):
         e = np.concatenate(e)
         r = bucketed(e[~real], yaw[~real])
         score = 0.5 * (float(e[real].mean()) + r["bucket_mean"])
