@@ -160,9 +160,12 @@ def main():
                          "turned by head profiling (needs --flat, a flatten tree of --lfw)")
     ap.add_argument("--flat", default=str(ROOT / "data" / "lfw_flat"),
                     help="stn3dmm flatten ../shared/data/lfw --out data/lfw_flat --method landmarks --no-mesh")
-    ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW,... (auto's switch at YAW)")
+    ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW[:SHARE],... (auto's switch at YAW, "
+                    "the landmark fit's share of its blend)")
     ap.add_argument("--sweep-fit", default="", help="with --sweep: also keep the landmark fit where its own |yaw| "
                                                     "is below each of these (e.g. 15,20,25,30)")
+    ap.add_argument("--shares", default="1", help="with --sweep: auto's blend, the landmark fit's shares to score "
+                    "(e.g. 1,0.5,0.4,0.3; Flattener.fit_share)")
     ap.add_argument("--passes", type=int, default=2, help="the localiser's forward passes (default 2)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
     ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
@@ -216,38 +219,51 @@ def main():
                         if line.startswith(("faces found", "stn3dmm ", "pose"))))
     if args.sweep:
         sweep_switch(data, model, [float(v) for v in args.sweep.split(",")], fitter,
-                     [float(v) for v in args.sweep_fit.split(",") if v])
+                     [float(v) for v in args.sweep_fit.split(",") if v], [float(v) for v in args.shares.split(",")])
 
 
-def sweep_switch(data, model, switches: list, fitter=None, fit_switches=None) -> None:
-    """``flatten --method auto`` at each switch, from per-face records of its two parts: the landmark
-    fit where the detector's face has face-mesh points and the localiser's |yaw| is below the
-    switch, the localiser (from the detector's box) elsewhere. Prints NME by bucket per switch."""
-    from stn3dmm.evaluation.methods import run_benchmark
+def sweep_switch(data, model, switches: list, fitter=None, fit_switches=None, shares=(1.0,)) -> None:
+    """``flatten --method auto`` at each switch and blend, from per-face predictions of its two parts:
+    the landmark fit where the detector's face has face-mesh points and the localiser's |yaw| is below
+    the switch, the localiser (from the detector's box) elsewhere. ``shares``: the fit's share of the
+    blend of the two faces' 68 points (``Flattener.fit_share`` blends their targets, which moves the
+    fitted points about as much). Prints NME by bucket per switch and share."""
+    from stn3dmm.evaluation.aflw2000 import score
 
-    _, fit = run_benchmark(data, _method("landmarks", model), progress=False)
-    _, loc = run_benchmark(data, _method("localiser-detect", model, fitter), progress=False)
-    yaw = np.abs([r["pose"][0] for r in loc])
-    meshed = np.array([r["found"] and r["how"] == "detected" for r in fit])
-    e_fit, e_loc = np.array([r["nme"] for r in fit]), np.array([r["nme"] for r in loc])
+    fit, loc = _predictions(data, _method("landmarks", model)), _predictions(data, _method("localiser-detect", model, fitter))
+    yaw = np.abs([p.pose[0] for p in loc])
+    meshed = np.array([p.found and p.how == "detected" for p in fit])
+    p_fit, p_loc = np.stack([p.points for p in fit]), np.stack([p.points for p in loc])
+    found, pose = np.array([p.found for p in loc]), np.stack([p.pose for p in loc])
     buckets = [(0, 30), (30, 60), (60, math.inf)]
-    print("\n== auto's switch (|yaw| of the localiser from which it is kept): NME % by bucket")
-    print(f"{'switch':>8}" + "".join(f"{f'{lo}-{hi if hi < 1e9 else 90}':>9}" for lo, hi in buckets) + f"{'mean':>9}"
-          + f"{'fit share':>11}")
-    fit_yaw = np.abs([r["pose"][0] for r in fit])
+    print("\n== auto's switch (|yaw| of the localiser from which it is kept) and blend: NME % by bucket")
+    print(f"{'switch':>8}{'share':>7}" + "".join(f"{f'{lo}-{hi if hi < 1e9 else 90}':>9}" for lo, hi in buckets)
+          + f"{'mean':>9}{'fit share':>11}")
+    fit_yaw = np.abs([p.pose[0] for p in fit])
+    abs_yaw = np.asarray(data.abs_yaw)
     for second in [math.inf] + list(fit_switches or []):
         if second < math.inf:
             print(f"-- and the landmark fit kept where its own |yaw| is below {second:.0f}")
-        for t in switches:
-            use_fit = meshed & ((yaw < t) | (fit_yaw < second if second < math.inf else False))
-            e = np.where(use_fit, e_fit, e_loc)
-            means = [float(e[(data.abs_yaw >= lo) & (data.abs_yaw < hi)].mean()) for lo, hi in buckets]
-            print(f"{t:>8.0f}" + "".join(f"{m:>9.2f}" for m in means) + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
+        for share in shares:
+            for t in switches:
+                use_fit = meshed & ((yaw < t) | (fit_yaw < second if second < math.inf else False))
+                pts = np.where(use_fit[:, None, None], share * p_fit + (1 - share) * p_loc, p_loc)
+                e = np.asarray(score(data, np.arange(len(data)), pts, found, pose)["per_image_nme"])
+                means = [float(e[(abs_yaw >= lo) & (abs_yaw < hi)].mean()) for lo, hi in buckets]
+                print(f"{t:>8.0f}{share:>7.2f}" + "".join(f"{m:>9.2f}" for m in means)
+                      + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
+
+
+def _predictions(data, method) -> list:
+    """``method``'s prediction for every image of ``data``."""
+    from stn3dmm.photos.io import read_photo
+
+    return [method.predict(read_photo(data.image_path(i)).image, data.face_square(i)) for i in range(len(data))]
 
 
 def _method(spec: str, model, fitter=None):
     """``landmarks`` (flatten's default), ``localiser`` (from the benchmark box), ``localiser-detect``
-    or ``auto@YAW``."""
+    or ``auto@YAW`` (``auto@YAW:SHARE``: with the landmark fit's share of the blend)."""
     from stn3dmm.evaluation.methods import FlattenMethod, LocaliserMethod
     from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten import Flattener
@@ -256,7 +272,9 @@ def _method(spec: str, model, fitter=None):
         return FlattenMethod(model)
     fitter = fitter or load_localiser(model=model)
     if spec.startswith("auto@"):
-        return FlattenMethod(model, Flattener(model, method="auto", localiser=fitter, switch_yaw=float(spec[5:])))
+        switch, _, share = spec[5:].partition(":")
+        options = {"fit_share": float(share)} if share else {}
+        return FlattenMethod(model, Flattener(model, method="auto", localiser=fitter, switch_yaw=float(switch), **options))
     return LocaliserMethod(fitter, "detect" if spec == "localiser-detect" else "box")
 
 

@@ -152,7 +152,8 @@ def test_auto_takes_the_fit_below_its_switch_and_the_localiser_above_or_without_
     fit = flattener.flatten_faces(img, [face])[0]
     loc = Flattener(default_grid[0], method="localiser", localiser=fitter, detector=flattener.detector)
     by_loc = loc.flatten_faces(img, [face])[0]
-    high = Flattener(default_grid[0], method="auto", localiser=fitter, detector=flattener.detector, switch_yaw=90)
+    high = Flattener(default_grid[0], method="auto", localiser=fitter, detector=flattener.detector, switch_yaw=90,
+                     fit_share=1.0)
     low = Flattener(default_grid[0], method="auto", localiser=fitter, detector=flattener.detector, switch_yaw=0)
     a, b = high.flatten_faces(img, [face, replace(face, points=None)])
     assert a.targets is not None and np.allclose(a.theta, fit.theta, atol=1e-5)
@@ -160,3 +161,32 @@ def test_auto_takes_the_fit_below_its_switch_and_the_localiser_above_or_without_
     d = low.flatten_faces(img, [face])[0]
     assert d.targets is None and np.allclose(d.theta, by_loc.theta, atol=1e-5)
     assert not high.needs_mesh and flattener.needs_mesh
+
+
+def test_auto_blends_the_face_mesh_targets_with_the_localisers_points(source, flattener, default_grid):
+    """Where auto fits, its targets are ``fit_share`` x the face mesh's + the rest the localiser's
+    points: at share 0 the fit's 68 points land on the localiser's, at 0.4 on the 0.4 / 0.6 mix of
+    the two faces' (within a pixel, a quarter of the two faces' distance: the fit's prior and the
+    projection's non-linearity)."""
+    from stn3dmm.fitting.localiser import load_localiser
+    from stn3dmm.flatten.pipeline import Flattener
+
+    img = np.asarray(source, dtype=np.float32) / 255
+    face = next(f for f in flattener.detect(img) if not f.tiny)
+    fitter = load_localiser(model=default_grid[0])
+
+    def points(method, **kw):
+        fl = Flattener(default_grid[0], method=method, localiser=fitter, detector=flattener.detector, switch_yaw=90,
+                       **kw)
+        r = fl.flatten_faces(img, [face])[0]
+        return r.transform.to_source(r.points[default_grid[0].landmarks["ibug68"]])
+
+    fit, loc = points("landmarks"), points("localiser")
+    far = np.linalg.norm(fit - loc, axis=-1).mean()
+    assert far > 1.0
+    for share in (0.0, 0.4):
+        got = points("auto", fit_share=share)
+        off = np.linalg.norm(got - (share * fit + (1 - share) * loc), axis=-1).mean()
+        assert off < min(1.0, 0.25 * far)
+    with pytest.raises(ValueError, match="fit_share"):
+        Flattener(default_grid[0], detector=object(), fit_share=1.5)

@@ -54,6 +54,11 @@ METHODS = ("landmarks", "localiser", "auto")
 #: localiser alone); 30 was kept because on the test's real near-frontal faces the landmark fit
 #: is ahead, which the renders do not show (docs/benchmarks.md, "its switch").
 AUTO_SWITCH_YAW = 30.0
+#: Where ``auto`` keeps the landmark fit, the fit's targets are this share the face mesh's points and
+#: the rest the localiser's own projection of the same vertices (1: the face mesh's alone). 0.4 was
+#: chosen on the two tuning sets of ``benchmarks/large_pose.py --sweep 30 --shares ...`` (the mean of
+#: their bucket means: 2.94 at 1, 2.78 at 0.4; docs/benchmarks.md, "auto's blend").
+AUTO_FIT_SHARE = 0.4
 
 
 def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
@@ -134,18 +139,22 @@ class Flattener:
         localiser: the :class:`~stn3dmm.fitting.localiser.LocaliserFitter` for ``"localiser"`` and
             ``"auto"`` (default: the shipped one, :func:`~stn3dmm.fitting.localiser.load_localiser`).
         switch_yaw: ``"auto"``'s switch (default :data:`AUTO_SWITCH_YAW`).
+        fit_share: ``"auto"``'s blend of the face mesh's targets with the localiser's, in [0, 1]
+            (default :data:`AUTO_FIT_SHARE`; 1: the face mesh's alone).
     """
 
     def __init__(self, model, size=IMAGE_SIZE, res=None, visibility="depth", mapping="dense", prior_weight=None,
                  detector=None, device="cpu", blend=2.0, threads: int | None = 1, method: str = "landmarks",
-                 localiser=None, switch_yaw: float = AUTO_SWITCH_YAW):
+                 localiser=None, switch_yaw: float = AUTO_SWITCH_YAW, fit_share: float = AUTO_FIT_SHARE):
         from ..photos import FaceDetector
 
         check_options(size=size, res=res)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method = method
-        self.localiser, self.switch_yaw = None, float(switch_yaw)
+        if not 0.0 <= fit_share <= 1.0:
+            raise ValueError(f"fit_share must be in [0, 1], got {fit_share}")
+        self.localiser, self.switch_yaw, self.fit_share = None, float(switch_yaw), float(fit_share)
         if method != "landmarks":
             from ..fitting.localiser import load_localiser
 
@@ -224,8 +233,9 @@ class Flattener:
         # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
         return np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1), tr
 
-    def _fit(self, items: list):
-        """Crops, transforms, landmark targets, theta and errors by the landmark fit."""
+    def _fit(self, items: list, guide=None):
+        """Crops, transforms, landmark targets, theta and errors by the landmark fit; ``guide``:
+        ``(theta, transforms)`` of the localiser, whose points the targets are blended with."""
         from ..photos import face_targets
 
         crops, transforms, targets = [], [], []
@@ -234,11 +244,24 @@ class Flattener:
             crops.append(crop)
             transforms.append(tr)
             targets.append(face_targets(f.transformed(tr), self.model, self.mapping))
+        if guide is not None:
+            targets = self._blend_targets(targets, transforms, *guide)
         pts = torch.tensor(np.stack([t.points for t in targets]), dtype=torch.float64)
         w = torch.tensor(np.stack([t.weights for t in targets]), dtype=torch.float64)
         fit = fit_landmarks(self.model, pts, w, landmark_set=torch.as_tensor(targets[0].vertices),
                             prior_weight=self.prior_weight, image_size=(self.size, self.size), threads=None)
         return crops, transforms, targets, fit.theta, fit.error
+
+    def _blend_targets(self, targets: list, transforms: list, theta: torch.Tensor, sources: list) -> list:
+        """Each target point moved to ``fit_share`` x its face-mesh place + (1 - ``fit_share``) x
+        where ``theta`` (in the crops of ``sources``: photo -> crop) puts the same vertex."""
+        vertices = torch.as_tensor(targets[0].vertices)
+        with torch.no_grad():
+            guide = self.stn.geometry(theta.to(self.device, torch.float32)).points[:, vertices]
+        guide = guide.double().cpu().numpy()
+        w = self.fit_share
+        return [t._replace(points=w * t.points + (1 - w) * tr.apply(src.to_source(g)))
+                for t, tr, src, g in zip(targets, transforms, sources, guide)]
 
     def _localise(self, items: list):
         """The same by the localiser: its theta in its own crop, re-expressed in the STN's crop of
@@ -261,7 +284,7 @@ class Flattener:
     def _auto(self, items: list):
         """The same by ``auto`` (:data:`METHODS`): the localiser on every face, then the landmark
         fit in place of its theta where the face has face-mesh points and the localiser's |yaw|
-        is below :attr:`switch_yaw`."""
+        is below :attr:`switch_yaw`, to targets blended with the localiser's (:attr:`fit_share`)."""
         from ..stn.pose import pose_from_theta
 
         out = self._localise(items)
@@ -271,7 +294,8 @@ class Flattener:
             return out
         crops, transforms, targets, theta, error = (list(out[0]), list(out[1]), list(out[2]), out[3].clone(),
                                                     out[4].copy())
-        fit = self._fit([items[k] for k in refit])
+        guide = (out[3][refit], [out[1][k] for k in refit]) if self.fit_share < 1 else None
+        fit = self._fit([items[k] for k in refit], guide)
         for j, k in enumerate(refit):
             crops[k], transforms[k], targets[k] = fit[0][j], fit[1][j], fit[2][j]
             theta[k], error[k] = fit[3][j].to(theta.dtype), fit[4][j]
