@@ -182,6 +182,28 @@ def test_upright_turn_known_answers(degrees, turns, within, want):
     assert want == 0 or math.copysign(1, turn) == math.copysign(1, want)
 
 
+@pytest.mark.parametrize("degrees", [0, 30, 90, 179, -120])
+def test_mesh_angle_known_answers(degrees):
+    """Face-mesh points whose chin-to-nose-bridge line points ``degrees`` past straight up (eye-line
+    convention, y down): the mesh angle is ``degrees``; without points it is None."""
+    from stn3dmm.photos.detect import MIDLINE, Face
+
+    a = math.radians(degrees)
+    pts = np.zeros((468, 2))
+    pts[MIDLINE[1]] = [math.sin(a), -math.cos(a)]      # up the face: -y when upright, turned by a
+    face = Face(np.zeros(4), 1.0, np.zeros((6, 2)), points=pts)
+    assert face.mesh_angle() == pytest.approx(math.radians(degrees), abs=1e-12)
+    assert Face(np.zeros(4), 1.0, np.zeros((6, 2))).mesh_angle() is None
+
+
+def test_mesh_angle_of_a_turned_photo(grace):
+    """The photo turned by a quarter turn and a half: the mesh angle turns with it, as upright_turn."""
+    for k in (0, 1, 2):
+        face = detect_faces(np.ascontiguousarray(np.rot90(grace.as_uint8(), k)))[0]
+        want = math.remainder(-k * math.pi / 2, 2 * math.pi)
+        assert abs(math.remainder(face.mesh_angle() - want, 2 * math.pi)) < math.radians(10)
+
+
 def test_no_face():
     assert detect_faces(np.full((300, 400, 3), 0.5, np.float32)) == []
     assert detect_faces(np.random.default_rng(0).random((300, 400, 3))) == []

@@ -15,6 +15,7 @@ no padding). Padding is thus invisible: completed from the mirror, ignored by ``
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -59,6 +60,13 @@ AUTO_SWITCH_YAW = 30.0
 #: chosen on the two tuning sets of ``benchmarks/large_pose.py --sweep 30 --shares ...`` (the mean of
 #: their bucket means: 2.94 at 1, 2.78 at 0.4; docs/benchmarks.md, "auto's blend").
 AUTO_FIT_SHARE = 0.4
+#: ``auto`` localises a face again on a crop turned upright where its face mesh sees it turned in the
+#: photo by more than this (degrees: upside down, or on its side; the localiser learned roll within
+#: 25), unless the localiser sees it at :data:`UPRIGHT_PROFILE` degrees of |yaw| or more: at profile
+#: the face mesh can lie upside down on an upright face. Chosen on the held-out head renders turned
+#: by quarter turns (docs/benchmarks.md, "Faces turned in the photo: upright by the face mesh").
+UPRIGHT_ROLL = 60.0
+UPRIGHT_PROFILE = 80.0
 
 
 def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
@@ -263,12 +271,13 @@ class Flattener:
         return [t._replace(points=w * t.points + (1 - w) * tr.apply(src.to_source(g)))
                 for t, tr, src, g in zip(targets, transforms, sources, guide)]
 
-    def _localise(self, items: list):
-        """The same by the localiser: its theta in its own crop, re-expressed in the STN's crop of
-        the same square (a scale about the pixel centres: no landmark targets, no fit error)."""
+    def _localise(self, items: list, found: list | None = None):
+        """The same by the localiser: its theta in its own crop (``found``: its results, default
+        from the faces' boxes), re-expressed in the STN's crop of the same square (a scale about
+        the pixel centres: no landmark targets, no fit error)."""
         from ..photos.crop import transform_theta
 
-        found = self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
+        found = found or self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
         k = self.size / self.localiser.size
         to_crop = np.array([[k, 0.0, 0.5 * (k - 1)], [0.0, k, 0.5 * (k - 1)]])
         crops, transforms, theta = [], [], []
@@ -280,14 +289,38 @@ class Flattener:
         n = len(items)
         return crops, transforms, [None] * n, torch.as_tensor(np.stack(theta)), np.full(n, np.nan)
 
+    def _upright(self, items: list, found: list) -> list:
+        """``found`` with the faces turned in the photo (:data:`UPRIGHT_ROLL`, :data:`UPRIGHT_PROFILE`)
+        localised again on a crop turned upright by their face mesh's angle, framed by its 68 points."""
+        from ..fitting.localiser import upright_frame
+        from ..photos.crop import landmark_square
+        from ..photos.landmark_map import mediapipe_ibug68
+        from ..stn.pose import pose_from_theta
+
+        yaw = pose_from_theta(torch.as_tensor(np.stack([r.theta for r in found]), dtype=torch.float64))[:, 0].abs()
+        angles = [f.mesh_angle() for _, f in items]
+        turned = [k for k, a in enumerate(angles) if a is not None and abs(math.degrees(a)) > UPRIGHT_ROLL
+                  and yaw[k] < UPRIGHT_PROFILE]
+        if not turned:
+            return found
+        squares = [upright_frame(mediapipe_ibug68(items[k][1].points), angles[k],
+                                 lambda p: landmark_square(p, "ibug68")) for k in turned]
+        again = self.localiser.from_squares([items[k][0] for k in turned], squares, [angles[k] for k in turned])
+        found = list(found)
+        for k, r in zip(turned, again):
+            found[k] = r
+        return found
 
     def _auto(self, items: list):
         """The same by ``auto`` (:data:`METHODS`): the localiser on every face, then the landmark
         fit in place of its theta where the face has face-mesh points and the localiser's |yaw|
-        is below :attr:`switch_yaw`, to targets blended with the localiser's (:attr:`fit_share`)."""
+        is below :attr:`switch_yaw`, to targets blended with the localiser's (:attr:`fit_share`). A
+        face its face mesh sees turned in the photo is localised on a crop turned upright
+        (:data:`UPRIGHT_ROLL`)."""
         from ..stn.pose import pose_from_theta
 
-        out = self._localise(items)
+        found = self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
+        out = self._localise(items, self._upright(items, found))
         yaw = pose_from_theta(out[3].double())[:, 0].abs().numpy()
         refit = [k for k, (_, f) in enumerate(items) if f.points is not None and yaw[k] < self.switch_yaw]
         if not refit:

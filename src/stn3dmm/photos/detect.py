@@ -71,6 +71,8 @@ MIN_MESH_IOU = 0.2
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 #: Mesh points of the eye corners (subject's right eye: outer, inner; left eye: inner, outer).
 EYE_CORNERS = (33, 133, 362, 263)
+#: Face-mesh points on the face's midline: the chin and the bridge of the nose between the eyes.
+MIDLINE = (152, 168)
 #: The upright check's crop: this many times the box's longer side, resized to UPRIGHT_PX pixels.
 UPRIGHT_CONTEXT = 2.0
 UPRIGHT_PX = 128
@@ -263,6 +265,16 @@ class Face:
         if abs(turn) < 1e-9 or _turn(angle, turn) > within:
             return 0.0
         return turn
+
+    def mesh_angle(self) -> float | None:
+        """The face's turn in the photo by its face-mesh points (radians, as :meth:`upright_turn`'s:
+        0 upright, pi upside down), or None without points: the line from the chin up to the bridge
+        of the nose, a quarter turn back. Both lie on the face's midline, so a turn of the head to
+        the side does not tilt it, unlike the eye line, which shortens to nothing at profile."""
+        if self.points is None:
+            return None
+        up = self.points[MIDLINE[1]] - self.points[MIDLINE[0]]
+        return math.remainder(math.atan2(up[1], up[0]) + math.pi / 2, 2 * math.pi)
 
     def transformed(self, transform: CropTransform) -> "Face":
         """This face in the coordinates of a crop (``transform`` maps this image to the crop).
