@@ -280,7 +280,9 @@ def _add_flatten(sub) -> None:
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--method", choices=["landmarks", "localiser", "auto"], default="auto",
                    help="how theta is found: auto (the default: the trained localiser where it finds the face "
-                        "turned 30 degrees or more, or the face mesh finds none; the landmark fit elsewhere), "
+                        "turned 30 degrees or more, or the face mesh finds none; elsewhere the landmark fit, to the face "
+                        "mesh's points blended with the localiser's; faces upside down or on their side turned "
+                        "upright for the localiser), "
                         "landmarks (face mesh, dense landmark map, Levenberg-Marquardt fit, on every face) or "
                         "localiser (the face detector's box, then the trained localiser that ships in the "
                         "package: no face mesh, no fit)")

@@ -53,7 +53,8 @@ METHODS = ("landmarks", "localiser", "auto")
 #: and synthetic renders; the lowest mean of their bucket means) with the stage-2 and stage-4
 #: localisers. With stage 5's, and stage 6's with mirror averaging, both sets lean to 0 (the
 #: localiser alone); 30 was kept because on the test's real near-frontal faces the landmark fit
-#: is ahead, which the renders do not show (docs/benchmarks.md, "its switch").
+#: is ahead, which the renders do not show (docs/benchmarks.md, "its switch"). With the blend
+#: (:data:`AUTO_FIT_SHARE`), 30 is ahead of the localiser alone on both tuning sets too.
 AUTO_SWITCH_YAW = 30.0
 #: Where ``auto`` keeps the landmark fit, the fit's targets are this share the face mesh's points and
 #: the rest the localiser's own projection of the same vertices (1: the face mesh's alone). 0.4 was
