@@ -229,8 +229,11 @@ def sweep_switch(data, model, switches: list, fitter=None, fit_switches=None, sh
     blend of the two faces' 68 points (``Flattener.fit_share`` blends their targets, which moves the
     fitted points about as much). Prints NME by bucket per switch and share."""
     from stn3dmm.evaluation.aflw2000 import score
+    from stn3dmm.evaluation.methods import predict_all
 
-    fit, loc = _predictions(data, _method("landmarks", model)), _predictions(data, _method("localiser-detect", model, fitter))
+    every = np.arange(len(data))
+    fit = predict_all(data, _method("landmarks", model), every, progress=False)
+    loc = predict_all(data, _method("localiser-detect", model, fitter), every, progress=False)
     yaw = np.abs([p.pose[0] for p in loc])
     meshed = np.array([p.found and p.how == "detected" for p in fit])
     p_fit, p_loc = np.stack([p.points for p in fit]), np.stack([p.points for p in loc])
@@ -248,17 +251,10 @@ def sweep_switch(data, model, switches: list, fitter=None, fit_switches=None, sh
             for t in switches:
                 use_fit = meshed & ((yaw < t) | (fit_yaw < second if second < math.inf else False))
                 pts = np.where(use_fit[:, None, None], share * p_fit + (1 - share) * p_loc, p_loc)
-                e = np.asarray(score(data, np.arange(len(data)), pts, found, pose)["per_image_nme"])
+                e = np.asarray(score(data, every, pts, found, pose)["per_image_nme"])
                 means = [float(e[(abs_yaw >= lo) & (abs_yaw < hi)].mean()) for lo, hi in buckets]
                 print(f"{t:>8.0f}{share:>7.2f}" + "".join(f"{m:>9.2f}" for m in means)
                       + f"{np.mean(means):>9.2f}{use_fit.mean():>11.2f}")
-
-
-def _predictions(data, method) -> list:
-    """``method``'s prediction for every image of ``data``."""
-    from stn3dmm.photos.io import read_photo
-
-    return [method.predict(read_photo(data.image_path(i)).image, data.face_square(i)) for i in range(len(data))]
 
 
 def _method(spec: str, model, fitter=None):

@@ -138,6 +138,14 @@ class LocaliserMethod:
         return Prediction(face.points68, pose, found, how)
 
 
+def predict_all(bench: Aflw2000, method, idx, progress: bool = True) -> list[Prediction]:
+    """``method``'s :class:`Prediction` for each image ``idx`` of ``bench``, read one at a time."""
+    from tqdm import tqdm
+
+    return [method.predict(read_photo(bench.image_path(int(i))).image, bench.face_square(int(i)))
+            for i in tqdm(idx, desc="aflw2000-3d", unit="photo", disable=not progress, dynamic_ncols=True)]
+
+
 def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> tuple[dict, list[dict]]:
     """Run ``method`` on the images ``idx`` (default: all) of ``bench`` and score them.
 
@@ -147,13 +155,8 @@ def run_benchmark(bench: Aflw2000, method, idx=None, progress: bool = True) -> t
         records has one dict per image (name, |yaw|, found by the method itself, how it was placed,
         NME).
     """
-    from tqdm import tqdm
-
     idx = np.arange(len(bench)) if idx is None else np.asarray(idx)
-    preds = []
-    for i in tqdm(idx, desc="aflw2000-3d", unit="photo", disable=not progress, dynamic_ncols=True):
-        image = read_photo(bench.image_path(int(i))).image
-        preds.append(method.predict(image, bench.face_square(int(i))))
+    preds = predict_all(bench, method, idx, progress)
     found = np.array([p.found for p in preds])
     pts = np.stack([p.points for p in preds])
     pose = np.stack([p.pose for p in preds])
@@ -199,4 +202,4 @@ def evaluate_aflw2000(root, model, per_bucket: int | None = None, out=None, prog
     return res
 
 
-__all__ = ["FlattenMethod", "LocaliserMethod", "Prediction", "evaluate_aflw2000", "run_benchmark"]
+__all__ = ["FlattenMethod", "LocaliserMethod", "Prediction", "evaluate_aflw2000", "predict_all", "run_benchmark"]

@@ -272,13 +272,16 @@ class Flattener:
         return [t._replace(points=w * t.points + (1 - w) * tr.apply(src.to_source(g)))
                 for t, tr, src, g in zip(targets, transforms, sources, guide)]
 
-    def _localise(self, items: list, found: list | None = None):
-        """The same by the localiser: its theta in its own crop (``found``: its results, default
-        from the faces' boxes), re-expressed in the STN's crop of the same square (a scale about
-        the pixel centres: no landmark targets, no fit error)."""
+    def _localise(self, items: list, upright: bool = False):
+        """The same by the localiser: its theta in its own crop (from the faces' boxes; ``upright``:
+        faces turned in the photo again on a crop turned upright, :meth:`_upright`), re-expressed in
+        the STN's crop of the same square (a scale about the pixel centres: no landmark targets, no
+        fit error)."""
         from ..photos.crop import transform_theta
 
-        found = found or self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
+        found = self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
+        if upright:
+            found = self._upright(items, found)
         k = self.size / self.localiser.size
         to_crop = np.array([[k, 0.0, 0.5 * (k - 1)], [0.0, k, 0.5 * (k - 1)]])
         crops, transforms, theta = [], [], []
@@ -320,8 +323,7 @@ class Flattener:
         (:data:`UPRIGHT_ROLL`)."""
         from ..stn.pose import pose_from_theta
 
-        found = self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
-        out = self._localise(items, self._upright(items, found))
+        out = self._localise(items, upright=True)
         yaw = pose_from_theta(out[3].double())[:, 0].abs().numpy()
         refit = [k for k, (_, f) in enumerate(items) if f.points is not None and yaw[k] < self.switch_yaw]
         if not refit:
