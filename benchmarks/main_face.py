@@ -1,0 +1,157 @@
+"""The main face beside a background face: does the detector put the photo's own face first?
+
+A tuning set for the detector's choice of main face (AFLW2000-3D is a test set). Each of the
+held-out head renders of ``benchmarks/large_pose.py --set heads`` (LFW people never trained on,
+turned to |yaw| up to 90 degrees, 224 px, with their exact 68 points) is set in the middle of a
+448-pixel photo: the top-left corner of another LFW photo, enlarged and blurred,
+around it, and in the margin a third
+LFW photo's face (its central 130 pixels, scaled to make its face 0.4-0.75 as wide as the main face), sharp,
+as a bystander. Both are pasted with feathered edges. The main face counts as first when the
+detector's face 0 contains the true face's centre and overlaps its square by IoU >= 0.3, as
+``benchmarks/detect_recall.py`` counts a render's face found; "any" when some face does. A
+second set, "off-centre", holds each head render alone, moved off the middle: a detector that
+searches harder where nothing covers the photo's centre must not put a false face first there.
+
+    python benchmarks/main_face.py [--rescue True,False] [--out /tmp/stn3dmm_large_pose]
+
+The set is written once to ``OUT/main_face`` (needs the head renders, ``OUT/heads1``, which
+``python benchmarks/large_pose.py --set heads --views 1`` makes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import ROOT
+
+sys.path.insert(0, str(ROOT / "src"))
+
+SIDE = 448
+#: Median width of the detector's box on a near-frontal head render (224 px), and on an LFW photo's
+#: central 130 pixels as a share of them (107 px of the 250-pixel photo), both measured here.
+HEAD_FACE, LFW_FACE = 92.0, 107.0 / 130.0
+#: The bystander's face, as a share of the main face's width: clearly smaller, as in a photo of a person.
+BYSTANDER = (0.4, 0.75)
+BUCKETS = ("0-30", "30-60", "60-90")
+
+
+def _feathered(img: np.ndarray, margin: int) -> np.ndarray:
+    """(H, W) alpha: 1 inside, falling linearly to 0 over ``margin`` pixels at the edges."""
+    h, w = img.shape[:2]
+    ry = np.minimum(np.arange(h), np.arange(h)[::-1]) / margin
+    rx = np.minimum(np.arange(w), np.arange(w)[::-1]) / margin
+    return np.clip(np.minimum(ry[:, None], rx[None, :]), 0.0, 1.0)
+
+
+def _paste(canvas: np.ndarray, img: np.ndarray, x: int, y: int, margin: int) -> None:
+    a = _feathered(img, margin)[..., None]
+    h, w = img.shape[:2]
+    region = canvas[y:y + h, x:x + w]
+    canvas[y:y + h, x:x + w] = a * img + (1 - a) * region
+
+
+def _bystander_place(rng: random.Random, size: int) -> tuple[int, int]:
+    """Top-left corner of a bystander of ``size`` pixels, centred in the margin around the render."""
+    band = (SIDE - 224) // 2
+    lo, hi = band // 2, SIDE - band // 2
+    side = rng.choice("lrtb")
+    c = (rng.uniform(lo, hi), rng.choice((lo, hi)))
+    c = np.clip(c if side in "tb" else c[::-1], size / 2, SIDE - size / 2)
+    return int(c[0] - size / 2), int(c[1] - size / 2)
+
+
+def make_set(heads: Path, lfw: Path, out: Path, kind: str, seed: int = 0) -> Path:
+    """Write the composites (PNG) and their face squares (JSON) to ``out`` once. ``kind``:
+    "bystander" (the head render in the middle, a smaller LFW face in the margin) or "off-centre"
+    (the head render alone, moved 80-112 pixels off the middle along x, y or both)."""
+    from PIL import Image, ImageFilter
+
+    if (out / "done").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    photos = [sorted(p.glob("*.jpg"))[0] for p in sorted(q for q in lfw.iterdir() if q.is_dir())]
+    photos = [p for k, p in enumerate(photos) if k % 10]         # the heads are every 10th person's
+    for png in sorted(heads.glob("head*.png")):
+        meta = json.loads(png.with_suffix(".json").read_text())
+        back = Image.open(rng.choice(photos)).convert("RGB").crop((0, 0, 64, 64))     # a corner: no face
+        back = back.resize((SIDE, SIDE), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(4))
+        canvas = np.asarray(back, np.float64).copy()
+        off = np.full(2, (SIDE - 224) // 2)
+        if kind == "off-centre":
+            off += [rng.choice((-1, 1)) * rng.randint(80, 112) if a else 0 for a in rng.choice(((1, 0), (0, 1), (1, 1)))]
+        _paste(canvas, np.asarray(Image.open(png).convert("RGB"), np.float64), *off, 16)
+        if kind == "bystander":
+            size = int(round(HEAD_FACE * rng.uniform(*BYSTANDER) / LFW_FACE))
+            face = Image.open(rng.choice(photos)).convert("RGB").crop((60, 60, 190, 190)).resize((size, size))
+            _paste(canvas, np.asarray(face, np.float64), *_bystander_place(rng, size), 8)
+        Image.fromarray((canvas + 0.5).astype(np.uint8)).save(out / png.name)
+        pts = np.asarray(meta["landmarks"], np.float64) + off
+        lo, hi = pts.min(0), pts.max(0)
+        c, half = (lo + hi) / 2, (hi - lo).max() / 2
+        (out / png.with_suffix(".json").name).write_text(json.dumps(
+            {"square": np.concatenate([c - half, c + half]).tolist(), "abs_yaw": abs(meta["pose"][0])}))
+    (out / "done").write_text("")
+    return out
+
+
+def _hit(box, square) -> bool:
+    c = (square[:2] + square[2:]) / 2
+    lo, hi = np.maximum(box[:2], square[:2]), np.minimum(box[2:], square[2:])
+    inter = np.prod(np.clip(hi - lo, 0, None))
+    iou = inter / (np.prod(box[2:] - box[:2]) + np.prod(square[2:] - square[:2]) - inter)
+    return bool(box[0] <= c[0] <= box[2] and box[1] <= c[1] <= box[3] and iou >= 0.3)
+
+
+def score(folder: Path, detector) -> tuple[dict, float]:
+    """Per |yaw| bucket: [main face first, main face anywhere, total]; and ms per photo."""
+    from PIL import Image
+
+    rows = {b: [0, 0, 0] for b in BUCKETS}
+    spent = 0.0
+    pngs = sorted(folder.glob("head*.png"))
+    for png in pngs:
+        meta = json.loads(png.with_suffix(".json").read_text())
+        img = np.asarray(Image.open(png).convert("RGB"))
+        t0 = time.perf_counter()
+        boxes = [b for b, _, _ in detector.detect_boxes(img)]
+        spent += time.perf_counter() - t0
+        sq = np.asarray(meta["square"])
+        row = rows[BUCKETS[min(2, int(meta["abs_yaw"] // 30))]]
+        row[0] += bool(boxes) and _hit(boxes[0], sq)
+        row[1] += any(_hit(b, sq) for b in boxes)
+        row[2] += 1
+    return rows, 1000 * spent / max(1, len(pngs))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/stn3dmm_large_pose")
+    ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
+    ap.add_argument("--rescue", default="True,False", help="FaceDetector(rescue=...) settings to compare")
+    args = ap.parse_args()
+    heads = Path(args.out) / "heads1"
+    if not (heads / "done").exists():
+        sys.exit(f"{heads}: no head renders; make them with python benchmarks/large_pose.py --set heads --views 1")
+    from stn3dmm.photos import FaceDetector
+
+    for kind in ("bystander", "off-centre"):
+        folder = make_set(heads, Path(args.lfw), Path(args.out) / f"main_face_{kind}", kind)
+        print(f"\n{kind}: {len(list(folder.glob('head*.png')))} composites ({SIDE} px); "
+              "main face first / found at all / total")
+        print("rescue".ljust(10) + "".join(f"|yaw| {b}".rjust(24) for b in BUCKETS) + "ms/photo".rjust(10))
+        for setting in args.rescue.split(","):
+            value = {"True": True, "False": False}.get(setting, setting)
+            rows, ms = score(folder, FaceDetector(landmarks=False, rescue=value))
+            print(setting.ljust(10) + "".join(f"{a}/{t} ({b} any)".rjust(24) for a, b, t in rows.values())
+                  + f"{ms:10.1f}")
+
+if __name__ == "__main__":
+    main()
