@@ -77,7 +77,7 @@ def make_set(heads: Path, lfw: Path, out: Path, kind: str, seed: int = 0) -> Pat
         return out
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    photos = [sorted(p.glob("*.jpg"))[0] for p in sorted(q for q in lfw.iterdir() if q.is_dir())]
+    photos = [min(p.glob("*.jpg")) for p in sorted(q for q in lfw.iterdir() if q.is_dir())]
     photos = [p for k, p in enumerate(photos) if k % 10]         # the heads are every 10th person's
     for png in sorted(heads.glob("head*.png")):
         meta = json.loads(png.with_suffix(".json").read_text())
@@ -89,7 +89,7 @@ def make_set(heads: Path, lfw: Path, out: Path, kind: str, seed: int = 0) -> Pat
             off += [rng.choice((-1, 1)) * rng.randint(80, 112) if a else 0 for a in rng.choice(((1, 0), (0, 1), (1, 1)))]
         _paste(canvas, np.asarray(Image.open(png).convert("RGB"), np.float64), *off, 16)
         if kind == "bystander":
-            size = int(round(HEAD_FACE * rng.uniform(*BYSTANDER) / LFW_FACE))
+            size = round(HEAD_FACE * rng.uniform(*BYSTANDER) / LFW_FACE)
             face = Image.open(rng.choice(photos)).convert("RGB").crop((60, 60, 190, 190)).resize((size, size))
             _paste(canvas, np.asarray(face, np.float64), *_bystander_place(rng, size), 8)
         Image.fromarray((canvas + 0.5).astype(np.uint8)).save(out / png.name)
