@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stn3dmm.fitting.localiser import LocaliserFitter
+from stn3dmm.fitting.localiser import LocaliserFitter, shifted_crops
 from stn3dmm.photos.crop import crop_square, landmark_square, transform_theta
 
 THETA = torch.tensor([0.05, 0.3, -0.02, 57.0, 54.0, -0.7] + [0.3] * 10 + [-0.2] * 10)
@@ -84,6 +84,53 @@ def test_mirror_averaging_cancels_a_left_right_bias(model):
     assert face.theta[1] == pytest.approx(0.0, abs=1e-7)          # so do r_y = 0.2 and its mirror's -0.2
     off = LocaliserFitter(BiasedNet(), model, 10, 10, passes=2, mirror=False).from_squares([image], [square])[0]
     assert off.theta[3] == pytest.approx(cx + 3.0, abs=0.5) and off.theta[1] == pytest.approx(0.2)
+
+
+def _centroid(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2) brightness centroid (x, y) of (B, C, S, S) crops, in their pixels."""
+    w = x.mean(1)
+    ar = torch.arange(x.shape[-1], dtype=x.dtype)
+    return torch.stack([(w.sum(1) * ar).sum(-1), (w.sum(2) * ar).sum(-1)], 1) / w.sum((1, 2))[:, None]
+
+
+def test_shifted_copies_map_back_by_their_offsets():
+    crops = torch.zeros(2, 3, 112, 112)
+    crops[0, :, 30:50, 40:70] = 1.0
+    crops[1, :, 60:90, 20:45] = 1.0
+    copies, offsets = shifted_crops(crops, 3)
+    assert copies.shape == (10, 3, 112, 112) and torch.equal(copies[:2], crops)
+    moved = _centroid(copies).reshape(5, 2, 2) + offsets[:, None]     # each copy's centroid, back in the crop
+    torch.testing.assert_close(moved, _centroid(crops).expand(5, 2, 2), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="shift"):
+        shifted_crops(crops, 112)
+
+
+class CentroidNet(BiasedNet):
+    """t is the crop's brightness centroid plus a bias that grows with its distance from the crop's
+    centre (a network that is not shift-equivariant): each shifted copy answers differently."""
+
+    def forward(self, x):
+        self.calls += 1
+        c = _centroid(x)
+        th = THETA.expand(x.shape[0], -1).clone()
+        th[:, 3:5] = c + 0.05 * (c - 55.5) ** 2
+        return th
+
+
+def test_shift_averaging_averages_the_copies_mapped_back(model):
+    image = np.zeros((200, 200, 3), np.float32)
+    image[60:140, 70:100] = 1.0
+    square = (np.array([100.0, 100.0]), 112.0)
+    fitter = LocaliserFitter(CentroidNet(), model, 10, 10, passes=1, mirror=False, shift=3)
+    face = fitter.from_squares([image], [square])[0]
+    crop, _ = crop_square(image, *face.square, 112)
+    c = _centroid(torch.from_numpy(crop).permute(2, 0, 1)[None].double())[0].numpy()
+    d = np.array([[0, 0], [3, 0], [-3, 0], [0, 3], [0, -3]], np.float64)
+    want = np.mean([c + 0.05 * (c - o - 55.5) ** 2 for o in d], 0)   # copy k sees the bar at c - d_k
+    np.testing.assert_allclose(face.theta[3:5], want, atol=1e-3)
+    assert abs(face.theta[3] - (c[0] + 0.05 * (c[0] - 55.5) ** 2)) > 0.1   # not the unshifted answer
+    with pytest.raises(ValueError, match="shift"):
+        LocaliserFitter(CentroidNet(), model, 10, 10, shift=-1)
 
 
 @pytest.mark.parametrize("passes", [1, 2])

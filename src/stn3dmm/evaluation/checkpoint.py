@@ -154,14 +154,14 @@ def load_localiser(checkpoint, device="cpu"):
     return net.to(device).eval(), cfg
 
 
-def checkpoint_fitter(checkpoint, model, device="cpu", passes: int = 2, mirror: bool = True):
+def checkpoint_fitter(checkpoint, model, device="cpu", passes: int = 2, mirror: bool = True, shift: int = 0):
     """A training checkpoint's localiser as a :class:`~stn3dmm.fitting.localiser.LocaliserFitter`
     (read with ``weights_only=True``; no face-box calibration, which only a shipped card has)."""
     from ..fitting.localiser import LocaliserFitter
 
     net, cfg = load_localiser(checkpoint, device)
     return LocaliserFitter(net, model, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]), passes=passes,
-                           mirror=mirror, device=device)
+                           mirror=mirror, shift=shift, device=device)
 
 
 def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="auto", log=print,
