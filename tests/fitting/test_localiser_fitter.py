@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stn3dmm.fitting.localiser import LocaliserFitter, shifted_crops
+from stn3dmm.fitting.localiser import LocaliserFitter, shifted_crops, unshift_theta
 from stn3dmm.photos.crop import crop_square, landmark_square, transform_theta
 
 THETA = torch.tensor([0.05, 0.3, -0.02, 57.0, 54.0, -0.7] + [0.3] * 10 + [-0.2] * 10)
@@ -99,8 +99,12 @@ def test_shifted_copies_map_back_by_their_offsets():
     crops[1, :, 60:90, 20:45] = 1.0
     copies, offsets = shifted_crops(crops, 3)
     assert copies.shape == (10, 3, 112, 112) and torch.equal(copies[:2], crops)
-    moved = _centroid(copies).reshape(5, 2, 2) + offsets[:, None]     # each copy's centroid, back in the crop
-    torch.testing.assert_close(moved, _centroid(crops).expand(5, 2, 2), atol=1e-4, rtol=0)
+    # a shift-equivariant localiser (t = the centroid): every copy's theta, moved back, is the crop's
+    theta = THETA.expand(10, -1).clone()
+    theta[:, 3:5] = _centroid(copies)
+    back = unshift_theta(theta.reshape(5, 2, -1), offsets)
+    torch.testing.assert_close(back[..., 3:5], _centroid(crops).expand(5, 2, 2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(back[..., 5:], theta.reshape(5, 2, -1)[..., 5:])     # scale and shape unmoved
     with pytest.raises(ValueError, match="shift"):
         shifted_crops(crops, 112)
 

@@ -109,9 +109,8 @@ class LocaliserFitter:
         over the crops shifted by that many pixels (:func:`shifted_crops`)."""
         if shift:
             n, (copies, offsets) = len(crops), shifted_crops(crops, shift)
-            theta = self.predict_crops(copies, mirror=mirror).reshape(len(offsets), n, -1).clone()
-            theta[..., 3:5] += offsets[:, None].to(theta)       # each copy's t, back in the crop's pixels
-            return theta.mean(0)
+            theta = self.predict_crops(copies, mirror=mirror).reshape(len(offsets), n, -1)
+            return unshift_theta(theta, offsets).mean(0)
         if mirror:     # the crops and their mirrors in one batch: at batch 1, cheaper than two passes
             n = len(crops)
             both = self.predict_crops(torch.cat([crops, flip_images(crops)]))
@@ -235,6 +234,27 @@ def shifted_crops(crops: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.
     return torch.cat(copies), offsets
 
 
+def unshift_theta(theta: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """theta predicted on shifted copies (:func:`shifted_crops`), moved back into the crop: each
+    copy's translation t plus its offset.
+
+    Args:
+        theta: (K, B, P), copy k's theta for each of B crops.
+        offsets: (K, 2) each copy's offset d_k (x, y), crop pixels.
+
+    Returns:
+        (K, B, P) the same theta in the crop's pixels.
+
+    Examples:
+        >>> th = torch.zeros(2, 1, 6)
+        >>> unshift_theta(th, torch.tensor([[0., 0.], [3., -1.]]))[1, 0, 3:5].tolist()
+        [3.0, -1.0]
+    """
+    out = theta.clone()
+    out[..., 3:5] += offsets[:, None].to(out)
+    return out
+
+
 def upright_frame(points: np.ndarray, angle: float, frame) -> tuple[np.ndarray, float]:
     """``frame(points) -> (centre, side)`` applied to the points of a face turned by ``angle`` in
     the photo: computed on the points turned upright (by ``-angle`` about their mean), the centre
@@ -297,4 +317,5 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
                            device=device, batch=batch, card=card)
 
 
-__all__ = ["SHIFT", "LocalisedFace", "LocaliserFitter", "load_localiser", "mirror_average", "shifted_crops", "upright_frame"]
+__all__ = ["SHIFT", "LocalisedFace", "LocaliserFitter", "load_localiser", "mirror_average", "shifted_crops", "unshift_theta",
+           "upright_frame"]
