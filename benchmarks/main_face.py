@@ -8,7 +8,7 @@ around it, and in the margin a third
 LFW photo's face (its central 130 pixels, scaled to make its face 0.4-0.75 as wide as the main face), sharp,
 as a bystander. Both are pasted with feathered edges. The main face counts as first when the
 detector's face 0 contains the true face's centre and overlaps its square by IoU >= 0.3, as
-``benchmarks/detect_recall.py`` counts a render's face found; "any" when some face does. A
+``benchmarks/detect_recall.py`` counts (its ``_hit``) a render's face found; "any" when some face does. A
 second set, "off-centre", holds each head render alone, moved off the middle: a detector that
 searches harder where nothing covers the photo's centre must not put a false face first there.
 
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import ROOT
+from detect_recall import _hit
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -102,14 +103,6 @@ def make_set(heads: Path, lfw: Path, out: Path, kind: str, seed: int = 0) -> Pat
     return out
 
 
-def _hit(box, square) -> bool:
-    c = (square[:2] + square[2:]) / 2
-    lo, hi = np.maximum(box[:2], square[:2]), np.minimum(box[2:], square[2:])
-    inter = np.prod(np.clip(hi - lo, 0, None))
-    iou = inter / (np.prod(box[2:] - box[:2]) + np.prod(square[2:] - square[:2]) - inter)
-    return bool(box[0] <= c[0] <= box[2] and box[1] <= c[1] <= box[3] and iou >= 0.3)
-
-
 def score(folder: Path, detector) -> tuple[dict, float]:
     """Per |yaw| bucket: [main face first, main face anywhere, total]; and ms per photo."""
     from PIL import Image
@@ -125,8 +118,8 @@ def score(folder: Path, detector) -> tuple[dict, float]:
         spent += time.perf_counter() - t0
         sq = np.asarray(meta["square"])
         row = rows[BUCKETS[min(2, int(meta["abs_yaw"] // 30))]]
-        row[0] += bool(boxes) and _hit(boxes[0], sq)
-        row[1] += any(_hit(b, sq) for b in boxes)
+        row[0] += _hit(boxes[:1], sq)
+        row[1] += _hit(boxes, sq)
         row[2] += 1
     return rows, 1000 * spent / max(1, len(pngs))
 
