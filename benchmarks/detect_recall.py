@@ -9,7 +9,8 @@ model file inside the ``face_recognition_models`` package) and dlib's HOG fronta
 
     python benchmarks/detect_recall.py [--lfw-photos 300] [--out /tmp/stn3dmm_large_pose]
 
-Needs ``pip install -e ".[bench]"`` (dlib-bin, face_recognition_models) for the peers.
+dlib (dlib-bin, face_recognition_models) is a dependency of stn3dmm since its detector takes a second
+look with it (``photos/mmod.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def dlib_detectors() -> dict:
     try:
         import dlib
     except ImportError:
-        print("dlib not installed: pip install -e '.[bench]' to compare with it")
+        print("dlib not installed (a dependency of stn3dmm): pip install -e . to compare with it")
         return {}
     spec = importlib.util.find_spec("face_recognition_models")     # its __init__ needs pkg_resources
     cnn = dlib.cnn_face_detection_model_v1(str(Path(spec.origin).parent / "models" / "mmod_human_face_detector.dat"))

@@ -12,7 +12,8 @@ detector's face 0 contains the true face's centre and overlaps its square by IoU
 second set, "off-centre", holds each head render alone, moved off the middle: a detector that
 searches harder where nothing covers the photo's centre must not put a false face first there.
 
-    python benchmarks/main_face.py [--rescue True,False] [--out /tmp/stn3dmm_large_pose]
+    python benchmarks/main_face.py [--settings default,no-dlib,no-rescue] [--out /tmp/stn3dmm_large_pose]
+    python benchmarks/main_face.py --calibrate-dlib     # dlib's box against BlazeFace's (photos.mmod)
 
 The set is written once to ``OUT/main_face`` (needs the head renders, ``OUT/heads1``, which
 ``python benchmarks/large_pose.py --set heads --views 1`` makes).
@@ -41,6 +42,9 @@ HEAD_FACE, LFW_FACE = 92.0, 107.0 / 130.0
 #: The bystander's face, as a share of the main face's width: clearly smaller, as in a photo of a person.
 BYSTANDER = (0.4, 0.75)
 BUCKETS = ("0-30", "30-60", "60-90")
+#: The detector settings compared: FaceDetector's keyword arguments.
+SETTINGS = {"default": {}, "no-dlib": {"last_resort": False},
+            "no-rescue": {"rescue": False, "last_resort": False}}
 
 
 def _feathered(img: np.ndarray, margin: int) -> np.ndarray:
@@ -124,25 +128,69 @@ def score(folder: Path, detector) -> tuple[dict, float]:
     return rows, 1000 * spent / max(1, len(pngs))
 
 
+def _framing(ours: np.ndarray, theirs: np.ndarray) -> list:
+    """[k, fx, fy] that map dlib's box ``theirs`` onto BlazeFace's ``ours`` (photos.mmod.to_blazeface_box)."""
+    d = float(max(theirs[2:] - theirs[:2]))
+    return [float(max(ours[2:] - ours[:2])) / d, *(((ours[:2] + ours[2:]) - (theirs[:2] + theirs[2:])) / (2 * d))]
+
+
+def calibrate(folder: Path, lfw: Path, every: int = 3, people: int = 60) -> None:
+    """Median framing of dlib's boxes against BlazeFace's on the faces both find: every
+    ``every``-th off-centre composite (|yaw| 0-90, faces about 90 px) and the first photo of
+    ``people`` LFW people (training data, near-frontal) enlarged 1, 2 and 3 times (faces 95-300 px);
+    ``photos.mmod.MMOD_TO_BLAZEFACE`` is the median of both."""
+    from PIL import Image
+
+    from stn3dmm.photos import FaceDetector
+    from stn3dmm.photos.mmod import MmodDetector
+
+    det, dlib_det = FaceDetector(landmarks=False, last_resort=False), MmodDetector()
+    rows = {"renders": [], "LFW": []}
+    for png in sorted(folder.glob("head*.png"))[::every]:
+        sq = np.asarray(json.loads(png.with_suffix(".json").read_text())["square"])
+        img = np.asarray(Image.open(png).convert("RGB"))
+        ours = [b for b, _, _ in det.detect_boxes(img) if _hit([b], sq)]
+        theirs = [b for b, _, _ in dlib_det(img, framing=(1.0, 0.0, 0.0)) if _hit([b], sq)]
+        if ours and theirs:
+            rows["renders"].append(_framing(ours[0], theirs[0]))
+    dirs = sorted(p for p in lfw.iterdir() if p.is_dir())
+    for person in dirs[::max(1, len(dirs) // people)][:people]:
+        photo = Image.open(min(person.glob("*.jpg"))).convert("RGB")
+        for scale in (1, 2, 3):
+            img = np.asarray(photo.resize((photo.width * scale, photo.height * scale), Image.Resampling.BICUBIC))
+            sq = np.r_[0.3 * np.array(img.shape[1::-1]), 0.7 * np.array(img.shape[1::-1])]   # the middle
+            ours = [b for b, _, _ in det.detect_boxes(img) if _hit([b], sq)]
+            theirs = [b for b, _, _ in dlib_det(img, framing=(1.0, 0.0, 0.0)) if _hit([b], sq)]
+            if ours and theirs:
+                rows["LFW"].append(_framing(ours[0], theirs[0]))
+    for name, r in [*rows.items(), ("both", rows["renders"] + rows["LFW"])]:
+        k, fx, fy = np.median(np.array(r), axis=0)
+        print(f"{name}: {len(r)} faces both found, framing ({k:.2f}, {fx:.2f}, {fy:.2f})")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/stn3dmm_large_pose")
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
-    ap.add_argument("--rescue", default="True,False", help="FaceDetector(rescue=...) settings to compare")
+    ap.add_argument("--settings", default="default,no-dlib", help=f"detector settings to compare, of {list(SETTINGS)}")
+    ap.add_argument("--calibrate-dlib", action="store_true",
+                    help="print how dlib's boxes frame the faces both detectors find, as BlazeFace's do")
     args = ap.parse_args()
     heads = Path(args.out) / "heads1"
     if not (heads / "done").exists():
         sys.exit(f"{heads}: no head renders; make them with python benchmarks/large_pose.py --set heads --views 1")
     from stn3dmm.photos import FaceDetector
 
+    if args.calibrate_dlib:
+        return calibrate(make_set(heads, Path(args.lfw), Path(args.out) / "main_face_off-centre", "off-centre"),
+                         Path(args.lfw))
     for kind in ("bystander", "off-centre"):
         folder = make_set(heads, Path(args.lfw), Path(args.out) / f"main_face_{kind}", kind)
         print(f"\n{kind}: {len(list(folder.glob('head*.png')))} composites ({SIDE} px); "
               "main face first / found at all / total")
-        print("rescue".ljust(10) + "".join(f"|yaw| {b}".rjust(24) for b in BUCKETS) + "ms/photo".rjust(10))
-        for setting in args.rescue.split(","):
-            value = {"True": True, "False": False}.get(setting, setting)
-            rows, ms = score(folder, FaceDetector(landmarks=False, rescue=value))
+        print("setting".ljust(10) + "".join(f"|yaw| {b}".rjust(24) for b in BUCKETS) + "ms/photo".rjust(10))
+        for setting in args.settings.split(","):
+            rows, ms = score(folder, FaceDetector(landmarks=False, **SETTINGS[setting]))
             print(setting.ljust(10) + "".join(f"{a}/{t} ({b} any)".rjust(24) for a, b, t in rows.values())
                   + f"{ms:10.1f}")
 

@@ -3,7 +3,7 @@
 This package owns the photo side of ``stn3dmm flatten``: :mod:`.io` (reading, listing and
 writing image files), :mod:`.jpeg` (the checks of a JPEG's structure and completeness that
 Pillow does not make), :mod:`.detect` (mediapipe face detection and 468-point face mesh,
-offline), :mod:`.mesh_roi` (the face mesh's landmark model on a region we choose, where its
+offline), :mod:`.mmod` (dlib's CNN face detector, the detector's second look at profiles), :mod:`.mesh_roi` (the face mesh's landmark model on a region we choose, where its
 own detector finds no face), :mod:`.landmark_map` (detector points -> morphable-model vertices, above
 :mod:`.detect`: a face is mapped by its caller, not by itself) and :mod:`.crop`
 (square face crops for the STN input and their photo <-> crop similarity), and

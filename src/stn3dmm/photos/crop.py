@@ -224,7 +224,7 @@ def face_square(face, margin: float = DEFAULT_MARGIN, *, align: bool = False):
     angle = 0.0
     if align:
         eyes = face.eye_centers() if hasattr(face, "eye_centers") else None
-        if eyes is not None:
+        if eyes is not None and np.isfinite(eyes).all():     # a face without eye points stays unturned
             d = eyes[1] - eyes[0]  # image-left eye -> image-right eye
             angle = float(math.atan2(d[1], d[0]))
     return center, max(side, 1.0), angle
