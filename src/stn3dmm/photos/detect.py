@@ -19,7 +19,9 @@ downloaded. Detection runs in two stages:
    Where the whole-image pass finds nothing, it runs again on the mirrored and the grey-padded
    photo (``rescue``): profile faces and faces that fill the frame are found that way. Where
    even that finds nothing, dlib's CNN face detector looks (``last_resort``, :mod:`.mmod`: slow,
-   but it finds most profiles BlazeFace misses; its faces have no keypoints). Each
+   but it finds most profiles BlazeFace misses; its faces have no keypoints), and it takes a
+   second look at a main face BlazeFace is unsure of (:data:`DOUBT_SCORE`). A box that holds a
+   better-scoring box less than half its size is dropped (a face holds no other face). Each
    face's keypoints are then checked against the face turned upside down, and a weak
    detection's against all four quarter turns (``upright``).
 2. **Landmarks.** For every face, the face mesh runs on a square crop around the box
@@ -439,7 +441,8 @@ class FaceDetector:
         upright: check each face's keypoints against the face turned upside down (:meth:`_upright`;
             one or two short-range detector runs on a small crop per face, four for a weak detection).
         last_resort: where stage 1 and its rescue find no face, run dlib's CNN face detector
-            (:mod:`.mmod`; about a second a photo, on those photos only).
+            (:mod:`.mmod`), and where face 0 scores below :data:`DOUBT_SCORE`, run it on a crop
+            around face 0 and take its box (about a second a photo, on those photos only).
 
     The defaults were chosen on synthetic large-pose renders (``benchmarks/large_pose.py``) and
     on the flattening consistency tests, never on a benchmark's test set: re-placing every mesh
