@@ -16,7 +16,6 @@ look with it (``photos/mmod.py``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,9 @@ def dlib_detectors() -> dict:
     except ImportError:
         print("dlib not installed (a dependency of stn3dmm): pip install -e . to compare with it")
         return {}
-    spec = importlib.util.find_spec("face_recognition_models")     # its __init__ needs pkg_resources
-    cnn = dlib.cnn_face_detection_model_v1(str(Path(spec.origin).parent / "models" / "mmod_human_face_detector.dat"))
+    from stn3dmm.photos.mmod import mmod_model_path
+
+    cnn = dlib.cnn_face_detection_model_v1(str(mmod_model_path()))      # raw boxes: dlib's own framing
     hog = dlib.get_frontal_face_detector()
 
     def boxes(rects):

@@ -78,7 +78,7 @@ def test_the_last_resort_finds_a_face_that_fills_the_frame(grace, blazeface_box)
 
 def test_a_doubtful_box_too_large_is_replaced_by_dlibs(grace, blazeface_box):
     """A weak detection whose box is three times the face's, around it: the second look puts the box
-    on the face (as BlazeFace frames it); a confident detection is left as it is."""
+    on the face (as BlazeFace frames it), without keypoints."""
     u8 = grace.as_uint8()
     c, half = (blazeface_box[:2] + blazeface_box[2:]) / 2, _side(blazeface_box) / 2
     big = np.concatenate([c - 3 * half, c + 3 * half])

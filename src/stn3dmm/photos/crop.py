@@ -105,6 +105,24 @@ class CropTransform:
                 & (src[..., 1] >= -eps) & (src[..., 1] <= sh - 1 + eps))
 
 
+def reduced(img: np.ndarray, side: int) -> tuple[np.ndarray, int]:
+    """An antialiased copy of a uint8 (H, W, 3) image reduced by the smallest integer factor ``k``
+    that brings its longer side to at most ``side`` (box filter; Pillow's reduce is fast), and
+    ``k``. Reduced pixel j is centred at full-size pixel ``k j + (k - 1) / 2``.
+
+    Examples:
+        >>> small, k = reduced(np.zeros((600, 500, 3), np.uint8), 256)
+        >>> small.shape, k
+        ((200, 167, 3), 3)
+    """
+    k = max(1, math.ceil(max(img.shape[:2]) / side))
+    if k == 1:
+        return img, 1
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(img).reduce(k)), k
+
+
 def square_transform(center, side: float, size: int, source_size, angle: float = 0.0) -> CropTransform:
     """The similarity of a ``side``-pixel square around photo point ``center`` to a ``size`` crop."""
     if not (side > 0 and size >= 1):
@@ -318,7 +336,7 @@ def transform_theta(theta, matrix: np.ndarray):
     return th
 
 
-__all__ = ["DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
+__all__ = ["reduced", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
            "crop_square", "face_square", "crop_face",
            "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "landmark_square_of_box", "box_square",
            "transform_theta"]

@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .crop import CropTransform, square_transform
+from .crop import CropTransform, reduced, square_transform
 from .mesh_roi import RoiMesh, roi_from_box, roi_from_points
 from .mmod import MmodDetector
 
@@ -524,15 +524,7 @@ class FaceDetector:
     def _detect_boxes(self, img: np.ndarray):
         short, full, _ = self._graphs()
         h, w = img.shape[:2]
-        # an antialiased integer-factor copy (box filter; Pillow's reduce is fast): reduced pixel
-        # j is centred at full-size pixel k j + (k - 1) / 2
-        k = max(1, math.ceil(max(h, w) / self.detect_side))
-        if k > 1:
-            from PIL import Image
-
-            small = np.asarray(Image.fromarray(img).reduce(k))
-        else:
-            small = img
+        small, k = reduced(img, self.detect_side)
         found = self._run_detector(short, small) + self._run_detector(full, small)
         if not found and self.rescue:
             found = self._rescue(small)

@@ -16,11 +16,12 @@ localiser's first crop) sees the box it was made for. It gives no keypoints: tho
 from __future__ import annotations
 
 import importlib.util
-import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .crop import reduced
 
 #: BlazeFace's box from dlib's: for a dlib box of side ``d`` and centre ``c``, a square of side
 #: ``k d`` centred on ``c + (fx, fy) d``. Medians over 477 faces both detectors found: 297 in the
@@ -90,12 +91,7 @@ class MmodDetector:
         net = self._load()
         if net is None:
             return []
-        h, w = img.shape[:2]
-        k = max(1, math.ceil(max(h, w) / self.side))
-        if k > 1:
-            from PIL import Image
-
-            img = np.asarray(Image.fromarray(img).reduce(k))
+        img, k = reduced(img, self.side)
         nan = np.full((self.n_keypoints, 2), np.nan)
         out = []
         for d in net(np.ascontiguousarray(img), 0):
