@@ -85,9 +85,17 @@ UPRIGHT_PX = 128
 #: UPRIGHT_SCORE, and UPRIGHT_MARGIN more than the crop itself. Chosen on LFW photos turned by
 #: 180 +- 30 degrees (98 of 98 found) and on the held-out head renders (1 of 927 turned wrongly;
 #: profiles score low either way): ``python benchmarks/upright.py``. A detection scoring below
-#: UPRIGHT_SCORE is looked at in all four quarter turns of its crop (see ``FaceDetector._upright``).
+#: UPRIGHT_SCORE has its eye line put to a vote over eight turns of its crop (below).
 UPRIGHT_SCORE = 0.8
 UPRIGHT_MARGIN = 0.1
+#: A weak detection's eye line is put to a vote (``FaceDetector._upright``): its own keypoints and
+#: those found in eight turns of its crop each vote their score for their eye line's angle, and an
+#: angle is supported by the votes within UPRIGHT_AGREE of it. The best-supported angle replaces the
+#: detection's where it points more than 45 degrees away and beats every angle pointing elsewhere by
+#: UPRIGHT_MARGIN. Chosen on the held-out head renders, upright and turned by U(-180, 180) degrees
+#: (400 each; eye line off by more than 45 degrees: 18 -> 12 upright, 92 -> 61 turned; the four
+#: quarter turns before): docs/benchmarks.md, "Faces at any roll".
+UPRIGHT_AGREE = math.radians(20.0)
 #: A main face (face 0) detected with a score below DOUBT_SCORE gets a second look by dlib's
 #: detector (:mod:`.mmod`) on a crop of DOUBT_CONTEXT times its box's longer side at DOUBT_PX
 #: pixels, and takes dlib's box where dlib finds a face there: at profile BlazeFace's weak
@@ -554,8 +562,8 @@ class FaceDetector:
         the turned crop scores clearly higher (:data:`UPRIGHT_SCORE`, :data:`UPRIGHT_MARGIN`), the
         keypoints are the ones found there, mapped back. A weak detection (score below
         UPRIGHT_SCORE: a face turned sideways in the photo, a profile) may have its eyes off by
-        any angle, so its crop is looked at in all four quarter turns; the best-scoring look's
-        keypoints replace the detection's where they differ by more than 45 degrees."""
+        any angle, so its crop is looked at in eight turns, and the eye lines found there and the
+        detection's own are put to a vote weighted by their scores (:data:`UPRIGHT_AGREE`)."""
         short = self._graphs()[0]
         h, w = img.shape[:2]
         angle = _eye_angle(kp)
@@ -573,15 +581,16 @@ class FaceDetector:
                 return box, score, kp
             here = look(0.0)
             return box, score, (kp if turned[0] < here[0] + UPRIGHT_MARGIN else turned[1])
-        # a weak detection: its keypoints may be off by any angle; the crop's four quarter turns
-        seen = [look(k * math.pi / 2) for k in range(4)]
-        best, top = max(seen, key=lambda s: s[0])
-        if best < UPRIGHT_SCORE:
-            return box, score, kp
-        # the best look must beat by the margin every look whose eyes point another way
-        up = _eye_angle(top)
-        rivals = [s for s, k in seen if k is not None and _turn(_eye_angle(k), up) > math.pi / 4]
-        if any(best < s + UPRIGHT_MARGIN for s in rivals) or _turn(up, angle) <= math.pi / 4:
+        # a weak detection: its keypoints may be off by any angle; the crop in eight turns, and a vote
+        votes = [(score, kp)] + [look(k * math.pi / 4) for k in range(8)]
+        votes = [(s, k, _eye_angle(k)) for s, k in votes if k is not None]
+
+        def support(e):
+            return sum(s for s, _, a in votes if _turn(a, e) < UPRIGHT_AGREE)
+
+        _, top, up = max(votes, key=lambda v: (support(v[2]), v[0]))
+        rival = max((support(a) for _, _, a in votes if _turn(a, up) > math.pi / 4), default=0.0)
+        if _turn(up, angle) <= math.pi / 4 or support(up) < rival + UPRIGHT_MARGIN:
             return box, score, kp
         return box, score, top
 
