@@ -98,6 +98,36 @@ def turned_set(data: SyntheticSet, k: int) -> SyntheticSet:
     return SyntheticSet(folder)
 
 
+def rolled_set(data: SyntheticSet, lo: float, hi: float, seed: int = 3) -> SyntheticSet:
+    """``data`` with each image turned in its plane by its own angle ~ U(``lo``, ``hi``) degrees
+    counter-clockwise as seen, on a canvas grown to hold it all (black corners), its landmarks
+    alike, written beside it (once): faces at any roll, as in photos taken sideways or upside down."""
+    from PIL import Image
+
+    folder = data.folder.parent / f"{data.folder.name}_roll{lo:g}_{hi:g}"
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        for name in data.names:
+            img = Image.open(data.folder / name).convert("RGB")
+            meta = json.loads((data.folder / name).with_suffix(".json").read_text())
+            t = math.radians(rng.uniform(lo, hi))
+            rot = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]])   # y down
+            w, h = img.size
+            size = (math.ceil(abs(w * rot[0, 0]) + abs(h * rot[0, 1])), math.ceil(abs(w * rot[1, 0]) + abs(h * rot[1, 1])))
+            c, c2 = np.array([w, h]) / 2.0, np.array(size) / 2.0     # pixel-corner coordinates
+            back = rot.T                                              # output -> input
+            off = c - back @ c2
+            img = img.transform(size, Image.Transform.AFFINE, (*back[0], off[0], *back[1], off[1]), Image.Resampling.BILINEAR)
+            img.save(folder / name)
+            p = np.asarray(meta["landmarks"], np.float64) + 0.5      # pixel centres at integers
+            p = (p - c) @ rot.T + c2 - 0.5
+            meta = dict(meta, landmarks=p.tolist(), roll_added=math.degrees(t))
+            (folder / name).with_suffix(".json").write_text(json.dumps(meta))
+        (folder / "done").write_text("")
+    return SyntheticSet(folder)
+
+
 def textures_from_lfw(lfw: Path, dest: Path, n: int) -> Path:
     """One photo of each of ``n`` people spread through LFW, copied to ``dest``."""
     people = sorted(p for p in lfw.iterdir() if p.is_dir())
@@ -169,6 +199,10 @@ def main():
     ap.add_argument("--passes", type=int, default=2, help="the localiser's forward passes (default 2)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
     ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
+    ap.add_argument("--roll", default="", help="LO,HI: turn each image by its own angle ~ U(LO, HI) degrees, "
+                    "and count the faces fitted wrongly (NME above --wrong)")
+    ap.add_argument("--records", help="write each method's per-face records (name, |yaw|, NME, pose) to this JSON")
+    ap.add_argument("--wrong", type=float, default=20.0, help="with --roll: NME %% above which a fit counts as wrong")
     ap.add_argument("--turns", type=int, help="the localiser turns detected faces upright by multiples of "
                                               "360 / TURNS degrees (default: LocaliserFitter's)")
     ap.add_argument("--turn-within", type=float, help="... where the eye line is within this many degrees of "
@@ -192,6 +226,8 @@ def main():
     data = (render_set(Path(args.out), model, args.identities, args.views, lfw) if args.set == "synthetic" else
             head_render_set(Path(args.out), model, Path(args.flat), lfw, args.views))
     data = turned_set(data, args.turn)
+    if args.roll:
+        data = rolled_set(data, *(float(v) for v in args.roll.split(",")))
     print(f"{len(data)} renders, |yaw| buckets: " + ", ".join(
         f"{lo}-{hi}: {int(((data.abs_yaw >= lo) & (data.abs_yaw < hi)).sum())}"
         for lo, hi in ((0, 30), (30, 60), (60, math.inf))))
@@ -211,12 +247,20 @@ def main():
     if args.turn_within is not None:
         fitter.turn_within = math.radians(args.turn_within)
     runs += [(m, _method(m, model, fitter)) for m in args.methods.split(",") if m]
+    every = {}
     for title, method in runs:
-        results, _ = run_benchmark(data, method, progress=False)
+        results, records = run_benchmark(data, method, progress=False)
+        every[title] = records
         print(f"\n== {title}")
+        if args.roll:
+            wrong = [r["name"] for r in records if not r["nme"] <= args.wrong]
+            print(f"fitted wrongly (NME > {args.wrong:g} % or not found): {len(wrong)} of {len(records)}: "
+                  + " ".join(n.split(".")[0] for n in wrong[:40]))
         print(format_table(results).split("\npublished")[0])
         print("\n".join(line for line in format_table(results).splitlines()
                         if line.startswith(("faces found", "stn3dmm ", "pose"))))
+    if args.records:
+        Path(args.records).write_text(json.dumps(every))
     if args.sweep:
         sweep_switch(data, model, [float(v) for v in args.sweep.split(",")], fitter,
                      [float(v) for v in args.sweep_fit.split(",") if v], [float(v) for v in args.shares.split(",")])

@@ -9,7 +9,8 @@ how many faces have keypoints more than 45 degrees off the truth, on:
   180, 270: the truth is the photo's own eye line (from the landmark fit's flatten tree, or
   level), turned by the same angle;
 - the held-out head renders of ``benchmarks/large_pose.py --set heads`` (profiles, where both
-  crops score low): the truth is the 68 landmarks' outer eye corners.
+  crops score low), as they are and each turned by its own angle in U(-180, 180) (its
+  ``--roll=-180,180``): the truth is the 68 landmarks' outer eye corners.
 
     python benchmarks/upright.py [--photos 100] [--out /tmp/stn3dmm_large_pose]
 """
@@ -90,11 +91,13 @@ def main():
 
     dets = [FaceDetector(tiles=0, landmarks=False, upright=u) for u in (False, True)]
     rows = [(f"LFW turned {r} +- 30", count(turned_lfw(lfw, args.photos, r), dets)) for r in (0, 90, 180, 270)]
-    folder = Path(args.out) / "heads1"
-    if (folder / "done").exists():
-        rows.append(("held-out head renders", count(heads(folder), dets)))
-    else:
-        print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 makes them)")
+    for name, title in (("heads1", "held-out head renders"), ("heads1_roll-180_180", "... turned U(-180, 180)")):
+        folder = Path(args.out) / name
+        if (folder / "done").exists():
+            rows.append((title, count(heads(folder), dets)))
+        else:
+            print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 [--roll=-180,180] "
+                  "makes them)")
     print(f"\n{'set':<24}{'faces':>7}{'wrong, no check':>17}{'wrong, checked':>16}")
     for name, (n, a, b) in rows:
         print(f"{name:<24}{n:>7}{a:>17}{b:>16}")
