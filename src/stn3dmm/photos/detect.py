@@ -89,13 +89,15 @@ UPRIGHT_PX = 128
 UPRIGHT_SCORE = 0.8
 UPRIGHT_MARGIN = 0.1
 #: A weak detection's eye line is put to a vote (``FaceDetector._upright``): its own keypoints and
-#: those found in eight turns of its crop each vote their score for their eye line's angle, and an
-#: angle is supported by the votes within UPRIGHT_AGREE of it. The best-supported angle replaces the
-#: detection's where it points more than 45 degrees away and beats every angle pointing elsewhere by
-#: UPRIGHT_MARGIN. Chosen on the held-out head renders, upright and turned by U(-180, 180) degrees
-#: (400 each; eye line off by more than 45 degrees: 18 -> 12 upright, 92 -> 61 turned; the four
-#: quarter turns before): docs/benchmarks.md, "Faces at any roll".
+#: those found in eight turns of its crop each vote their score to the power UPRIGHT_POWER for their
+#: eye line's angle (so one confident look outweighs several weak ones: an upside-down face gives
+#: weak looks with its eyes where its mouth is), and an angle is supported by the votes within
+#: UPRIGHT_AGREE of it. The best-supported angle replaces the detection's where it points more than
+#: 45 degrees away and beats every angle pointing elsewhere by UPRIGHT_MARGIN. Chosen on LFW photos
+#: turned by 0, 90, 180, 270 +- 30 degrees and on the held-out head renders, upright and turned by
+#: U(-180, 180): docs/benchmarks.md, "Faces at any roll".
 UPRIGHT_AGREE = math.radians(20.0)
+UPRIGHT_POWER = 3.0
 #: A main face (face 0) detected with a score below DOUBT_SCORE gets a second look by dlib's
 #: detector (:mod:`.mmod`) on a crop of DOUBT_CONTEXT times its box's longer side at DOUBT_PX
 #: pixels, and takes dlib's box where dlib finds a face there: at profile BlazeFace's weak
@@ -563,7 +565,7 @@ class FaceDetector:
         keypoints are the ones found there, mapped back. A weak detection (score below
         UPRIGHT_SCORE: a face turned sideways in the photo, a profile) may have its eyes off by
         any angle, so its crop is looked at in eight turns, and the eye lines found there and the
-        detection's own are put to a vote weighted by their scores (:data:`UPRIGHT_AGREE`)."""
+        detection's own are put to a vote weighted by their scores (:data:`UPRIGHT_POWER`)."""
         short = self._graphs()[0]
         h, w = img.shape[:2]
         angle = _eye_angle(kp)
@@ -583,7 +585,7 @@ class FaceDetector:
             return box, score, (kp if turned[0] < here[0] + UPRIGHT_MARGIN else turned[1])
         # a weak detection: its keypoints may be off by any angle; the crop in eight turns, and a vote
         votes = [(score, kp)] + [look(k * math.pi / 4) for k in range(8)]
-        votes = [(s, k, _eye_angle(k)) for s, k in votes if k is not None]
+        votes = [(s ** UPRIGHT_POWER, k, _eye_angle(k)) for s, k in votes if k is not None]
 
         def support(e):
             return sum(s for s, _, a in votes if _turn(a, e) < UPRIGHT_AGREE)
