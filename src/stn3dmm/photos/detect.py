@@ -93,7 +93,8 @@ UPRIGHT_MARGIN = 0.1
 #: eye line's angle (so one confident look outweighs several weak ones: an upside-down face gives
 #: weak looks with its eyes where its mouth is), and an angle is supported by the votes within
 #: UPRIGHT_AGREE of it. The best-supported angle replaces the detection's where it points more than
-#: 45 degrees away and beats every angle pointing elsewhere by UPRIGHT_MARGIN. Chosen on LFW photos
+#: 45 degrees away, beats every angle pointing elsewhere by UPRIGHT_MARGIN, and has a look scoring
+#: UPRIGHT_SCORE or more among its votes (profiles give weak looks any way up). Chosen on LFW photos
 #: turned by 0, 90, 180, 270 +- 30 degrees and on the held-out head renders, upright and turned by
 #: U(-180, 180): docs/benchmarks.md, "Faces at any roll".
 UPRIGHT_AGREE = math.radians(20.0)
@@ -592,7 +593,9 @@ class FaceDetector:
 
         _, top, up = max(votes, key=lambda v: (support(v[2]), v[0]))
         rival = max((support(a) for _, _, a in votes if _turn(a, up) > math.pi / 4), default=0.0)
-        if _turn(up, angle) <= math.pi / 4 or support(up) < rival + UPRIGHT_MARGIN:
+        best = max(s for s, _, a in votes if _turn(a, up) < UPRIGHT_AGREE)   # a turn needs a confident look
+        if (_turn(up, angle) <= math.pi / 4 or support(up) < rival + UPRIGHT_MARGIN
+                or best < UPRIGHT_SCORE ** UPRIGHT_POWER):
             return box, score, kp
         return box, score, top
 
