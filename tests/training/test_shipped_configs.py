@@ -12,7 +12,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 #: The shipped localiser's recipe (stages 1-6), in order: each stage starts from the last checkpoint
 #: of the one before.
 STAGES = ["lfw_localiser.toml", "lfw_localiser_head.toml", "lfw_localiser_stage3.toml", "lfw_localiser_stage4.toml",
-          "lfw_localiser_stage5.toml", "lfw_localiser_stage6.toml"]
+          "lfw_localiser_stage5.toml", "lfw_localiser_stage6.toml", "lfw_localiser_stage7.toml"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")))
