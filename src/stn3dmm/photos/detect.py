@@ -368,6 +368,36 @@ def _eye_angle(keypoints: np.ndarray) -> float:
     return math.atan2(d[1], d[0])
 
 
+def upright_vote(score: float, kp: np.ndarray, looks: list, power: float = UPRIGHT_POWER,
+                 agree: float = UPRIGHT_AGREE, margin: float = UPRIGHT_MARGIN,
+                 need: float = UPRIGHT_SCORE) -> np.ndarray:
+    """The keypoints of a weak detection (``score``, keypoints ``kp``) after its upright vote: the
+    detection and each look (score, keypoints or None; :meth:`FaceDetector.upright_looks`) vote
+    score ** ``power`` for their eye line's angle; an angle is supported by the votes within
+    ``agree`` radians of it. The best-supported look's keypoints replace ``kp`` where their eye
+    line is more than 45 degrees from ``kp``'s, their support beats every angle more than 45
+    degrees away by ``margin``, and a vote within ``agree`` of them scores ``need`` or more.
+
+    >>> kp = np.array([[0.0, 0.0], [10.0, 0.0]])          # eyes level
+    >>> flipped = kp[::-1].copy()                          # eyes the other way round
+    >>> upright_vote(0.5, flipped, [(0.9, kp), (0.3, flipped), (0.0, None)])[1].tolist()
+    [10.0, 0.0]
+    >>> upright_vote(0.5, flipped, [(0.7, kp), (0.3, flipped)])[1].tolist()   # no look scores 0.8
+    [0.0, 0.0]
+    """
+    votes = [(s ** power, k, _eye_angle(k)) for s, k in [(score, kp)] + list(looks) if k is not None]
+
+    def support(e):
+        return sum(s for s, _, a in votes if _turn(a, e) < agree)
+
+    _, top, up = max(votes, key=lambda v: (support(v[2]), v[0]))
+    rival = max((support(a) for _, _, a in votes if _turn(a, up) > math.pi / 4), default=0.0)
+    best = max(s for s, _, a in votes if _turn(a, up) < agree)
+    if _turn(up, _eye_angle(kp)) <= math.pi / 4 or support(up) < rival + margin or best < need ** power:
+        return kp
+    return top
+
+
 def _points_box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(0), points.max(0)])
 
@@ -567,16 +597,10 @@ class FaceDetector:
         UPRIGHT_SCORE: a face turned sideways in the photo, a profile) may have its eyes off by
         any angle, so its crop is looked at in eight turns, and the eye lines found there and the
         detection's own are put to a vote weighted by their scores (:data:`UPRIGHT_POWER`)."""
-        short = self._graphs()[0]
-        h, w = img.shape[:2]
         angle = _eye_angle(kp)
-        centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
-        side = UPRIGHT_CONTEXT * float(max(box[2] - box[0], box[3] - box[1]))
 
         def look(turn):
-            t = square_transform(centre, side, UPRIGHT_PX, (w, h), angle + turn)
-            f = max(self._run_detector(short, _warp_uint8(img, t)), key=lambda f: f[1], default=None)
-            return (0.0, None) if f is None else (f[1], t.to_source(f[2]))
+            return self._look(img, box, angle + turn)
 
         if score >= UPRIGHT_SCORE:     # a confident detection: only upside down is in doubt
             turned = look(math.pi)
@@ -585,19 +609,21 @@ class FaceDetector:
             here = look(0.0)
             return box, score, (kp if turned[0] < here[0] + UPRIGHT_MARGIN else turned[1])
         # a weak detection: its keypoints may be off by any angle; the crop in eight turns, and a vote
-        votes = [(score, kp)] + [look(k * math.pi / 4) for k in range(8)]
-        votes = [(s ** UPRIGHT_POWER, k, _eye_angle(k)) for s, k in votes if k is not None]
+        return box, score, upright_vote(score, kp, self.upright_looks(img, box, kp))
 
-        def support(e):
-            return sum(s for s, _, a in votes if _turn(a, e) < UPRIGHT_AGREE)
+    def upright_looks(self, img: np.ndarray, box: np.ndarray, kp: np.ndarray) -> list:
+        """The short-range detector's best face (score, keypoints in the photo; (0.0, None) where it
+        finds none) on the face's crop levelled by its eye keypoints ``kp`` and turned by k 45
+        degrees, k = 0..7: the looks :func:`upright_vote` takes."""
+        return [self._look(img, box, _eye_angle(kp) + k * math.pi / 4) for k in range(8)]
 
-        _, top, up = max(votes, key=lambda v: (support(v[2]), v[0]))
-        rival = max((support(a) for _, _, a in votes if _turn(a, up) > math.pi / 4), default=0.0)
-        best = max(s for s, _, a in votes if _turn(a, up) < UPRIGHT_AGREE)   # a turn needs a confident look
-        if (_turn(up, angle) <= math.pi / 4 or support(up) < rival + UPRIGHT_MARGIN
-                or best < UPRIGHT_SCORE ** UPRIGHT_POWER):
-            return box, score, kp
-        return box, score, top
+    def _look(self, img: np.ndarray, box: np.ndarray, angle: float) -> tuple:
+        h, w = img.shape[:2]
+        centre = ((box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0)
+        side = UPRIGHT_CONTEXT * float(max(box[2] - box[0], box[3] - box[1]))
+        t = square_transform(centre, side, UPRIGHT_PX, (w, h), angle)
+        f = max(self._run_detector(self._graphs()[0], _warp_uint8(img, t)), key=lambda f: f[1], default=None)
+        return (0.0, None) if f is None else (f[1], t.to_source(f[2]))
 
     def _second_look(self, img: np.ndarray, detection: tuple) -> tuple:
         """A doubtful detection looked at again by dlib's detector, on a crop around its box: the
