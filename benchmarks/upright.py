@@ -77,27 +77,38 @@ def count(items, detectors) -> list:
     return row
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str):
+    """The tuning sets' options (--photos, --lfw, --out), LFW checked to be there."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--photos", type=int, default=100)
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
     ap.add_argument("--out", default="/tmp/stn3dmm_large_pose",
-                    help="where benchmarks/large_pose.py --set heads --views 1 left its head renders")
+                    help="where benchmarks/large_pose.py --set heads --views 1 [--roll=-180,180] left its renders")
     args = ap.parse_args()
+    if not Path(args.lfw).is_dir():
+        sys.exit(f"{args.lfw}: LFW not found; pass --lfw")
+    return args
+
+
+def head_sets(out: str):
+    """(title, items) of the held-out head renders, upright and rolled, that have been made."""
+    for name, title in (("heads1", "held-out head renders"), ("heads1_roll-180_180", "... turned U(-180, 180)")):
+        folder = Path(out) / name
+        if (folder / "done").exists():
+            yield title, heads(folder)
+        else:
+            print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 [--roll=-180,180] "
+                  "makes them)")
+
+
+def main():
+    args = arguments(__doc__)
     lfw = Path(args.lfw)
-    if not lfw.is_dir():
-        sys.exit(f"{lfw}: LFW not found; pass --lfw")
     from stn3dmm.photos import FaceDetector
 
     dets = [FaceDetector(tiles=0, landmarks=False, upright=u) for u in (False, True)]
     rows = [(f"LFW turned {r} +- 30", count(turned_lfw(lfw, args.photos, r), dets)) for r in (0, 90, 180, 270)]
-    for name, title in (("heads1", "held-out head renders"), ("heads1_roll-180_180", "... turned U(-180, 180)")):
-        folder = Path(args.out) / name
-        if (folder / "done").exists():
-            rows.append((title, count(heads(folder), dets)))
-        else:
-            print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 [--roll=-180,180] "
-                  "makes them)")
+    rows += [(title, count(items, dets)) for title, items in head_sets(args.out)]
     print(f"\n{'set':<24}{'faces':>7}{'wrong, no check':>17}{'wrong, checked':>16}")
     for name, (n, a, b) in rows:
         print(f"{name:<24}{n:>7}{a:>17}{b:>16}")
