@@ -23,7 +23,8 @@ downloaded. Detection runs in two stages:
    second look at a main face BlazeFace is unsure of (:data:`DOUBT_SCORE`). A box that holds a
    better-scoring box less than half its size is dropped (a face holds no other face). Each
    face's keypoints are then checked against the face turned upside down, and a weak
-   detection's against all four quarter turns (``upright``).
+   detection's eye line is put to a vote over eight turns of its crop (``upright``,
+   :func:`upright_vote`).
 2. **Landmarks.** For every face, the face mesh runs on a square crop around the box
    (``mesh_context`` times the box side, resized so that the face is ``mesh_face_px`` pixels,
    turned so that the detector's two eye keypoints are level: the mesh is least accurate on
@@ -480,7 +481,7 @@ class FaceDetector:
         rescue: where stage 1 finds no face, run it again on the mirrored and the grey-padded
             image (:meth:`_rescue`; about 3 more detector runs, on those photos only).
         upright: check each face's keypoints against the face turned upside down (:meth:`_upright`;
-            one or two short-range detector runs on a small crop per face, four for a weak detection).
+            one or two short-range detector runs on a small crop per face, eight for a weak detection).
         last_resort: where stage 1 and its rescue find no face, run dlib's CNN face detector
             (:mod:`.mmod`), and where face 0 scores below :data:`DOUBT_SCORE`, run it on a crop
             around face 0 and take its box (about a second a photo, on those photos only).
