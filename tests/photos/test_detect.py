@@ -450,3 +450,20 @@ def test_a_weak_detection_with_eyes_turned_wrongly_is_set_upright(grace, turn):
     assert abs(_between(fixed, kp)) < 20.0
     if abs(turn) == 90.0:
         np.testing.assert_array_equal(kept, wrong)
+
+
+def test_the_upright_vote_lets_one_confident_look_outweigh_several_weak_ones():
+    """An upside-down face gives several weak looks with its eyes where its mouth is, and one
+    confident upright look: cubed, the confident look wins (summed plainly, the weak ones would:
+    0.5 + 3 x 0.55 > 0.95). Without a look of UPRIGHT_SCORE the keypoints stay as they are, and
+    a winner within 45 degrees of the detection's own eye line changes nothing."""
+    from stn3dmm.photos.detect import upright_vote
+
+    level = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]])
+    flipped = np.array([[10.0, 0.0], [0.0, 0.0], [5.0, -5.0]])
+    weak = [(0.55, flipped.copy()) for _ in range(3)]
+    np.testing.assert_array_equal(upright_vote(0.5, flipped, weak + [(0.95, level)]), level)
+    np.testing.assert_array_equal(upright_vote(0.5, flipped, weak + [(0.95, level)], power=1.0), flipped)
+    np.testing.assert_array_equal(upright_vote(0.5, flipped, [(0.75, level), (0.0, None)]), flipped)
+    tilted = np.array([[0.0, 0.0], [10.0, 3.0], [5.0, 5.0]])
+    np.testing.assert_array_equal(upright_vote(0.5, level, [(0.95, tilted)]), level)
