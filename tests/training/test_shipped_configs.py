@@ -9,7 +9,7 @@ import pytest
 from stn3dmm.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-#: The shipped localiser's recipe (stages 1-6), in order: each stage starts from the last checkpoint
+#: The shipped localiser's recipe (stages 1-7), in order: each stage starts from the last checkpoint
 #: of the one before.
 STAGES = ["lfw_localiser.toml", "lfw_localiser_head.toml", "lfw_localiser_stage3.toml", "lfw_localiser_stage4.toml",
           "lfw_localiser_stage5.toml", "lfw_localiser_stage6.toml", "lfw_localiser_stage7.toml"]

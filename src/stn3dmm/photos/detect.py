@@ -598,16 +598,12 @@ class FaceDetector:
         UPRIGHT_SCORE: a face turned sideways in the photo, a profile) may have its eyes off by
         any angle, so its crop is looked at in eight turns, and the eye lines found there and the
         detection's own are put to a vote weighted by their scores (:data:`UPRIGHT_POWER`)."""
-        angle = _eye_angle(kp)
-
-        def look(turn):
-            return self._look(img, box, angle + turn)
-
         if score >= UPRIGHT_SCORE:     # a confident detection: only upside down is in doubt
-            turned = look(math.pi)
+            angle = _eye_angle(kp)
+            turned = self._look(img, box, angle + math.pi)
             if turned[0] < UPRIGHT_SCORE:   # most faces: the crop as it is need not be looked at
                 return box, score, kp
-            here = look(0.0)
+            here = self._look(img, box, angle)
             return box, score, (kp if turned[0] < here[0] + UPRIGHT_MARGIN else turned[1])
         # a weak detection: its keypoints may be off by any angle; the crop in eight turns, and a vote
         return box, score, upright_vote(score, kp, self.upright_looks(img, box, kp))
