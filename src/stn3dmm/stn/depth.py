@@ -68,8 +68,12 @@ class _Mesh:
         dots = (_dot(e01, e02), -_dot(e01, e12), _dot(e02, e12))
         del e01, e02, e12
         out = torch.zeros_like(cm)
+        # one image: scatter along the middle axis of (3, N) rather than (3, N, 1), whose one-element
+        # rows take a path about 20 times slower
+        one = cm.shape[2] == 1
         for k in range(3):
-            out = out.index_add(1, faces[:, k], n * torch.atan2(self.dbl_area, dots[k]))
+            part = n * torch.atan2(self.dbl_area, dots[k])
+            (out[..., 0] if one else out).index_add_(1, faces[:, k], part[..., 0] if one else part)
         self.normals = out / _dot(out, out).sqrt().clamp_min(tiny)
 
 

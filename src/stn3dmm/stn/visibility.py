@@ -206,33 +206,42 @@ def visibility_backface_original(vertices: torch.Tensor, faces: torch.Tensor | N
 _CHUNK = 16384
 
 
+def _first_of_runs(sorted_rows: torch.Tensor) -> torch.Tensor:
+    """``(K, M)`` rows sorted along dim 1 -> bool mask of each value's first occurrence in its row."""
+    head = torch.ones_like(sorted_rows[:, :1], dtype=torch.bool)
+    return torch.cat((head, sorted_rows[:, 1:] != sorted_rows[:, :-1]), 1)
+
+
 def _exact_at_vertices(cm, faces, db, ix, iy, vi, bi, eps, reach=1):
     """Exact ray test of vertices ``vi`` of images ``bi`` ``(K,)`` against the triangles around the
     front-most samples (``db["patches"]``) of the ``(2 reach + 1)^2`` buffer pixels around each.
     Returns ``(covered, occluded)`` ``(K,)`` bool: some such triangle's projection contains the
     vertex / one of those lies more than ``eps`` ``(B,)`` in front of it (its plane's depth at the
-    vertex's x, y)."""
+    vertex's x, y). Neighbouring pixels share samples and triangles, so each vertex's list is
+    de-duplicated first and only distinct (vertex, triangle) pairs are tested."""
     sample, patches = db["sample"], db["patches"]
     b, hb, wb = sample.shape
-    n_v = cm.shape[1]
-    if not len(vi):
-        return torch.zeros(0, dtype=torch.bool, device=cm.device), torch.zeros(0, dtype=torch.bool, device=cm.device)
-    d = torch.arange(-reach, reach + 1, device=cm.device)
+    n_v, k, dev = cm.shape[1], len(vi), cm.device
+    if not k:
+        return torch.zeros(0, dtype=torch.bool, device=dev), torch.zeros(0, dtype=torch.bool, device=dev)
+    d = torch.arange(-reach, reach + 1, device=dev)
     qx = (ix[vi, bi][:, None, None] + d[None, None, :]).clamp(0, wb - 1)
     qy = (iy[vi, bi][:, None, None] + d[None, :, None]).clamp(0, hb - 1)
-    sid = sample.view(-1)[(bi[:, None, None] * hb + qy) * wb + qx].reshape(len(vi), len(d) ** 2)  # (K, S)
-    f = torch.where(sid[..., None] >= 0, patches[sid.clamp_min(0)], -1).reshape(len(vi), -1)      # (K, S * P)
-    valid = f >= 0
-    f = f.clamp_min(0)
+    sid = torch.sort(sample.view(-1)[(bi[:, None, None] * hb + qy) * wb + qx].reshape(k, -1), 1).values  # (K, S)
+    sid = torch.where(_first_of_runs(sid) & (sid >= 0), sid, -1)
+    f = patches.index_select(0, sid.clamp_min(0).view(-1)).view(k, -1, patches.shape[1])
+    f = torch.sort(torch.where(sid[..., None] >= 0, f, -1).view(k, -1), 1).values
+    row, col = torch.nonzero((f >= 0) & _first_of_runs(f), as_tuple=True)  # distinct (vertex, triangle) pairs
+    f = f[row, col]
     # gather whole (x, y, z) rows from a vertex-major copy: one contiguous read per corner
-    rows = cm.permute(2, 1, 0).reshape(b * n_v, 3)
-    base = (bi * n_v)[:, None]
-    a, p1, p2 = (rows.index_select(0, (base + faces[:, k][f]).reshape(-1)).view(*f.shape, 3).permute(2, 0, 1)
-                 for k in range(3))  # (3, K, S * P) each
-    x, y, z = rows.index_select(0, bi * n_v + vi).t()[:, :, None]  # (K, 1) each
+    rows = cm.permute(2, 1, 0).reshape(b * n_v, 3).contiguous()
+    base = bi[row] * n_v
+    corner = faces.t().contiguous()
+    a, p1, p2 = (rows.index_select(0, base + corner[j].index_select(0, f)).t() for j in range(3))  # (3, pairs) each
+    x, y, z = rows.index_select(0, bi * n_v + vi)[row].t()                         # (pairs,) each
     v0x, v0y, v1x, v1y = p1[0] - a[0], p1[1] - a[1], p2[0] - a[0], p2[1] - a[1]
     den = v0x * v1y - v0y * v1x
-    ok = valid & (den.abs() > 1e-9 * (v0x * v0x + v0y * v0y + v1x * v1x + v1y * v1y))
+    ok = den.abs() > 1e-9 * (v0x * v0x + v0y * v0y + v1x * v1x + v1y * v1y)
     den = torch.where(ok, den, torch.ones_like(den))
     dx, dy = x - a[0], y - a[1]
     w1 = (dx * v1y - dy * v1x) / den
@@ -240,8 +249,8 @@ def _exact_at_vertices(cm, faces, db, ix, iy, vi, bi, eps, reach=1):
     w0 = 1 - w1 - w2
     tol_w = 1e-6 if cm.dtype == torch.float64 else 1e-4
     inside = ok & (w0 >= -tol_w) & (w1 >= -tol_w) & (w2 >= -tol_w)
-    zq = w0 * a[2] + w1 * p1[2] + w2 * p2[2]
-    return inside.any(1), (inside & (zq > z + eps[bi][:, None])).any(1)
+    in_front = inside & (w0 * a[2] + w1 * p1[2] + w2 * p2[2] > z + eps[bi][row])
+    return torch.bincount(row[inside], minlength=k) > 0, torch.bincount(row[in_front], minlength=k) > 0
 
 
 def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: bool = True, tol: float = 0.5,
