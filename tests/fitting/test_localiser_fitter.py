@@ -180,3 +180,19 @@ def test_theta_follows_the_square_into_a_larger_crop(model):
     p112 = stn.geometry(THETA[None].double().float()).points[0].double().numpy()
     p224 = stn.geometry(torch.as_tensor(th224, dtype=torch.float32)[None]).points[0].double().numpy()
     np.testing.assert_allclose(t112.to_source(p112), t224.to_source(p224), atol=2e-3)
+
+
+def test_the_mirror_gap_is_the_distance_of_the_two_predictions_and_ignores_shifts(model):
+    """The biased network's t_x is 3 px right of the centroid on a crop and on its mirror, so the
+    mirror's theta mapped back lies 6 px from the crop's (plus its r_y of 0.2 against -0.2): the gap
+    is at least 6 px over the side. Shift averaging does not change the gap of the crop itself;
+    without mirror averaging there is none (NaN)."""
+    image = np.zeros((200, 200, 3), np.float32)
+    image[60:140, 70:100] = 1.0
+    square = (np.array([100.0, 100.0]), 112.0)
+    face = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1).from_squares([image], [square])[0]
+    assert 6.0 / 112 < face.mirror_gap < 0.5
+    shifted = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1, shift=3).from_squares([image], [square])[0]
+    assert shifted.mirror_gap == pytest.approx(face.mirror_gap, rel=1e-6)
+    off = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1, mirror=False).from_squares([image], [square])[0]
+    assert np.isnan(off.mirror_gap)

@@ -219,3 +219,35 @@ def test_auto_turns_a_turned_face_upright_for_the_localiser(source, flattener, d
     turned = np.rot90(img, quarter_turns).copy()
     assert np.linalg.norm(points(auto, turned) - want, axis=1).mean() < 0.01 * width
     assert np.linalg.norm(points(alone, turned) - want, axis=1).mean() > 0.1 * width
+
+
+def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(source, flattener, default_grid, monkeypatch):
+    """A face mesh that reads an upright face as turned on its side (its points turned by 90 degrees
+    about their centre, as at profile it can): the localiser disagrees with itself far more on the
+    crop turned by that reading than on the crop it first saw, so auto keeps the first
+    (:data:`~stn3dmm.flatten.pipeline.UPRIGHT_KEEP_GAP`) and lands on the localiser's own points.
+    Without the check (share 0) it follows the face mesh and is lost (over 10 % of the face's width)."""
+    from dataclasses import replace
+
+    from stn3dmm.fitting.localiser import load_localiser
+    from stn3dmm.flatten import pipeline
+    from stn3dmm.flatten.pipeline import Flattener
+
+    ib = np.asarray(default_grid[0].landmarks["ibug68"])
+    fitter = load_localiser(model=default_grid[0])
+    img = np.asarray(source, dtype=np.float32) / 255
+    face = next(f for f in flattener.detect(img) if not f.tiny)
+    c = face.points.mean(0)
+    misread = replace(face, points=(face.points - c) @ np.array([[0.0, 1.0], [-1.0, 0.0]]) + c)
+    assert abs(abs(np.degrees(misread.mesh_angle())) - 90) < 30
+
+    def points(method, f):
+        fl = Flattener(default_grid[0], method=method, localiser=fitter, detector=flattener.detector, switch_yaw=0)
+        r = fl.flatten_faces(img, [f])[0]
+        return r.transform.to_source(r.points[ib])
+
+    alone = points("localiser", face)
+    width = np.ptp(alone[:, 0])
+    assert np.linalg.norm(points("auto", misread) - alone, axis=1).mean() < 0.01 * width
+    monkeypatch.setattr(pipeline, "UPRIGHT_KEEP_GAP", 0.0)
+    assert np.linalg.norm(points("auto", misread) - alone, axis=1).mean() > 0.1 * width

@@ -59,6 +59,8 @@ class LocalisedFace:
     points68: np.ndarray        #: (68, 2) the model's iBUG-68 vertices projected, photo px
     square: tuple               #: (centre (2,), side) of the crop in photo px
     angle: float = 0.0          #: the crop's turn in the photo, radians (``crop_square(angle=)``)
+    #: the network's disagreement with itself (:meth:`LocaliserFitter.mirror_gap`; NaN without mirror)
+    mirror_gap: float = float("nan")
 
 
 class LocaliserFitter:
@@ -103,17 +105,24 @@ class LocaliserFitter:
         self.box_framing = tuple(float(v) for v in box_framing)
 
     @torch.no_grad()
-    def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0) -> torch.Tensor:
+    def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0, gaps: list | None = None
+                      ) -> torch.Tensor:
         """theta ``(B, P)`` for crops ``(B, 3, S, S)`` RGB in [0, 1], in batches of ``batch``;
         ``mirror``: averaged with the mirrored crops' (:func:`mirror_average`); ``shift``: and
-        over the crops shifted by that many pixels (:func:`shifted_crops`)."""
+        over the crops shifted by that many pixels (:func:`shifted_crops`). With ``mirror``, a
+        list ``gaps`` receives the (B,) :meth:`mirror_gap` of the crops as given."""
         if shift:
             n, (copies, offsets) = len(crops), shifted_crops(crops, shift)
-            theta = self.predict_crops(copies, mirror=mirror).reshape(len(offsets), n, -1)
+            inner = [] if gaps is not None else None
+            theta = self.predict_crops(copies, mirror=mirror, gaps=inner).reshape(len(offsets), n, -1)
+            if inner:
+                gaps.append(inner[0][:n])      # copy 0 is the crop itself
             return unshift_theta(theta, offsets).mean(0)
         if mirror:     # the crops and their mirrors in one batch: at batch 1, cheaper than two passes
             n = len(crops)
             both = self.predict_crops(torch.cat([crops, flip_images(crops)]))
+            if gaps is not None:
+                gaps.append(self.mirror_gap(both[:n], both[n:]))
             return mirror_average(both[:n], both[n:], crops.shape[-1])
         out = []
         for lo in range(0, len(crops), self.batch):
@@ -122,6 +131,15 @@ class LocaliserFitter:
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(self.net(x).float())
         return torch.cat(out) if out else torch.zeros(0, self.stn.n_params)
+
+    def mirror_gap(self, theta: torch.Tensor, theta_of_mirror: torch.Tensor) -> torch.Tensor:
+        """(B,) how far the network disagrees with itself on a crop: the mean distance between the
+        68 points of ``theta`` and of its mirrored crop's ``theta_of_mirror`` mapped back
+        (:func:`~stn3dmm.stn.flip.flip_theta`), as a share of the crop side. About 0.01 on faces
+        framed as in training; several times that on a crop where the face stands turned or
+        upside down (docs/benchmarks.md, "Faces turned in the photo")."""
+        back = flip_theta(theta_of_mirror, self.size)
+        return (self.landmarks(theta) - self.landmarks(back)).norm(dim=-1).mean(-1).cpu() / self.size
 
     def landmarks(self, theta: torch.Tensor) -> torch.Tensor:
         """(B, 68, 2) the iBUG-68 vertices projected by theta (crop px)."""
@@ -142,12 +160,13 @@ class LocaliserFitter:
                 crop, tr = crop_square(img, c, s, self.size, angle=a)
                 crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
                 transforms.append(tr)
-            last = p + 1 == self.passes
-            theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and last, shift=self.shift * last) if crops
-                     else torch.zeros(0, self.stn.n_params))
+            last, gaps = p + 1 == self.passes, []
+            theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and last, shift=self.shift * last,
+                                        gaps=gaps) if crops else torch.zeros(0, self.stn.n_params))
             pts = self.landmarks(theta).double().cpu().numpy()
+            gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
             result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
-                                    angles[k]) for k in range(len(crops))]
+                                    angles[k], gap[k]) for k in range(len(crops))]
             if not last:
                 squares = [_square_or_keep(r.points68, sq, a) for r, sq, a in zip(result, squares, angles)]
         return result
