@@ -1,0 +1,96 @@
+"""How auto's second opinion on the face mesh's turn was chosen: the localiser's mirror gap, replayed.
+
+``flatten --method auto`` localises a face again on a crop turned upright by its face mesh where
+the mesh sees it turned in the photo by over ``UPRIGHT_ROLL`` degrees (``flatten.pipeline``). At
+profile the mesh can misread an upright face as turned, so the crop first seen is kept where the
+localiser agrees with its own mirror image there clearly better than on the turned crop: its
+mirror gap (``LocaliserFitter.mirror_gap``) below ``UPRIGHT_KEEP_GAP`` times the turned crop's.
+
+This runs the detector and the localiser once on every face of the held-out head renders (upright
+and at any roll, as ``benchmarks/large_pose.py`` left them), keeps both candidates of every face
+the mesh turns, and prints, per share, the faces fitted wrongly (NME over 20 %) among those turned,
+and their mean NME; share 0 is the face mesh alone, "oracle" the better candidate each time.
+
+    python benchmarks/upright_gap.py [--out /tmp/stn3dmm_large_pose]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from _common import ROOT
+from upright import arguments
+
+sys.path.insert(0, str(ROOT / "src"))
+
+SHARES = (0.0, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+def nme(points: np.ndarray, truth: np.ndarray) -> float:
+    w, h = truth.max(0) - truth.min(0)
+    return float(np.linalg.norm(points - truth, axis=1).mean() / math.sqrt(w * h) * 100)
+
+
+def candidates(items, flattener):
+    """(NME, mirror gap) of the crop first seen and of the mesh's upright crop, per face turned."""
+    import torch
+
+    from stn3dmm.fitting.localiser import upright_frame
+    from stn3dmm.flatten.pipeline import UPRIGHT_PROFILE, UPRIGHT_ROLL
+    from stn3dmm.photos.crop import landmark_square
+    from stn3dmm.photos.landmark_map import mediapipe_ibug68
+    from stn3dmm.stn.pose import pose_from_theta
+
+    fit, out = flattener.localiser, []
+    for img, truth in items:
+        img = np.asarray(img, np.float32) / 255   # as the benchmark harness reads a render
+        faces = [f for f in flattener.detect(img) if not f.tiny]
+        angle = faces[0].mesh_angle() if faces else None
+        if angle is None or abs(math.degrees(angle)) <= UPRIGHT_ROLL:
+            continue
+        first = fit.from_faces([img], faces[:1])[0]
+        if pose_from_theta(torch.as_tensor(first.theta[None], dtype=torch.float64))[0, 0].abs() >= UPRIGHT_PROFILE:
+            continue
+        square = upright_frame(mediapipe_ibug68(faces[0].points), angle, lambda p: landmark_square(p, "ibug68"))
+        again = fit.from_squares([img], [square], [angle])[0]
+        out.append((nme(first.points68, truth), first.mirror_gap, nme(again.points68, truth), again.mirror_gap))
+    return np.array(out).reshape(-1, 4)
+
+
+def landmarked(folder: Path):
+    """(image uint8, its 68 true points) of each head render in ``folder``."""
+    from PIL import Image
+
+    for png in sorted(folder.glob("head*.png")):
+        yield np.asarray(Image.open(png).convert("RGB")), np.array(json.loads(png.with_suffix(".json").read_text())["landmarks"])
+
+
+def main():
+    from stn3dmm.flatten.pipeline import Flattener
+    from stn3dmm.model.store import load_model
+
+    args = arguments(__doc__)
+    flattener = Flattener(load_model(), method="auto")
+    print(f"{'set':28s} {'turned':>6s}  " + "  ".join(f"{s:>9}" for s in SHARES) + "  oracle")
+    for name, title in (("heads1", "held-out head renders"), ("heads1_roll-180_180", "... turned U(-180, 180)")):
+        folder = Path(args.out) / name
+        if not (folder / "done").exists():
+            print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 "
+                  "[--roll=-180,180] makes them)")
+            continue
+        c = candidates(landmarked(folder), flattener)
+        cells = []
+        for share in SHARES:
+            picked = np.where(c[:, 1] < share * c[:, 3], c[:, 0], c[:, 2])
+            cells.append(f"{int((picked > 20).sum()):3d} {picked.mean() if len(c) else float('nan'):5.2f}")
+        print(f"{title:28s} {len(c):6d}  " + "  ".join(cells) + f"  {int((np.minimum(c[:, 0], c[:, 2]) > 20).sum()):6d}")
+    print("cells: faces wrong (NME > 20 %) among those the face mesh turns, and their mean NME %")
+
+
+if __name__ == "__main__":
+    main()
