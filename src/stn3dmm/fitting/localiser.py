@@ -12,7 +12,10 @@ further pass (``passes``, default 2) re-crops from the 68 points the previous pa
 pass also predicts theta for the crop's mirror image and averages the two (``mirror``, default on;
 :func:`mirror_average`): on the held-out LFW people this lowered the selection score from 2.07 to
 1.89 (face renders) and from 2.17 to 1.99 (head renders), for one more image per face in the
-final pass's batch (docs/training.md, "Test-time mirror averaging"). Averaging also over the final
+final pass's batch (docs/training.md, "Test-time mirror averaging"). How far the two predictions
+lie apart, the mirror gap (:meth:`LocaliserFitter.mirror_gap`), comes with each face: a measure of
+how sure the network is of the crop, which ``flatten --method auto`` uses to check the face
+mesh's reading of a face's turn. Averaging also over the final
 crop shifted by a few pixels (``shift``, :func:`shifted_crops`) lowers the error a little more, for
 five times the final pass: an option, off by default.
 

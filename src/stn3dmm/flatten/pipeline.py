@@ -72,8 +72,8 @@ UPRIGHT_PROFILE = 80.0
 #: than on the upright crop: its mirror gap (:meth:`~stn3dmm.fitting.localiser.LocaliserFitter.mirror_gap`)
 #: below this share of the upright crop's. The face mesh can read a profile as turned on its side.
 #: Chosen on the held-out head renders at any roll (docs/benchmarks.md, "Faces turned in the photo:
-#: the localiser's second opinion"): of the 424 faces turned, 14 wrong by the face mesh alone, 12 at
-#: shares of 0.5 to 0.8, 13 at 1.
+#: the localiser's second opinion"; ``benchmarks/upright_gap.py``): of the 424 faces turned, 14 wrong
+#: by the face mesh alone, 12 at shares of 0.4 to 0.8, 13 at 1.
 UPRIGHT_KEEP_GAP = 0.6
 
 
