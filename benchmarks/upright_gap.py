@@ -67,7 +67,8 @@ def landmarked(folder: Path):
     from PIL import Image
 
     for png in sorted(folder.glob("head*.png")):
-        yield np.asarray(Image.open(png).convert("RGB")), np.array(json.loads(png.with_suffix(".json").read_text())["landmarks"])
+        truth = json.loads(png.with_suffix(".json").read_text())["landmarks"]
+        yield np.asarray(Image.open(png).convert("RGB")), np.array(truth)
 
 
 def main():
@@ -88,7 +89,8 @@ def main():
         for share in SHARES:
             picked = np.where(c[:, 1] < share * c[:, 3], c[:, 0], c[:, 2])
             cells.append(f"{int((picked > 20).sum()):3d} {picked.mean() if len(c) else float('nan'):5.2f}")
-        print(f"{title:28s} {len(c):6d}  " + "  ".join(cells) + f"  {int((np.minimum(c[:, 0], c[:, 2]) > 20).sum()):6d}")
+        oracle = int((np.minimum(c[:, 0], c[:, 2]) > 20).sum())
+        print(f"{title:28s} {len(c):6d}  " + "  ".join(cells) + f"  {oracle:6d}")
     print("cells: faces wrong (NME > 20 %) among those the face mesh turns, and their mean NME %")
 
 

@@ -54,8 +54,9 @@ def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
     and the four decimals 0000..9999 (10000, 4). Made once."""
     if "digits" not in _STATIC:
         whole = [f"{i:>6d}" for i in range(10000)] + [f"{'-' + str(i):>6}" for i in range(10000)]
+        decimals = [f"{i:04d}" for i in range(10000)]
         _STATIC["digits"] = (np.frombuffer("".join(whole).encode(), np.uint8).reshape(20000, 6),
-                             np.frombuffer("".join(f"{i:04d}" for i in range(10000)).encode(), np.uint8).reshape(10000, 4))
+                             np.frombuffer("".join(decimals).encode(), np.uint8).reshape(10000, 4))
     return _STATIC["digits"]
 
 
