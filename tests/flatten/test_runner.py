@@ -220,3 +220,43 @@ def test_a_folder_without_photos_says_so(tmp_path, capsys, default_grid):
                         str(default_grid[2]), "--quiet"], capsys)
         assert rc == 2 and "nothing to flatten" in err and want in err, err
         assert not (tmp_path / "o").exists()
+
+
+class _SlowFitter:
+    """A flattener whose first batch waits (up to 10 s) for the detection of the photo after it to
+    begin, then fails every fit; it records whether that detection had begun."""
+
+    needs_mesh, detector, model = False, None, None
+
+    def __init__(self, chunk):
+        import threading
+
+        self.chunk, self.calls, self.started, self.overlapped = chunk, 0, threading.Event(), None
+
+    def detect(self, photo):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        if self.calls > self.chunk:
+            self.started.set()
+        return [SimpleNamespace(tiny=False, points=None)]
+
+    def flatten_many(self, items):
+        if self.overlapped is None:
+            self.overlapped = self.started.wait(10.0)
+        raise ValueError("no fit in this test")
+
+
+def test_the_next_photos_are_read_and_detected_while_a_batch_is_fitted(tmp_path):
+    """Reading and detection run on a reader thread ahead of the fitting: the detection of the
+    first photo after a batch begins while that batch is being fitted (one by one, it could not
+    begin before the fit returned). Every photo's failure is still reported, in order."""
+    from stn3dmm.flatten.runner import flatten_paths
+
+    for k in range(12):
+        Image.fromarray(np.full((64, 64, 3), 40 * (k % 6), np.uint8)).save(tmp_path / f"p{k:02d}.png")
+    fitter = _SlowFitter(chunk=4)
+    rep = flatten_paths([tmp_path], tmp_path / "out", fitter, progress=False, log=lambda *a: None, chunk=4)
+    assert fitter.overlapped is True
+    assert [os.path.basename(p) for p, _ in rep.failures] == [f"p{k:02d}.png" for k in range(12)]
+    assert all(why == "fit failed: no fit in this test" for _, why in rep.failures)

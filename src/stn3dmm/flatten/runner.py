@@ -3,10 +3,10 @@
 Owns :func:`flatten_paths` and its :class:`RunReport`. It lists the photos (files and folder
 trees, :func:`~stn3dmm.photos.walk_photos`; our own earlier outputs among them are ignored,
 files that are not images by their extension are counted and skipped, entries that cannot be
-photos are reported), reads them and detects their faces one by one, has the
-:class:`~stn3dmm.flatten.pipeline.Flattener` fit and flatten the faces of a few photos at a
-time in one batch, and writes their files (:mod:`stn3dmm.flatten.outputs`) on a background
-thread while the next photos are read.
+photos are reported), reads them and detects their faces on a reader thread, a few photos
+ahead, has the :class:`~stn3dmm.flatten.pipeline.Flattener` fit and flatten the faces of a few
+photos at a time in one batch, and writes their files (:mod:`stn3dmm.flatten.outputs`) on a
+writer thread: reading and detection, fitting and writing overlap.
 
 Outputs mirror the input tree: a photo ``DIR/Name/x.jpg`` of the folder ``DIR`` gets its files
 in ``OUT/Name/``; a photo named itself, or directly in ``DIR``, in ``OUT``. Each face's files
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,23 +196,31 @@ class _Batches:
             self.rep.already_done += 1
         return True
 
-    def faces_of(self, path, folder, stem):
-        """``(path, folder, stem, photo, faces to flatten)``, or None when the photo is a failure
-        (noted): unreadable, a detector error or no usable face."""
+    def read_and_detect(self, path):
+        """``(photo, faces, read s, detect s)``, or ``(None, the failure's reason, 0, 0)``. Touches
+        nothing shared: it runs on the reader thread, ahead of the fitting."""
         t0 = time.perf_counter()
         try:
             photo = read_photo(path, **self.read_options)
         except PhotoError as e:
-            self.rep.fail(path, f"unreadable: {e.problem}")
-            return None
+            return None, f"unreadable: {e.problem}", 0.0, 0.0
         t1 = time.perf_counter()
         try:
             faces = self.flattener.detect(photo)
         except Exception as e:  # a detector failure on one photo must not stop the batch
-            self.rep.fail(path, f"detector error: {e}")
+            return None, f"detector error: {e}", 0.0, 0.0
+        return photo, faces, t1 - t0, time.perf_counter() - t1
+
+    def faces_of(self, path, folder, stem, found):
+        """``(path, folder, stem, photo, faces to flatten)`` from :meth:`read_and_detect`'s
+        ``found``, or None when the photo is a failure (noted): unreadable, a detector error or
+        no usable face."""
+        photo, faces, t_read, t_detect = found
+        if photo is None:
+            self.rep.fail(path, faces)
             return None
-        self.rep.seconds["read"] += t1 - t0
-        self.rep.seconds["detect"] += time.perf_counter() - t1
+        self.rep.seconds["read"] += t_read
+        self.rep.seconds["detect"] += t_detect
         usable = [f for f in faces if not f.tiny and (f.points is not None or not self.flattener.needs_mesh)]
         if not usable:
             self.rep.fail(path, _no_usable_face(faces, self.flattener.detector, photo))
@@ -285,23 +293,41 @@ def _batch_size(chunk: int, flattener: Flattener) -> int:
 
 
 def _run(todo, work: _Batches, rep: RunReport, chunk: int, bar) -> None:
-    """The loop over the planned photos (interrupted by KeyboardInterrupt or Terminated)."""
+    """The loop over the planned photos (interrupted by KeyboardInterrupt or Terminated). Up to
+    ``chunk`` photos are read and their faces detected ahead, on a reader thread, while the
+    faces of the photos before them are fitted and flattened (the detector's graphs leave the
+    interpreter free while they run)."""
+    reader, ahead, todo = ThreadPoolExecutor(max_workers=1), deque(), iter(todo)
+
+    def read_ahead():
+        while len(ahead) < chunk:
+            job = next(todo, None)
+            if job is None:
+                return
+            if work.already_done(*job):
+                bar.update(1)
+            else:
+                ahead.append((job, reader.submit(work.read_and_detect, job[0])))
+
     pending = []
-    for path, folder, stem in todo:
-        bar.update(1)
-        if work.already_done(path, folder, stem):
-            continue
-        item = work.faces_of(path, folder, stem)
-        if item is None:
-            continue
-        pending.append(item)
-        if len(pending) >= chunk:
+    try:
+        read_ahead()
+        while ahead:
+            (path, folder, stem), found = ahead.popleft()
+            item = work.faces_of(path, folder, stem, found.result())
+            read_ahead()
+            bar.update(1)
+            if item is not None:
+                pending.append(item)
+            if len(pending) >= chunk:
+                work.process(pending)
+                pending = []
+            work.collect(wait=False)
+            bar.set_postfix(faces=rep.faces, failed=len(rep.failures), refresh=False)
+        if pending:
             work.process(pending)
-            pending = []
-        work.collect(wait=False)
-        bar.set_postfix(faces=rep.faces, failed=len(rep.failures), refresh=False)
-    if pending:
-        work.process(pending)
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
     work.collect(wait=True)
     bar.set_postfix(faces=rep.faces, failed=len(rep.failures))
 
@@ -310,10 +336,10 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
                   progress=True, log=print, chunk: int = 8, read_options: dict | None = None) -> RunReport:
     """Flatten every face of every photo in ``inputs`` (files and folder trees) into ``out_dir``.
 
-    Photos are read and their faces detected one by one; the faces of up to ``chunk`` photos
-    are then fitted and flattened in one batch, and their files written by a background
-    thread while the next photos are read. A photo counts as flattened once all its files
-    are written; a write error is that photo's failure (its partial files are removed).
+    Photos are read and their faces detected on a reader thread, up to ``chunk`` photos ahead;
+    the faces of up to ``chunk`` photos are fitted and flattened in one batch, and their files
+    written by a writer thread while the next photos are fitted. A photo counts as flattened once
+    all its files are written; a write error is that photo's failure (its partial files are removed).
     See the module docstring for the output tree, reruns and interruptions.
 
     Args:
