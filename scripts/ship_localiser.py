@@ -1,6 +1,6 @@
 """Put a trained localiser into the package: weights (state dict) + card (JSON).
 
-    python scripts/ship_localiser.py runs/lfw_localiser_stage6/checkpoints/last.pt \
+    python scripts/ship_localiser.py runs/lfw_localiser_stage8/checkpoints/last.pt \
         [--scores aflw.json ...] [--out src/stn3dmm/nets/weights]
 
 Reads the checkpoint with ``weights_only=True``, keeps the network's weights only (float32), and
@@ -72,8 +72,10 @@ def main(argv=None) -> int:
                                         "configs/lfw_localiser_head.toml (stage 2, 4,000 steps), "
                                         "configs/lfw_localiser_stage3.toml (stage 3, 2,500 steps), "
                                         "configs/lfw_localiser_stage4.toml (stage 4, 6,000 steps), "
-                                        "configs/lfw_localiser_stage5.toml (stage 5, 10,000 steps) and "
-                                        "configs/lfw_localiser_stage6.toml (stage 6, 2,000 steps)",
+                                        "configs/lfw_localiser_stage5.toml (stage 5, 10,000 steps), "
+                                        "configs/lfw_localiser_stage6.toml (stage 6, 2,000 steps), "
+                                        "configs/lfw_localiser_stage7.toml (stage 7, 5,000 steps) and "
+                                        "configs/lfw_localiser_stage8.toml (stage 8, 2,000 steps)",
                     help="how the weights were made, for the card")
     a = ap.parse_args(argv)
     net, cfg = load_localiser(a.checkpoint)
