@@ -260,3 +260,43 @@ def test_the_next_photos_are_read_and_detected_while_a_batch_is_fitted(tmp_path)
     assert fitter.overlapped is True
     assert [os.path.basename(p) for p, _ in rep.failures] == [f"p{k:02d}.png" for k in range(12)]
     assert all(why == "fit failed: no fit in this test" for _, why in rep.failures)
+
+
+class _ThreadRecordingFlattener:
+    """No faces anywhere; notes the thread of every detector call (detection and the search for
+    small faces that tells "too small" from "none")."""
+
+    needs_mesh, model = False, None
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.threads = set()
+        self.detector = SimpleNamespace(min_face=32.0, small_faces=self._small_faces)
+
+    def _small_faces(self, photo):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        return []
+
+    def detect(self, photo):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        return []
+
+
+def test_the_detector_runs_on_one_thread_only(tmp_path):
+    """mediapipe's graphs fail when two threads run them at once, so every detector call, the search
+    for small faces of a photo without one included, is made on the reader thread."""
+    import threading
+
+    from stn3dmm.flatten.runner import flatten_paths
+
+    for k in range(6):
+        Image.fromarray(np.full((64, 64, 3), 30 * k, np.uint8)).save(tmp_path / f"p{k}.png")
+    fl = _ThreadRecordingFlattener()
+    rep = flatten_paths([tmp_path], tmp_path / "out", fl, progress=False, log=lambda *a: None, chunk=2)
+    assert [why for _, why in rep.failures] == ["no face found"] * 6
+    assert len(fl.threads) == 1 and threading.current_thread().name not in fl.threads

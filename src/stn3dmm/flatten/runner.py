@@ -197,8 +197,10 @@ class _Batches:
         return True
 
     def read_and_detect(self, path):
-        """``(photo, faces, read s, detect s)``, or ``(None, the failure's reason, 0, 0)``. Touches
-        nothing shared: it runs on the reader thread, ahead of the fitting."""
+        """``(photo, faces to flatten, read s, detect s)``, or ``(None, the failure's reason, read s,
+        detect s)``: unreadable, a detector error or no usable face. It runs on the reader thread,
+        ahead of the fitting, and is the only caller of the detector (whose graphs must not run
+        on two threads at once); it touches nothing shared."""
         t0 = time.perf_counter()
         try:
             photo = read_photo(path, **self.read_options)
@@ -207,26 +209,24 @@ class _Batches:
         t1 = time.perf_counter()
         try:
             faces = self.flattener.detect(photo)
+            usable = [f for f in faces if not f.tiny and (f.points is not None or not self.flattener.needs_mesh)]
+            if not usable:
+                return None, _no_usable_face(faces, self.flattener.detector, photo), t1 - t0, time.perf_counter() - t1
         except Exception as e:  # a detector failure on one photo must not stop the batch
             return None, f"detector error: {e}", 0.0, 0.0
-        return photo, faces, t1 - t0, time.perf_counter() - t1
+        usable = usable[:self.max_faces] if self.max_faces else usable
+        return photo, usable, t1 - t0, time.perf_counter() - t1
 
     def faces_of(self, path, folder, stem, found):
         """``(path, folder, stem, photo, faces to flatten)`` from :meth:`read_and_detect`'s
-        ``found``, or None when the photo is a failure (noted): unreadable, a detector error or
-        no usable face."""
+        ``found``, its times counted, or None when the photo is a failure (noted)."""
         photo, faces, t_read, t_detect = found
+        self.rep.seconds["read"] += t_read
+        self.rep.seconds["detect"] += t_detect
         if photo is None:
             self.rep.fail(path, faces)
             return None
-        self.rep.seconds["read"] += t_read
-        self.rep.seconds["detect"] += t_detect
-        usable = [f for f in faces if not f.tiny and (f.points is not None or not self.flattener.needs_mesh)]
-        if not usable:
-            self.rep.fail(path, _no_usable_face(faces, self.flattener.detector, photo))
-            return None
-        usable = usable[:self.max_faces] if self.max_faces else usable
-        return path, folder, stem, photo, usable
+        return path, folder, stem, photo, faces
 
     def process(self, pending):
         """Fit and flatten the faces of ``pending`` photos in one batch and queue their files;
