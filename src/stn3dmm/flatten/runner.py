@@ -211,7 +211,8 @@ class _Batches:
             faces = self.flattener.detect(photo)
             usable = [f for f in faces if not f.tiny and (f.points is not None or not self.flattener.needs_mesh)]
             if not usable:
-                return None, _no_usable_face(faces, self.flattener.detector, photo), t1 - t0, time.perf_counter() - t1
+                why = _no_usable_face(faces, self.flattener.detector, photo)
+                return None, why, t1 - t0, time.perf_counter() - t1
         except Exception as e:  # a detector failure on one photo must not stop the batch
             return None, f"detector error: {e}", 0.0, 0.0
         usable = usable[:self.max_faces] if self.max_faces else usable
