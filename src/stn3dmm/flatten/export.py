@@ -13,6 +13,7 @@ safe before it writes (:func:`stn3dmm.flatten.outputs.safe_name`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from pathlib import Path
@@ -43,21 +44,19 @@ def _uv_and_faces_text(faces: np.ndarray, uv: np.ndarray, material: str) -> str:
         np.savetxt(buf, uv, fmt="vt %.6f %.6f")
         buf.write(f"usemtl {material}\n")
         np.savetxt(buf, np.repeat(faces + 1, 2, axis=1), fmt="f %d/%d %d/%d %d/%d")
-        for k in [k for k in _STATIC if k != "digits"]:
-            del _STATIC[k]
+        _STATIC.clear()
         _STATIC[key] = buf.getvalue()
     return _STATIC[key]
 
 
+@functools.cache
 def _digit_tables() -> tuple[np.ndarray, np.ndarray]:
     """ASCII rows: the integer parts 0..9999 and -0..-9999 right-aligned in 6 columns (20000, 6),
     and the four decimals 0000..9999 (10000, 4). Made once."""
-    if "digits" not in _STATIC:
-        whole = [f"{i:>6d}" for i in range(10000)] + [f"{'-' + str(i):>6}" for i in range(10000)]
-        decimals = [f"{i:04d}" for i in range(10000)]
-        _STATIC["digits"] = (np.frombuffer("".join(whole).encode(), np.uint8).reshape(20000, 6),
-                             np.frombuffer("".join(decimals).encode(), np.uint8).reshape(10000, 4))
-    return _STATIC["digits"]
+    whole = [f"{i:>6d}" for i in range(10000)] + [f"{'-' + str(i):>6}" for i in range(10000)]
+    decimals = [f"{i:04d}" for i in range(10000)]
+    return (np.frombuffer("".join(whole).encode(), np.uint8).reshape(20000, 6),
+            np.frombuffer("".join(decimals).encode(), np.uint8).reshape(10000, 4))
 
 
 def vertex_lines(vertices: np.ndarray) -> str:
