@@ -54,14 +54,19 @@ def turned_lfw(lfw: Path, n: int, turn: float, seed: int = 0):
         yield np.asarray(img), -t
 
 
-def heads(folder: Path):
+def _eye_line(lm: np.ndarray) -> float:
+    return eye_angle(lm[[36, 45]])
+
+
+def heads(folder: Path, truth=_eye_line):
+    """(image uint8, ``truth`` of its 68 true points: by default the eye line's angle) per render."""
     import json
 
     from PIL import Image
 
     for png in sorted(folder.glob("head*.png")):
         lm = np.array(json.loads(png.with_suffix(".json").read_text())["landmarks"])
-        yield np.asarray(Image.open(png).convert("RGB")), eye_angle(lm[[36, 45]])
+        yield np.asarray(Image.open(png).convert("RGB")), truth(lm)
 
 
 def count(items, detectors) -> list:
@@ -90,12 +95,13 @@ def arguments(doc: str):
     return args
 
 
-def head_sets(out: str):
-    """(title, items) of the held-out head renders, upright and rolled, that have been made."""
+def head_sets(out: str, truth=_eye_line):
+    """(title, items) of the held-out head renders, upright and rolled, that have been made
+    (:func:`heads`)."""
     for name, title in (("heads1", "held-out head renders"), ("heads1_roll-180_180", "... turned U(-180, 180)")):
         folder = Path(out) / name
         if (folder / "done").exists():
-            yield title, heads(folder)
+            yield title, heads(folder, truth)
         else:
             print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 [--roll=-180,180] "
                   "makes them)")

@@ -16,15 +16,13 @@ and their mean NME; share 0 is the face mesh alone, "oracle" the better candidat
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from _common import ROOT
-from upright import arguments
+from upright import arguments, head_sets
 
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -37,38 +35,19 @@ def nme(points: np.ndarray, truth: np.ndarray) -> float:
 
 
 def candidates(items, flattener):
-    """(NME, mirror gap) of the crop first seen and of the mesh's upright crop, per face turned."""
-    import torch
-
-    from stn3dmm.fitting.localiser import upright_frame
-    from stn3dmm.flatten.pipeline import UPRIGHT_PROFILE, UPRIGHT_ROLL
-    from stn3dmm.photos.crop import landmark_square
-    from stn3dmm.photos.landmark_map import mediapipe_ibug68
-    from stn3dmm.stn.pose import pose_from_theta
-
-    fit, out = flattener.localiser, []
+    """(NME, mirror gap) of the crop first seen and of the mesh's upright crop, per face turned
+    (``Flattener.upright_candidates``, as auto finds them)."""
+    out = []
     for img, truth in items:
         img = np.asarray(img, np.float32) / 255   # as the benchmark harness reads a render
-        faces = [f for f in flattener.detect(img) if not f.tiny]
-        angle = faces[0].mesh_angle() if faces else None
-        if angle is None or abs(math.degrees(angle)) <= UPRIGHT_ROLL:
+        faces = [f for f in flattener.detect(img) if not f.tiny][:1]
+        if not faces:
             continue
-        first = fit.from_faces([img], faces[:1])[0]
-        if pose_from_theta(torch.as_tensor(first.theta[None], dtype=torch.float64))[0, 0].abs() >= UPRIGHT_PROFILE:
-            continue
-        square = upright_frame(mediapipe_ibug68(faces[0].points), angle, lambda p: landmark_square(p, "ibug68"))
-        again = fit.from_squares([img], [square], [angle])[0]
-        out.append((nme(first.points68, truth), first.mirror_gap, nme(again.points68, truth), again.mirror_gap))
+        first = flattener.localiser.from_faces([img], faces)
+        for k, again in zip(*flattener.upright_candidates([(img, faces[0])], first)):
+            out.append((nme(first[k].points68, truth), first[k].mirror_gap, nme(again.points68, truth),
+                        again.mirror_gap))
     return np.array(out).reshape(-1, 4)
-
-
-def landmarked(folder: Path):
-    """(image uint8, its 68 true points) of each head render in ``folder``."""
-    from PIL import Image
-
-    for png in sorted(folder.glob("head*.png")):
-        truth = json.loads(png.with_suffix(".json").read_text())["landmarks"]
-        yield np.asarray(Image.open(png).convert("RGB")), np.array(truth)
 
 
 def main():
@@ -78,13 +57,8 @@ def main():
     args = arguments(__doc__)
     flattener = Flattener(load_model(), method="auto")
     print(f"{'set':28s} {'turned':>6s}  " + "  ".join(f"{s:>9}" for s in SHARES) + "  oracle")
-    for name, title in (("heads1", "held-out head renders"), ("heads1_roll-180_180", "... turned U(-180, 180)")):
-        folder = Path(args.out) / name
-        if not (folder / "done").exists():
-            print(f"{folder}: no head renders (python benchmarks/large_pose.py --set heads --views 1 "
-                  "[--roll=-180,180] makes them)")
-            continue
-        c = candidates(landmarked(folder), flattener)
+    for title, items in head_sets(args.out, truth=lambda lm: lm):
+        c = candidates(items, flattener)
         cells = []
         for share in SHARES:
             picked = np.where(c[:, 1] < share * c[:, 3], c[:, 0], c[:, 2])

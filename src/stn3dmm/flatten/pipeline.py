@@ -300,10 +300,11 @@ class Flattener:
         n = len(items)
         return crops, transforms, [None] * n, torch.as_tensor(np.stack(theta)), np.full(n, np.nan)
 
-    def _upright(self, items: list, found: list) -> list:
-        """``found`` with the faces turned in the photo (:data:`UPRIGHT_ROLL`, :data:`UPRIGHT_PROFILE`)
-        localised again on a crop turned upright by their face mesh's angle, framed by its 68 points,
-        unless the localiser was clearly surer of itself on the crop it first saw (:data:`UPRIGHT_KEEP_GAP`)."""
+    def upright_candidates(self, items: list, found: list) -> tuple[list, list]:
+        """The faces of ``items`` (``(image, face)``) that their face mesh sees turned in the photo
+        (:data:`UPRIGHT_ROLL`) and the localiser's ``found`` does not see at profile
+        (:data:`UPRIGHT_PROFILE`): their indices, and each localised again on a crop turned upright
+        by the mesh's angle, framed by its 68 points. ``benchmarks/upright_gap.py`` replays these."""
         from ..fitting.localiser import upright_frame
         from ..photos.crop import landmark_square
         from ..photos.landmark_map import mediapipe_ibug68
@@ -314,12 +315,17 @@ class Flattener:
         turned = [k for k, a in enumerate(angles) if a is not None and abs(math.degrees(a)) > UPRIGHT_ROLL
                   and yaw[k] < UPRIGHT_PROFILE]
         if not turned:
-            return found
+            return [], []
         squares = [upright_frame(mediapipe_ibug68(items[k][1].points), angles[k],
                                  lambda p: landmark_square(p, "ibug68")) for k in turned]
-        again = self.localiser.from_squares([items[k][0] for k in turned], squares, [angles[k] for k in turned])
+        return turned, self.localiser.from_squares([items[k][0] for k in turned], squares, [angles[k] for k in turned])
+
+    def _upright(self, items: list, found: list) -> list:
+        """``found`` with the faces turned in the photo localised again upright
+        (:meth:`upright_candidates`), unless the localiser was clearly surer of itself on the crop
+        it first saw (:data:`UPRIGHT_KEEP_GAP`)."""
         found = list(found)
-        for k, r in zip(turned, again):
+        for k, r in zip(*self.upright_candidates(items, found)):
             if not found[k].mirror_gap < UPRIGHT_KEEP_GAP * r.mirror_gap:   # NaN (no mirror): turned
                 found[k] = r
         return found
