@@ -4,12 +4,14 @@ averaging, and theta carried from the localiser's crop into the flatten crop of 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from stn3dmm.fitting.localiser import LocaliserFitter, shifted_crops, unshift_theta
+from stn3dmm.fitting.localiser import LocaliserFitter, face_turn, shifted_crops, unshift_theta, upright_frame
 from stn3dmm.photos.crop import crop_square, landmark_square, transform_theta
 
 THETA = torch.tensor([0.05, 0.3, -0.02, 57.0, 54.0, -0.7] + [0.3] * 10 + [-0.2] * 10)
@@ -43,9 +45,16 @@ def test_second_pass_crops_the_first_pass_landmarks(model):
     fitter = LocaliserFitter(FixedNet(), model, 10, 10, passes=2, mirror=False, batch=1)
     two = fitter.from_squares([image, image], [square, square])
     assert fitter.net.calls == 4               # 2 passes x 2 faces, batch 1 (the fitter runs its own copy)
-    c, s = landmark_square(one.points68, "ibug68")
+    # the second crop is framed and turned upright by the first pass's points (derolling)
+    turn = face_turn(one.points68)
+    c, s = upright_frame(one.points68, turn, lambda p: landmark_square(p, "ibug68"))
     np.testing.assert_allclose(two[0].square[0], c, atol=1e-9)
-    assert two[0].square[1] == pytest.approx(s)
+    assert two[0].square[1] == pytest.approx(s) and two[0].angle == turn != 0.0
+    plain = LocaliserFitter(FixedNet(), model, 10, 10, passes=2, mirror=False, deroll=False)
+    c, s = landmark_square(one.points68, "ibug68")            # without derolling: the first crop's turn
+    kept = plain.from_squares([image], [square])[0]
+    np.testing.assert_allclose(kept.square[0], c, atol=1e-9)
+    assert kept.square[1] == pytest.approx(s) and kept.angle == 0.0
     # the points are theta's projection, mapped from the crop back to the photo
     pts = LocaliserFitter(FixedNet(), model, 10, 10).landmarks(THETA[None])[0].double().numpy()
     np.testing.assert_allclose(two[1].transform.apply(two[1].points68), pts, atol=1e-3)
@@ -74,15 +83,16 @@ def test_mirror_averaging_cancels_a_left_right_bias(model):
     image = np.zeros((200, 200, 3), np.float32)
     image[60:140, 70:100] = 1.0                                   # a bright bar left of centre
     square = (np.array([100.0, 100.0]), 112.0)                    # the crop is the photo's 112 px centre
-    fitter = LocaliserFitter(BiasedNet(), model, 10, 10, passes=2, batch=64)
+    fitter = LocaliserFitter(BiasedNet(), model, 10, 10, passes=2, batch=64, sweep=1)
     face = fitter.from_squares([image], [square])[0]
     assert fitter.net.calls == 2                                  # two passes, the last with the mirror in its batch
-    crop, _ = crop_square(image, *face.square, 112)
+    crop, _ = crop_square(image, *face.square, 112, angle=face.angle)
     w = crop.mean(-1)
     cx = float((w.sum(0) * np.arange(112)).sum() / w.sum())
     assert face.theta[3] == pytest.approx(cx, abs=1e-4)           # +3 px and its mirror's -3 px cancel
     assert face.theta[1] == pytest.approx(0.0, abs=1e-7)          # so do r_y = 0.2 and its mirror's -0.2
     off = LocaliserFitter(BiasedNet(), model, 10, 10, passes=2, mirror=False).from_squares([image], [square])[0]
+    assert off.angle == pytest.approx(face.angle, abs=1e-3)
     assert off.theta[3] == pytest.approx(cx + 3.0, abs=0.5) and off.theta[1] == pytest.approx(0.2)
 
 
@@ -152,7 +162,8 @@ def test_a_face_turned_upside_down_is_cropped_upright(model, passes):
     want = np.stack([w - 1 - up.points68[:, 0], h - 1 - up.points68[:, 1]], 1)
     np.testing.assert_allclose(down.points68, want, atol=1e-3)
     np.testing.assert_allclose(down.square[0], [w - 1 - up.square[0][0], h - 1 - up.square[0][1]], atol=1e-6)
-    assert down.square[1] == pytest.approx(up.square[1]) and down.angle == np.pi
+    assert down.square[1] == pytest.approx(up.square[1])
+    assert math.remainder(down.angle - up.angle - np.pi, 2 * np.pi) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_box_framing_gives_the_68_point_square(model):
@@ -190,9 +201,66 @@ def test_the_mirror_gap_is_the_distance_of_the_two_predictions_and_ignores_shift
     image = np.zeros((200, 200, 3), np.float32)
     image[60:140, 70:100] = 1.0
     square = (np.array([100.0, 100.0]), 112.0)
-    face = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1).from_squares([image], [square])[0]
+    face = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1, sweep=1).from_squares([image], [square])[0]
     assert 6.0 / 112 < face.mirror_gap < 0.5
-    shifted = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1, shift=3).from_squares([image], [square])[0]
+    shifted = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1, shift=3, sweep=1).from_squares([image], [square])[0]
     assert shifted.mirror_gap == pytest.approx(face.mirror_gap, rel=1e-6)
     off = LocaliserFitter(BiasedNet(), model, 10, 10, passes=1, mirror=False).from_squares([image], [square])[0]
     assert np.isnan(off.mirror_gap)
+
+
+ROLLED = THETA.clone()
+ROLLED[2] = 0.5                 # a face rolled by about 29 degrees in every crop
+
+
+class RolledNet(FixedNet):
+    def forward(self, x):
+        return super().forward(x) - THETA + ROLLED
+
+
+def test_derolling_turns_each_crop_by_the_roll_the_pass_before_read(model):
+    """A network that sees every face rolled by the same angle: the first pass reads its roll in the
+    photo, the second crop is turned by it, and the third by that plus the roll read again."""
+    image = np.random.default_rng(2).uniform(0, 1, (300, 400, 3)).astype(np.float32)
+    square = (np.array([200.0, 150.0]), 180.0)
+    faces = [LocaliserFitter(RolledNet(), model, 10, 10, passes=n, mirror=False).from_squares([image], [square])[0]
+             for n in (1, 2, 3)]
+    roll = face_turn(faces[0].points68)
+    assert 0.4 < abs(roll) < 0.6                          # the points show the roll of about 0.5 rad
+    assert faces[1].angle == pytest.approx(roll)
+    assert faces[2].angle == pytest.approx(face_turn(faces[1].points68))
+    assert faces[2].angle == pytest.approx(2 * roll, abs=0.02)    # the roll read again in the turned crop
+
+
+SURE = torch.tensor([0.0, 0.0, 0.0, 55.5, 55.5, -0.7] + [0.0] * 20)
+
+
+class SureOfDarkNet(FixedNet):
+    """A mirror-symmetric face, with t_x moved by 20 px times the brightness of the crop's bottom
+    half: mirroring the crop does not move that half, so the network disagrees with itself (the
+    mirror gap) where the bottom half is bright, and agrees where it is dark."""
+
+    def forward(self, x):
+        out = super().forward(x) - THETA + SURE
+        return out + torch.nn.functional.pad(20 * x[:, :, 56:].mean((1, 2, 3))[:, None], (3, 22))
+
+
+def test_the_sweep_keeps_the_turn_the_network_is_surest_of(model):
+    """A bright patch below the face: upright, the crop's bottom half is bright and the network unsure
+    (gap above SWEEP_GAP); turned upside down the bottom half is dark and the network sure, so the
+    sweep keeps the half turn. Below the gap, with nothing surer by the share ``sweep_keep``, or
+    without mirror averaging, the first turn stays."""
+    image = np.zeros((300, 300, 3), np.float32)
+    image[200:240, 55:245] = 1.0
+    square = (np.array([150.0, 150.0]), 200.0)
+    first = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=1).from_squares([image], [square])[0]
+    assert first.mirror_gap > 0.03 and abs(first.angle) < 0.05
+    swept = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_gap=0.02).from_squares([image], [square])[0]
+    assert abs(math.remainder(swept.angle - math.pi, 2 * math.pi)) < 0.05
+    assert swept.mirror_gap < 0.5 * first.mirror_gap
+    for fitter in (LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_gap=1.0),
+                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_keep=0.0),
+                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, mirror=False)):
+        assert abs(fitter.from_squares([image], [square])[0].angle) < 0.05
+    with pytest.raises(ValueError, match="sweep"):
+        LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=0)

@@ -196,14 +196,17 @@ def test_auto_blends_the_face_mesh_targets_with_the_localisers_points(source, fl
 def test_auto_turns_a_turned_face_upright_for_the_localiser(source, flattener, default_grid, quarter_turns):
     """A photo on its side or upside down: its face mesh sees the face turned, so auto localises it on
     a crop turned upright, and its 68 points are the upright photo's turned with it (within 1 % of the
-    face's width). The localiser alone, on the crop as the photo has it, is lost (over 10 %)."""
+    face's width). The localiser alone, on the crop as the photo has it, is lost (over 10 %) unless
+    it sweeps the turns itself (``LocaliserFitter.sweep``; within 3 %)."""
     from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten.pipeline import Flattener
 
     ib = np.asarray(default_grid[0].landmarks["ibug68"])
     fitter = load_localiser(model=default_grid[0])
     auto = Flattener(default_grid[0], method="auto", localiser=fitter, detector=flattener.detector)
-    alone = Flattener(default_grid[0], method="localiser", localiser=fitter, detector=flattener.detector)
+    alone = Flattener(default_grid[0], method="localiser", localiser=load_localiser(model=default_grid[0], sweep=1),
+                      detector=flattener.detector)
+    sweeping = Flattener(default_grid[0], method="localiser", localiser=fitter, detector=flattener.detector)
 
     def points(fl, img):
         r = fl.flatten_faces(img, [next(f for f in fl.detect(img) if not f.tiny)])[0]
@@ -219,6 +222,7 @@ def test_auto_turns_a_turned_face_upright_for_the_localiser(source, flattener, d
     turned = np.rot90(img, quarter_turns).copy()
     assert np.linalg.norm(points(auto, turned) - want, axis=1).mean() < 0.01 * width
     assert np.linalg.norm(points(alone, turned) - want, axis=1).mean() > 0.1 * width
+    assert np.linalg.norm(points(sweeping, turned) - want, axis=1).mean() < 0.03 * width
 
 
 def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(source, flattener, default_grid, monkeypatch):
@@ -226,7 +230,8 @@ def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(sourc
     about their centre, as at profile it can): the localiser disagrees with itself far more on the
     crop turned by that reading than on the crop it first saw, so auto keeps the first
     (:data:`~stn3dmm.flatten.pipeline.UPRIGHT_KEEP_GAP`) and lands on the localiser's own points.
-    Without the check (share 0) it follows the face mesh and is lost (over 10 % of the face's width)."""
+    Without the check (share 0) it follows the face mesh and is lost (over 10 % of the face's width).
+    The localiser's own sweep of turns is off here: it would find the face from the wrong crop too."""
     from dataclasses import replace
 
     from stn3dmm.fitting.localiser import load_localiser
@@ -234,7 +239,7 @@ def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(sourc
     from stn3dmm.flatten.pipeline import Flattener
 
     ib = np.asarray(default_grid[0].landmarks["ibug68"])
-    fitter = load_localiser(model=default_grid[0])
+    fitter = load_localiser(model=default_grid[0], sweep=1)
     img = np.asarray(source, dtype=np.float32) / 255
     face = next(f for f in flattener.detect(img) if not f.tiny)
     c = face.points.mean(0)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..nets.inference import fold_batch_norm
-from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_square_of_box
+from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_square_of_box, midline_turn
 from ..stn.flip import flip_images, flip_theta
 
 
@@ -51,6 +51,14 @@ TURN_WITHIN = math.radians(30.0)
 #: times the final pass). Chosen on the held-out LFW people among 3 px shifts, 0.93/1.07 zooms and
 #: both with 4 px (docs/training.md, "Test-time shift averaging").
 SHIFT = 3
+#: A face whose final mirror gap is above SWEEP_GAP is localised again from its first square
+#: turned by each other multiple of ``2 pi / SWEEP_TURNS``, and the surest result taken where its
+#: gap is below SWEEP_KEEP times the first's (:meth:`LocaliserFitter._sweep`): faces lying on their
+#: side or upside down. Chosen on the held-out LFW head renders, at any roll and as rendered
+#: (``benchmarks/localiser_roll.py``; docs/benchmarks.md, "The localiser at any roll").
+SWEEP_TURNS = 8
+SWEEP_GAP = 0.02
+SWEEP_KEEP = 0.6
 
 
 @dataclass
@@ -83,13 +91,21 @@ class LocaliserFitter:
             (:meth:`~stn3dmm.photos.detect.Face.upright_turn`; ``turns`` 1: never turned).
         box_framing: ``(k, fx, fy)``: a face box of longer side d and centre c gives the 68
             points' box of side ``k d`` centred on ``c + (fx, fy) d`` (:meth:`from_boxes`).
+        deroll: each pass after the first crops the face turned upright by the turn of the 68
+            points the pass before predicted (:func:`face_turn`), so that the final crop shows
+            it as upright as the network can tell.
+        sweep, sweep_gap, sweep_keep: where the final mirror gap is above ``sweep_gap``, try the
+            first crop turned by each multiple of ``2 pi / sweep``, and take the surest where its
+            gap is below ``sweep_keep`` times the first's (``sweep`` 1: never; :meth:`_sweep`).
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
 
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True, shift: int = 0,
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
-                 device="cpu", batch: int = 64, card: dict | None = None):
+                 deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
+                 sweep_keep: float = SWEEP_KEEP, device="cpu",
+                 batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
         if passes < 1:
@@ -106,6 +122,10 @@ class LocaliserFitter:
         self.shift = int(shift)
         self.turns, self.turn_within = int(turns), float(turn_within)
         self.box_framing = tuple(float(v) for v in box_framing)
+        if sweep < 1:
+            raise ValueError(f"sweep must be at least 1 turn, got {sweep}")
+        self.deroll, self.sweep = bool(deroll), int(sweep)
+        self.sweep_gap, self.sweep_keep = float(sweep_gap), float(sweep_keep)
 
     @torch.no_grad()
     def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0, gaps: list | None = None
@@ -150,12 +170,18 @@ class LocaliserFitter:
 
     def from_squares(self, images: list, squares: list, angles: list | None = None) -> list[LocalisedFace]:
         """Localise one face per ``(image, (centre, side))``: images (H, W, 3) uint8 or float
-        in [0, 1] (the same image may appear many times); ``angles``: each crop's turn (radians,
-        default 0), the face's own in the photo."""
+        in [0, 1] (the same image may appear many times); ``angles``: each first crop's turn
+        (radians, default 0), the face's own in the photo as far as the caller knows it."""
         angles = [0.0] * len(squares) if angles is None else [float(a) for a in angles]
         if not len(images) == len(squares) == len(angles):
             raise ValueError(f"{len(images)} images but {len(squares)} squares and {len(angles)} angles")
         squares = [(np.asarray(c, np.float64), float(s)) for c, s in squares]
+        found = self._cascade(images, squares, angles)
+        return self._sweep(images, squares, angles, found) if self.sweep > 1 and self.mirror else found
+
+    def _cascade(self, images: list, squares: list, angles: list) -> list[LocalisedFace]:
+        """The passes: each after the first re-crops from the 68 points the one before predicted,
+        turned upright by the turn they show (``deroll``, :func:`face_turn`)."""
         result = []
         for p in range(self.passes):
             crops, transforms = [], []
@@ -171,8 +197,29 @@ class LocaliserFitter:
             result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
                                     angles[k], gap[k]) for k in range(len(crops))]
             if not last:
+                if self.deroll:
+                    angles = [face_turn(r.points68, a) for r, a in zip(result, angles)]
                 squares = [_square_or_keep(r.points68, sq, a) for r, sq, a in zip(result, squares, angles)]
         return result
+
+    def _sweep(self, images: list, squares: list, angles: list, found: list) -> list[LocalisedFace]:
+        """``found``, with each face whose mirror gap is above ``sweep_gap`` localised again from
+        its first square turned by every other multiple of ``2 pi / sweep``, and the result the
+        network is surest of (the smallest mirror gap) taken if its gap is below ``sweep_keep``
+        times the first's: a face lying on its side or upside down, beyond the rolls the network
+        learned, is seen upright from one of the turns."""
+        redo = [k for k, r in enumerate(found) if r.mirror_gap > self.sweep_gap]
+        if not redo:
+            return found
+        turns = [2 * math.pi * j / self.sweep for j in range(1, self.sweep)]
+        more = self._cascade([images[k] for k in redo for _ in turns], [squares[k] for k in redo for _ in turns],
+                             [angles[k] + t for k in redo for t in turns])
+        found, n = list(found), len(turns)
+        for i, k in enumerate(redo):
+            best = min(more[i * n:(i + 1) * n], key=lambda r: r.mirror_gap)
+            if best.mirror_gap < self.sweep_keep * found[k].mirror_gap:
+                found[k] = best
+        return found
 
     def box_square(self, box, angle: float = 0.0) -> tuple[np.ndarray, float]:
         """(centre, side) of the first crop for a face box ``(x0, y0, x1, y1)`` (photo px) of a
@@ -299,6 +346,22 @@ def upright_frame(points: np.ndarray, angle: float, frame) -> tuple[np.ndarray, 
     return (np.asarray(centre) - c0) @ turn.T + c0, side
 
 
+def face_turn(points68: np.ndarray, fallback: float = 0.0) -> float:
+    """The turn in the photo (radians, :func:`~stn3dmm.photos.crop.midline_turn`) of a face by its
+    68 iBUG points: the line from the chin (8) up to the bridge of the nose (27); ``fallback``
+    where they are not finite or coincide.
+
+    Examples:
+        >>> p = np.zeros((68, 2)); p[8] = [0.0, 0.0]; p[27] = [-10.0, 0.0]   # top of the face to the left
+        >>> round(math.degrees(face_turn(p)), 6)
+        -90.0
+    """
+    chin, bridge = np.asarray(points68, np.float64)[[8, 27]]
+    if not (np.isfinite(chin).all() and np.isfinite(bridge).all()) or np.allclose(chin, bridge):
+        return float(fallback)
+    return midline_turn(chin, bridge)
+
+
 def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> tuple:
     """The training framing of predicted points (in the face's upright frame), or the previous
     square if they cannot frame one (all on a point, or not finite)."""
@@ -310,7 +373,7 @@ def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> 
 
 
 def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift: int = 0, batch: int = 64,
-                   model=None) -> LocaliserFitter:
+                   model=None, **options) -> LocaliserFitter:
     """The localiser that ships in the package, ready to use (no download, no training).
 
     Args:
@@ -322,6 +385,7 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         batch: faces per forward pass.
         model: the morphable model it predicts for (default: the prepared default model, which
             must be the card's).
+        options: more of :class:`LocaliserFitter`'s (``deroll``, ``sweep``, ``sweep_gap``, ...).
 
     Raises:
         ValueError: the package holds no trained localiser, or the model is not the card's.
@@ -336,8 +400,8 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         raise ValueError(f"the shipped localiser predicts theta for the model {want!r}, not {model.source!r}")
     return LocaliserFitter(net, model, int(card["n_id"]), int(card["n_exp"]), passes=passes, mirror=mirror,
                            shift=shift, box_framing=card.get("box_framing", {}).get("mediapipe", (1.0, 0.0, 0.0)),
-                           device=device, batch=batch, card=card)
+                           device=device, batch=batch, card=card, **options)
 
 
-__all__ = ["SHIFT", "LocalisedFace", "LocaliserFitter", "load_localiser", "mirror_average", "shifted_crops", "unshift_theta",
-           "upright_frame"]
+__all__ = ["SHIFT", "SWEEP_GAP", "SWEEP_KEEP", "SWEEP_TURNS", "LocalisedFace", "LocaliserFitter", "face_turn",
+           "load_localiser", "mirror_average", "shifted_crops", "unshift_theta", "upright_frame"]
