@@ -8,8 +8,9 @@ configuration (:func:`config_from_checkpoint`) and how it differs from the run's
 (:func:`config_differences`; the settings free to change are :data:`RESUME_FREE`). ``data.textures`` names a
 folder of photos or ``stn3dmm flatten`` outputs for the synthetic textures, ``data.photo_fraction``
 the share of identities using them (negative: the default, 0.3), ``data.yaw_range`` the largest
-|yaw| drawn, degrees (negative: the default, 75). ``stn.depth_exact`` chooses the
-depth test's exact ray refinement for the training mask (off by default, see :func:`depth_options`).
+|yaw| drawn, degrees (negative: the default, 75), and for ``data.kind = "fitted"``
+``data.roll_range`` the largest roll of its crops and renders (negative: the default, 25).
+``stn.depth_exact`` chooses the depth test's exact ray refinement for the training mask (off by default, see :func:`depth_options`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ DEFAULTS = {
     "data": {"kind": "synthetic", "path": "", "image_root": "", "size": 0, "n_identities": 400, "views": 6,
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
              "textures": "", "photo_fraction": -1.0, "yaw_range": -1.0, "photos": "", "split": "train",
-             "real_views": 1, "profiled_views": 3, "grid_step": 4, "head_share": 0.0},
+             "real_views": 1, "profiled_views": 3, "grid_step": 4, "head_share": 0.0,
+             "roll_range": -1.0},
     "loss": dict(ORIGINAL_WEIGHTS),
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
               "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},
