@@ -189,3 +189,17 @@ def test_head_renders_are_exactly_labelled_turned_the_way_the_face_looks_and_det
     torch.testing.assert_close(ds[4]["image"], again[4]["image"], atol=0, rtol=0)
     with pytest.raises(ValueError, match="head_share"):
         plain(tree, model, head_share=1.5)
+
+
+def test_data_roll_range_reaches_the_renders(tree, model):
+    """``data.roll_range`` (the config's; default 25) sets the largest roll of the renders drawn."""
+    from stn3dmm.training.batches import _build
+    from stn3dmm.training.config import DEFAULTS
+
+    root, photos = tree
+    spec = dict(DEFAULTS["data"], kind="fitted", path=str(root), photos=str(photos), split="all", roll_range=45.0)
+    assert _build(spec, model, 112, "ibug68", False, False).ranges[2] == 45.0
+    assert _build(dict(spec, roll_range=-1.0), model, 112, "ibug68", False, False).ranges[2] == 25.0
+    ds = plain(tree, model, real_views=0, profiled_views=3, roll_range=45.0)
+    rolls = [abs(float(ds[k]["pose"][2])) for k in range(len(ds))]
+    assert 25 < max(rolls) <= 45
