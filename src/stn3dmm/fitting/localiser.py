@@ -8,14 +8,19 @@ their 68 iBUG points (plus jitter). A first pass crops from what the caller know
 (:meth:`LocaliserFitter.from_squares`) or a face box (:meth:`LocaliserFitter.from_boxes`, turned
 into the square its 68 points would have with the detector's calibration on the card). Each
 further pass (``passes``, default 2) re-crops from the 68 points the previous pass predicted, as
-3DDFA's cascade does, so the final crop is framed as in training whatever the box was. The final
+3DDFA's cascade does, so the final crop is framed as in training whatever the box was, and turned
+by the roll those points show (``deroll``, :func:`face_turn`), so that it stands upright as in
+training whatever the face's roll in the photo. The final
 pass also predicts theta for the crop's mirror image and averages the two (``mirror``, default on;
 :func:`mirror_average`): on the held-out LFW people this lowered the selection score from 2.07 to
 1.89 (face renders) and from 2.17 to 1.99 (head renders), for one more image per face in the
 final pass's batch (docs/training.md, "Test-time mirror averaging"). How far the two predictions
 lie apart, the mirror gap (:meth:`LocaliserFitter.mirror_gap`), comes with each face: a measure of
 how sure the network is of the crop, which ``flatten --method auto`` uses to check the face
-mesh's reading of a face's turn. Averaging also over the final
+mesh's reading of a face's turn, and the fitter itself to find a face lying beyond the rolls the
+network learned: where the gap is large, the cascade runs again from the first crop turned by
+each eighth of a turn, and the surest result is kept (``sweep``, :meth:`LocaliserFitter._sweep`).
+Averaging also over the final
 crop shifted by a few pixels (``shift``, :func:`shifted_crops`) lowers the error a little more, for
 five times the final pass: an option, off by default.
 
