@@ -23,7 +23,7 @@ import torch
 from ..flatten.pipeline import Flattener
 from ..photos import read_photo
 from ..photos.landmark_map import mediapipe_ibug68
-from ..training.data.pose import pose_from_theta
+from ..stn.pose import pose_in_photo
 from .aflw2000 import Aflw2000, score
 
 
@@ -85,7 +85,7 @@ class FlattenMethod:
                 return self._mean_face(face_square)
         r = fl.flatten_faces(image, [face])[0]
         pts = r.transform.to_source(r.points[self.ibug68])
-        pose = pose_from_theta(torch.as_tensor(r.theta, dtype=torch.float64)[None])[0].numpy()
+        pose = pose_in_photo(torch.as_tensor(r.theta, dtype=torch.float64)[None], r.transform.angle)[0].numpy()
         # the raw detector row is the landmark pipeline's (auto's would mix in the localiser's faces)
         raw = mediapipe_ibug68(face.points) if face.points is not None and fl.method == "landmarks" else None
         return Prediction(pts, pose, found, how, raw=raw)
@@ -134,7 +134,7 @@ class LocaliserMethod:
         else:
             sq = landmark_square_of_box(face_square, "ibug68")
             face, found, how = self.fitter.from_squares([image], [sq])[0], self.start == "box", "benchmark box"
-        pose = pose_from_theta(torch.as_tensor(face.theta, dtype=torch.float64)[None])[0].numpy()
+        pose = pose_in_photo(torch.as_tensor(face.theta, dtype=torch.float64)[None], face.angle)[0].numpy()
         return Prediction(face.points68, pose, found, how)
 
 

@@ -2,7 +2,7 @@
 
 Owns :data:`POSE_CONVENTION`, :data:`THETA_LAYOUT`, Euler angles <-> rotation matrices
 (:func:`euler_to_rotation`, :func:`rotation_to_euler`), the pose of a theta
-(:func:`pose_from_theta`) and 3DDFA's ``Pose_Para`` angles in ours (:func:`pose_from_pose_para`).
+(:func:`pose_from_theta`; :func:`pose_in_photo` for a theta predicted in a turned crop) and 3DDFA's ``Pose_Para`` angles in ours (:func:`pose_from_pose_para`).
 Light: torch only, so evaluation does not import the renderer.
 """
 
@@ -66,6 +66,25 @@ def pose_from_theta(theta: torch.Tensor) -> torch.Tensor:
     return rotation_to_euler(axis_angle_to_rotation(theta[..., :3]))
 
 
+def pose_in_photo(theta: torch.Tensor, crop_angle) -> torch.Tensor:
+    """The pose in the photo of a theta predicted in a crop turned by ``crop_angle`` (radians,
+    clockwise as seen: :func:`~stn3dmm.photos.crop.crop_square`'s ``angle``): ``theta (..., P)``,
+    ``crop_angle`` a number or ``(...)`` -> ``(..., 3)`` yaw, pitch, roll in degrees. Turning the
+    crop is a rotation about the camera axis, the outermost factor ``Rz(roll)`` of
+    :data:`POSE_CONVENTION`, so yaw and pitch stay and the roll moves by ``-crop_angle``
+    (wrapped to [-180, 180)).
+
+    Examples:
+        >>> import math
+        >>> theta = torch.tensor([[0.0, 0.0, math.radians(30.0), 55.5, 55.5, 0.0]])   # rolled 30 in the crop
+        >>> pose_in_photo(theta, math.radians(30.0)).round(decimals=4).abs()          # upright in the photo
+        tensor([[0., 0., 0.]])
+    """
+    pose = pose_from_theta(theta).clone()
+    turn = torch.rad2deg(torch.as_tensor(crop_angle, dtype=pose.dtype))
+    pose[..., 2] = torch.remainder(pose[..., 2] - turn + 180.0, 360.0) - 180.0
+    return pose
+
 
 def pose_from_pose_para(pitch, yaw, roll) -> torch.Tensor:
     """3DDFA's ``Pose_Para`` angles (300W-LP, AFLW2000-3D; radians) as our ``(yaw, pitch, roll)``
@@ -96,4 +115,4 @@ def pose_from_pose_para(pitch, yaw, roll) -> torch.Tensor:
 
 
 __all__ = ["POSE_CONVENTION", "THETA_LAYOUT", "euler_to_rotation", "rotation_to_euler", "pose_from_theta",
-           "pose_from_pose_para"]
+           "pose_in_photo", "pose_from_pose_para"]
