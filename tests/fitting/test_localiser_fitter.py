@@ -46,7 +46,7 @@ def test_second_pass_crops_the_first_pass_landmarks(model):
     two = fitter.from_squares([image, image], [square, square])
     assert fitter.net.calls == 4               # 2 passes x 2 faces, batch 1 (the fitter runs its own copy)
     # the second crop is framed and turned upright by the first pass's points (derolling)
-    turn = face_turn(one.points68)
+    turn = face_turn(torch.as_tensor(one.theta)[None], [0.0])[0]
     c, s = upright_frame(one.points68, turn, lambda p: landmark_square(p, "ibug68"))
     np.testing.assert_allclose(two[0].square[0], c, atol=1e-9)
     assert two[0].square[1] == pytest.approx(s) and two[0].angle == turn != 0.0
@@ -219,17 +219,22 @@ class RolledNet(FixedNet):
 
 
 def test_derolling_turns_each_crop_by_the_roll_the_pass_before_read(model):
-    """A network that sees every face rolled by the same angle: the first pass reads its roll in the
-    photo, the second crop is turned by it, and the third by that plus the roll read again."""
+    """A network that sees every face rolled by the same angle (r_z = 0.5): the first pass reads its
+    roll, the second crop is turned by it so the face would stand unrolled, and the third by twice
+    that (the network reads the same roll again in the turned crop). The pose in the photo carries
+    the crops' turns."""
+    from stn3dmm.stn.pose import pose_from_theta, pose_in_photo
+
     image = np.random.default_rng(2).uniform(0, 1, (300, 400, 3)).astype(np.float32)
     square = (np.array([200.0, 150.0]), 180.0)
     faces = [LocaliserFitter(RolledNet(), model, 10, 10, passes=n, mirror=False).from_squares([image], [square])[0]
              for n in (1, 2, 3)]
-    roll = face_turn(faces[0].points68)
-    assert 0.4 < abs(roll) < 0.6                          # the points show the roll of about 0.5 rad
-    assert faces[1].angle == pytest.approx(roll)
-    assert faces[2].angle == pytest.approx(face_turn(faces[1].points68))
-    assert faces[2].angle == pytest.approx(2 * roll, abs=0.02)    # the roll read again in the turned crop
+    roll = float(pose_from_theta(ROLLED[None].double())[0, 2])
+    assert 25 < abs(roll) < 32                                     # about 0.5 rad about the camera axis
+    assert faces[1].angle == pytest.approx(math.radians(-roll))
+    assert faces[2].angle == pytest.approx(math.radians(-2 * roll))
+    pose = pose_in_photo(torch.as_tensor(faces[2].theta, dtype=torch.float64)[None], faces[2].angle)[0]
+    assert float(pose[2]) == pytest.approx(3 * roll, abs=1e-3)    # rolled three times in the photo
 
 
 SURE = torch.tensor([0.0, 0.0, 0.0, 55.5, 55.5, -0.7] + [0.0] * 20)
@@ -248,7 +253,7 @@ class SureOfDarkNet(FixedNet):
 def test_the_sweep_keeps_the_turn_the_network_is_surest_of(model):
     """A bright patch below the face: upright, the crop's bottom half is bright and the network unsure
     (gap above SWEEP_GAP); turned upside down the bottom half is dark and the network sure, so the
-    sweep keeps the half turn. Below the gap, with nothing surer by the share ``sweep_keep``, or
+    sweep keeps the half turn. Below the gap, with no turn sure enough (``sweep_sure``), or
     without mirror averaging, the first turn stays."""
     image = np.zeros((300, 300, 3), np.float32)
     image[200:240, 55:245] = 1.0
@@ -257,9 +262,9 @@ def test_the_sweep_keeps_the_turn_the_network_is_surest_of(model):
     assert first.mirror_gap > 0.03 and abs(first.angle) < 0.05
     swept = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_gap=0.02).from_squares([image], [square])[0]
     assert abs(math.remainder(swept.angle - math.pi, 2 * math.pi)) < 0.05
-    assert swept.mirror_gap < 0.5 * first.mirror_gap
+    assert swept.mirror_gap < 0.012 < first.mirror_gap
     for fitter in (LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_gap=1.0),
-                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_keep=0.0),
+                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_sure=0.0),
                    LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, mirror=False)):
         assert abs(fitter.from_squares([image], [square])[0].angle) < 0.05
     with pytest.raises(ValueError, match="sweep"):
