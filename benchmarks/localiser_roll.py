@@ -4,20 +4,23 @@ The shipped localiser learned faces rolled within a few tens of degrees. A face 
 or upside down in a photo is beyond that. Two parts of :class:`~stn3dmm.fitting.localiser.LocaliserFitter`
 deal with it, and this benchmark sets them:
 
-- ``deroll``: each pass after the first crops the face turned upright by the roll the pass
-  before read (off: the first crop's turn throughout, as up to the eighth session);
+- ``deroll``: each pass after the first crops the face turned by the roll the pass before
+  predicted (off: the first crop's turn throughout, as up to the eighth session);
 - ``sweep`` turns where the final mirror gap is above ``sweep_gap``, the surest taken where its
-  gap is below ``sweep_keep`` times the first's.
+  gap is below ``sweep_sure``.
 
-The data are the held-out LFW people's head renders of ``benchmarks/large_pose.py --set heads``
-(which the localiser never trained on), as they are (rolled within 25 degrees) and each turned
+The data are the held-out LFW people (never trained on). First their head renders of
+``benchmarks/large_pose.py --set heads``, as they are (rolled within 25 degrees) and each turned
 by its own angle ~ U(-180, 180). Every face is localised from its true 68 points' square, as
 ``stn3dmm evaluate`` does from a benchmark box. The table gives the NME (% of the box's
-sqrt(w h)) by added roll, the share of faces fitted wrongly (NME above 20 %), the share swept
-and the time per face, against the cascade without either (the baseline), in one run:
+sqrt(w h)) by added roll and by |yaw|, the share of faces fitted wrongly (NME above 20 %), the
+share swept and the time per face, against the cascade without either (the baseline). Then
+their real photos, upright, from our detector's box, as they are and blurred, shrunk, half
+hidden and darkened: the network is unsure of those at every turn, so they count the faces the
+sweep turns by more than 60 degrees, every one of them wrongly. In one run:
 
     python benchmarks/large_pose.py --set heads --views 1 --variants "" --roll=-180,180   # makes the sets
-    python benchmarks/localiser_roll.py [--gaps 0.02,0.03] [--turns 4,8] [--keeps 1,0.6] [--every 1]
+    python benchmarks/localiser_roll.py [--gaps 0.015,0.02] [--sures 0.01,0.012,1] [--turns 8] [--every 1]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from _common import ROOT
 sys.path.insert(0, str(ROOT / "src"))
 
 ROLL_BINS = ((0, 30), (30, 60), (60, 120), (120, 181))
+YAW_BINS = ((0, 30), (30, 60), (60, 91))
 
 
 def localise_all(fitter, data, idx, batch: int = 32) -> tuple[np.ndarray, float]:
@@ -64,9 +68,11 @@ def nme(data, idx, points: np.ndarray) -> np.ndarray:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/stn3dmm_large_pose", help="where large_pose.py wrote the head renders")
-    ap.add_argument("--gaps", default="0.02,0.025,0.03,0.04", help="sweep_gap values to score")
+    ap.add_argument("--gaps", default="0.015,0.02", help="sweep_gap values to score")
     ap.add_argument("--turns", default="8", help="sweep turn counts to score")
-    ap.add_argument("--keeps", default="1,0.6", help="sweep_keep shares to score")
+    ap.add_argument("--sures", default="0.01,0.012,0.015,1", help="sweep_sure values to score (1: any)")
+    ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
+    ap.add_argument("--photos", type=int, default=200, help="real held-out photos for the turn count")
     ap.add_argument("--every", type=int, default=1, help="score every k-th face (1: all)")
     ap.add_argument("--wrong", type=float, default=20.0, help="NME %% above which a fit counts as wrong")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
@@ -99,26 +105,87 @@ def main():
         return sweep(images, squares, angles, found)
 
     fitter._sweep = counted
-    settings = [("baseline (no deroll, no sweep)", False, 1, math.inf, 1.0), ("deroll", True, 1, math.inf, 1.0)]
-    settings += [(f"deroll, sweep {t} > {g}, keep {k}", True, int(t), float(g), float(k))
-                 for t in args.turns.split(",") for g in args.gaps.split(",") for k in args.keeps.split(",")]
+    settings = [("baseline (no deroll, no sweep)", False, 1, math.inf, 0.0), ("deroll", True, 1, math.inf, 0.0)]
+    settings += [(f"deroll, sweep {t} > {g}, sure < {k}", True, int(t), float(g), float(k))
+                 for t in args.turns.split(",") for g in args.gaps.split(",") for k in args.sures.split(",")]
     for name, folder in sets.items():
         data = SyntheticSet(folder)
         idx = np.arange(0, len(data), args.every)
         roll = np.abs([_roll_added(data, int(i)) for i in idx])
         print(f"\n== {name}: {len(idx)} held-out head renders ({folder})")
+        yaw = np.asarray(data.abs_yaw)[idx]
         head = "".join(f"{f'roll {lo}-{hi}':>13}" for lo, hi in ROLL_BINS)
+        head += "".join(f"{f'yaw {lo}-{hi}':>11}" for lo, hi in YAW_BINS)
         print(f"{'setting':<40}{'mean':>7}{'wrong %':>9}{head}{'swept %':>9}{'ms/face':>9}")
-        for title, deroll, turns, gap, keep in settings:
-            fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_keep = deroll, turns, gap, keep
+        for title, deroll, turns, gap, sure in settings:
+            fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_sure = deroll, turns, gap, sure
             fitter.swept = 0
             pts, spent = localise_all(fitter, data, idx)
             e = nme(data, idx, pts)
             cells = "".join(f"{e[(roll >= lo) & (roll < hi)].mean():>13.2f}" if ((roll >= lo) & (roll < hi)).any()
                             else f"{'-':>13}" for lo, hi in ROLL_BINS)
+            cells += "".join(f"{e[(yaw >= lo) & (yaw < hi)].mean():>11.2f}" for lo, hi in YAW_BINS)
             print(f"{title:<40}{e.mean():>7.2f}{100 * (e > args.wrong).mean():>9.1f}{cells}"
                   f"{100 * fitter.swept / len(idx) if turns > 1 else 0.0:>9.1f}{1000 * spent / len(idx):>9.1f}",
                   flush=True)
+    real_turns(fitter, Path(args.lfw), args.photos, [s for s in settings if s[2] > 1])
+
+
+DEGRADED = ("as taken", "blurred", "shrunk", "half hidden", "dark")
+
+
+def degrade(image: np.ndarray, how: str, box) -> np.ndarray:
+    """``image`` (H, W, 3) in [0, 1] made harder: a Gaussian blur of 4 px, shrunk 5 times and
+    blown up again, the lower half of the face ``box`` grey, or darkened (x 0.25, gamma 1.5)."""
+    from PIL import Image, ImageFilter
+
+    if how == "as taken":
+        return image
+    if how == "half hidden":
+        out = image.copy()
+        x0, y0, x1, y1 = np.asarray(box, int)
+        out[(y0 + y1) // 2:y1, max(x0, 0):x1] = 0.5
+        return out
+    if how == "dark":
+        return np.clip(image * 0.25, 0, 1) ** 1.5
+    im = Image.fromarray((image * 255 + 0.5).astype(np.uint8))
+    if how == "blurred":
+        im = im.filter(ImageFilter.GaussianBlur(4))
+    else:
+        im = im.resize((im.width // 5, im.height // 5)).resize(im.size)
+    return np.asarray(im, np.float32) / 255
+
+
+def real_turns(fitter, lfw: Path, n: int, settings: list) -> None:
+    """Print how many upright real faces (held-out LFW photos, as taken and degraded) each sweep
+    setting turns by more than 60 degrees from where the cascade alone leaves them."""
+    from stn3dmm.photos import FaceDetector, detect_faces, read_photo
+    from stn3dmm.training.data.fitted import held_out
+
+    if not lfw.is_dir():
+        print(f"\n{lfw}: no LFW, no real photos")
+        return
+    people = sorted(p.name for p in lfw.iterdir() if p.is_dir())
+    photos = [f for p, v in zip(people, held_out(people)) if v for f in sorted((lfw / p).glob("*.jpg"))][1::3][:n]
+    detector, faces = FaceDetector(landmarks=False), []
+    for f in photos:
+        image = read_photo(f).image
+        found = [x for x in detect_faces(image, detector) if not x.tiny]
+        faces += [(image, found[0])] if found else []
+    print(f"\n== real upright faces turned by the sweep (> 60 degrees): {len(faces)} held-out LFW photos")
+    print(f"{'setting':<40}" + "".join(f"{h:>13}" for h in DEGRADED))
+    counts = {s[0]: [] for s in settings}
+    for how in DEGRADED:
+        images = [degrade(image, how, face.bbox) for image, face in faces]
+        fitter.sweep = 1
+        first = fitter.from_faces(images, [face for _, face in faces])
+        for title, deroll, turns, gap, sure in settings:
+            fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_sure = deroll, turns, gap, sure
+            found = fitter.from_faces(images, [face for _, face in faces])
+            counts[title].append(sum(abs(math.remainder(a.angle - b.angle, 2 * math.pi)) > math.radians(60)
+                                     for a, b in zip(found, first)))
+    for title, c in counts.items():
+        print(f"{title:<40}" + "".join(f"{v:>13}" for v in c))
 
 
 def _roll_added(data, i: int) -> float:
