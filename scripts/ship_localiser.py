@@ -102,8 +102,9 @@ def main(argv=None) -> int:
                  + (f", {data.get('head_share', 0.0):.0%} of them head renders" if data.get("head_share") else "")),
         "recipe": a.recipe,
         "inference": ("stn3dmm.fitting.localiser.LocaliserFitter: two passes, the second re-cropped from the "
-                      "first's 68 points, the last averaged with its mirrored crop's theta; the scores were "
-                      "measured so"),
+                      "first's 68 points and turned by its roll, the last averaged with its mirrored crop's theta; "
+                      "where the network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each "
+                      "eighth of a turn, the surest taken if sure (SWEEP_SURE); the scores were measured so"),
         "config": cfg, "step": step, "commit": commit, "exported": time.strftime("%Y-%m-%d"),
         "scores": scores, "licence": LICENCE,
     }
