@@ -19,7 +19,8 @@ lie apart, the mirror gap (:meth:`LocaliserFitter.mirror_gap`), comes with each 
 how sure the network is of the crop, which ``flatten --method auto`` uses to check the face
 mesh's reading of a face's turn, and the fitter itself to find a face lying beyond the rolls the
 network learned: where the gap is large, the cascade runs again from the first crop turned by
-each eighth of a turn, and the surest result is kept (``sweep``, :meth:`LocaliserFitter._sweep`).
+each eighth of a turn, and the surest result is taken if the network is sure of it (``sweep``,
+:meth:`LocaliserFitter._sweep`).
 Averaging also over the final
 crop shifted by a few pixels (``shift``, :func:`shifted_crops`) lowers the error a little more, for
 five times the final pass: an option, off by default.
@@ -215,8 +216,8 @@ class LocaliserFitter:
         its first square turned by every other multiple of ``2 pi / sweep``, and the result the
         network is surest of (the smallest mirror gap) taken if its gap is below ``sweep_sure``:
         a face lying on its side or upside down, beyond the rolls the network learned, is seen
-        upright from one of the turns. A blurred, dark or half-hidden upright face leaves the
-        network unsure at every turn, and stays as it was."""
+        upright from one of the turns. A blurred, dark or half-hidden upright face nearly always
+        leaves the network unsure at every turn, and stays as it was."""
         redo = [k for k, r in enumerate(found) if r.mirror_gap > self.sweep_gap]
         if not redo:
             return found
