@@ -275,22 +275,6 @@ def crop_face(image, face, size: int = IMAGE_SIZE, margin: float = DEFAULT_MARGI
 
 # ----------------------------------------------------------------------------- framing from landmarks
 
-def midline_turn(chin, bridge) -> float:
-    """A face's turn in the photo (radians, as ``crop_square``'s ``angle``: 0 upright, pi upside
-    down) from two points of its midline, the chin and the bridge of the nose (photo px): the
-    line up from one to the other, a quarter turn back. A turn of the head to the side does not
-    tilt it, unlike the eye line, which shortens to nothing at profile.
-
-    Examples:
-        >>> round(math.degrees(midline_turn([0.0, 10.0], [0.0, 0.0])), 6)   # chin below: upright
-        0.0
-        >>> round(math.degrees(midline_turn([0.0, 0.0], [10.0, 0.0])), 6)   # lying with its top to the right
-        90.0
-    """
-    up = np.asarray(bridge, np.float64) - np.asarray(chin, np.float64)
-    return math.remainder(math.atan2(up[1], up[0]) + math.pi / 2, 2 * math.pi)
-
-
 def landmark_square(points, landmark_set=None, margin: float = DEFAULT_MARGIN, framing: str = "mesh"):
     """(centre (2,), side) of the square crop around labelled landmarks (module docstring).
 
@@ -353,6 +337,6 @@ def transform_theta(theta, matrix: np.ndarray):
 
 
 __all__ = ["reduced", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
-           "crop_square", "face_square", "crop_face", "midline_turn",
+           "crop_square", "face_square", "crop_face",
            "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "landmark_square_of_box", "box_square",
            "transform_theta"]

@@ -59,7 +59,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .crop import CropTransform, midline_turn, reduced, square_transform
+from .crop import CropTransform, reduced, square_transform
 from .mesh_roi import RoiMesh, roi_from_box, roi_from_points
 from .mmod import MmodDetector
 
@@ -300,7 +300,8 @@ class Face:
         the side does not tilt it, unlike the eye line, which shortens to nothing at profile."""
         if self.points is None:
             return None
-        return midline_turn(self.points[MIDLINE[0]], self.points[MIDLINE[1]])
+        up = self.points[MIDLINE[1]] - self.points[MIDLINE[0]]
+        return math.remainder(math.atan2(up[1], up[0]) + math.pi / 2, 2 * math.pi)
 
     def transformed(self, transform: CropTransform) -> "Face":
         """This face in the coordinates of a crop (``transform`` maps this image to the crop).
