@@ -56,6 +56,7 @@ class SyntheticSet:
         self.original = self.reannotated
         self._pose = np.array([m["pose"] for m in meta], dtype=np.float64)
         self.abs_yaw = np.abs(self._pose[:, 0])
+        self.roll_added = np.array([m.get("roll_added", 0.0) for m in meta], dtype=np.float64)   # rolled_set's turn
 
     def __len__(self):
         return len(self.names)

@@ -59,10 +59,13 @@ def localise_all(fitter, data, idx, batch: int = 32) -> tuple[np.ndarray, float]
 
 
 def nme(data, idx, points: np.ndarray) -> np.ndarray:
-    """(n,) NME %: mean point error over the sqrt of the true box's area."""
-    truth = data.reannotated[idx]
-    lo, hi = truth.min(1), truth.max(1)
-    return 100 * np.linalg.norm(points - truth, axis=-1).mean(-1) / np.sqrt(np.prod(hi - lo, axis=-1))
+    """(n,) NME % of the 68 points, the protocol's (:func:`stn3dmm.evaluation.protocol.nme`)."""
+    import torch
+
+    from stn3dmm.evaluation.protocol import nme as protocol_nme
+
+    truth = torch.as_tensor(data.reannotated[idx])
+    return protocol_nme(torch.as_tensor(points), truth, torch.ones(truth.shape[:2], dtype=truth.dtype)).numpy()
 
 
 def main():
@@ -111,7 +114,7 @@ def main():
     for name, folder in sets.items():
         data = SyntheticSet(folder)
         idx = np.arange(0, len(data), args.every)
-        roll = np.abs([_roll_added(data, int(i)) for i in idx])
+        roll = np.abs(data.roll_added[idx])
         print(f"\n== {name}: {len(idx)} held-out head renders ({folder})")
         yaw = np.asarray(data.abs_yaw)[idx]
         head = "".join(f"{f'roll {lo}-{hi}':>13}" for lo, hi in ROLL_BINS)
@@ -186,12 +189,6 @@ def real_turns(fitter, lfw: Path, n: int, settings: list) -> None:
                                      for a, b in zip(found, first)))
     for title, c in counts.items():
         print(f"{title:<40}" + "".join(f"{v:>13}" for v in c))
-
-
-def _roll_added(data, i: int) -> float:
-    import json
-
-    return float(json.loads((data.folder / data.names[i]).with_suffix(".json").read_text()).get("roll_added", 0.0))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ and their mean NME; share 0 is the face mesh alone, "oracle" the better candidat
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
@@ -30,8 +29,13 @@ SHARES = (0.0, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 def nme(points: np.ndarray, truth: np.ndarray) -> float:
-    w, h = truth.max(0) - truth.min(0)
-    return float(np.linalg.norm(points - truth, axis=1).mean() / math.sqrt(w * h) * 100)
+    """NME % of one face's 68 points, the protocol's (:func:`stn3dmm.evaluation.protocol.nme`)."""
+    import torch
+
+    from stn3dmm.evaluation.protocol import nme as protocol_nme
+
+    t = torch.as_tensor(truth)[None]
+    return float(protocol_nme(torch.as_tensor(points)[None], t, torch.ones(t.shape[:2], dtype=t.dtype))[0])
 
 
 def candidates(items, flattener):
