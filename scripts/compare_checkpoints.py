@@ -11,7 +11,8 @@ overrides (by default the fitted photos' held-out people: ``split=val``, the 68 
 one real crop and two profiled renders per photo) and every checkpoint predicts theta for every
 item. Printed per checkpoint: the NME (68 points, % of the labelled box's sqrt(w h)) of the
 real crops against their pseudo-labels, of the renders by |yaw| bucket against their exact
-labels, and the selection score, the mean of the real crops' NME and the renders' bucket mean.
+labels, the selection score (the mean of the real crops' NME and the renders' bucket mean), and
+the renders' |yaw| bias beyond 60 degrees (mean |predicted yaw| - |true yaw|, as the benchmark's).
 No transformer sampling, no visibility: only theta and the projected landmarks. ``--mirror`` adds
 a row per checkpoint with test-time mirror averaging, as the shipped fitter predicts
 (:func:`stn3dmm.fitting.localiser.mirror_average`).
@@ -47,9 +48,11 @@ def _load(which: str):
 
 def main(argv=None) -> int:
     from stn3dmm.evaluation.protocol import bucketed, nme
+    from stn3dmm.evaluation.aflw2000 import yaw_bias
     from stn3dmm.fitting.localiser import mirror_average
     from stn3dmm.model.store import load_model
     from stn3dmm.stn import MorphableSTN
+    from stn3dmm.stn.pose import pose_from_theta
     from stn3dmm.training.batches import build_dataset, fetch
     from stn3dmm.training.config import data_overrides
 
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
                        max_outside=None)
     verts = torch.as_tensor(np.asarray(ds.landmark_set), dtype=torch.long)
     labels = list(a.checkpoints) + [c + " + mirror" for c in a.checkpoints if a.mirror]
-    errs, yaws = [[] for _ in labels], []
+    errs, yaws, pred_yaws = [[] for _ in labels], [], [[] for _ in labels]
     with torch.no_grad():
         for lo in range(0, len(ds), a.batch):
             b = fetch(ds, range(lo, min(len(ds), lo + a.batch)))
@@ -83,17 +86,18 @@ def main(argv=None) -> int:
                 for row, th in rows:
                     pts = stn.geometry(th).points[:, verts]
                     errs[row].append(nme(pts, b["landmarks"], b["visibility"]).numpy())
+                    pred_yaws[row].append(pose_from_theta(th.double())[:, 0].numpy())
     yaw = np.concatenate(yaws)
     real = ~np.isfinite(yaw)
     print(f"{len(ds)} items: {int(real.sum())} real crops, {int((~real).sum())} renders ({spec['path']}, "
           f"split {spec['split']})")
-    print(f"{'checkpoint':44} {'real':>6} {'0-30':>6} {'30-60':>6} {'60-90':>6} {'renders':>8} {'score':>6}")
-    for c, e in zip(labels, errs):
-        e = np.concatenate(e)
+    print(f"{'checkpoint':44} {'real':>6} {'0-30':>6} {'30-60':>6} {'60-90':>6} {'renders':>8} {'score':>6} {'yaw bias':>9}")
+    for c, e, py in zip(labels, errs, pred_yaws):
+        e, py = np.concatenate(e), np.concatenate(py)
         r = bucketed(e[~real], yaw[~real])
         score = 0.5 * (float(e[real].mean()) + r["bucket_mean"])
         print(f"{c:44} {e[real].mean():6.2f} {r['0-30']:6.2f} {r['30-60']:6.2f} {r['60-90']:6.2f} "
-              f"{r['bucket_mean']:8.2f} {score:6.2f}")
+              f"{r['bucket_mean']:8.2f} {score:6.2f} {yaw_bias(py[~real], yaw[~real], np.abs(yaw[~real])):+9.2f}")
     return 0
 
 

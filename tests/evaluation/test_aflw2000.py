@@ -91,3 +91,12 @@ def test_a_localiser_from_the_benchmark_boxes(bench, default_grid):
     assert r["found"]["bucket_mean"] == 1.0 and all(rec["how"] == "benchmark box" for rec in records)
     assert all(rec["found"] for rec in records)           # the box is the benchmark's: nothing to find
     assert r["nme"]["0-30"] < 25.0                 # the mean face on the face, not somewhere else
+
+
+def test_yaw_bias_averages_the_turn_missed_beyond_60_degrees_only():
+    from stn3dmm.evaluation.aflw2000 import yaw_bias
+
+    gt = np.array([70.0, -80.0, 10.0, 65.0])
+    pred = np.array([60.0, -76.0, 40.0, np.nan])     # too little by 10 and 4; the frontal and the unfitted don't count
+    assert yaw_bias(pred, gt, np.abs(gt)) == pytest.approx(-7.0)
+    assert np.isnan(yaw_bias(pred[2:3], gt[2:3], np.abs(gt[2:3])))

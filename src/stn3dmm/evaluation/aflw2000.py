@@ -170,11 +170,11 @@ def score(bench: Aflw2000, idx, pred: np.ndarray, found: np.ndarray, pose: np.nd
         err = angle_error(pose, gt)
         res["pose_mae_deg"] = {k: float(np.nanmean(err[:, j])) for j, k in enumerate(("yaw", "pitch", "roll"))}
         res["pose_mae_deg"]["mean"] = float(np.mean(list(res["pose_mae_deg"].values())))
-        res["yaw_bias_above_60_deg"] = _yaw_bias(pose[:, 0], gt[:, 0], yaw)
+        res["yaw_bias_above_60_deg"] = yaw_bias(pose[:, 0], gt[:, 0], yaw)
     return res
 
 
-def _yaw_bias(pred_yaw: np.ndarray, gt_yaw: np.ndarray, abs_yaw: np.ndarray) -> float:
+def yaw_bias(pred_yaw: np.ndarray, gt_yaw: np.ndarray, abs_yaw: np.ndarray) -> float:
     """Mean of |predicted yaw| - |true yaw| over faces turned more than 60 degrees (negative:
     the fit turns them too little)."""
     m = (abs_yaw >= 60) & np.isfinite(pred_yaw)
@@ -214,5 +214,5 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PUBLISHED", "ROI_TO_FACE", "Aflw2000", "BenchmarkError", "default_aflw2000", "format_table",
+__all__ = ["PUBLISHED", "ROI_TO_FACE", "Aflw2000", "BenchmarkError", "default_aflw2000", "format_table", "yaw_bias",
            "load_aflw2000", "score", "spread_subset"]
