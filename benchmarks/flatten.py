@@ -1,6 +1,6 @@
 """Benchmark: photos per second of ``stn3dmm flatten`` end to end, and where the time goes.
 
-    python benchmarks/flatten.py [--photos 40] [--threads 2]
+    python benchmarks/flatten.py [--photos 40] [--threads 2] [--rounds 5]
 
 Makes ``--photos`` one-face photos from the sample photos (rotated, scaled and shifted
 copies, 400-1200 px), prepares nothing (the model is loaded before the clock starts; the
@@ -17,6 +17,10 @@ folder. Rows, all measured in this run:
 * ours with ``--method localiser`` (the detector's box and the trained localiser instead of the
   face mesh and the landmark fit), when the package holds a trained localiser;
 * ours with ``--method auto`` (the localiser on every face, the landmark fit on those below its switch).
+
+With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``) then run
+head to head N more times, in turn, each round into a fresh folder: on a shared machine the
+load drifts between rows, and the median of the per-round ratios is the figure to quote.
 
 Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
 bilinear sampling, masks, completion), visibility (the depth test), write (the background
@@ -72,6 +76,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--photos", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=0, help="head-to-head rounds of the methods after the table")
     args = ap.parse_args()
     import torch
 
@@ -118,8 +123,31 @@ def main():
             for k, v in rep.seconds.items():
                 print(f"  {k:<20} {1000 * v / args.photos:7.1f} ms/photo  {100 * v / tot:5.1f}%")
             print(f"  faces flattened: {rep.faces}, problems: {len(rep.failures)}")
+        if args.rounds > 0 and shipped_localiser():
+            head_to_head(photos, work, model, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def head_to_head(photos, work, model, rounds: int) -> None:
+    """Each method in turn, ``rounds`` times, all outputs; photos/s per round and the median of the
+    per-round ratio to the landmark fit."""
+    from stn3dmm.flatten import Flattener, flatten_paths
+
+    methods = ("landmarks", "localiser", "auto")
+    flatteners = {m: Flattener(model, method=m) for m in methods}
+    rate = {m: [] for m in methods}
+    print(f"\nhead to head, {rounds} rounds of {len(photos)} photos, all outputs (photos/s):")
+    print(f"{'round':>5}" + "".join(f"{m:>11}" for m in methods) + "".join(f"{m + ' / landmarks':>22}" for m in methods[1:]))
+    for r in range(rounds):
+        for m in methods:
+            _, dt, _, _ = measure(flatten_paths, photos, work / f"round{r}_{m}", flatteners[m], progress=False)
+            rate[m].append(len(photos) / dt)
+        print(f"{r + 1:>5}" + "".join(f"{rate[m][-1]:>11.1f}" for m in methods)
+              + "".join(f"{rate[m][-1] / rate['landmarks'][-1]:>22.2f}" for m in methods[1:]))
+    print(f"{'median':>5}" + "".join(f"{np.median(rate[m]):>11.1f}" for m in methods)
+          + "".join(f"{np.median(np.array(rate[m]) / np.array(rate['landmarks'])):>22.2f}" for m in methods[1:])
+          + f"   (load average {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

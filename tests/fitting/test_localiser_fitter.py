@@ -269,3 +269,27 @@ def test_the_sweep_keeps_the_turn_the_network_is_surest_of(model):
         assert abs(fitter.from_squares([image], [square])[0].angle) < 0.05
     with pytest.raises(ValueError, match="sweep"):
         LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=0)
+
+
+class CountingSureOfDarkNet(SureOfDarkNet):
+    """SureOfDarkNet, counting the crops it sees."""
+
+    def forward(self, x):
+        self.crops = getattr(self, "crops", 0) + x.shape[0]
+        return super().forward(x)
+
+
+def test_each_turned_try_of_the_sweep_takes_sweep_passes_passes(model):
+    """The upside-down face of the test above: the first cascade sees 1 + 2 crops (a plain pass and
+    the final one with its mirror); each of the 7 turned tries sees ``sweep_passes - 1`` plain
+    crops and a final pair. The half turn still wins."""
+    image = np.zeros((300, 300, 3), np.float32)
+    image[200:240, 55:245] = 1.0
+    square = (np.array([150.0, 150.0]), 200.0)
+    for n in (1, 2, 3):
+        fitter = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, sweep=8, sweep_passes=n)
+        face = fitter.from_squares([image], [square])[0]
+        assert fitter.net.crops == 3 + 7 * (n + 1)      # the fitter's own copy of the network counted
+        assert abs(math.remainder(face.angle - math.pi, 2 * math.pi)) < 0.05
+    with pytest.raises(ValueError, match="sweep_passes"):
+        LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep_passes=0)

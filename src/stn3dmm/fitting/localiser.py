@@ -68,6 +68,10 @@ SHIFT = 3
 SWEEP_TURNS = 8
 SWEEP_GAP = 0.02
 SWEEP_SURE = 0.012
+#: Passes of each turned try of the sweep: the first sees the face only roughly upright, the
+#: second derolled, the third re-framed from the second (from our detector's box at any roll:
+#: wrong fits 21.1 -> 12.4 %, ``benchmarks/localiser_roll.py``; docs/benchmarks.md).
+SWEEP_PASSES = 3
 
 
 @dataclass
@@ -105,7 +109,8 @@ class LocaliserFitter:
             the network can tell.
         sweep, sweep_gap, sweep_sure: where the final mirror gap is above ``sweep_gap``, try the
             first crop turned by each multiple of ``2 pi / sweep``, and take the surest where its
-            gap is below ``sweep_sure`` (``sweep`` 1: never; :meth:`_sweep`).
+            gap is below ``sweep_sure`` (``sweep`` 1: never; :meth:`_sweep`), each try taking
+            ``sweep_passes`` passes.
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -113,12 +118,12 @@ class LocaliserFitter:
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True, shift: int = 0,
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
-                 sweep_sure: float = SWEEP_SURE, device="cpu",
+                 sweep_sure: float = SWEEP_SURE, sweep_passes: int = SWEEP_PASSES, device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
-        if passes < 1:
-            raise ValueError(f"passes must be at least 1, got {passes}")
+        if min(passes, sweep_passes) < 1:
+            raise ValueError(f"passes and sweep_passes must be at least 1, got {passes} and {sweep_passes}")
         self.device = torch.device(device)
         self.net = fold_batch_norm(net).to(self.device)     # its own copy, batch norm folded in
         if self.device.type == "cpu":          # 2-3x faster depthwise convolutions on the CPU
@@ -134,7 +139,7 @@ class LocaliserFitter:
         if sweep < 1:
             raise ValueError(f"sweep must be at least 1 turn, got {sweep}")
         self.deroll, self.sweep = bool(deroll), int(sweep)
-        self.sweep_gap, self.sweep_sure = float(sweep_gap), float(sweep_sure)
+        self.sweep_gap, self.sweep_sure, self.sweep_passes = float(sweep_gap), float(sweep_sure), int(sweep_passes)
 
     @torch.no_grad()
     def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0, gaps: list | None = None
@@ -185,20 +190,20 @@ class LocaliserFitter:
         if not len(images) == len(squares) == len(angles):
             raise ValueError(f"{len(images)} images but {len(squares)} squares and {len(angles)} angles")
         squares = [(np.asarray(c, np.float64), float(s)) for c, s in squares]
-        found = self._cascade(images, squares, angles)
+        found = self._cascade(images, squares, angles, self.passes)
         return self._sweep(images, squares, angles, found) if self.sweep > 1 and self.mirror else found
 
-    def _cascade(self, images: list, squares: list, angles: list) -> list[LocalisedFace]:
-        """The passes: each after the first re-crops from the 68 points the one before predicted,
+    def _cascade(self, images: list, squares: list, angles: list, passes: int) -> list[LocalisedFace]:
+        """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
         turned by the roll it predicted (``deroll``, :func:`face_turn`)."""
         result = []
-        for p in range(self.passes):
+        for p in range(passes):
             crops, transforms = [], []
             for img, (c, s), a in zip(images, squares, angles):
                 crop, tr = crop_square(img, c, s, self.size, angle=a)
                 crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
                 transforms.append(tr)
-            last, gaps = p + 1 == self.passes, []
+            last, gaps = p + 1 == passes, []
             theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and last, shift=self.shift * last,
                                         gaps=gaps) if crops else torch.zeros(0, self.stn.n_params))
             pts = self.landmarks(theta).double().cpu().numpy()
@@ -223,7 +228,7 @@ class LocaliserFitter:
             return found
         turns = [2 * math.pi * j / self.sweep for j in range(1, self.sweep)]
         more = self._cascade([images[k] for k in redo for _ in turns], [squares[k] for k in redo for _ in turns],
-                             [angles[k] + t for k in redo for t in turns])
+                             [angles[k] + t for k in redo for t in turns], self.sweep_passes)
         found, n = list(found), len(turns)
         for i, k in enumerate(redo):
             best = min(more[i * n:(i + 1) * n], key=lambda r: r.mirror_gap)
@@ -415,5 +420,5 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
                            device=device, batch=batch, card=card, **options)
 
 
-__all__ = ["SHIFT", "SWEEP_GAP", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace", "LocaliserFitter", "face_turn",
+__all__ = ["SHIFT", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace", "LocaliserFitter", "face_turn",
            "load_localiser", "mirror_average", "shifted_crops", "unshift_theta", "upright_frame"]
