@@ -191,8 +191,8 @@ def main():
                          "turned by head profiling (needs --flat, a flatten tree of --lfw)")
     ap.add_argument("--flat", default=str(ROOT / "data" / "lfw_flat"),
                     help="stn3dmm flatten ../shared/data/lfw --out data/lfw_flat --method landmarks --no-mesh")
-    ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW[:SHARE],... (auto's switch at YAW, "
-                    "the landmark fit's share of its blend)")
+    ap.add_argument("--methods", default="", help="also score: localiser, auto@YAW[:SHARE[:AGREE]],... (auto's switch at "
+                    "YAW, the landmark fit's share of its blend, its turn agreement in degrees)")
     ap.add_argument("--sweep-fit", default="", help="with --sweep: also keep the landmark fit where its own |yaw| "
                                                     "is below each of these (e.g. 15,20,25,30)")
     ap.add_argument("--shares", default="1", help="with --sweep: auto's blend, the landmark fit's shares to score "
@@ -304,7 +304,9 @@ def sweep_switch(data, model, switches: list, fitter=None, fit_switches=None, sh
 
 def _method(spec: str, model, fitter=None):
     """``landmarks`` (flatten's default), ``localiser`` (from the benchmark box), ``localiser-detect``
-    or ``auto@YAW`` (``auto@YAW:SHARE``: with the landmark fit's share of the blend)."""
+    or ``auto@YAW`` (``auto@YAW:SHARE``: with the landmark fit's share of the blend;
+    ``auto@YAW:SHARE:AGREE``: and the fit kept only where the face mesh's turn is within AGREE
+    degrees of the localiser's, ``Flattener.fit_turn_agree``)."""
     from stn3dmm.evaluation.methods import FlattenMethod, LocaliserMethod
     from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten import Flattener
@@ -313,8 +315,10 @@ def _method(spec: str, model, fitter=None):
         return FlattenMethod(model)
     fitter = fitter or load_localiser(model=model)
     if spec.startswith("auto@"):
-        switch, _, share = spec[5:].partition(":")
+        switch, _, rest = spec[5:].partition(":")
+        share, _, agree = rest.partition(":")
         options = {"fit_share": float(share)} if share else {}
+        options.update({"fit_turn_agree": float(agree)} if agree else {})
         return FlattenMethod(model, Flattener(model, method="auto", localiser=fitter, switch_yaw=float(switch), **options))
     return LocaliserMethod(fitter, "detect" if spec == "localiser-detect" else "box")
 

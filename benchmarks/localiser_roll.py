@@ -7,7 +7,8 @@ deal with it, and this benchmark sets them:
 - ``deroll``: each pass after the first crops the face turned by the roll the pass before
   predicted (off: the first crop's turn throughout, as up to the eighth session);
 - ``sweep`` turns where the final mirror gap is above ``sweep_gap``, the surest taken where its
-  gap is below ``sweep_sure``, each turned try taking ``sweep_passes`` passes.
+  gap is below ``sweep_sure``, each turned try taking ``sweep_passes`` passes; ``redetect``: from a
+  detector's box, the tries at quarter turns start from the detector's box in the photo so turned.
 
 The data are the held-out LFW people (never trained on). First their head renders of
 ``benchmarks/large_pose.py --set heads``, as they are (rolled within 25 degrees) and each turned
@@ -23,7 +24,7 @@ sweep turns by more than 60 degrees, every one of them wrongly. In one run:
 
     python benchmarks/large_pose.py --set heads --views 1 --variants "" --roll=-180,180   # makes the sets
     python benchmarks/localiser_roll.py [--gaps 0.015,0.02] [--sures 0.01,0.012,1] [--turns 8]
-        [--sweep-passes 2,3] [--start square,detect] [--every 1]
+        [--sweep-passes 2,3] [--redetect 0,1] [--start square,detect] [--every 1]
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main():
     ap.add_argument("--turns", default="8", help="sweep turn counts to score")
     ap.add_argument("--sures", default="0.01,0.012,0.015,1", help="sweep_sure values to score (1: any)")
     ap.add_argument("--sweep-passes", default="3", help="passes of each turned try, values to score")
+    ap.add_argument("--redetect", default="1", help="0 and/or 1: the sweep's quarter turns from a re-detected box")
     ap.add_argument("--start", default="square", help="square (the true 68 points' square) and/or detect (our detector's box)")
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
     ap.add_argument("--photos", type=int, default=200, help="real held-out photos for the turn count")
@@ -128,15 +130,17 @@ def main():
         fitter = load_localiser(model=model)
     sweep = fitter._sweep
 
-    def counted(images, squares, angles, found):      # how many faces the sweep takes on
+    def counted(images, squares, angles, found, reframe=None):      # how many faces the sweep takes on
         fitter.swept += sum(r.mirror_gap > fitter.sweep_gap for r in found)
-        return sweep(images, squares, angles, found)
+        return sweep(images, squares, angles, found, reframe)
 
     fitter._sweep = counted
-    settings = [("baseline (no deroll, no sweep)", False, 1, math.inf, 0.0, 1), ("deroll", True, 1, math.inf, 0.0, 1)]
-    settings += [(f"deroll, sweep {t} > {g}, sure < {k}, {p} passes", True, int(t), float(g), float(k), int(p))
+    settings = [("baseline (no deroll, no sweep)", False, 1, math.inf, 0.0, 1, False),
+                ("deroll", True, 1, math.inf, 0.0, 1, False)]
+    settings += [(f"deroll, sweep {t} > {g}, sure < {k}, {p} passes" + (", redetect" if r == "1" else ""), True,
+                  int(t), float(g), float(k), int(p), r == "1")
                  for t in args.turns.split(",") for g in args.gaps.split(",") for k in args.sures.split(",")
-                 for p in args.sweep_passes.split(",")]
+                 for p in args.sweep_passes.split(",") for r in args.redetect.split(",")]
     for (name, folder), start in ((s, x) for s in sets.items() for x in args.start.split(",")):
         data = SyntheticSet(folder)
         idx = np.arange(0, len(data), args.every)
@@ -147,16 +151,16 @@ def main():
         yaw = np.asarray(data.abs_yaw)[idx]
         head = "".join(f"{f'roll {lo}-{hi}':>13}" for lo, hi in ROLL_BINS)
         head += "".join(f"{f'yaw {lo}-{hi}':>11}" for lo, hi in YAW_BINS)
-        print(f"{'setting':<50}{'mean':>7}{'wrong %':>9}{head}{'swept %':>9}{'ms/face':>9}")
-        for title, deroll, turns, gap, sure, passes in settings:
+        print(f"{'setting':<60}{'mean':>7}{'wrong %':>9}{head}{'swept %':>9}{'ms/face':>9}")
+        for title, deroll, turns, gap, sure, passes, redetect in settings:
             fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_sure = deroll, turns, gap, sure
-            fitter.sweep_passes, fitter.swept = passes, 0
+            fitter.sweep_passes, fitter.redetect, fitter.swept = passes, redetect, 0
             pts, spent = localise_all(fitter, data, idx, faces)
             e = nme(data, idx, pts)
             cells = "".join(f"{e[(roll >= lo) & (roll < hi)].mean():>13.2f}" if ((roll >= lo) & (roll < hi)).any()
                             else f"{'-':>13}" for lo, hi in ROLL_BINS)
             cells += "".join(f"{e[(yaw >= lo) & (yaw < hi)].mean():>11.2f}" for lo, hi in YAW_BINS)
-            print(f"{title:<50}{e.mean():>7.2f}{100 * (e > args.wrong).mean():>9.1f}{cells}"
+            print(f"{title:<60}{e.mean():>7.2f}{100 * (e > args.wrong).mean():>9.1f}{cells}"
                   f"{100 * fitter.swept / len(idx) if turns > 1 else 0.0:>9.1f}{1000 * spent / len(idx):>9.1f}",
                   flush=True)
     real_turns(fitter, Path(args.lfw), args.photos, [s for s in settings if s[2] > 1])
@@ -204,20 +208,20 @@ def real_turns(fitter, lfw: Path, n: int, settings: list) -> None:
         found = [x for x in detect_faces(image, detector) if not x.tiny]
         faces += [(image, found[0])] if found else []
     print(f"\n== real upright faces turned by the sweep (> 60 degrees): {len(faces)} held-out LFW photos")
-    print(f"{'setting':<50}" + "".join(f"{h:>13}" for h in DEGRADED))
+    print(f"{'setting':<60}" + "".join(f"{h:>13}" for h in DEGRADED))
     counts = {s[0]: [] for s in settings}
     for how in DEGRADED:
         images = [degrade(image, how, face.bbox) for image, face in faces]
         fitter.sweep = 1
         first = fitter.from_faces(images, [face for _, face in faces])
-        for title, deroll, turns, gap, sure, passes in settings:
+        for title, deroll, turns, gap, sure, passes, redetect in settings:
             fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_sure = deroll, turns, gap, sure
-            fitter.sweep_passes = passes
+            fitter.sweep_passes, fitter.redetect = passes, redetect
             found = fitter.from_faces(images, [face for _, face in faces])
             counts[title].append(sum(abs(math.remainder(a.angle - b.angle, 2 * math.pi)) > math.radians(60)
                                      for a, b in zip(found, first)))
     for title, c in counts.items():
-        print(f"{title:<50}" + "".join(f"{v:>13}" for v in c))
+        print(f"{title:<60}" + "".join(f"{v:>13}" for v in c))
 
 
 if __name__ == "__main__":

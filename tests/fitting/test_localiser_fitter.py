@@ -293,3 +293,37 @@ def test_each_turned_try_of_the_sweep_takes_sweep_passes_passes(model):
         assert abs(math.remainder(face.angle - math.pi, 2 * math.pi)) < 0.05
     with pytest.raises(ValueError, match="sweep_passes"):
         LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep_passes=0)
+
+
+class BoxesAtTurns:
+    """A stand-in detector: ``boxes_turned`` answers the box given for each quarter turn, and logs the asks."""
+
+    def __init__(self, boxes: dict):
+        self.boxes, self.asked = boxes, []
+
+    def boxes_turned(self, image, quarter_turns):
+        self.asked.append(quarter_turns)
+        return [(np.asarray(b, np.float64), 0.9) for b in self.boxes.get(quarter_turns, [])]
+
+
+def test_the_sweep_reframes_quarter_turns_from_the_box_found_in_the_turned_photo(model):
+    """A try at a quarter turn starts from the detector's box in the photo turned so that the try's
+    crop stands upright there (crop turn a = q quarter turns <-> ``np.rot90(photo, q)``), framed in
+    the face's frame; the box most overlapping the first one is taken, none if none overlaps; a try
+    at an eighth turn keeps the first square; each turn is detected once per face."""
+    fitter = LocaliserFitter(FixedNet(), model, 10, 10, box_framing=(0.9, 0.0, 0.05))
+    first = np.array([100.0, 100.0, 200.0, 200.0])
+    near, other = [90.0, 120.0, 190.0, 220.0], [400.0, 400.0, 450.0, 450.0]
+    fitter._detector = det = BoxesAtTurns({2: [other, near], 3: [other]})
+    seen, image = {}, np.zeros((500, 500, 3), np.float32)
+    square = fitter._redetected_square([image], [first], seen, 0, math.pi)
+    want = fitter.box_square(np.array(near), math.pi)
+    assert np.allclose(square[0], want[0]) and square[1] == pytest.approx(want[1])
+    upright = fitter.box_square(np.array(near), 0.0)     # framed in the upside-down face's frame: the
+    assert np.allclose(square[0], 2 * np.array([140.0, 170.0]) - upright[0])   # upright framing's shift, reversed
+    assert abs(upright[0][1] - 170.0) > 3
+    assert fitter._redetected_square([image], [first], seen, 0, -math.pi / 2) is None     # q = 3: no overlap
+    assert fitter._redetected_square([image], [first], seen, 0, math.pi / 4) is None      # not a quarter turn
+    assert fitter._redetected_square([image], [first], seen, 0, 2 * math.pi) is None      # upright: as first
+    fitter._redetected_square([image], [first], seen, 0, -math.pi)
+    assert det.asked == [2, 3]

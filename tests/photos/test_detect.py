@@ -467,3 +467,25 @@ def test_the_upright_vote_lets_one_confident_look_outweigh_several_weak_ones():
     np.testing.assert_array_equal(upright_vote(0.5, flipped, [(0.75, level), (0.0, None)]), flipped)
     tilted = np.array([[0.0, 0.0], [10.0, 3.0], [5.0, 5.0]])
     np.testing.assert_array_equal(upright_vote(0.5, level, [(0.95, tilted)]), level)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_boxes_found_in_a_turned_photo_map_back_onto_it(grace, k):
+    """The photo upright, then turned by k quarter turns: detecting in the turned photo turned back
+    (4 - k more quarter turns) sees exactly the upright photo, so its box, mapped into the turned
+    photo's pixels, is the upright box turned k times ((x, y) -> (y, W - 1 - x) per turn)."""
+    from stn3dmm.photos.detect import unturn_points
+
+    u8 = grace.as_uint8()
+    det = FaceDetector(landmarks=False)
+    box, score = det.boxes_turned(u8, 0)[0]
+    turned = np.ascontiguousarray(np.rot90(u8, k))
+    got, got_score = det.boxes_turned(turned, 4 - k)[0]
+    corners = np.array([box[:2], box[2:]])
+    for j in range(k):
+        w = u8.shape[1] if j % 2 == 0 else u8.shape[0]
+        corners = np.stack([corners[:, 1], w - 1 - corners[:, 0]], 1)
+    want = np.concatenate([corners.min(0), corners.max(0)])
+    assert got == pytest.approx(want, abs=1e-6) and got_score == pytest.approx(score)
+    back = unturn_points(np.array([got[:2], got[2:]]), k, u8.shape)     # and back into the upright photo
+    assert np.concatenate([back.min(0), back.max(0)]) == pytest.approx(box, abs=1e-6)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -110,7 +111,9 @@ class LocaliserFitter:
         sweep, sweep_gap, sweep_sure: where the final mirror gap is above ``sweep_gap``, try the
             first crop turned by each multiple of ``2 pi / sweep``, and take the surest where its
             gap is below ``sweep_sure`` (``sweep`` 1: never; :meth:`_sweep`), each try taking
-            ``sweep_passes`` passes.
+            ``sweep_passes`` passes. ``redetect``: from a face box (:meth:`from_boxes`), a try at a
+            quarter turn starts from the face detector's box of the face in the photo so turned
+            (a detector of its own, made on first use: the fitter is not for several threads).
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -118,7 +121,8 @@ class LocaliserFitter:
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True, shift: int = 0,
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
-                 sweep_sure: float = SWEEP_SURE, sweep_passes: int = SWEEP_PASSES, device="cpu",
+                 sweep_sure: float = SWEEP_SURE, sweep_passes: int = SWEEP_PASSES, redetect: bool = True,
+                 device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
@@ -140,6 +144,7 @@ class LocaliserFitter:
             raise ValueError(f"sweep must be at least 1 turn, got {sweep}")
         self.deroll, self.sweep = bool(deroll), int(sweep)
         self.sweep_gap, self.sweep_sure, self.sweep_passes = float(sweep_gap), float(sweep_sure), int(sweep_passes)
+        self.redetect, self._detector = bool(redetect), None      # the sweep's own detector, made on first use
 
     @torch.no_grad()
     def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0, gaps: list | None = None
@@ -182,16 +187,19 @@ class LocaliserFitter:
         """(B, 68, 2) the iBUG-68 vertices projected by theta (crop px)."""
         return self.stn.geometry(theta.to(self.device)).points[:, self.stn.landmark_index].float()
 
-    def from_squares(self, images: list, squares: list, angles: list | None = None) -> list[LocalisedFace]:
+    def from_squares(self, images: list, squares: list, angles: list | None = None, reframe=None
+                     ) -> list[LocalisedFace]:
         """Localise one face per ``(image, (centre, side))``: images (H, W, 3) uint8 or float
         in [0, 1] (the same image may appear many times); ``angles``: each first crop's turn
-        (radians, default 0), the face's own in the photo as far as the caller knows it."""
+        (radians, default 0), the face's own in the photo as far as the caller knows it;
+        ``reframe(k, angle)``: the first square of face k for the sweep's try at crop turn
+        ``angle``, or None to keep its square (default: always keep)."""
         angles = [0.0] * len(squares) if angles is None else [float(a) for a in angles]
         if not len(images) == len(squares) == len(angles):
             raise ValueError(f"{len(images)} images but {len(squares)} squares and {len(angles)} angles")
         squares = [(np.asarray(c, np.float64), float(s)) for c, s in squares]
         found = self._cascade(images, squares, angles, self.passes)
-        return self._sweep(images, squares, angles, found) if self.sweep > 1 and self.mirror else found
+        return self._sweep(images, squares, angles, found, reframe) if self.sweep > 1 and self.mirror else found
 
     def _cascade(self, images: list, squares: list, angles: list, passes: int) -> list[LocalisedFace]:
         """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
@@ -216,7 +224,7 @@ class LocaliserFitter:
                 squares = [_square_or_keep(r.points68, sq, a) for r, sq, a in zip(result, squares, angles)]
         return result
 
-    def _sweep(self, images: list, squares: list, angles: list, found: list) -> list[LocalisedFace]:
+    def _sweep(self, images: list, squares: list, angles: list, found: list, reframe=None) -> list[LocalisedFace]:
         """``found``, with each face whose mirror gap is above ``sweep_gap`` localised again from
         its first square turned by every other multiple of ``2 pi / sweep``, and the result the
         network is surest of (the smallest mirror gap) taken if its gap is below ``sweep_sure``:
@@ -226,10 +234,11 @@ class LocaliserFitter:
         redo = [k for k, r in enumerate(found) if r.mirror_gap > self.sweep_gap]
         if not redo:
             return found
-        turns = [2 * math.pi * j / self.sweep for j in range(1, self.sweep)]
-        more = self._cascade([images[k] for k in redo for _ in turns], [squares[k] for k in redo for _ in turns],
-                             [angles[k] + t for k in redo for t in turns], self.sweep_passes)
-        found, n = list(found), len(turns)
+        tries = [(k, angles[k] + 2 * math.pi * j / self.sweep) for k in redo for j in range(1, self.sweep)]
+        framed = [reframe(k, a) if reframe is not None else None for k, a in tries]
+        more = self._cascade([images[k] for k, _ in tries], [squares[k] if f is None else f for (k, _), f in zip(tries, framed)],
+                             [a for _, a in tries], self.sweep_passes)
+        found, n = list(found), self.sweep - 1
         for i, k in enumerate(redo):
             best = min(more[i * n:(i + 1) * n], key=lambda r: r.mirror_gap)
             if best.mirror_gap < self.sweep_sure:
@@ -252,17 +261,48 @@ class LocaliserFitter:
 
     def from_boxes(self, images: list, boxes: list, angles: list | None = None) -> list[LocalisedFace]:
         """Localise one face per ``(image, face box)`` (see ``box_framing``); ``angles`` as for
-        :meth:`from_squares`."""
+        :meth:`from_squares`. With ``redetect``, the sweep's tries at quarter turns start from the
+        face detector's box of the face in the photo so turned (:meth:`_redetected_square`)."""
         angles = [0.0] * len(boxes) if angles is None else list(angles)
         if len(angles) != len(boxes):
             raise ValueError(f"{len(boxes)} boxes but {len(angles)} angles")
-        return self.from_squares(images, [self.box_square(b, a) for b, a in zip(boxes, angles)], angles)
+        boxes = [np.asarray(b, np.float64) for b in boxes]
+        reframe = partial(self._redetected_square, images, boxes, {}) if self.redetect else None
+        return self.from_squares(images, [self.box_square(b, a) for b, a in zip(boxes, angles)], angles, reframe)
 
     def from_faces(self, images: list, faces: list) -> list[LocalisedFace]:
         """Localise one detected face per image (:class:`~stn3dmm.photos.detect.Face`): its box,
         and its turn upright (``turns``)."""
         turns = [f.upright_turn(self.turns, self.turn_within) for f in faces]
         return self.from_boxes(images, [f.bbox for f in faces], turns)
+
+    def _redetected_square(self, images: list, boxes: list, seen: dict, k: int, angle: float):
+        """The first square of face ``k`` for a try at crop turn ``angle``: where that is a quarter
+        turn, the detector's box of the face (the box most overlapping ``boxes[k]``) in the photo
+        turned so that the try's crop would stand upright in it, framed in the face's upright
+        frame; else, or where the detector finds no such face there, None. ``seen`` caches the
+        detections per face and turn."""
+        q = 2.0 * angle / math.pi
+        if abs(q - round(q)) > 1e-6 or round(q) % 4 == 0:
+            return None
+        q = round(q) % 4
+        if (k, q) not in seen:
+            if self._detector is None:
+                from ..photos import FaceDetector
+
+                self._detector = FaceDetector(landmarks=False)
+            found = [(b, _overlap(b, boxes[k])) for b, _ in self._detector.boxes_turned(images[k], q)]
+            seen[(k, q)] = max(found, key=lambda f: f[1], default=(None, 0.0))
+        box, overlap = seen[(k, q)]
+        return self.box_square(box, angle) if overlap > 0 else None
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes ``(x0, y0, x1, y1)``."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
 
 
 def mirror_average(theta: torch.Tensor, theta_of_mirror: torch.Tensor, width: int) -> torch.Tensor:

@@ -75,6 +75,12 @@ UPRIGHT_PROFILE = 80.0
 #: the localiser's second opinion"; ``benchmarks/upright_gap.py``): of the 424 faces turned, 14 wrong
 #: by the face mesh alone, 12 at shares of 0.4 to 0.8, 13 at 1.
 UPRIGHT_KEEP_GAP = 0.6
+#: ``auto`` keeps the landmark fit only where the face mesh and the localiser agree on which way the
+#: face stands in the photo: the mesh's turn (:meth:`~stn3dmm.photos.detect.Face.mesh_angle`) within
+#: this many degrees of the localiser's (:func:`~stn3dmm.fitting.localiser.face_turn`). On a face
+#: upside down the face mesh can lie upright, and a fit to it lands the face upside down however
+#: sure the localiser was (docs/benchmarks.md, "The localiser at any roll").
+FIT_TURN_AGREE = 60.0
 
 
 def check_options(size=None, res=None, max_faces=None, *, flags: bool = False) -> None:
@@ -157,11 +163,14 @@ class Flattener:
         switch_yaw: ``"auto"``'s switch (default :data:`AUTO_SWITCH_YAW`).
         fit_share: ``"auto"``'s blend of the face mesh's targets with the localiser's, in [0, 1]
             (default :data:`AUTO_FIT_SHARE`; 1: the face mesh's alone).
+        fit_turn_agree: ``"auto"`` keeps the fit only where the face mesh's turn is within this
+            many degrees of the localiser's (default :data:`FIT_TURN_AGREE`; 180: always).
     """
 
     def __init__(self, model, size=IMAGE_SIZE, res=None, visibility="depth", mapping="dense", prior_weight=None,
                  detector=None, device="cpu", blend=2.0, threads: int | None = 1, method: str = "landmarks",
-                 localiser=None, switch_yaw: float = AUTO_SWITCH_YAW, fit_share: float = AUTO_FIT_SHARE):
+                 localiser=None, switch_yaw: float = AUTO_SWITCH_YAW, fit_share: float = AUTO_FIT_SHARE,
+                 fit_turn_agree: float = FIT_TURN_AGREE):
         from ..photos import FaceDetector
 
         check_options(size=size, res=res)
@@ -171,6 +180,7 @@ class Flattener:
         if not 0.0 <= fit_share <= 1.0:
             raise ValueError(f"fit_share must be in [0, 1], got {fit_share}")
         self.localiser, self.switch_yaw, self.fit_share = None, float(switch_yaw), float(fit_share)
+        self.fit_turn_agree = float(fit_turn_agree)
         if method != "landmarks":
             from ..fitting.localiser import load_localiser
 
@@ -335,12 +345,21 @@ class Flattener:
         fit in place of its theta where the face has face-mesh points and the localiser's |yaw|
         is below :attr:`switch_yaw`, to targets blended with the localiser's (:attr:`fit_share`). A
         face its face mesh sees turned in the photo is localised on a crop turned upright
-        (:data:`UPRIGHT_ROLL`)."""
+        (:data:`UPRIGHT_ROLL`). The fit is not kept where the face mesh stands the face another way up
+        than the localiser (:data:`FIT_TURN_AGREE`)."""
+        from ..fitting.localiser import face_turn
         from ..stn.pose import pose_from_theta
 
         out = self._localise(items, upright=True)
         yaw = pose_from_theta(out[3].double())[:, 0].abs().numpy()
-        refit = [k for k, (_, f) in enumerate(items) if f.points is not None and yaw[k] < self.switch_yaw]
+        turn = face_turn(out[3], [tr.angle for tr in out[1]])
+
+        def agree(k, face):
+            off = math.remainder(face.mesh_angle() - turn[k], 2 * math.pi)
+            return abs(math.degrees(off)) <= self.fit_turn_agree
+
+        refit = [k for k, (_, f) in enumerate(items)
+                 if f.points is not None and yaw[k] < self.switch_yaw and agree(k, f)]
         if not refit:
             return out
         crops, transforms, targets, theta, error = (list(out[0]), list(out[1]), list(out[2]), out[3].clone(),

@@ -403,6 +403,25 @@ def _points_box(points: np.ndarray) -> np.ndarray:
     return np.concatenate([points.min(0), points.max(0)])
 
 
+def unturn_points(points, quarter_turns: int, shape) -> np.ndarray:
+    """(N, 2) pixel points of ``np.rot90(image, quarter_turns)`` in the pixels of ``image``, whose
+    ``shape`` is (H, W, ...). One turn takes pixel (x, y) of a W-wide image to (y, W - 1 - x).
+
+    Examples:
+        >>> image = np.zeros((2, 3))                                  # H 2, W 3
+        >>> unturn_points(np.array([[1.0, 0.0]]), 1, image.shape)     # turned: 3 x 2
+        array([[2., 1.]])
+        >>> unturn_points(np.array([[0.0, 0.0]]), 2, image.shape)     # upside down: the far corner
+        array([[2., 1.]])
+    """
+    p = np.asarray(points, dtype=np.float64)
+    h, w = shape[:2]
+    for j in range(quarter_turns % 4, 0, -1):
+        width = w if (j - 1) % 2 == 0 else h           # the width of the image turned j - 1 times
+        p = np.stack([width - 1 - p[:, 1], p[:, 0]], 1)
+    return p
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -562,6 +581,20 @@ class FaceDetector:
         """Stage 1 only: ``[(bbox (4,), score, keypoints (6, 2)), ...]`` in image pixels, main face first."""
         img = _as_uint8_rgb(image)
         return self._detect_boxes(img)
+
+    def boxes_turned(self, image, quarter_turns: int) -> list[tuple[np.ndarray, float]]:
+        """Stage 1 on ``image`` turned by ``quarter_turns`` quarter turns (``np.rot90``: counter-
+        clockwise as seen): ``[(bbox (4,), score), ...]``, the boxes in ``image``'s pixels, main face
+        first. A face lying on its side or upside down stands upright in one of the turns, and the
+        detectors, which learned upright faces, box it there as they box upright faces; in the
+        photo as it is their box of it can be off by a third of its side."""
+        img = _as_uint8_rgb(image)
+        turned = np.ascontiguousarray(np.rot90(img, quarter_turns))
+        out = []
+        for box, score, _ in self._detect_boxes(turned):
+            corners = unturn_points(np.array([box[:2], box[2:]]), quarter_turns, img.shape)
+            out.append((np.concatenate([corners.min(0), corners.max(0)]), score))
+        return out
 
     def _detect_boxes(self, img: np.ndarray):
         short, full, _ = self._graphs()
@@ -785,4 +818,4 @@ def detect_faces(image, detector: FaceDetector | None = None) -> list[Face]:
 
 __all__ = ["MIN_FACE", "N_POINTS", "KEYPOINTS", "EYE_CORNERS", "Face", "FaceDetector", "FaceError",
            "TinyFaceError", "NoLandmarksError", "DetectorUnavailable", "detect_faces", "default_detector",
-           "point_visibility", "mesh_triangles", "prominence"]
+           "point_visibility", "mesh_triangles", "prominence", "unturn_points"]
