@@ -7,7 +7,8 @@ deal with it, and this benchmark sets them:
 - ``deroll``: each pass after the first crops the face turned by the roll the pass before
   predicted (off: the first crop's turn throughout, as up to the eighth session);
 - ``sweep`` turns where the final mirror gap is above ``sweep_gap``, the surest taken where its
-  gap is below ``sweep_sure``, each turned try taking ``sweep_passes`` passes; ``redetect``: from a
+  gap is below ``sweep_sure`` and another try as sure ends within ``sweep_agree`` degrees of it,
+  each turned try taking ``sweep_passes`` passes; ``redetect``: from a
   detector's box, the tries at quarter turns start from the detector's box in the photo so turned.
 
 The data are the held-out LFW people (never trained on). First their head renders of
@@ -24,7 +25,7 @@ sweep turns by more than 60 degrees, every one of them wrongly. In one run:
 
     python benchmarks/large_pose.py --set heads --views 1 --variants "" --roll=-180,180   # makes the sets
     python benchmarks/localiser_roll.py [--gaps 0.015,0.02] [--sures 0.01,0.012,1] [--turns 8]
-        [--sweep-passes 2,3] [--redetect 0,1] [--start square,detect] [--every 1]
+        [--agrees none,20] [--sweep-passes 2,3] [--redetect 0,1] [--start square,detect] [--every 1]
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main():
     ap.add_argument("--gaps", default="0.015,0.02", help="sweep_gap values to score")
     ap.add_argument("--turns", default="8", help="sweep turn counts to score")
     ap.add_argument("--sures", default="0.01,0.012,0.015,1", help="sweep_sure values to score (1: any)")
+    ap.add_argument("--agrees", default="20", help="sweep_agree values to score, degrees (none: the surest alone)")
     ap.add_argument("--sweep-passes", default="3", help="passes of each turned try, values to score")
     ap.add_argument("--redetect", default="1", help="0 and/or 1: the sweep's quarter turns from a re-detected box")
     ap.add_argument("--start", default="square", help="square (the true 68 points' square) and/or detect (our detector's box)")
@@ -135,12 +137,13 @@ def main():
         return sweep(images, squares, angles, found, reframe)
 
     fitter._sweep = counted
-    settings = [("baseline (no deroll, no sweep)", False, 1, math.inf, 0.0, 1, False),
-                ("deroll", True, 1, math.inf, 0.0, 1, False)]
-    settings += [(f"deroll, sweep {t} > {g}, sure < {k}, {p} passes" + (", redetect" if r == "1" else ""), True,
-                  int(t), float(g), float(k), int(p), r == "1")
+    settings = [("baseline (no deroll, no sweep)", False, 1, math.inf, 0.0, 1, False, None),
+                ("deroll", True, 1, math.inf, 0.0, 1, False, None)]
+    settings += [(f"sweep {t} > {g}, sure < {k}" + (f", agree {a}" if a != "none" else "") + f", {p} passes"
+                  + (", redetect" if r == "1" else ""), True, int(t), float(g), float(k), int(p), r == "1",
+                  None if a == "none" else float(a))
                  for t in args.turns.split(",") for g in args.gaps.split(",") for k in args.sures.split(",")
-                 for p in args.sweep_passes.split(",") for r in args.redetect.split(",")]
+                 for a in args.agrees.split(",") for p in args.sweep_passes.split(",") for r in args.redetect.split(",")]
     for (name, folder), start in ((s, x) for s in sets.items() for x in args.start.split(",")):
         data = SyntheticSet(folder)
         idx = np.arange(0, len(data), args.every)
@@ -152,9 +155,9 @@ def main():
         head = "".join(f"{f'roll {lo}-{hi}':>13}" for lo, hi in ROLL_BINS)
         head += "".join(f"{f'yaw {lo}-{hi}':>11}" for lo, hi in YAW_BINS)
         print(f"{'setting':<60}{'mean':>7}{'wrong %':>9}{head}{'swept %':>9}{'ms/face':>9}")
-        for title, deroll, turns, gap, sure, passes, redetect in settings:
+        for title, deroll, turns, gap, sure, passes, redetect, agree in settings:
             fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_sure = deroll, turns, gap, sure
-            fitter.sweep_passes, fitter.redetect, fitter.swept = passes, redetect, 0
+            fitter.sweep_passes, fitter.redetect, fitter.sweep_agree, fitter.swept = passes, redetect, agree, 0
             pts, spent = localise_all(fitter, data, idx, faces)
             e = nme(data, idx, pts)
             cells = "".join(f"{e[(roll >= lo) & (roll < hi)].mean():>13.2f}" if ((roll >= lo) & (roll < hi)).any()
@@ -214,9 +217,9 @@ def real_turns(fitter, lfw: Path, n: int, settings: list) -> None:
         images = [degrade(image, how, face.bbox) for image, face in faces]
         fitter.sweep = 1
         first = fitter.from_faces(images, [face for _, face in faces])
-        for title, deroll, turns, gap, sure, passes, redetect in settings:
+        for title, deroll, turns, gap, sure, passes, redetect, agree in settings:
             fitter.deroll, fitter.sweep, fitter.sweep_gap, fitter.sweep_sure = deroll, turns, gap, sure
-            fitter.sweep_passes, fitter.redetect = passes, redetect
+            fitter.sweep_passes, fitter.redetect, fitter.sweep_agree = passes, redetect, agree
             found = fitter.from_faces(images, [face for _, face in faces])
             counts[title].append(sum(abs(math.remainder(a.angle - b.angle, 2 * math.pi)) > math.radians(60)
                                      for a, b in zip(found, first)))

@@ -104,7 +104,9 @@ def main(argv=None) -> int:
         "inference": ("stn3dmm.fitting.localiser.LocaliserFitter: two passes, the second re-cropped from the "
                       "first's 68 points and turned by its roll, the last averaged with its mirrored crop's theta; "
                       "where the network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each "
-                      "eighth of a turn, the surest taken if sure (SWEEP_SURE); the scores were measured so"),
+                      "eighth of a turn, three passes each (SWEEP_PASSES), quarter turns from a face box framed "
+                      "by the detector's box in the photo so turned (redetect), the surest taken if sure "
+                      "(SWEEP_SURE); the scores were measured so"),
         "config": cfg, "step": step, "commit": commit, "exported": time.strftime("%Y-%m-%d"),
         "scores": scores, "licence": LICENCE,
     }

@@ -252,20 +252,25 @@ class SureOfDarkNet(FixedNet):
 
 def test_the_sweep_keeps_the_turn_the_network_is_surest_of(model):
     """A bright patch below the face: upright, the crop's bottom half is bright and the network unsure
-    (gap above SWEEP_GAP); turned upside down the bottom half is dark and the network sure, so the
-    sweep keeps the half turn. Below the gap, with no turn sure enough (``sweep_sure``), or
-    without mirror averaging, the first turn stays."""
+    (gap above SWEEP_GAP); turned upside down the bottom half is dark and the network sure, and the
+    tries at 135 and 225 degrees nearly so. This network reads no roll, so each try ends at its own
+    turn: within ``sweep_agree`` = 45 degrees the neighbours agree with the half turn, and the sweep
+    keeps it; so does the surest alone (``sweep_agree=None``). Within the default 20 degrees no try
+    agrees, and the first turn stays; so it does below the gap, with no turn sure enough
+    (``sweep_sure``), or without mirror averaging."""
     image = np.zeros((300, 300, 3), np.float32)
     image[200:240, 55:245] = 1.0
     square = (np.array([150.0, 150.0]), 200.0)
     first = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=1).from_squares([image], [square])[0]
     assert first.mirror_gap > 0.03 and abs(first.angle) < 0.05
-    swept = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_gap=0.02).from_squares([image], [square])[0]
-    assert abs(math.remainder(swept.angle - math.pi, 2 * math.pi)) < 0.05
-    assert swept.mirror_gap < 0.012 < first.mirror_gap
-    for fitter in (LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_gap=1.0),
-                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_sure=0.0),
-                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, mirror=False)):
+    for agree in (45.0, None):
+        swept = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=agree).from_squares([image], [square])[0]
+        assert abs(math.remainder(swept.angle - math.pi, 2 * math.pi)) < 0.05
+        assert swept.mirror_gap < 0.012 < first.mirror_gap
+    for fitter in (LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8),
+                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=45.0, sweep_gap=1.0),
+                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=45.0, sweep_sure=0.0),
+                   LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=45.0, mirror=False)):
         assert abs(fitter.from_squares([image], [square])[0].angle) < 0.05
     with pytest.raises(ValueError, match="sweep"):
         LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=0)
@@ -287,7 +292,7 @@ def test_each_turned_try_of_the_sweep_takes_sweep_passes_passes(model):
     image[200:240, 55:245] = 1.0
     square = (np.array([150.0, 150.0]), 200.0)
     for n in (1, 2, 3):
-        fitter = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, sweep=8, sweep_passes=n)
+        fitter = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, sweep=8, sweep_passes=n, sweep_agree=45.0)
         face = fitter.from_squares([image], [square])[0]
         assert fitter.net.crops == 3 + 7 * (n + 1)      # the fitter's own copy of the network counted
         assert abs(math.remainder(face.angle - math.pi, 2 * math.pi)) < 0.05

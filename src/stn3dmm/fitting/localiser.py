@@ -59,19 +59,20 @@ TURN_WITHIN = math.radians(30.0)
 #: both with 4 px (docs/training.md, "Test-time shift averaging").
 SHIFT = 3
 #: A face whose final mirror gap is above SWEEP_GAP is localised again from its first square
-#: turned by each other multiple of ``2 pi / SWEEP_TURNS``, and the surest result taken where its
-#: gap is below SWEEP_SURE (:meth:`LocaliserFitter._sweep`): faces lying on their side or upside
-#: down. SWEEP_SURE is about the 90th percentile of real upright faces' gaps; the network is as
-#: unsure of a blurred or half-hidden upright face turned as upright, and a share of the first's
-#: gap turned many of those (``benchmarks/localiser_roll.py``, chosen on the held-out LFW people:
-#: head renders at any roll and as rendered, and their photos blurred, shrunk, darkened and half
-#: hidden; docs/benchmarks.md, "The localiser at any roll").
+#: turned by each other multiple of ``2 pi / SWEEP_TURNS`` (each try SWEEP_PASSES passes), and the
+#: surest try (smallest gap) taken where its gap is below SWEEP_SURE and another try ends within
+#: SWEEP_AGREE degrees of its turn with a gap below SWEEP_SURE too (:meth:`LocaliserFitter._sweep`):
+#: faces lying on their side or upside down. Tries started from neighbouring turns of such a face
+#: converge on one upright crop; on a blurred, dark or half-hidden upright face the network is
+#: unsure at every turn, and where one try is sure by chance, no other agrees. The third pass lets
+#: a try started roughly upright be derolled and re-framed. Chosen on the held-out LFW people (head
+#: renders at any roll from our detector's box and from the true square; their photos as taken
+#: and degraded; ``benchmarks/localiser_roll.py``; docs/benchmarks.md, "The localiser at any roll"
+#: and "From our detector's box at any roll").
 SWEEP_TURNS = 8
 SWEEP_GAP = 0.02
-SWEEP_SURE = 0.012
-#: Passes of each turned try of the sweep: the first sees the face only roughly upright, the
-#: second derolled, the third re-framed from the second (from our detector's box at any roll:
-#: wrong fits 21.1 -> 12.4 %, ``benchmarks/localiser_roll.py``; docs/benchmarks.md).
+SWEEP_SURE = 0.02
+SWEEP_AGREE = 20.0
 SWEEP_PASSES = 3
 
 
@@ -108,10 +109,11 @@ class LocaliserFitter:
         deroll: each pass after the first crops the face turned by the roll the pass before
             predicted (:func:`face_turn`), so that the final crop shows it unrolled, as far as
             the network can tell.
-        sweep, sweep_gap, sweep_sure: where the final mirror gap is above ``sweep_gap``, try the
-            first crop turned by each multiple of ``2 pi / sweep``, and take the surest where its
-            gap is below ``sweep_sure`` (``sweep`` 1: never; :meth:`_sweep`), each try taking
-            ``sweep_passes`` passes. ``redetect``: from a face box (:meth:`from_boxes`), a try at a
+        sweep, sweep_gap, sweep_sure, sweep_agree: where the final mirror gap is above
+            ``sweep_gap``, try the first crop turned by each multiple of ``2 pi / sweep``, and take
+            the surest where its gap is below ``sweep_sure`` and another try as sure ends within
+            ``sweep_agree`` degrees of it (None: the surest alone; ``sweep`` 1: never;
+            :meth:`_sweep`), each try taking ``sweep_passes`` passes. ``redetect``: from a face box (:meth:`from_boxes`), a try at a
             quarter turn starts from the face detector's box of the face in the photo so turned
             (a detector of its own, made on first use: the fitter is not for several threads).
         device: where the network runs; ``batch``: faces per forward pass.
@@ -121,7 +123,8 @@ class LocaliserFitter:
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True, shift: int = 0,
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
-                 sweep_sure: float = SWEEP_SURE, sweep_passes: int = SWEEP_PASSES, redetect: bool = True,
+                 sweep_sure: float = SWEEP_SURE, sweep_agree: float | None = SWEEP_AGREE,
+                 sweep_passes: int = SWEEP_PASSES, redetect: bool = True,
                  device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
@@ -144,6 +147,7 @@ class LocaliserFitter:
             raise ValueError(f"sweep must be at least 1 turn, got {sweep}")
         self.deroll, self.sweep = bool(deroll), int(sweep)
         self.sweep_gap, self.sweep_sure, self.sweep_passes = float(sweep_gap), float(sweep_sure), int(sweep_passes)
+        self.sweep_agree = None if sweep_agree is None else float(sweep_agree)
         self.redetect, self._detector = bool(redetect), None      # the sweep's own detector, made on first use
 
     @torch.no_grad()
@@ -227,10 +231,11 @@ class LocaliserFitter:
     def _sweep(self, images: list, squares: list, angles: list, found: list, reframe=None) -> list[LocalisedFace]:
         """``found``, with each face whose mirror gap is above ``sweep_gap`` localised again from
         its first square turned by every other multiple of ``2 pi / sweep``, and the result the
-        network is surest of (the smallest mirror gap) taken if its gap is below ``sweep_sure``:
-        a face lying on its side or upside down, beyond the rolls the network learned, is seen
-        upright from one of the turns. A blurred, dark or half-hidden upright face nearly always
-        leaves the network unsure at every turn, and stays as it was."""
+        network is surest of (the smallest mirror gap) taken if its gap is below ``sweep_sure``
+        and another try ends within ``sweep_agree`` degrees of its turn, as sure: a face lying on
+        its side or upside down, beyond the rolls the network learned, is seen upright from the
+        turns near its own. A blurred, dark or half-hidden upright face leaves the network unsure
+        at nearly every turn, and stays as it was."""
         redo = [k for k, r in enumerate(found) if r.mirror_gap > self.sweep_gap]
         if not redo:
             return found
@@ -240,8 +245,11 @@ class LocaliserFitter:
                              [a for _, a in tries], self.sweep_passes)
         found, n = list(found), self.sweep - 1
         for i, k in enumerate(redo):
-            best = min(more[i * n:(i + 1) * n], key=lambda r: r.mirror_gap)
-            if best.mirror_gap < self.sweep_sure:
+            mine = more[i * n:(i + 1) * n]
+            best = min(mine, key=lambda r: r.mirror_gap)
+            if best.mirror_gap < self.sweep_sure and (self.sweep_agree is None or any(
+                    r is not best and r.mirror_gap < self.sweep_sure and _turn_apart(r.angle, best.angle) <= self.sweep_agree
+                    for r in mine)):
                 found[k] = best
         return found
 
@@ -295,6 +303,11 @@ class LocaliserFitter:
             seen[(k, q)] = max(found, key=lambda f: f[1], default=(None, 0.0))
         box, overlap = seen[(k, q)]
         return self.box_square(box, angle) if overlap > 0 else None
+
+
+def _turn_apart(a: float, b: float) -> float:
+    """Degrees between two turns given in radians."""
+    return abs(math.degrees(math.remainder(a - b, 2 * math.pi)))
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -460,5 +473,5 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
                            device=device, batch=batch, card=card, **options)
 
 
-__all__ = ["SHIFT", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace", "LocaliserFitter", "face_turn",
+__all__ = ["SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace", "LocaliserFitter", "face_turn",
            "load_localiser", "mirror_average", "shifted_crops", "unshift_theta", "upright_frame"]
