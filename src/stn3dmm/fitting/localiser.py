@@ -113,9 +113,10 @@ class LocaliserFitter:
             ``sweep_gap``, try the first crop turned by each multiple of ``2 pi / sweep``, and take
             the surest where its gap is below ``sweep_sure`` and another try as sure ends within
             ``sweep_agree`` degrees of it (None: the surest alone; ``sweep`` 1: never;
-            :meth:`_sweep`), each try taking ``sweep_passes`` passes. ``redetect``: from a face box (:meth:`from_boxes`), a try at a
-            quarter turn starts from the face detector's box of the face in the photo so turned
-            (a detector of its own, made on first use: the fitter is not for several threads).
+            :meth:`_sweep`), each try taking ``sweep_passes`` passes.
+        redetect: from a face box (:meth:`from_boxes`), a try at a quarter turn starts from the
+            face detector's box of the face in the photo so turned (a detector of its own, made
+            on first use: the fitter is not for several threads).
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -241,17 +242,24 @@ class LocaliserFitter:
             return found
         tries = [(k, angles[k] + 2 * math.pi * j / self.sweep) for k in redo for j in range(1, self.sweep)]
         framed = [reframe(k, a) if reframe is not None else None for k, a in tries]
-        more = self._cascade([images[k] for k, _ in tries], [squares[k] if f is None else f for (k, _), f in zip(tries, framed)],
-                             [a for _, a in tries], self.sweep_passes)
+        starts = [squares[k] if f is None else f for (k, _), f in zip(tries, framed)]
+        more = self._cascade([images[k] for k, _ in tries], starts, [a for _, a in tries], self.sweep_passes)
         found, n = list(found), self.sweep - 1
         for i, k in enumerate(redo):
-            mine = more[i * n:(i + 1) * n]
-            best = min(mine, key=lambda r: r.mirror_gap)
-            if best.mirror_gap < self.sweep_sure and (self.sweep_agree is None or any(
-                    r is not best and r.mirror_gap < self.sweep_sure and _turn_apart(r.angle, best.angle) <= self.sweep_agree
-                    for r in mine)):
-                found[k] = best
+            best = self._surest_agreed(more[i * n:(i + 1) * n])
+            found[k] = best if best is not None else found[k]
         return found
+
+    def _surest_agreed(self, tries: list) -> LocalisedFace | None:
+        """The try with the smallest mirror gap if that is below ``sweep_sure`` and another try
+        below it ends within ``sweep_agree`` degrees of its turn (None: no other needed); else None."""
+        best = min(tries, key=lambda r: r.mirror_gap)
+        if not best.mirror_gap < self.sweep_sure:
+            return None
+        if self.sweep_agree is None or any(r is not best and r.mirror_gap < self.sweep_sure
+                                           and _turn_apart(r.angle, best.angle) <= self.sweep_agree for r in tries):
+            return best
+        return None
 
     def box_square(self, box, angle: float = 0.0) -> tuple[np.ndarray, float]:
         """(centre, side) of the first crop for a face box ``(x0, y0, x1, y1)`` (photo px) of a
@@ -473,5 +481,6 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
                            device=device, batch=batch, card=card, **options)
 
 
-__all__ = ["SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace", "LocaliserFitter", "face_turn",
-           "load_localiser", "mirror_average", "shifted_crops", "unshift_theta", "upright_frame"]
+__all__ = ["SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",
+           "LocaliserFitter", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
+           "unshift_theta", "upright_frame"]
