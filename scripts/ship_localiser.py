@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                       "where the network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each "
                       "eighth of a turn, three passes each (SWEEP_PASSES), quarter turns from a face box framed "
                       "by the detector's box in the photo so turned (redetect), the surest taken if sure "
-                      "(SWEEP_SURE); the scores were measured so"),
+                      "(SWEEP_SURE) and another try agrees on its turn (SWEEP_AGREE); the scores were measured so"),
         "config": cfg, "step": step, "commit": commit, "exported": time.strftime("%Y-%m-%d"),
         "scores": scores, "licence": LICENCE,
     }
