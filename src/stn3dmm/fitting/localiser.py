@@ -42,6 +42,7 @@ import torch
 
 from ..nets.inference import fold_batch_norm
 from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_square_of_box
+from ..photos.detect import box_iou, turn_apart
 from ..stn.flip import flip_images, flip_theta
 
 
@@ -257,7 +258,8 @@ class LocaliserFitter:
         if not best.mirror_gap < self.sweep_sure:
             return None
         if self.sweep_agree is None or any(r is not best and r.mirror_gap < self.sweep_sure
-                                           and _turn_apart(r.angle, best.angle) <= self.sweep_agree for r in tries):
+                                           and turn_apart(r.angle, best.angle) <= math.radians(self.sweep_agree)
+                                           for r in tries):
             return best
         return None
 
@@ -307,23 +309,10 @@ class LocaliserFitter:
                 from ..photos import FaceDetector
 
                 self._detector = FaceDetector(landmarks=False)
-            found = [(b, _overlap(b, boxes[k])) for b, _ in self._detector.boxes_turned(images[k], q)]
+            found = [(b, box_iou(b, boxes[k])) for b, _ in self._detector.boxes_turned(images[k], q)]
             seen[(k, q)] = max(found, key=lambda f: f[1], default=(None, 0.0))
         box, overlap = seen[(k, q)]
         return self.box_square(box, angle) if overlap > 0 else None
-
-
-def _turn_apart(a: float, b: float) -> float:
-    """Degrees between two turns given in radians."""
-    return abs(math.degrees(math.remainder(a - b, 2 * math.pi)))
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes ``(x0, y0, x1, y1)``."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return w * h / union if union > 0 else 0.0
 
 
 def mirror_average(theta: torch.Tensor, theta_of_mirror: torch.Tensor, width: int) -> torch.Tensor:

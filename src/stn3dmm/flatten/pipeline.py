@@ -348,6 +348,7 @@ class Flattener:
         (:data:`UPRIGHT_ROLL`). The fit is not kept where the face mesh stands the face another way up
         than the localiser (:data:`FIT_TURN_AGREE`)."""
         from ..fitting.localiser import face_turn
+        from ..photos.detect import turn_apart
         from ..stn.pose import pose_from_theta
 
         out = self._localise(items, upright=True)
@@ -355,8 +356,7 @@ class Flattener:
         turn = face_turn(out[3], [tr.angle for tr in out[1]])
 
         def agree(k, face):
-            off = math.remainder(face.mesh_angle() - turn[k], 2 * math.pi)
-            return abs(math.degrees(off)) <= self.fit_turn_agree
+            return turn_apart(face.mesh_angle(), turn[k]) <= math.radians(self.fit_turn_agree)
 
         refit = [k for k, (_, f) in enumerate(items)
                  if f.points is not None and yaw[k] < self.switch_yaw and agree(k, f)]

@@ -289,7 +289,7 @@ class Face:
             return 0.0
         step, angle = 2 * math.pi / turns, _eye_angle(self.keypoints)
         turn = math.remainder(step * round(angle / step), 2 * math.pi)
-        if abs(turn) < 1e-9 or _turn(angle, turn) > within:
+        if abs(turn) < 1e-9 or turn_apart(angle, turn) > within:
             return 0.0
         return turn
 
@@ -354,7 +354,7 @@ def _drop_nested(found: list) -> list:
                                         for g in found)]
 
 
-def _turn(a: float, b: float) -> float:
+def turn_apart(a: float, b: float) -> float:
     """The absolute angle in radians between two directions ``a`` and ``b`` (radians), in [0, pi]."""
     return abs((a - b + math.pi) % (2 * math.pi) - math.pi)
 
@@ -389,12 +389,12 @@ def upright_vote(score: float, kp: np.ndarray, looks: list, power: float = UPRIG
     votes = [(s ** power, k, _eye_angle(k)) for s, k in [(score, kp)] + list(looks) if k is not None]
 
     def support(e):
-        return sum(s for s, _, a in votes if _turn(a, e) < agree)
+        return sum(s for s, _, a in votes if turn_apart(a, e) < agree)
 
     _, top, up = max(votes, key=lambda v: (support(v[2]), v[0]))
-    rival = max((support(a) for _, _, a in votes if _turn(a, up) > math.pi / 4), default=0.0)
-    best = max(s for s, _, a in votes if _turn(a, up) < agree)
-    if _turn(up, _eye_angle(kp)) <= math.pi / 4 or support(up) < rival + margin or best < need ** power:
+    rival = max((support(a) for _, _, a in votes if turn_apart(a, up) > math.pi / 4), default=0.0)
+    best = max(s for s, _, a in votes if turn_apart(a, up) < agree)
+    if turn_apart(up, _eye_angle(kp)) <= math.pi / 4 or support(up) < rival + margin or best < need ** power:
         return kp
     return top
 
@@ -422,7 +422,8 @@ def unturn_points(points, quarter_turns: int, shape) -> np.ndarray:
     return p
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes ``(x0, y0, x1, y1)``."""
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
@@ -613,7 +614,7 @@ class FaceDetector:
         found.sort(key=lambda f: -f[1])
         kept = []
         for f in found:
-            if all(_iou(f[0], k[0]) <= 0.3 for k in kept):
+            if all(box_iou(f[0], k[0]) <= 0.3 for k in kept):
                 kept.append(f)
         kept = _drop_nested(kept)
         kept.sort(key=lambda f: -prominence(f[0], w, h))
@@ -728,7 +729,7 @@ class FaceDetector:
         best, best_iou = None, 0.0
         for lm in res.multi_face_landmarks:
             p = np.array([[q.x * out - 0.5, q.y * out - 0.5, q.z * out] for q in lm.landmark])
-            iou = _iou(np.concatenate([p[:, :2].min(0), p[:, :2].max(0)]), want)
+            iou = box_iou(np.concatenate([p[:, :2].min(0), p[:, :2].max(0)]), want)
             if iou > best_iou:
                 best, best_iou = p, iou
         if best is None or best_iou < MIN_MESH_IOU:
@@ -743,10 +744,10 @@ class FaceDetector:
         fallback = got is None and self.mesh_fallback
         if fallback:
             got = next((m for m in (self._roi_mesh(img, roi) for roi in self._fallback_rois(box, keypoints))
-                        if m is not None and _iou(_points_box(m[0]), box) >= MIN_MESH_IOU), None)
+                        if m is not None and box_iou(_points_box(m[0]), box) >= MIN_MESH_IOU), None)
         if got is not None and (fallback or self.mesh_refine):
             again = self._roi_mesh(img, roi_from_points(got[0]))
-            if again is not None and _iou(_points_box(again[0]), box) >= MIN_MESH_IOU:
+            if again is not None and box_iou(_points_box(again[0]), box) >= MIN_MESH_IOU:
                 got = again
         return got
 
@@ -818,4 +819,4 @@ def detect_faces(image, detector: FaceDetector | None = None) -> list[Face]:
 
 __all__ = ["MIN_FACE", "N_POINTS", "KEYPOINTS", "EYE_CORNERS", "Face", "FaceDetector", "FaceError",
            "TinyFaceError", "NoLandmarksError", "DetectorUnavailable", "detect_faces", "default_detector",
-           "point_visibility", "mesh_triangles", "prominence", "unturn_points"]
+           "point_visibility", "mesh_triangles", "prominence", "unturn_points", "box_iou", "turn_apart"]
