@@ -46,19 +46,14 @@ ROLL_BINS = ((0, 30), (30, 60), (60, 120), (120, 181))
 YAW_BINS = ((0, 30), (30, 60), (60, 91))
 
 
-def detected_faces(data, idx) -> list:
+def detected_faces(fitter, data, idx) -> list:
     """Our detector's main face of each image ``idx`` of ``data``, or None where it finds none
-    holding the true box's centre (as ``stn3dmm evaluate`` counts a face found)."""
-    from stn3dmm.photos import FaceDetector, detect_faces, read_photo
+    holding the true box's centre: ``stn3dmm evaluate``'s own rule (``LocaliserMethod`` from our detector)."""
+    from stn3dmm.evaluation.methods import LocaliserMethod
+    from stn3dmm.photos import read_photo
 
-    detector, out = FaceDetector(landmarks=False), []
-    for i in idx:
-        b = data.face_square(int(i))
-        found = [f for f in detect_faces(read_photo(data.image_path(int(i))).image, detector) if not f.tiny]
-        c = (b[:2] + b[2:]) / 2
-        hit = found and found[0].bbox[0] <= c[0] <= found[0].bbox[2] and found[0].bbox[1] <= c[1] <= found[0].bbox[3]
-        out.append(found[0] if hit else None)
-    return out
+    method = LocaliserMethod(fitter, "detect")
+    return [method._detected_face(read_photo(data.image_path(int(i))).image, data.face_square(int(i))) for i in idx]
 
 
 def localise_all(fitter, data, idx, faces=None, batch: int = 32) -> tuple[np.ndarray, float]:
@@ -148,7 +143,7 @@ def main():
         data = SyntheticSet(folder)
         idx = np.arange(0, len(data), args.every)
         roll = np.abs(data.roll_added[idx])
-        faces = detected_faces(data, idx) if start == "detect" else None
+        faces = detected_faces(fitter, data, idx) if start == "detect" else None
         missed = f", our detector missed {sum(f is None for f in faces)}" if faces else ""
         print(f"\n== {name}: {len(idx)} held-out head renders ({folder}), from the {start}{missed}")
         yaw = np.asarray(data.abs_yaw)[idx]
