@@ -199,6 +199,8 @@ def main():
                     "(e.g. 1,0.5,0.4,0.3; Flattener.fit_share)")
     ap.add_argument("--passes", type=int, default=2, help="the localiser's forward passes (default 2)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
+    ap.add_argument("--refiner", help="the cascade's final pass: a training checkpoint, or none (default: the "
+                                      "package's refiner for the shipped localiser, none for a --checkpoint)")
     ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
     ap.add_argument("--roll", default="", help="LO,HI: turn each image by its own angle ~ U(LO, HI) degrees, "
                     "and count the faces fitted wrongly (NME above --wrong)")
@@ -235,14 +237,16 @@ def main():
     runs = [(f"variant {name}: {VARIANTS[name]}", FlattenMethod(
         model, Flattener(model, detector=FaceDetector(**VARIANTS[name])))) for name in args.variants.split(",") if name]
     fitter = None
+    from stn3dmm.evaluation.checkpoint import refiner_option
+
     if args.checkpoint:
         from stn3dmm.evaluation.checkpoint import checkpoint_fitter
 
-        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", args.passes)
-    elif args.passes != 2 or args.turns is not None or args.turn_within is not None:
+        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", args.passes, refiner=refiner_option(args.refiner))
+    elif args.passes != 2 or args.turns is not None or args.turn_within is not None or args.refiner:
         from stn3dmm.fitting.localiser import load_localiser
 
-        fitter = load_localiser(model=model, passes=args.passes)
+        fitter = load_localiser(model=model, passes=args.passes, refiner=refiner_option(args.refiner))
     if args.turns is not None:
         fitter.turns = args.turns
     if args.turn_within is not None:

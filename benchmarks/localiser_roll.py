@@ -103,6 +103,8 @@ def main():
     ap.add_argument("--every", type=int, default=1, help="score every k-th face (1: all)")
     ap.add_argument("--wrong", type=float, default=20.0, help="NME %% above which a fit counts as wrong")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
+    ap.add_argument("--refiner", help="the cascade's final pass: a training checkpoint, or none (default: the "
+                                      "package's refiner for the shipped localiser, none for a --checkpoint)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     import torch
@@ -119,12 +121,12 @@ def main():
         if not (folder / "done").exists():
             sys.exit(f"{folder}: no head renders; make them first (see this script's docstring)")
     model = load_model()
-    if args.checkpoint:
-        from stn3dmm.evaluation.checkpoint import checkpoint_fitter
+    from stn3dmm.evaluation.checkpoint import checkpoint_fitter, refiner_option
 
-        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", 2)
+    if args.checkpoint:
+        fitter = checkpoint_fitter(args.checkpoint, model, "cpu", 2, refiner=refiner_option(args.refiner))
     else:
-        fitter = load_localiser(model=model)
+        fitter = load_localiser(model=model, refiner=refiner_option(args.refiner))
     sweep = fitter._sweep
 
     def counted(images, squares, angles, found, reframe=None):      # how many faces the sweep takes on

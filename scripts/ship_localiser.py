@@ -1,14 +1,19 @@
 """Put a trained localiser into the package: weights (state dict) + card (JSON).
 
     python scripts/ship_localiser.py runs/lfw_localiser_stage8/checkpoints/last.pt \
-        [--scores aflw.json ...] [--out src/stn3dmm/nets/weights]
+        [--refiner runs/lfw_localiser_refine/checkpoints/last.pt] [--scores aflw.json ...] \
+        [--out src/stn3dmm/nets/weights]
+    python scripts/ship_localiser.py shipped --refiner CKPT ...   # the package's localiser, a new refiner
 
 Reads the checkpoint with ``weights_only=True``, keeps the network's weights only (float32), and
 writes the card: what the network is, the model its theta is for, the face-box framing of its
 first crop (calibrated on the training split of the fitted photos the run used: the detector's
 box of each photo against the box of its fitted 68 points, medians), the data, the recipe, the
 commit, the step, any ``--scores`` files (``stn3dmm evaluate --out`` JSON: their bucket table
-only) and the licence terms that travel with the weights.
+only) and the licence terms that travel with the weights. ``--refiner``: a second checkpoint of the
+same network for the cascade's final pass (``refiner.pt``, and its own config, step and recipe on the
+card); without it the package holds no refiner. ``shipped`` in place of the checkpoint keeps the
+package's localiser and its card's provenance (config, step, recipe, data, box framing).
 """
 
 from __future__ import annotations
@@ -58,13 +63,49 @@ def box_framing(data_path: str, photos: str | None, model) -> list[float]:
     return [round(float(k), 4), round(float(fx), 4), round(float(fy), 4)]
 
 
+INFERENCE = ("stn3dmm.fitting.localiser.LocaliserFitter: two passes, the second re-cropped from the first's 68 "
+             "points and turned by its roll{refiner}, the last averaged with its mirrored crop's theta; where the "
+             "network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each eighth of a turn, three "
+             "passes each (SWEEP_PASSES), quarter turns from a face box framed by the detector's box in the photo "
+             "so turned (redetect), the surest taken if sure (SWEEP_SURE) and another try agrees on its turn "
+             "(SWEEP_AGREE); the scores were measured so")
+PROVENANCE = ("name", "backbone", "image_size", "width", "norm", "n_id", "n_exp", "model", "framing", "box_framing",
+              "data", "recipe", "config", "step")
+
+
+def _step(checkpoint) -> int:
+    import torch
+
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["step"])
+
+
+def _refiner_entry(checkpoint, recipe: str, card: dict):
+    """(state dict, card entry) of the refiner checkpoint, which must be the card's network."""
+    from stn3dmm.evaluation.checkpoint import load_localiser
+
+    net, cfg = load_localiser(checkpoint)
+    loc = cfg["localiser"]
+    mine = (loc["backbone"], int(loc["image_size"]), float(loc["width"]), loc["norm"],
+            int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]))
+    if mine != tuple(card[k] for k in ("backbone", "image_size", "width", "norm", "n_id", "n_exp")):
+        raise SystemExit(f"{checkpoint}: not the localiser's network ({mine}), so it cannot be its refiner")
+    data = cfg["data"]
+    entry = {"recipe": recipe, "step": _step(checkpoint), "config": cfg,
+             "data": f"as the localiser's, framed as its final pass sees a face: centre jitter {data.get('shift')}, "
+                     f"side {data.get('scale_jitter')}, roll up to {data.get('roll_range')} degrees"}
+    return net.state_dict(), entry
+
+
 def main(argv=None) -> int:
     from stn3dmm.evaluation.checkpoint import load_localiser
-    from stn3dmm.model.store import load_model
-    from stn3dmm.nets.shipped import export_shipped
+    from stn3dmm.nets.shipped import export_shipped, load_shipped
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("checkpoint")
+    ap.add_argument("checkpoint", help="the localiser's training checkpoint, or 'shipped' (the package's)")
+    ap.add_argument("--refiner", help="a training checkpoint of the same network for the cascade's final pass")
+    ap.add_argument("--refiner-recipe", default="stn3dmm train --config configs/lfw_localiser_refine.toml "
+                                                "(2,500 steps from the localiser's weights)",
+                    help="how the refiner was made, for the card")
     ap.add_argument("--scores", nargs="*", default=[], help="stn3dmm evaluate --out JSON files")
     ap.add_argument("--out", help="folder (default: the package's nets/weights)")
     ap.add_argument("--recipe", default="stn3dmm train --config configs/lfw_localiser.toml (stage 1, 6,500 steps), "
@@ -78,19 +119,36 @@ def main(argv=None) -> int:
                                         "configs/lfw_localiser_stage8.toml (stage 8, 2,000 steps)",
                     help="how the weights were made, for the card")
     a = ap.parse_args(argv)
-    net, cfg = load_localiser(a.checkpoint)
-    model = load_model(cfg["model"]["path"] or None)
-    loc, data = cfg["localiser"], cfg["data"]
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    import torch
-
-    step = int(torch.load(a.checkpoint, map_location="cpu", weights_only=True)["step"])
     scores = {}
     for p in a.scores:
         res = json.loads(Path(p).read_text())
         scores[Path(p).name] = {name: {"nme": r["nme"], "found": r.get("found"), "pose_mae_deg": r.get("pose_mae_deg")}
                                 for name, r in res.get("methods", {}).items()}
-    card = {
+    if a.checkpoint == "shipped":
+        net, old = load_shipped()
+        card = {k: old[k] for k in PROVENANCE if k in old}
+    else:
+        net, cfg = load_localiser(a.checkpoint)
+        card = _card(cfg, a.recipe, _step(a.checkpoint))
+    refiner = None
+    if a.refiner:
+        refiner, card["refiner"] = _refiner_entry(a.refiner, a.refiner_recipe, card)
+    card.update({"inference": INFERENCE.format(refiner=", by the refiner (refiner.pt)" if refiner else ""),
+                 "commit": commit, "exported": time.strftime("%Y-%m-%d"), "scores": scores, "licence": LICENCE})
+    path = export_shipped(net.state_dict(), card, a.out, refiner=refiner)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)" + (" and refiner.pt" if refiner else "")
+          + f" and its card; box framing {card['box_framing']['mediapipe']}")
+    return 0
+
+
+def _card(cfg: dict, recipe: str, step: int) -> dict:
+    """The card's provenance for a training checkpoint's localiser of configuration ``cfg``."""
+    from stn3dmm.model.store import load_model
+
+    model = load_model(cfg["model"]["path"] or None)
+    loc, data = cfg["localiser"], cfg["data"]
+    return {
         "name": f"stn3dmm localiser ({loc['backbone']} x{loc['width']}, {loc['image_size']} px)",
         "backbone": loc["backbone"], "image_size": int(loc["image_size"]), "width": float(loc["width"]),
         "norm": loc["norm"], "n_id": int(cfg["model"]["n_id"]), "n_exp": int(cfg["model"]["n_exp"]),
@@ -100,20 +158,8 @@ def main(argv=None) -> int:
         "data": (f"LFW ({data['path']}: stn3dmm flatten fits as pseudo-labels), split {data['split']}, "
                  f"{data['real_views']} real crop(s) + {data['profiled_views']} profiled render(s) per photo"
                  + (f", {data.get('head_share', 0.0):.0%} of them head renders" if data.get("head_share") else "")),
-        "recipe": a.recipe,
-        "inference": ("stn3dmm.fitting.localiser.LocaliserFitter: two passes, the second re-cropped from the "
-                      "first's 68 points and turned by its roll, the last averaged with its mirrored crop's theta; "
-                      "where the network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each "
-                      "eighth of a turn, three passes each (SWEEP_PASSES), quarter turns from a face box framed "
-                      "by the detector's box in the photo so turned (redetect), the surest taken if sure "
-                      "(SWEEP_SURE) and another try agrees on its turn (SWEEP_AGREE); the scores were measured so"),
-        "config": cfg, "step": step, "commit": commit, "exported": time.strftime("%Y-%m-%d"),
-        "scores": scores, "licence": LICENCE,
+        "recipe": recipe, "config": cfg, "step": step,
     }
-    path = export_shipped(net.state_dict(), card, a.out)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and its card; box framing "
-          f"{card['box_framing']['mediapipe']}")
-    return 0
 
 
 if __name__ == "__main__":

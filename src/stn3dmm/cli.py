@@ -159,14 +159,17 @@ EVAL_METHODS = ("flatten", "flatten-auto", "localiser", "localiser-detect")
 
 
 def _localiser_fitter(args, model):
-    """The localiser to score: --checkpoint's, else the shipped one."""
-    from .evaluation.checkpoint import checkpoint_fitter
+    """The localiser to score: --checkpoint's, else the shipped one; --refiner's final pass."""
+    from .evaluation.checkpoint import checkpoint_fitter, refiner_option
     from .fitting.localiser import load_localiser
 
     device = "cpu" if args.device == "auto" else args.device
+    refiner = refiner_option(args.refiner, device)
     if not args.checkpoint:
-        return load_localiser(device, passes=args.passes, mirror=not args.no_mirror, shift=args.shift, model=model)
-    return checkpoint_fitter(args.checkpoint, model, device, args.passes, mirror=not args.no_mirror, shift=args.shift)
+        return load_localiser(device, passes=args.passes, mirror=not args.no_mirror, shift=args.shift, model=model,
+                              refiner=refiner)
+    return checkpoint_fitter(args.checkpoint, model, device, args.passes, mirror=not args.no_mirror, shift=args.shift,
+                             refiner=refiner)
 
 
 def _evaluate_consistency(args, methods: list) -> int:
@@ -373,6 +376,9 @@ def _add_evaluate(sub) -> None:
     q.add_argument("--checkpoint", help="a training checkpoint to score instead of the shipped localiser")
     q.add_argument("--passes", type=int, default=2, help="localiser: forward passes per face, each re-cropping "
                                                          "from the last one's landmarks (default 2)")
+    q.add_argument("--refiner", help="localiser: the network of the cascade's final pass: a training checkpoint, "
+                                     "or none (the localiser for every pass; default: the package's refiner for "
+                                     "the shipped localiser, none for a --checkpoint)")
     q.add_argument("--no-mirror", action="store_true", help="localiser: do not average the final pass's theta with "
                                                             "the mirrored crop's")
     q.add_argument("--shift", type=int, default=0, help="localiser: also average the final pass's theta over its "

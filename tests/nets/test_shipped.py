@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from stn3dmm.nets.localiser import build_localiser
-from stn3dmm.nets.shipped import CARD, WEIGHTS, WEIGHTS_DIR, export_shipped, load_shipped
+from stn3dmm.nets.shipped import (CARD, REFINER, WEIGHTS, WEIGHTS_DIR, export_shipped, load_shipped,
+                                  load_shipped_refiner)
 
 CARD_MIN = {"backbone": "mobilenetv2", "image_size": 64, "width": 0.5, "norm": "batch", "n_id": 4, "n_exp": 3}
 
@@ -28,6 +29,23 @@ def test_round_trip_gives_the_same_network(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(back(x), net(x), atol=0, rtol=0)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_the_refiner_round_trips_and_goes_when_exported_without(tmp_path):
+    net, refiner = small_net(), small_net()
+    with torch.no_grad():
+        refiner.head.bias.add_(1.0)
+    export_shipped(net.state_dict(), CARD_MIN, tmp_path, refiner=refiner.state_dict())
+    back = load_shipped_refiner(tmp_path)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), refiner(x), atol=0, rtol=0)
+        assert not torch.allclose(back(x), net(x))
+    (tmp_path / REFINER).write_bytes(b"damaged")
+    with pytest.raises(ValueError, match=f"{REFINER}: not the weights"):
+        load_shipped_refiner(tmp_path)
+    export_shipped(net.state_dict(), CARD_MIN, tmp_path)           # a one-network localiser: no refiner left
+    assert not (tmp_path / REFINER).exists() and load_shipped_refiner(tmp_path) is None
 
 
 def test_damaged_files_are_named(tmp_path):

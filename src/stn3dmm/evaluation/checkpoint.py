@@ -154,14 +154,29 @@ def load_localiser(checkpoint, device="cpu"):
     return net.to(device).eval(), cfg
 
 
-def checkpoint_fitter(checkpoint, model, device="cpu", passes: int = 2, mirror: bool = True, shift: int = 0):
+def checkpoint_fitter(checkpoint, model, device="cpu", passes: int = 2, mirror: bool = True, shift: int = 0,
+                      refiner=None):
     """A training checkpoint's localiser as a :class:`~stn3dmm.fitting.localiser.LocaliserFitter`
-    (read with ``weights_only=True``; no face-box calibration, which only a shipped card has)."""
+    (read with ``weights_only=True``; no face-box calibration, which only a shipped card has);
+    ``refiner``: a network for the cascade's final pass (:func:`refiner_option`; True or False:
+    none, a checkpoint has no package refiner)."""
     from ..fitting.localiser import LocaliserFitter
 
     net, cfg = load_localiser(checkpoint, device)
     return LocaliserFitter(net, model, int(cfg["model"]["n_id"]), int(cfg["model"]["n_exp"]), passes=passes,
-                           mirror=mirror, shift=shift, device=device)
+                           mirror=mirror, shift=shift, device=device,
+                           refiner=None if isinstance(refiner, bool) else refiner)
+
+
+def refiner_option(value: str | None, device="cpu"):
+    """The refiner a ``--refiner`` option names: None or ``""``: True (the package's, where it
+    holds one); ``"none"``: False (the localiser for every pass); else a training checkpoint's
+    network (read with ``weights_only=True``)."""
+    if not value:
+        return True
+    if value.lower() == "none":
+        return False
+    return load_localiser(value, device)[0]
 
 
 def evaluate_checkpoint(checkpoint, data_spec: dict, out=None, batch=32, device="auto", log=print,

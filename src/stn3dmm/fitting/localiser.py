@@ -118,6 +118,9 @@ class LocaliserFitter:
         redetect: from a face box (:meth:`from_boxes`), a try at a quarter turn starts from the
             face detector's box of the face in the photo so turned (a detector of its own, made
             on first use: the fitter is not for several threads).
+        refiner: a second network of the same input size for the final pass of each cascade of two
+            or more passes, trained on crops framed as that pass sees them (the first pass's error
+            left: ``configs/lfw_localiser_refine.toml``); None: ``net`` for every pass.
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -126,7 +129,7 @@ class LocaliserFitter:
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
                  sweep_sure: float = SWEEP_SURE, sweep_agree: float | None = SWEEP_AGREE,
-                 sweep_passes: int = SWEEP_PASSES, redetect: bool = True,
+                 sweep_passes: int = SWEEP_PASSES, redetect: bool = True, refiner=None,
                  device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
@@ -134,10 +137,11 @@ class LocaliserFitter:
         if min(passes, sweep_passes) < 1:
             raise ValueError(f"passes and sweep_passes must be at least 1, got {passes} and {sweep_passes}")
         self.device = torch.device(device)
-        self.net = fold_batch_norm(net).to(self.device)     # its own copy, batch norm folded in
-        if self.device.type == "cpu":          # 2-3x faster depthwise convolutions on the CPU
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net = self._ready(net)
         self.size = int(net.image_size[0])
+        if refiner is not None and int(refiner.image_size[0]) != self.size:
+            raise ValueError(f"the refiner's input is {int(refiner.image_size[0])} px, the localiser's {self.size} px")
+        self.refiner = None if refiner is None else self._ready(refiner)
         self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(self.device)
         self.passes, self.mirror, self.batch, self.card = int(passes), bool(mirror), int(batch), card
         if shift < 0:
@@ -152,32 +156,39 @@ class LocaliserFitter:
         self.sweep_agree = None if sweep_agree is None else float(sweep_agree)
         self.redetect, self._detector = bool(redetect), None      # the sweep's own detector, made on first use
 
+    def _ready(self, net):
+        """The fitter's own copy of a network: batch norm folded in, on the device (channels_last
+        on the CPU: 2-3x faster depthwise convolutions)."""
+        net = fold_batch_norm(net).to(self.device)
+        return net.to(memory_format=torch.channels_last) if self.device.type == "cpu" else net
+
     @torch.no_grad()
-    def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0, gaps: list | None = None
-                      ) -> torch.Tensor:
+    def predict_crops(self, crops: torch.Tensor, mirror: bool = False, shift: int = 0, gaps: list | None = None,
+                      refine: bool = False) -> torch.Tensor:
         """theta ``(B, P)`` for crops ``(B, 3, S, S)`` RGB in [0, 1], in batches of ``batch``;
         ``mirror``: averaged with the mirrored crops' (:func:`mirror_average`); ``shift``: and
         over the crops shifted by that many pixels (:func:`shifted_crops`). With ``mirror``, a
-        list ``gaps`` receives the (B,) :meth:`mirror_gap` of the crops as given."""
+        list ``gaps`` receives the (B,) :meth:`mirror_gap` of the crops as given. ``refine``: by
+        the refiner where there is one."""
         if shift:
             n, (copies, offsets) = len(crops), shifted_crops(crops, shift)
             inner = [] if gaps is not None else None
-            theta = self.predict_crops(copies, mirror=mirror, gaps=inner).reshape(len(offsets), n, -1)
+            theta = self.predict_crops(copies, mirror=mirror, gaps=inner, refine=refine).reshape(len(offsets), n, -1)
             if inner:
                 gaps.append(inner[0][:n])      # copy 0 is the crop itself
             return unshift_theta(theta, offsets).mean(0)
         if mirror:     # the crops and their mirrors in one batch: at batch 1, cheaper than two passes
             n = len(crops)
-            both = self.predict_crops(torch.cat([crops, flip_images(crops)]))
+            both = self.predict_crops(torch.cat([crops, flip_images(crops)]), refine=refine)
             if gaps is not None:
                 gaps.append(self.mirror_gap(both[:n], both[n:]))
             return mirror_average(both[:n], both[n:], crops.shape[-1])
-        out = []
+        out, net = [], self.refiner if refine and self.refiner is not None else self.net
         for lo in range(0, len(crops), self.batch):
             x = crops[lo:lo + self.batch].to(self.device, torch.float32)
             if self.device.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
-            out.append(self.net(x).float())
+            out.append(net(x).float())
         return torch.cat(out) if out else torch.zeros(0, self.stn.n_params)
 
     def mirror_gap(self, theta: torch.Tensor, theta_of_mirror: torch.Tensor) -> torch.Tensor:
@@ -209,7 +220,8 @@ class LocaliserFitter:
 
     def _cascade(self, images: list, squares: list, angles: list, passes: int) -> list[LocalisedFace]:
         """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
-        turned by the roll it predicted (``deroll``, :func:`face_turn`)."""
+        turned by the roll it predicted (``deroll``, :func:`face_turn`); the last of two or more by
+        the ``refiner`` where there is one."""
         result = []
         for p in range(passes):
             crops, transforms = [], []
@@ -219,7 +231,8 @@ class LocaliserFitter:
                 transforms.append(tr)
             last, gaps = p + 1 == passes, []
             theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and last, shift=self.shift * last,
-                                        gaps=gaps) if crops else torch.zeros(0, self.stn.n_params))
+                                        gaps=gaps, refine=last and passes > 1)
+                     if crops else torch.zeros(0, self.stn.n_params))
             pts = self.landmarks(theta).double().cpu().numpy()
             gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
             result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
@@ -440,7 +453,7 @@ def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> 
 
 
 def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift: int = 0, batch: int = 64,
-                   model=None, **options) -> LocaliserFitter:
+                   model=None, refiner=True, **options) -> LocaliserFitter:
     """The localiser that ships in the package, ready to use (no download, no training).
 
     Args:
@@ -452,22 +465,28 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         batch: faces per forward pass.
         model: the morphable model it predicts for (default: the prepared default model, which
             must be the card's).
+        refiner: True: the package's refiner for the final pass where it holds one; False: the
+            localiser for every pass; or a network to use as the refiner.
         options: more of :class:`LocaliserFitter`'s (``deroll``, ``sweep``, ``sweep_gap``, ...).
 
     Raises:
         ValueError: the package holds no trained localiser, or the model is not the card's.
     """
     from ..model.store import load_model
-    from ..nets.shipped import load_shipped
+    from ..nets.shipped import load_shipped, load_shipped_refiner
 
     net, card = load_shipped()
+    if refiner is True:
+        refiner = load_shipped_refiner(card=card)
+    elif refiner is False:
+        refiner = None
     model = model if model is not None else load_model(None)
     want = card.get("model", {}).get("source")
     if want and str(model.source) != want:
         raise ValueError(f"the shipped localiser predicts theta for the model {want!r}, not {model.source!r}")
     return LocaliserFitter(net, model, int(card["n_id"]), int(card["n_exp"]), passes=passes, mirror=mirror,
                            shift=shift, box_framing=card.get("box_framing", {}).get("mediapipe", (1.0, 0.0, 0.0)),
-                           device=device, batch=batch, card=card, **options)
+                           device=device, batch=batch, card=card, refiner=refiner, **options)
 
 
 __all__ = ["SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",

@@ -1,7 +1,12 @@
 """The trained localiser that ships in the package: its weights and its card.
 
-Owns :func:`load_shipped`, :func:`export_shipped` (a training checkpoint -> the package's
-``weights/localiser.pt`` + ``weights/localiser.json``) and :data:`WEIGHTS_DIR`.
+Owns :func:`load_shipped`, :func:`load_shipped_refiner`, :func:`export_shipped` (a training
+checkpoint -> the package's ``weights/localiser.pt`` + ``weights/localiser.json``, and the
+refiner's ``weights/refiner.pt``) and :data:`WEIGHTS_DIR`.
+
+The refiner is a second network of the same architecture for the cascade's final pass
+(:class:`~stn3dmm.fitting.localiser.LocaliserFitter`); the card's ``refiner`` entry says where it
+came from. A folder without one holds a one-network localiser.
 
 The weights file holds a plain state dict (tensors only), read with ``weights_only=True``. The
 card (JSON) says what the network is (backbone, input size, width, norm, coefficients), which
@@ -17,7 +22,7 @@ from pathlib import Path
 import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-WEIGHTS, CARD = "localiser.pt", "localiser.json"
+WEIGHTS, CARD, REFINER = "localiser.pt", "localiser.json", "refiner.pt"
 #: card keys the loader needs
 REQUIRED = ("backbone", "image_size", "width", "norm", "n_id", "n_exp")
 
@@ -29,8 +34,6 @@ def load_shipped(folder=None):
         ValueError: no trained localiser there, or a card / weights file that does not describe
             one network (naming the file and the problem).
     """
-    from .localiser import build_localiser
-
     folder = Path(folder) if folder else WEIGHTS_DIR
     wpath, cpath = folder / WEIGHTS, folder / CARD
     if not (wpath.is_file() and cpath.is_file()):
@@ -42,6 +45,26 @@ def load_shipped(folder=None):
     missing = [k for k in REQUIRED if k not in card]
     if missing:
         raise ValueError(f"{cpath}: the card lacks {', '.join(missing)}")
+    return _network(card, wpath), card
+
+
+def load_shipped_refiner(folder=None, card: dict | None = None):
+    """The refiner in eval mode from ``folder`` (default: the package's), or None where the
+    folder holds none; ``card``: the folder's card, if already read (:func:`load_shipped`).
+
+    Raises:
+        ValueError: a refiner file that is not the weights of the card's network."""
+    folder = Path(folder) if folder else WEIGHTS_DIR
+    if not (folder / REFINER).is_file():
+        return None
+    card = card if card is not None else load_shipped(folder)[1]
+    return _network(card, folder / REFINER)
+
+
+def _network(card: dict, wpath: Path):
+    """The card's network with the weights of ``wpath`` (read with ``weights_only=True``), in eval mode."""
+    from .localiser import build_localiser
+
     net = build_localiser(card["backbone"], n_id=int(card["n_id"]), n_exp=int(card["n_exp"]),
                           image_size=int(card["image_size"]), width=float(card["width"]), norm=card["norm"] or None)
     try:
@@ -50,25 +73,30 @@ def load_shipped(folder=None):
     except Exception as e:   # a damaged or foreign file: say which, never a bare torch traceback
         raise ValueError(f"{wpath}: not the weights of the {card['backbone']} localiser its card describes "
                          f"({type(e).__name__}: {str(e)[:200]})") from None
-    return net.eval(), card
+    return net.eval()
 
 
-def export_shipped(state_dict: dict, card: dict, folder=None) -> Path:
-    """Write the weights (float32 state dict) and the card into ``folder`` (default: the
-    package's), each to a temporary name first, then renamed into place."""
+def export_shipped(state_dict: dict, card: dict, folder=None, refiner: dict | None = None) -> Path:
+    """Write the weights (float32 state dict), the ``refiner``'s where given, and the card into
+    ``folder`` (default: the package's), each to a temporary name first, then renamed into place
+    (the card last; without a refiner, an old one is removed)."""
     folder = Path(folder) if folder else WEIGHTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     missing = [k for k in REQUIRED if k not in card]
     if missing:
         raise ValueError(f"the card lacks {', '.join(missing)}")
-    state = {k: (v.float() if v.is_floating_point() else v).clone() for k, v in state_dict.items()}
-    tmp = folder / (WEIGHTS + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(folder / WEIGHTS)
+    for name, weights in ((WEIGHTS, state_dict), (REFINER, refiner)):
+        if weights is None:
+            (folder / name).unlink(missing_ok=True)
+            continue
+        tmp = folder / (name + ".tmp")
+        torch.save({k: (v.float() if v.is_floating_point() else v).clone() for k, v in weights.items()}, tmp)
+        tmp.replace(folder / name)
     tmp = folder / (CARD + ".tmp")
     tmp.write_text(json.dumps(card, indent=1) + "\n")
     tmp.replace(folder / CARD)
     return folder / WEIGHTS
 
 
-__all__ = ["load_shipped", "export_shipped", "WEIGHTS_DIR", "WEIGHTS", "CARD", "REQUIRED"]
+__all__ = ["load_shipped", "load_shipped_refiner", "export_shipped", "WEIGHTS_DIR", "WEIGHTS", "CARD", "REFINER",
+           "REQUIRED"]

@@ -73,11 +73,12 @@ def _build(spec: dict, model, size: int, landmark_set: str, progress: bool, dist
         from .data.fitted import FittedPhotos
 
         yaw, roll = float(spec.get("yaw_range", -1)), float(spec.get("roll_range", -1))
+        framing = {k: float(spec[k]) for k in ("shift", "scale_jitter") if float(spec.get(k, -1)) >= 0}
         return FittedPhotos(spec["path"], model, size, photos=spec.get("photos") or None, split=spec["split"],
                             real_views=int(spec["real_views"]), profiled_views=int(spec["profiled_views"]),
                             seed=int(spec["seed"]), yaw_range=yaw if yaw >= 0 else 90.0,
                             roll_range=roll if roll >= 0 else 25.0, grid_step=int(spec["grid_step"]),
-                            head_share=float(spec["head_share"]), progress=progress)
+                            head_share=float(spec["head_share"]), progress=progress, **framing)
     raise ValueError(f"unknown data kind {kind!r} (synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, "
                      "fitted)")
 

@@ -9,7 +9,9 @@ configuration (:func:`config_from_checkpoint`) and how it differs from the run's
 folder of photos or ``stn3dmm flatten`` outputs for the synthetic textures, ``data.photo_fraction``
 the share of identities using them (negative: the default, 0.3), ``data.yaw_range`` the largest
 |yaw| drawn, degrees (negative: the default, 75), and for ``data.kind = "fitted"``
-``data.roll_range`` the largest roll of its crops and renders (negative: the default, 25).
+``data.roll_range`` the largest roll of its crops and renders (negative: the default, 25) and
+``data.shift`` / ``data.scale_jitter`` its crops' framing jitter (fractions of the side; negative:
+the defaults, 0.06 and 0.12).
 ``stn.depth_exact`` chooses the depth test's exact ray refinement for the training mask (off by default, see :func:`depth_options`).
 """
 
@@ -32,7 +34,7 @@ DEFAULTS = {
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
              "textures": "", "photo_fraction": -1.0, "yaw_range": -1.0, "photos": "", "split": "train",
              "real_views": 1, "profiled_views": 3, "grid_step": 4, "head_share": 0.0,
-             "roll_range": -1.0},
+             "roll_range": -1.0, "shift": -1.0, "scale_jitter": -1.0},
     "loss": dict(ORIGINAL_WEIGHTS),
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
               "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},

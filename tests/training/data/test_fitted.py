@@ -203,3 +203,16 @@ def test_data_roll_range_reaches_the_renders(tree, model):
     ds = plain(tree, model, real_views=0, profiled_views=3, roll_range=45.0)
     rolls = [abs(float(ds[k]["pose"][2])) for k in range(len(ds))]
     assert 25 < max(rolls) <= 45
+
+
+def test_data_framing_jitter_reaches_the_crops(tree, model):
+    """``data.shift`` and ``data.scale_jitter`` (negative: 0.06 and 0.12) set the crops' framing jitter."""
+    from stn3dmm.training.batches import _build
+    from stn3dmm.training.config import DEFAULTS
+
+    root, photos = tree
+    spec = dict(DEFAULTS["data"], kind="fitted", path=str(root), photos=str(photos), split="all")
+    ds = _build(dict(spec, shift=0.02, scale_jitter=0.04), model, 112, "ibug68", False, False)
+    assert (ds.shift, ds.scale_jitter) == (0.02, 0.04)
+    ds = _build(spec, model, 112, "ibug68", False, False)
+    assert (ds.shift, ds.scale_jitter) == (0.06, 0.12)
