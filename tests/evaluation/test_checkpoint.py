@@ -87,6 +87,14 @@ def test_evaluate_command_on_a_tiny_run(default_grid, tmp_path, capsys):
     assert "NME % (localiser)" in table and "pose MAE" in table
     res = json.loads((tmp_path / "m.json").read_text())
     assert res["images"] == 4 and np.isfinite(res["nme"]["all"])
+    # --refiner: a checkpoint's network for the final pass; none, or nothing for a checkpoint: no refiner
+    from stn3dmm.evaluation.checkpoint import checkpoint_fitter, refiner_option
+
+    ckpt = out / "checkpoints" / "last.pt"
+    assert refiner_option(None) is True and refiner_option("") is True and refiner_option("None") is False
+    assert checkpoint_fitter(ckpt, default_grid[0], refiner=refiner_option(None)).refiner is None
+    assert checkpoint_fitter(ckpt, default_grid[0], refiner=refiner_option("none")).refiner is None
+    assert checkpoint_fitter(ckpt, default_grid[0], refiner=refiner_option(str(ckpt))).refiner is not None
 
 
 def test_json_report_is_strict():
