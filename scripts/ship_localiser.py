@@ -134,7 +134,9 @@ def main(argv=None) -> int:
     refiner = None
     if a.refiner:
         refiner, card["refiner"] = _refiner_entry(a.refiner, a.refiner_recipe, card)
-    card.update({"inference": INFERENCE.format(refiner=", by the refiner (refiner.pt)" if refiner else ""),
+    by_refiner = (", by the refiner (refiner.pt), after one more pass of the localiser where the re-framing "
+                  "moved the face's square further than the refiner learned (REFINER_FRAMING)")
+    card.update({"inference": INFERENCE.format(refiner=by_refiner if refiner else ""),
                  "commit": commit, "exported": time.strftime("%Y-%m-%d"), "scores": scores, "licence": LICENCE})
     path = export_shipped(net.state_dict(), card, a.out, refiner=refiner)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)" + (" and refiner.pt" if refiner else "")

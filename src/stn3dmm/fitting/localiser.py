@@ -75,6 +75,12 @@ SWEEP_GAP = 0.02
 SWEEP_SURE = 0.02
 SWEEP_AGREE = 20.0
 SWEEP_PASSES = 3
+#: The refiner learned crops framed within these of the 68 points' square: centre (fraction of
+#: the side, each axis), side (log) and turn (degrees): ``data.shift``, ``data.scale_jitter`` and
+#: ``data.roll_range`` of ``configs/lfw_localiser_refine.toml``. Where the re-framing before the
+#: refiner's pass moves a face's square further than that, its first crop was too far off for the
+#: pass to have framed it within them, and the localiser takes one more pass first.
+REFINER_FRAMING = (0.03, 0.05, 10.0)
 
 
 @dataclass
@@ -121,6 +127,8 @@ class LocaliserFitter:
         refiner: a second network of the same input size for the final pass of each cascade of two
             or more passes, trained on crops framed as that pass sees them (the first pass's error
             left: ``configs/lfw_localiser_refine.toml``); None: ``net`` for every pass.
+        refiner_framing: (centre, side, turn degrees) the refiner learned; a face whose square
+            moves further before its pass takes one more pass of ``net`` (:data:`REFINER_FRAMING`).
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -130,7 +138,7 @@ class LocaliserFitter:
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
                  sweep_sure: float = SWEEP_SURE, sweep_agree: float | None = SWEEP_AGREE,
                  sweep_passes: int = SWEEP_PASSES, redetect: bool = True, refiner=None,
-                 device="cpu",
+                 refiner_framing=REFINER_FRAMING, device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
@@ -142,6 +150,7 @@ class LocaliserFitter:
         if refiner is not None and int(refiner.image_size[0]) != self.size:
             raise ValueError(f"the refiner's input is {int(refiner.image_size[0])} px, the localiser's {self.size} px")
         self.refiner = None if refiner is None else self._ready(refiner)
+        self.refiner_framing = tuple(float(v) for v in refiner_framing)
         self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(self.device)
         self.passes, self.mirror, self.batch, self.card = int(passes), bool(mirror), int(batch), card
         if shift < 0:
@@ -221,27 +230,47 @@ class LocaliserFitter:
     def _cascade(self, images: list, squares: list, angles: list, passes: int) -> list[LocalisedFace]:
         """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
         turned by the roll it predicted (``deroll``, :func:`face_turn`); the last of two or more by
-        the ``refiner`` where there is one."""
-        result = []
-        for p in range(passes):
-            crops, transforms = [], []
-            for img, (c, s), a in zip(images, squares, angles):
-                crop, tr = crop_square(img, c, s, self.size, angle=a)
-                crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
-                transforms.append(tr)
-            last, gaps = p + 1 == passes, []
-            theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and last, shift=self.shift * last,
-                                        gaps=gaps, refine=last and passes > 1)
-                     if crops else torch.zeros(0, self.stn.n_params))
-            pts = self.landmarks(theta).double().cpu().numpy()
-            gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
-            result = [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
-                                    angles[k], gap[k]) for k in range(len(crops))]
-            if not last:
-                if self.deroll:
-                    angles = face_turn(theta, angles)
-                squares = [_square_or_keep(r.points68, sq, a) for r, sq, a in zip(result, squares, angles)]
-        return result
+        the ``refiner`` where there is one. A face whose re-framing before the refiner's pass
+        moved further than the refiner learned (:data:`REFINER_FRAMING`) first takes one more
+        pass of the localiser: its first crop was framed too far off for the refiner."""
+        for p in range(passes - 1):
+            result = self._pass(images, squares, angles)
+            moved_from = (squares, angles)
+            squares, angles = self._reframe(result, squares, angles)
+        if passes > 1 and self.refiner is not None:
+            far = [k for k in range(len(squares)) if _moved_beyond(*moved_from, squares, angles, k, self.refiner_framing)]
+            if far:
+                again = self._pass([images[k] for k in far], [squares[k] for k in far], [angles[k] for k in far])
+                more = self._reframe(again, [squares[k] for k in far], [angles[k] for k in far])
+                squares, angles = list(squares), list(angles)
+                for i, k in enumerate(far):
+                    squares[k], angles[k] = more[0][i], more[1][i]
+        return self._pass(images, squares, angles, final=True, refine=passes > 1)
+
+    def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
+              ) -> list[LocalisedFace]:
+        """One forward pass over the crops of ``squares`` turned by ``angles``; ``final``: with
+        mirror and shift averaging (and the mirror gap), ``refine``: by the refiner."""
+        crops, transforms = [], []
+        for img, (c, s), a in zip(images, squares, angles):
+            crop, tr = crop_square(img, c, s, self.size, angle=a)
+            crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
+            transforms.append(tr)
+        gaps = []
+        theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=self.shift * final,
+                                    gaps=gaps, refine=refine)
+                 if crops else torch.zeros(0, self.stn.n_params))
+        pts = self.landmarks(theta).double().cpu().numpy()
+        gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
+        return [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
+                              angles[k], gap[k]) for k in range(len(crops))]
+
+    def _reframe(self, result: list, squares: list, angles: list) -> tuple[list, list]:
+        """The next pass's squares and turns: framed by each face's predicted 68 points, turned by
+        its predicted roll (``deroll``)."""
+        if self.deroll:
+            angles = face_turn(torch.as_tensor(np.stack([r.theta for r in result])), angles) if result else []
+        return [_square_or_keep(r.points68, sq, a) for r, sq, a in zip(result, squares, angles)], list(angles)
 
     def _sweep(self, images: list, squares: list, angles: list, found: list, reframe=None) -> list[LocalisedFace]:
         """``found``, with each face whose mirror gap is above ``sweep_gap`` localised again from
@@ -442,6 +471,23 @@ def face_turn(theta: torch.Tensor, crop_angles) -> list[float]:
     return [math.remainder(-math.radians(float(r)), 2 * math.pi) for r in roll]
 
 
+def _moved_beyond(squares: list, angles: list, new_squares: list, new_angles: list, k: int, framing) -> bool:
+    """Whether face ``k``'s square moved beyond ``framing`` = (centre as a fraction of the side, log
+    side, turn in degrees) from ``squares[k]``, turned by ``angles[k]``, to the new one.
+
+    Examples:
+        >>> sq = [(np.array([100.0, 100.0]), 50.0)]
+        >>> _moved_beyond(sq, [0.0], [(np.array([101.0, 100.0]), 51.0)], [0.05], 0, (0.03, 0.05, 10.0))
+        False
+        >>> _moved_beyond(sq, [0.0], [(np.array([102.0, 100.0]), 50.0)], [0.0], 0, (0.03, 0.05, 10.0))
+        True
+    """
+    (c0, s0), (c1, s1) = squares[k], new_squares[k]
+    shift, scale, turn = framing
+    return bool(np.linalg.norm(np.asarray(c1) - np.asarray(c0)) > shift * s1 or abs(math.log(s1 / s0)) > scale
+                or turn_apart(new_angles[k], angles[k]) > math.radians(turn))
+
+
 def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> tuple:
     """The training framing of predicted points (in the face's upright frame), or the previous
     square if they cannot frame one (all on a point, or not finite)."""
@@ -489,6 +535,6 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
                            device=device, batch=batch, card=card, refiner=refiner, **options)
 
 
-__all__ = ["SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",
+__all__ = ["REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",
            "LocaliserFitter", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
            "unshift_theta", "upright_frame"]
