@@ -346,8 +346,8 @@ class OtherFixedNet(FixedNet):
 def test_the_refiner_takes_the_final_pass_of_each_cascade(model):
     """With a refiner, the last pass of a cascade of two or more is the refiner's (its theta is the
     result), every earlier pass the localiser's; a single pass is the localiser's; the sweep's
-    turned tries end with the refiner too. A face re-framed further than the refiner learned
-    takes one more pass of the localiser first."""
+    turned tries are the localiser's alone, and the try taken gets the refiner's pass. A face
+    re-framed further than the refiner learned takes one more pass of the localiser first."""
     image = np.random.default_rng(1).uniform(0, 1, (300, 400, 3)).astype(np.float32)
     square = (np.array([200.0, 150.0]), 180.0)
     anywhere = (1.0, 1.0, 180.0)            # the refiner takes any framing: no extra pass
@@ -367,7 +367,7 @@ def test_the_refiner_takes_the_final_pass_of_each_cascade(model):
     fitter = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, sweep=8, sweep_passes=3, sweep_agree=45.0,
                              refiner=CountingSureOfDarkNet(), refiner_framing=anywhere)
     face = fitter.from_squares([dark], [(np.array([150.0, 150.0]), 200.0)])[0]
-    assert (fitter.net.crops, fitter.refiner.crops) == (1 + 7 * 2, 2 + 7 * 2)   # final pairs: the refiner's
+    assert (fitter.net.crops, fitter.refiner.crops) == (1 + 7 * 4, 2 + 2)   # the first cascade's and the taken try's
     assert abs(math.remainder(face.angle - math.pi, 2 * math.pi)) < 0.05
     small = FixedNet()
     small.image_size = (96, 96)

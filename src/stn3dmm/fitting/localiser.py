@@ -227,25 +227,34 @@ class LocaliserFitter:
         found = self._cascade(images, squares, angles, self.passes)
         return self._sweep(images, squares, angles, found, reframe) if self.sweep > 1 and self.mirror else found
 
-    def _cascade(self, images: list, squares: list, angles: list, passes: int) -> list[LocalisedFace]:
+    def _cascade(self, images: list, squares: list, angles: list, passes: int, refine: bool = True
+                 ) -> list[LocalisedFace]:
         """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
         turned by the roll it predicted (``deroll``, :func:`face_turn`); the last of two or more by
-        the ``refiner`` where there is one. A face whose re-framing before the refiner's pass
-        moved further than the refiner learned (:data:`REFINER_FRAMING`) first takes one more
-        pass of the localiser: its first crop was framed too far off for the refiner."""
-        for p in range(passes - 1):
+        the ``refiner`` where there is one and ``refine`` (:meth:`_refine`)."""
+        refine = refine and passes > 1 and self.refiner is not None
+        for p in range(passes - 1 - refine):
             result = self._pass(images, squares, angles)
-            moved_from = (squares, angles)
             squares, angles = self._reframe(result, squares, angles)
-        if passes > 1 and self.refiner is not None:
-            far = [k for k in range(len(squares)) if _moved_beyond(*moved_from, squares, angles, k, self.refiner_framing)]
-            if far:
-                again = self._pass([images[k] for k in far], [squares[k] for k in far], [angles[k] for k in far])
-                more = self._reframe(again, [squares[k] for k in far], [angles[k] for k in far])
-                squares, angles = list(squares), list(angles)
-                for i, k in enumerate(far):
-                    squares[k], angles[k] = more[0][i], more[1][i]
-        return self._pass(images, squares, angles, final=True, refine=passes > 1)
+        if refine:
+            return self._refine(images, self._pass(images, squares, angles))
+        return self._pass(images, squares, angles, final=True)
+
+    def _refine(self, images: list, found: list) -> list[LocalisedFace]:
+        """The refiner's pass on the crops re-framed from ``found`` (one per image). A face whose
+        re-framing moves its square further than the refiner learned (:data:`REFINER_FRAMING`)
+        first takes one more pass of the localiser: its crop was framed too far off for the
+        refiner."""
+        squares, angles = [r.square for r in found], [r.angle for r in found]
+        new_squares, new_angles = self._reframe(found, squares, angles)
+        far = [k for k in range(len(found))
+               if _moved_beyond(squares, angles, new_squares, new_angles, k, self.refiner_framing)]
+        if far:
+            again = self._pass([images[k] for k in far], [new_squares[k] for k in far], [new_angles[k] for k in far])
+            more = self._reframe(again, [new_squares[k] for k in far], [new_angles[k] for k in far])
+            for i, k in enumerate(far):
+                new_squares[k], new_angles[k] = more[0][i], more[1][i]
+        return self._pass(images, new_squares, new_angles, final=True, refine=True)
 
     def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
               ) -> list[LocalisedFace]:
@@ -279,18 +288,25 @@ class LocaliserFitter:
         and another try ends within ``sweep_agree`` degrees of its turn, as sure: a face lying on
         its side or upside down, beyond the rolls the network learned, is seen upright from the
         turns near its own. A blurred, dark or half-hidden upright face leaves the network unsure
-        at nearly every turn, and stays as it was."""
+        at nearly every turn, and stays as it was. The tries are the localiser's alone, judged by its
+        own gaps (the thresholds were chosen on them); a try taken then gets the refiner's pass."""
         redo = [k for k, r in enumerate(found) if r.mirror_gap > self.sweep_gap]
         if not redo:
             return found
         tries = [(k, angles[k] + 2 * math.pi * j / self.sweep) for k in redo for j in range(1, self.sweep)]
         framed = [reframe(k, a) if reframe is not None else None for k, a in tries]
         starts = [squares[k] if f is None else f for (k, _), f in zip(tries, framed)]
-        more = self._cascade([images[k] for k, _ in tries], starts, [a for _, a in tries], self.sweep_passes)
-        found, n = list(found), self.sweep - 1
+        more = self._cascade([images[k] for k, _ in tries], starts, [a for _, a in tries], self.sweep_passes,
+                             refine=False)
+        found, n, taken = list(found), self.sweep - 1, {}
         for i, k in enumerate(redo):
             best = self._surest_agreed(more[i * n:(i + 1) * n])
-            found[k] = best if best is not None else found[k]
+            if best is not None:
+                taken[k] = best
+        if taken and self.refiner is not None:      # the tries were judged by the localiser's own gaps
+            taken = dict(zip(taken, self._refine([images[k] for k in taken], list(taken.values()))))
+        for k, r in taken.items():
+            found[k] = r
         return found
 
     def _surest_agreed(self, tries: list) -> LocalisedFace | None:
