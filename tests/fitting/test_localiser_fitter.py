@@ -367,7 +367,9 @@ def test_the_refiner_takes_the_final_pass_of_each_cascade(model):
     fitter = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, sweep=8, sweep_passes=3, sweep_agree=45.0,
                              refiner=CountingSureOfDarkNet(), refiner_framing=anywhere)
     face = fitter.from_squares([dark], [(np.array([150.0, 150.0]), 200.0)])[0]
-    assert (fitter.net.crops, fitter.refiner.crops) == (1 + 7 * 4, 2 + 2)   # the first cascade's and the taken try's
+    # the refiner: the first cascade's final pair and the taken try's; the localiser: those pairs
+    # too (its gap decides), and every pass of the tries
+    assert (fitter.net.crops, fitter.refiner.crops) == (1 + 2 + 7 * 4 + 2, 2 + 2)
     assert abs(math.remainder(face.angle - math.pi, 2 * math.pi)) < 0.05
     small = FixedNet()
     small.image_size = (96, 96)

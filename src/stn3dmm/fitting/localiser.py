@@ -259,16 +259,21 @@ class LocaliserFitter:
     def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
               ) -> list[LocalisedFace]:
         """One forward pass over the crops of ``squares`` turned by ``angles``; ``final``: with
-        mirror and shift averaging (and the mirror gap), ``refine``: by the refiner."""
+        mirror and shift averaging (and the mirror gap), ``refine``: theta by the refiner. The
+        mirror gap is always the localiser's own (:data:`SWEEP_GAP`, :data:`SWEEP_SURE` and
+        flatten's second opinion were chosen on its gaps; the refiner's are smaller and read a
+        face lying over less well), so a refined pass costs the localiser's mirrored pass too."""
         crops, transforms = [], []
         for img, (c, s), a in zip(images, squares, angles):
             crop, tr = crop_square(img, c, s, self.size, angle=a)
             crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
             transforms.append(tr)
-        gaps = []
+        gaps, refine = [], refine and self.refiner is not None
         theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=self.shift * final,
-                                    gaps=gaps, refine=refine)
+                                    gaps=None if refine else gaps, refine=refine)
                  if crops else torch.zeros(0, self.stn.n_params))
+        if refine and crops and self.mirror:    # the gap stays the localiser's: the thresholds were chosen on it
+            self.predict_crops(torch.stack(crops), mirror=True, gaps=gaps)
         pts = self.landmarks(theta).double().cpu().numpy()
         gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
         return [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
