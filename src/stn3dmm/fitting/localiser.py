@@ -34,7 +34,7 @@ theta is in a crop where the face stands as in training.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -124,9 +124,10 @@ class LocaliserFitter:
         redetect: from a face box (:meth:`from_boxes`), a try at a quarter turn starts from the
             face detector's box of the face in the photo so turned (a detector of its own, made
             on first use: the fitter is not for several threads).
-        refiner: a second network of the same input size for the final pass of each cascade of two
-            or more passes, trained on crops framed as that pass sees them (the first pass's error
-            left: ``configs/lfw_localiser_refine.toml``); None: ``net`` for every pass.
+        refiner: a second network of the same input size for one more pass after each cascade of
+            two or more passes, on the crop re-framed from its result (:meth:`_refine`), trained on
+            crops framed as such a pass sees them (``configs/lfw_localiser_refine.toml``); None:
+            ``net`` alone. The mirror gap stays ``net``'s.
         refiner_framing: (centre, side, turn degrees) the refiner learned; a face whose square
             moves further before its pass takes one more pass of ``net`` (:data:`REFINER_FRAMING`).
         device: where the network runs; ``batch``: faces per forward pass.
@@ -230,21 +231,21 @@ class LocaliserFitter:
     def _cascade(self, images: list, squares: list, angles: list, passes: int, refine: bool = True
                  ) -> list[LocalisedFace]:
         """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
-        turned by the roll it predicted (``deroll``, :func:`face_turn`); the last of two or more by
-        the ``refiner`` where there is one and ``refine`` (:meth:`_refine`)."""
-        refine = refine and passes > 1 and self.refiner is not None
-        for p in range(passes - 1 - refine):
+        turned by the roll it predicted (``deroll``, :func:`face_turn`); after two or more, one more
+        by the ``refiner`` where there is one and ``refine`` (:meth:`_refine`)."""
+        for p in range(passes - 1):
             result = self._pass(images, squares, angles)
             squares, angles = self._reframe(result, squares, angles)
-        if refine:
-            return self._refine(images, self._pass(images, squares, angles))
-        return self._pass(images, squares, angles, final=True)
+        found = self._pass(images, squares, angles, final=True)
+        return self._refine(images, found) if refine and passes > 1 and self.refiner is not None else found
 
     def _refine(self, images: list, found: list) -> list[LocalisedFace]:
-        """The refiner's pass on the crops re-framed from ``found`` (one per image). A face whose
-        re-framing moves its square further than the refiner learned (:data:`REFINER_FRAMING`)
-        first takes one more pass of the localiser: its crop was framed too far off for the
-        refiner."""
+        """The refiner's pass on the crops re-framed from ``found`` (one per image), each keeping
+        its mirror gap from ``found``: the localiser's own, on which the sweep's and flatten's
+        thresholds were chosen (the refiner's gaps are smaller and read a face lying over less
+        well). A face whose re-framing moves its square further than the refiner learned
+        (:data:`REFINER_FRAMING`) first takes one more pass of the localiser: its crop was framed
+        too far off for the refiner."""
         squares, angles = [r.square for r in found], [r.angle for r in found]
         new_squares, new_angles = self._reframe(found, squares, angles)
         far = [k for k in range(len(found))
@@ -254,26 +255,22 @@ class LocaliserFitter:
             more = self._reframe(again, [new_squares[k] for k in far], [new_angles[k] for k in far])
             for i, k in enumerate(far):
                 new_squares[k], new_angles[k] = more[0][i], more[1][i]
-        return self._pass(images, new_squares, new_angles, final=True, refine=True)
+        refined = self._pass(images, new_squares, new_angles, final=True, refine=True)
+        return [replace(r, mirror_gap=f.mirror_gap) for r, f in zip(refined, found)]
 
     def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
               ) -> list[LocalisedFace]:
         """One forward pass over the crops of ``squares`` turned by ``angles``; ``final``: with
-        mirror and shift averaging (and the mirror gap), ``refine``: theta by the refiner. The
-        mirror gap is always the localiser's own (:data:`SWEEP_GAP`, :data:`SWEEP_SURE` and
-        flatten's second opinion were chosen on its gaps; the refiner's are smaller and read a
-        face lying over less well), so a refined pass costs the localiser's mirrored pass too."""
+        mirror and shift averaging (and the mirror gap), ``refine``: by the refiner."""
         crops, transforms = [], []
         for img, (c, s), a in zip(images, squares, angles):
             crop, tr = crop_square(img, c, s, self.size, angle=a)
             crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
             transforms.append(tr)
-        gaps, refine = [], refine and self.refiner is not None
+        gaps = []
         theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=self.shift * final,
-                                    gaps=None if refine else gaps, refine=refine)
+                                    gaps=gaps, refine=refine)
                  if crops else torch.zeros(0, self.stn.n_params))
-        if refine and crops and self.mirror:    # the gap stays the localiser's: the thresholds were chosen on it
-            self.predict_crops(torch.stack(crops), mirror=True, gaps=gaps)
         pts = self.landmarks(theta).double().cpu().numpy()
         gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
         return [LocalisedFace(theta[k].cpu().numpy(), transforms[k], transforms[k].to_source(pts[k]), squares[k],
@@ -308,7 +305,7 @@ class LocaliserFitter:
             best = self._surest_agreed(more[i * n:(i + 1) * n])
             if best is not None:
                 taken[k] = best
-        if taken and self.refiner is not None:      # the tries were judged by the localiser's own gaps
+        if taken and self.refiner is not None:
             taken = dict(zip(taken, self._refine([images[k] for k in taken], list(taken.values()))))
         for k, r in taken.items():
             found[k] = r
