@@ -21,6 +21,9 @@ mesh's reading of a face's turn, and the fitter itself to find a face lying beyo
 network learned: where the gap is large, the cascade runs again from the first crop turned by
 each eighth of a turn, and the surest result is taken if the network is sure of it (``sweep``,
 :meth:`LocaliserFitter._sweep`).
+Where the package holds a refiner (a second network trained on crops framed as a cascade's result
+frames them, ``refiner``, :meth:`LocaliserFitter._refine`), each result gets one more pass, the
+refiner's, on the crop re-framed from it; the mirror gap stays the localiser's.
 Averaging also over the final
 crop shifted by a few pixels (``shift``, :func:`shifted_crops`) lowers the error a little more, for
 five times the final pass: an option, off by default.
