@@ -79,10 +79,10 @@ SWEEP_SURE = 0.02
 SWEEP_AGREE = 20.0
 SWEEP_PASSES = 3
 #: The refiner learned crops framed within these of the 68 points' square: centre (fraction of
-#: the side, each axis), side (log) and turn (degrees): ``data.shift``, ``data.scale_jitter`` and
-#: ``data.roll_range`` of ``configs/lfw_localiser_refine.toml``. Where the re-framing before the
-#: refiner's pass moves a face's square further than that, its first crop was too far off for the
-#: pass to have framed it within them, and the localiser takes one more pass first.
+#: the side), side (log) and turn (degrees): ``data.shift``, ``data.scale_jitter`` and
+#: ``data.roll_range`` of ``configs/lfw_localiser_refine.toml``. Where re-framing a cascade's result
+#: for the refiner's pass moves a face's square further than that (the centre by its distance), the
+#: cascade had not yet framed the face within them, and the localiser takes one more pass first.
 REFINER_FRAMING = (0.03, 0.05, 10.0)
 
 
