@@ -35,6 +35,12 @@ def load_shipped(folder=None):
             one network (naming the file and the problem).
     """
     folder = Path(folder) if folder else WEIGHTS_DIR
+    card = _card(folder)
+    return _network(card, folder / WEIGHTS), card
+
+
+def _card(folder: Path) -> dict:
+    """The card of the trained localiser in ``folder``, checked for the keys the loader needs."""
     wpath, cpath = folder / WEIGHTS, folder / CARD
     if not (wpath.is_file() and cpath.is_file()):
         raise ValueError(f"{folder}: no trained localiser here ({WEIGHTS} and {CARD} are needed)")
@@ -45,7 +51,7 @@ def load_shipped(folder=None):
     missing = [k for k in REQUIRED if k not in card]
     if missing:
         raise ValueError(f"{cpath}: the card lacks {', '.join(missing)}")
-    return _network(card, wpath), card
+    return card
 
 
 def load_shipped_refiner(folder=None, card: dict | None = None):
@@ -57,7 +63,7 @@ def load_shipped_refiner(folder=None, card: dict | None = None):
     folder = Path(folder) if folder else WEIGHTS_DIR
     if not (folder / REFINER).is_file():
         return None
-    card = card if card is not None else load_shipped(folder)[1]
+    card = card if card is not None else _card(folder)
     return _network(card, folder / REFINER)
 
 
