@@ -264,7 +264,8 @@ class LocaliserFitter:
     def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
               ) -> list[LocalisedFace]:
         """One forward pass over the crops of ``squares`` turned by ``angles``; ``final``: with
-        mirror and shift averaging (and the mirror gap), ``refine``: by the refiner."""
+        mirror and shift averaging (and the mirror gap), ``refine``: by the refiner (no gap: a refined
+        face keeps the localiser's, :meth:`_refine`)."""
         crops, transforms = [], []
         for img, (c, s), a in zip(images, squares, angles):
             crop, tr = crop_square(img, c, s, self.size, angle=a)
@@ -272,7 +273,7 @@ class LocaliserFitter:
             transforms.append(tr)
         gaps = []
         theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=self.shift * final,
-                                    gaps=gaps, refine=refine)
+                                    gaps=None if refine else gaps, refine=refine)
                  if crops else torch.zeros(0, self.stn.n_params))
         pts = self.landmarks(theta).double().cpu().numpy()
         gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
@@ -532,8 +533,8 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         batch: faces per forward pass.
         model: the morphable model it predicts for (default: the prepared default model, which
             must be the card's).
-        refiner: True: the package's refiner for the final pass where it holds one; False: the
-            localiser for every pass; or a network to use as the refiner.
+        refiner: True: the package's refiner, for one more pass after the localiser's cascade,
+            where it holds one; False: the localiser alone; or a network to use as the refiner.
         options: more of :class:`LocaliserFitter`'s (``deroll``, ``sweep``, ``sweep_gap``, ...).
 
     Raises:
