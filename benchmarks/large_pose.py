@@ -199,7 +199,7 @@ def main():
                     "(e.g. 1,0.5,0.4,0.3; Flattener.fit_share)")
     ap.add_argument("--passes", type=int, default=2, help="the localiser's forward passes (default 2)")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
-    ap.add_argument("--refiner", help="the cascade's final pass: a training checkpoint, or none (default: the "
+    ap.add_argument("--refiner", help="one more pass after the cascade: a training checkpoint, or none (default: the "
                                       "package's refiner for the shipped localiser, none for a --checkpoint)")
     ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
     ap.add_argument("--roll", default="", help="LO,HI: turn each image by its own angle ~ U(LO, HI) degrees, "

@@ -103,7 +103,7 @@ def main():
     ap.add_argument("--every", type=int, default=1, help="score every k-th face (1: all)")
     ap.add_argument("--wrong", type=float, default=20.0, help="NME %% above which a fit counts as wrong")
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
-    ap.add_argument("--refiner", help="the cascade's final pass: a training checkpoint, or none (default: the "
+    ap.add_argument("--refiner", help="one more pass after the cascade: a training checkpoint, or none (default: the "
                                       "package's refiner for the shipped localiser, none for a --checkpoint)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -11,7 +11,7 @@ first crop (calibrated on the training split of the fitted photos the run used: 
 box of each photo against the box of its fitted 68 points, medians), the data, the recipe, the
 commit, the step, any ``--scores`` files (``stn3dmm evaluate --out`` JSON: their bucket table
 only) and the licence terms that travel with the weights. ``--refiner``: a second checkpoint of the
-same network for the cascade's final pass (``refiner.pt``, and its own config, step and recipe on the
+same network for one more pass after the cascade (``refiner.pt``, and its own config, step and recipe on the
 card); without it the package holds no refiner. ``shipped`` in place of the checkpoint keeps the
 package's localiser and its card's provenance (config, step, recipe, data, box framing).
 """
@@ -64,11 +64,11 @@ def box_framing(data_path: str, photos: str | None, model) -> list[float]:
 
 
 INFERENCE = ("stn3dmm.fitting.localiser.LocaliserFitter: two passes, the second re-cropped from the first's 68 "
-             "points and turned by its roll{refiner}, the last averaged with its mirrored crop's theta; where the "
+             "points and turned by its roll, the last averaged with its mirrored crop's theta; where the "
              "network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each eighth of a turn, three "
              "passes each (SWEEP_PASSES), quarter turns from a face box framed by the detector's box in the photo "
              "so turned (redetect), the surest taken if sure (SWEEP_SURE) and another try agrees on its turn "
-             "(SWEEP_AGREE); the scores were measured so")
+             "(SWEEP_AGREE){refiner}; the scores were measured so")
 PROVENANCE = ("name", "backbone", "image_size", "width", "norm", "n_id", "n_exp", "model", "framing", "box_framing",
               "data", "recipe", "config", "step")
 
@@ -102,7 +102,8 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", help="the localiser's training checkpoint, or 'shipped' (the package's)")
-    ap.add_argument("--refiner", help="a training checkpoint of the same network for the cascade's final pass")
+    ap.add_argument("--refiner", help="a training checkpoint of the same network for one more pass after the "
+                                                      "cascade")
     ap.add_argument("--refiner-recipe", default="stn3dmm train --config configs/lfw_localiser_refine.toml "
                                                 "(2,500 steps from the localiser's weights)",
                     help="how the refiner was made, for the card")
@@ -134,8 +135,9 @@ def main(argv=None) -> int:
     refiner = None
     if a.refiner:
         refiner, card["refiner"] = _refiner_entry(a.refiner, a.refiner_recipe, card)
-    by_refiner = (", by the refiner (refiner.pt), after one more pass of the localiser where the re-framing "
-                  "moved the face's square further than the refiner learned (REFINER_FRAMING)")
+    by_refiner = ("; then one more pass, the refiner's (refiner.pt), on the crop re-framed from the result, "
+                  "mirror-averaged, after one more pass of the localiser where that re-framing moved the face's "
+                  "square further than the refiner learned (REFINER_FRAMING); the mirror gap stays the localiser's")
     card.update({"inference": INFERENCE.format(refiner=by_refiner if refiner else ""),
                  "commit": commit, "exported": time.strftime("%Y-%m-%d"), "scores": scores, "licence": LICENCE})
     path = export_shipped(net.state_dict(), card, a.out, refiner=refiner)

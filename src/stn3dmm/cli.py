@@ -159,7 +159,7 @@ EVAL_METHODS = ("flatten", "flatten-auto", "localiser", "localiser-detect")
 
 
 def _localiser_fitter(args, model):
-    """The localiser to score: --checkpoint's, else the shipped one; --refiner's final pass."""
+    """The localiser to score: --checkpoint's, else the shipped one; --refiner's pass after its cascade."""
     from .evaluation.checkpoint import checkpoint_fitter, refiner_option
     from .fitting.localiser import load_localiser
 
@@ -376,9 +376,9 @@ def _add_evaluate(sub) -> None:
     q.add_argument("--checkpoint", help="a training checkpoint to score instead of the shipped localiser")
     q.add_argument("--passes", type=int, default=2, help="localiser: forward passes per face, each re-cropping "
                                                          "from the last one's landmarks (default 2)")
-    q.add_argument("--refiner", help="localiser: the network of the cascade's final pass: a training checkpoint, "
-                                     "or none (the localiser for every pass; default: the package's refiner for "
-                                     "the shipped localiser, none for a --checkpoint)")
+    q.add_argument("--refiner", help="localiser: the network of one more pass after the localiser's cascade: a "
+                                     "training checkpoint, or none (the localiser alone; default: the package's refiner "
+                                     "for the shipped localiser, none for a --checkpoint)")
     q.add_argument("--no-mirror", action="store_true", help="localiser: do not average the final pass's theta with "
                                                             "the mirrored crop's")
     q.add_argument("--shift", type=int, default=0, help="localiser: also average the final pass's theta over its "

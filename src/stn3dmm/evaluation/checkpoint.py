@@ -158,7 +158,7 @@ def checkpoint_fitter(checkpoint, model, device="cpu", passes: int = 2, mirror: 
                       refiner=None):
     """A training checkpoint's localiser as a :class:`~stn3dmm.fitting.localiser.LocaliserFitter`
     (read with ``weights_only=True``; no face-box calibration, which only a shipped card has);
-    ``refiner``: a network for the cascade's final pass (:func:`refiner_option`; True or False:
+    ``refiner``: a network for one more pass after the cascade (:func:`refiner_option`; True or False:
     none, a checkpoint has no package refiner)."""
     from ..fitting.localiser import LocaliserFitter
 
@@ -170,7 +170,7 @@ def checkpoint_fitter(checkpoint, model, device="cpu", passes: int = 2, mirror: 
 
 def refiner_option(value: str | None, device="cpu"):
     """The refiner a ``--refiner`` option names: None or ``""``: True (the package's, where it
-    holds one); ``"none"``: False (the localiser for every pass); else a training checkpoint's
+    holds one); ``"none"``: False (the localiser alone); else a training checkpoint's
     network (read with ``weights_only=True``)."""
     if not value:
         return True

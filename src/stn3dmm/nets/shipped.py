@@ -4,7 +4,7 @@ Owns :func:`load_shipped`, :func:`load_shipped_refiner`, :func:`export_shipped` 
 checkpoint -> the package's ``weights/localiser.pt`` + ``weights/localiser.json``, and the
 refiner's ``weights/refiner.pt``) and :data:`WEIGHTS_DIR`.
 
-The refiner is a second network of the same architecture for the cascade's final pass
+The refiner is a second network of the same architecture for one more pass after the cascade
 (:class:`~stn3dmm.fitting.localiser.LocaliserFitter`); the card's ``refiner`` entry says where it
 came from. A folder without one holds a one-network localiser.
 
