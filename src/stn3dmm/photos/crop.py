@@ -146,6 +146,25 @@ def _as_chw(image) -> torch.Tensor:
     return t.float() / 255.0 if a.dtype == np.uint8 else t.float()
 
 
+def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
+    """(C, ceil(H / k), ceil(W / k)) float32: the mean of each k x k block of a numpy region
+    (H, W[, C]) (uint8 read as value / 255), blocks cut by the edge averaged over their pixels:
+    ``avg_pool2d(k, stride=k, ceil_mode=True)`` to float rounding, by Pillow's ``reduce`` on each
+    channel, which takes half the time on a photo-sized region.
+
+    Examples:
+        >>> r = np.arange(30, dtype=np.float32).reshape(5, 6)
+        >>> _box_reduce(r, 2)[0, :, 0].tolist()      # the last row's blocks have two pixels
+        [3.5, 15.5, 24.5]
+    """
+    from PIL import Image
+
+    a = region if region.ndim == 3 else region[:, :, None]
+    a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32, copy=False)
+    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(a[:, :, c])).reduce(k)) for c in range(a.shape[2])]
+    return torch.from_numpy(np.stack(chans))
+
+
 def _image_size(image) -> tuple[int, int]:
     if isinstance(image, torch.Tensor):
         return int(image.shape[-1]), int(image.shape[-2])
@@ -184,9 +203,13 @@ def warp(image, transform: CropTransform, padding: str = "zeros"):
     x1 = max(min(sw, int(math.ceil(hi[0])) + k + 2), x0 + 1)
     y1 = max(min(sh, int(math.ceil(hi[1])) + k + 2), y0 + 1)
     region = image[..., y0:y1, x0:x1] if is_torch else image[y0:y1, x0:x1]
-    t = _as_chw(region)
-    if k > 1:  # box filter: pooled pixel (i, j) is centred at photo (x0 + k j + (k-1)/2, y0 + k i + (k-1)/2)
-        t = F.avg_pool2d(t[None], k, stride=k, ceil_mode=True)[0]
+    # box filter: pooled pixel (i, j) is centred at photo (x0 + k j + (k-1)/2, y0 + k i + (k-1)/2)
+    if k > 1 and not is_torch:
+        t = _box_reduce(region, k)
+    else:
+        t = _as_chw(region)
+        if k > 1:
+            t = F.avg_pool2d(t[None], k, stride=k, ceil_mode=True)[0]
     rh, rw = t.shape[-2:]
     # one affine map: crop normalised -> crop pixels -> photo pixels -> pooled pixels -> pooled
     # normalised, all with align_corners=True (stn3dmm.core.conventions)
