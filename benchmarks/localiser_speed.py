@@ -6,9 +6,12 @@ For each candidate backbone and input size: faces per second of one forward pass
 -> theta) at batch 1 and batch 64, in eval mode, no gradients, best of ``--repeats`` after a
 warm-up, with the weights and images in torch's default layout, in ``channels_last``, and in
 ``channels_last`` with batch normalisation folded into the convolutions (how
-:class:`stn3dmm.fitting.localiser.LocaliserFitter` runs on the CPU). Then the localiser as
-``flatten --method localiser`` uses it on one face: the face detector's box and two passes, the
-second with the crop's mirror image in its batch (the shipped weights when the package has them). The baseline, measured in the same run on the same CPU: the landmark pipeline's
+:class:`stn3dmm.fitting.localiser.LocaliserFitter` runs a torch network on the CPU), and for the
+shipped network its ONNX graph run by onnxruntime (how :func:`~stn3dmm.fitting.localiser.load_localiser`
+runs it on the CPU; :mod:`stn3dmm.nets.runtime`). Then the localiser as
+``flatten --method localiser`` uses it on one face: the face detector's box, and the shipped
+localiser as :func:`~stn3dmm.fitting.localiser.load_localiser` runs it (the cascade and the refiner's
+pass). The baseline, measured in the same run on the same CPU: the landmark pipeline's
 per-face work as ``stn3dmm flatten`` does it (detect + face mesh on matplotlib's sample photo,
 then the crop, landmark map and Levenberg-Marquardt fit), faces per second. Weights are
 random: speed does not depend on them. Each thread count is a separate table: on a busy
@@ -59,12 +62,34 @@ def localiser_rows(repeats: int, candidates=CANDIDATES) -> list[tuple]:
                 with torch.no_grad():
                     per.append(batch / _best(lambda: net(x), repeats))
             rows.append((f"{name} x{width:g} @ {size} px, {layout}", params, per[0], per[1]))
+        if (name, size, width) == CANDIDATES[0]:
+            rows += onnx_rows(repeats, params)
     return rows
 
 
+def onnx_rows(repeats: int, params: int) -> list[tuple]:
+    """The shipped network's ONNX graph by onnxruntime (how load_localiser runs it on the CPU),
+    when the package holds one."""
+    import torch
+
+    from stn3dmm.nets.shipped import load_shipped_onnx
+
+    try:
+        graph = load_shipped_onnx()
+    except ValueError:
+        graph = None
+    if graph is None:
+        return []
+    per = []
+    for batch in (1, 64):
+        x = torch.rand(batch, 3, *graph.image_size)
+        per.append(batch / _best(lambda: graph(x), repeats))
+    return [("the shipped graph, onnxruntime", params, per[0], per[1])]
+
+
 def localiser_face_rate(repeats: int) -> float:
-    """Faces/s of the face detector's box + the localiser's two passes (the second with its mirror)
-    on the sample photo, one face."""
+    """Faces/s of the face detector's box + the shipped localiser as ``load_localiser`` runs it (two
+    passes, the second with its mirror, then the refiner's mirrored pass) on the sample photo, one face."""
     from stn3dmm.fitting.localiser import LocaliserFitter, load_localiser
     from stn3dmm.model import load_model
     from stn3dmm.nets.localiser import build_localiser
@@ -134,8 +159,8 @@ def main():
         print(f"{'baseline: landmark pipeline':54}{'':>12}{base:>14.1f}{'':>14}{'1.0x':>18}"
               "   (detect + face mesh + map + LM fit, one face)")
         face = localiser_face_rate(args.repeats)
-        print(f"{'detector box + localiser (2 passes + mirror)':54}{'':>12}{face:>14.1f}{'':>14}"
-              f"{face / base:>17.1f}x   (detect + 2 passes, the 2nd of 2 images, one face)")
+        print(f"{'detector box + the shipped localiser':54}{'':>12}{face:>14.1f}{'':>14}"
+              f"{face / base:>17.1f}x   (detect + the cascade and the refiner, as load_localiser runs it, one face)")
 
 
 if __name__ == "__main__":

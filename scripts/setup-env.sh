@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   # torch first, pinned: on this project's machines 2.13.0 is a local CPU build
   "$venv/bin/python" -m pip install --quiet "torch==2.13.0"
-  "$venv/bin/python" -m pip install --quiet -e "$root[test,samples]"
+  "$venv/bin/python" -m pip install --quiet -e "$root[test,samples,ship]"
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

@@ -13,7 +13,10 @@ commit, the step, any ``--scores`` files (``stn3dmm evaluate --out`` JSON: their
 only) and the licence terms that travel with the weights. ``--refiner``: a second checkpoint of the
 same network for one more pass after the cascade (``refiner.pt``, and its own config, step and recipe on the
 card); without it the package holds no refiner. ``shipped`` in place of the checkpoint keeps the
-package's localiser and its card's provenance (config, step, recipe, data, box framing).
+package's localiser and its card's provenance (config, step, recipe, data, box framing), and its
+scores unless ``--scores`` gives new ones; ``--refiner shipped`` then keeps the package's refiner too
+(to export the ONNX graphs of the same weights again). Each network's ONNX graph is written beside
+its weights (:func:`stn3dmm.nets.runtime.export_onnx`; needs ``pip install -e ".[ship]"``).
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", help="the localiser's training checkpoint, or 'shipped' (the package's)")
     ap.add_argument("--refiner", help="a training checkpoint of the same network for one more pass after the "
-                                                      "cascade")
+                                      "cascade, or 'shipped' (the package's, with 'shipped' as the checkpoint)")
     ap.add_argument("--refiner-recipe", default="stn3dmm train --config configs/lfw_localiser_refine.toml "
                                                 "(2,500 steps from the localiser's weights)",
                     help="how the refiner was made, for the card")
@@ -133,8 +136,18 @@ def main(argv=None) -> int:
         net, cfg = load_localiser(a.checkpoint)
         card = _card(cfg, a.recipe, _step(a.checkpoint))
     refiner = None
-    if a.refiner:
+    if a.refiner == "shipped":
+        from stn3dmm.nets.shipped import load_shipped_refiner
+
+        kept = load_shipped_refiner(card=old) if a.checkpoint == "shipped" else None
+        if kept is None:
+            raise SystemExit("--refiner shipped keeps the package's refiner, so it needs 'shipped' as the checkpoint "
+                             "and a package that holds a refiner")
+        refiner, card["refiner"] = kept.state_dict(), old["refiner"]
+    elif a.refiner:
         refiner, card["refiner"] = _refiner_entry(a.refiner, a.refiner_recipe, card)
+    if a.checkpoint == "shipped" and not a.scores:
+        scores = old.get("scores", {})              # the same weights: their scores still hold
     by_refiner = ("; then one more pass, the refiner's (refiner.pt), on the crop re-framed from the result, "
                   "mirror-averaged, after one more pass of the localiser where that re-framing moved the face's "
                   "square further than the refiner learned (REFINER_FRAMING); the mirror gap stays the localiser's")
@@ -142,7 +155,7 @@ def main(argv=None) -> int:
                  "commit": commit, "exported": time.strftime("%Y-%m-%d"), "scores": scores, "licence": LICENCE})
     path = export_shipped(net.state_dict(), card, a.out, refiner=refiner)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)" + (" and refiner.pt" if refiner else "")
-          + f" and its card; box framing {card['box_framing']['mediapipe']}")
+          + f", their ONNX graphs and the card; box framing {card['box_framing']['mediapipe']}")
     return 0
 
 

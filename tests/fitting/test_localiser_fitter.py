@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from stn3dmm.fitting.localiser import LocaliserFitter, face_turn, shifted_crops, unshift_theta, upright_frame
+from stn3dmm.nets.shipped import WEIGHTS, WEIGHTS_DIR
 from stn3dmm.photos.crop import crop_square, landmark_square, transform_theta
 
 THETA = torch.tensor([0.05, 0.3, -0.02, 57.0, 54.0, -0.7] + [0.3] * 10 + [-0.2] * 10)
@@ -378,3 +379,26 @@ def test_the_refiner_takes_the_final_pass_of_each_cascade(model):
     small.image_size = (96, 96)
     with pytest.raises(ValueError, match="refiner's input is 96 px"):
         LocaliserFitter(FixedNet(), model, 10, 10, refiner=small)
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / WEIGHTS).is_file(), reason="the package holds no trained localiser yet")
+def test_the_shipped_localiser_finds_the_same_face_by_either_engine(model):
+    """load_localiser runs the package's ONNX graphs on the CPU by default (engine 'auto'), and they
+    place a real photo's 68 points where the torch networks do; the engine is checked."""
+    from stn3dmm.fitting.localiser import load_localiser
+    from stn3dmm.nets.runtime import OnnxNetwork
+    from stn3dmm.photos import FaceDetector, read_photo
+    from stn3dmm.photos.samples import sample_photo_paths
+
+    image = read_photo(sample_photo_paths()[0]).image
+    box = FaceDetector(landmarks=False)(image)[0].bbox
+    by_onnx, by_torch = load_localiser(model=model), load_localiser(model=model, engine="torch")
+    assert isinstance(by_onnx.net, OnnxNetwork) and isinstance(by_onnx.refiner, OnnxNetwork)
+    assert isinstance(by_torch.net, nn.Module) and isinstance(by_torch.refiner, nn.Module)
+    a, b = by_onnx.from_boxes([image], [box])[0], by_torch.from_boxes([image], [box])[0]
+    assert np.abs(a.points68 - b.points68).max() < 0.01             # photo pixels
+    assert a.mirror_gap == pytest.approx(b.mirror_gap, abs=1e-5)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        load_localiser(model=model, engine="tensorrt")
+    with pytest.raises(ValueError, match="needs the CPU"):
+        load_localiser("cuda", model=model, engine="onnx")

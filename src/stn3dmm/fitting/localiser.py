@@ -44,9 +44,11 @@ import numpy as np
 import torch
 
 from ..nets.inference import fold_batch_norm
+from ..nets.runtime import OnnxNetwork
 from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_square_of_box
 from ..photos.detect import box_iou, turn_apart
 from ..stn.flip import flip_images, flip_theta
+from ..stn.layers import grid_generator
 
 
 #: Crops of detected faces can be turned upright by a multiple of ``2 pi / TURNS`` where the
@@ -84,6 +86,8 @@ SWEEP_PASSES = 3
 #: for the refiner's pass moves a face's square further than that (the centre by its distance), the
 #: cascade had not yet framed the face within them, and the localiser takes one more pass first.
 REFINER_FRAMING = (0.03, 0.05, 10.0)
+#: What can run the package's networks (:func:`load_localiser`'s ``engine``).
+ENGINES = ("auto", "onnx", "torch")
 
 
 @dataclass
@@ -103,7 +107,8 @@ class LocaliserFitter:
     """A trained localiser with the model it predicts for: photos and face squares in, theta out.
 
     Args:
-        net: a :class:`~stn3dmm.nets.localiser.Localiser` (its ``image_size`` is the crop side).
+        net: a :class:`~stn3dmm.nets.localiser.Localiser` (its ``image_size`` is the crop side), or
+            its ONNX graph (:class:`~stn3dmm.nets.runtime.OnnxNetwork`, on the CPU).
         model: the grid morphable model of its theta.
         n_id, n_exp: coefficients in its theta.
         passes: forward passes per face (1: the given square only).
@@ -127,7 +132,7 @@ class LocaliserFitter:
         redetect: from a face box (:meth:`from_boxes`), a try at a quarter turn starts from the
             face detector's box of the face in the photo so turned (a detector of its own, made
             on first use: the fitter is not for several threads).
-        refiner: a second network of the same input size for one more pass after each cascade of
+        refiner: a second network (torch or ONNX) of the same input size for one more pass after each cascade of
             two or more passes, on the crop re-framed from its result (:meth:`_refine`), trained on
             crops framed as such a pass sees them (``configs/lfw_localiser_refine.toml``); None:
             ``net`` alone. The mirror gap stays ``net``'s.
@@ -156,6 +161,8 @@ class LocaliserFitter:
         self.refiner = None if refiner is None else self._ready(refiner)
         self.refiner_framing = tuple(float(v) for v in refiner_framing)
         self.stn = MorphableSTN(model, landmarks="ibug68", n_id=n_id, n_exp=n_exp, max_outside=None).to(self.device)
+        idx = self.stn.landmark_index       # the 68 vertices' rows: the fitter projects nothing else
+        self._rows = (self.stn.mean[idx], self.stn.basis_id[:, idx], self.stn.basis_exp[:, idx])
         self.passes, self.mirror, self.batch, self.card = int(passes), bool(mirror), int(batch), card
         if shift < 0:
             raise ValueError(f"shift must be 0 or more pixels, got {shift}")
@@ -170,8 +177,14 @@ class LocaliserFitter:
         self.redetect, self._detector = bool(redetect), None      # the sweep's own detector, made on first use
 
     def _ready(self, net):
-        """The fitter's own copy of a network: batch norm folded in, on the device (channels_last
-        on the CPU: 2-3x faster depthwise convolutions)."""
+        """The fitter's own copy of a torch network: batch norm folded in, on the device
+        (channels_last on the CPU: 2-3x faster depthwise convolutions). An ONNX graph
+        (:class:`~stn3dmm.nets.runtime.OnnxNetwork`) runs as it is, on the CPU only."""
+        if isinstance(net, OnnxNetwork):
+            if self.device.type != "cpu":
+                raise ValueError(f"{net.name}: an ONNX graph runs on the CPU only, not on {self.device} "
+                                 "(load_localiser(engine='torch') for the torch network)")
+            return net
         net = fold_batch_norm(net).to(self.device)
         return net.to(memory_format=torch.channels_last) if self.device.type == "cpu" else net
 
@@ -199,7 +212,7 @@ class LocaliserFitter:
         out, net = [], self.refiner if refine and self.refiner is not None else self.net
         for lo in range(0, len(crops), self.batch):
             x = crops[lo:lo + self.batch].to(self.device, torch.float32)
-            if self.device.type == "cpu":
+            if self.device.type == "cpu" and isinstance(net, torch.nn.Module):
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(net(x).float())
         return torch.cat(out) if out else torch.zeros(0, self.stn.n_params)
@@ -214,8 +227,9 @@ class LocaliserFitter:
         return (self.landmarks(theta) - self.landmarks(back)).norm(dim=-1).mean(-1).cpu() / self.size
 
     def landmarks(self, theta: torch.Tensor) -> torch.Tensor:
-        """(B, 68, 2) the iBUG-68 vertices projected by theta (crop px)."""
-        return self.stn.geometry(theta.to(self.device)).points[:, self.stn.landmark_index].float()
+        """(B, 68, 2) the iBUG-68 vertices projected by theta (crop px; NaN where theta is not finite)."""
+        theta = theta.to(self.device, self._rows[0].dtype)
+        return grid_generator(theta, *self._rows, self.stn.n_id, self.stn.n_exp, self.stn.scale_map).points.float()
 
     def from_squares(self, images: list, squares: list, angles: list | None = None, reframe=None
                      ) -> list[LocalisedFace]:
@@ -521,7 +535,7 @@ def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> 
 
 
 def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift: int = 0, batch: int = 64,
-                   model=None, refiner=True, **options) -> LocaliserFitter:
+                   model=None, refiner=True, engine: str = "auto", **options) -> LocaliserFitter:
     """The localiser that ships in the package, ready to use (no download, no training).
 
     Args:
@@ -535,17 +549,23 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
             must be the card's).
         refiner: True: the package's refiner, for one more pass after the localiser's cascade,
             where it holds one; False: the localiser alone; or a network to use as the refiner.
+        engine: what runs the package's networks: ``"onnx"``, their ONNX graphs by onnxruntime (CPU
+            only; :mod:`stn3dmm.nets.runtime`: the same theta, two to three times faster),
+            ``"torch"``, or ``"auto"``: onnx on the CPU where the package holds the graphs, else torch.
         options: more of :class:`LocaliserFitter`'s (``deroll``, ``sweep``, ``sweep_gap``, ...).
 
     Raises:
         ValueError: the package holds no trained localiser, or the model is not the card's.
     """
     from ..model.store import load_model
-    from ..nets.shipped import load_shipped, load_shipped_refiner
+    from ..nets.shipped import load_shipped, load_shipped_onnx, load_shipped_refiner
 
     net, card = load_shipped()
+    onnx = _use_onnx(engine, device, card)
+    if onnx:
+        net = load_shipped_onnx(card=card)
     if refiner is True:
-        refiner = load_shipped_refiner(card=card)
+        refiner = load_shipped_onnx(card=card, refiner=True) if onnx else load_shipped_refiner(card=card)
     elif refiner is False:
         refiner = None
     model = model if model is not None else load_model(None)
@@ -557,6 +577,20 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
                            device=device, batch=batch, card=card, refiner=refiner, **options)
 
 
-__all__ = ["REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",
+def _use_onnx(engine: str, device, card: dict) -> bool:
+    """Whether :func:`load_localiser` runs the package's ONNX graphs (see its ``engine``)."""
+    from ..nets.shipped import GRAPHS, WEIGHTS
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    on_cpu = torch.device(device).type == "cpu"
+    has = GRAPHS[WEIGHTS] in card.get("onnx", {})
+    if engine == "onnx" and not (on_cpu and has):
+        raise ValueError("engine='onnx' needs the CPU and the package's ONNX graphs: "
+                         + ("the device is " + str(device) if not on_cpu else "the card names none"))
+    return engine == "onnx" or (engine == "auto" and on_cpu and has)
+
+
+__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",
            "LocaliserFitter", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
            "unshift_theta", "upright_frame"]

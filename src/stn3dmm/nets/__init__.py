@@ -13,9 +13,12 @@ module                      contents
 :mod:`.head`                :class:`ThetaHead` (the new fully connected layer with the original's
                             initialisation) and :func:`param_groups` (its learning-rate multipliers)
 :mod:`.shipped`             the trained localiser that ships in the package (``weights/``): its
-                            weights and card, :func:`~.shipped.load_shipped`
+                            weights, ONNX graphs and card, :func:`~.shipped.load_shipped`
 :mod:`.inference`           :func:`~.inference.fold_batch_norm` (a copy with batch normalisation
                             folded into the convolutions, for a faster forward pass)
+:mod:`.runtime`             :class:`~.runtime.OnnxNetwork` (a network's ONNX graph run by
+                            onnxruntime: the shipped localiser on the CPU) and
+                            :func:`~.runtime.export_onnx`
 ==========================  ===============================================================
 
 Every backbone maps normalised images ``(B, 3, H, W)`` to features ``(B, out_features)`` and

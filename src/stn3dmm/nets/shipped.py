@@ -1,14 +1,18 @@
-"""The trained localiser that ships in the package: its weights and its card.
+"""The trained localiser that ships in the package: its weights, their ONNX graphs and its card.
 
-Owns :func:`load_shipped`, :func:`load_shipped_refiner`, :func:`export_shipped` (a training
-checkpoint -> the package's ``weights/localiser.pt`` + ``weights/localiser.json``, and the
-refiner's ``weights/refiner.pt``) and :data:`WEIGHTS_DIR`.
+Owns :func:`load_shipped`, :func:`load_shipped_refiner`, :func:`load_shipped_onnx`,
+:func:`export_shipped` (a training checkpoint -> the package's ``weights/localiser.pt`` +
+``weights/localiser.json``, the refiner's ``weights/refiner.pt``, and each network's ONNX graph,
+``localiser.onnx`` and ``refiner.onnx``) and :data:`WEIGHTS_DIR`.
 
 The refiner is a second network of the same architecture for one more pass after the cascade
 (:class:`~stn3dmm.fitting.localiser.LocaliserFitter`); the card's ``refiner`` entry says where it
 came from. A folder without one holds a one-network localiser.
 
 The weights file holds a plain state dict (tensors only), read with ``weights_only=True``. The
+ONNX graphs are the same networks for onnxruntime, the fast path on the CPU
+(:mod:`stn3dmm.nets.runtime`); the card holds each graph's SHA-256, written with the weights, so a
+graph left over from other weights is refused rather than run. The
 card (JSON) says what the network is (backbone, input size, width, norm, coefficients), which
 morphable model its theta is for, how a face box frames its first crop, and where it came from:
 the data, the recipe, the commit, the scores and the licence terms that travel with it.
@@ -16,6 +20,7 @@ the data, the recipe, the commit, the scores and the licence terms that travel w
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +28,8 @@ import torch
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 WEIGHTS, CARD, REFINER = "localiser.pt", "localiser.json", "refiner.pt"
+#: each weights file's ONNX graph
+GRAPHS = {WEIGHTS: "localiser.onnx", REFINER: "refiner.onnx"}
 #: card keys the loader needs
 REQUIRED = ("backbone", "image_size", "width", "norm", "n_id", "n_exp")
 
@@ -67,6 +74,30 @@ def load_shipped_refiner(folder=None, card: dict | None = None):
     return _network(card, folder / REFINER)
 
 
+def load_shipped_onnx(folder=None, card: dict | None = None, refiner: bool = False):
+    """The localiser's (``refiner``: the refiner's) ONNX graph from ``folder`` (default: the
+    package's) as an :class:`~stn3dmm.nets.runtime.OnnxNetwork`, or None where the folder or its
+    card holds none; ``card``: the folder's card, if already read.
+
+    Raises:
+        ValueError: a graph that is not the one its card names (another export's), or that
+            onnxruntime cannot run.
+    """
+    folder = Path(folder) if folder else WEIGHTS_DIR
+    name = GRAPHS[REFINER if refiner else WEIGHTS]
+    card = card if card is not None else _card(folder)
+    want = card.get("onnx", {}).get(name)
+    if want is None or not (folder / name).is_file():
+        return None
+    from .runtime import OnnxNetwork
+
+    graph = (folder / name).read_bytes()
+    if hashlib.sha256(graph).hexdigest() != want:
+        raise ValueError(f"{folder / name}: not the graph its card names (SHA-256 differs): exported from other "
+                         "weights? Export the weights again (scripts/ship_localiser.py) or delete the file")
+    return OnnxNetwork(graph, (int(card["image_size"]),) * 2, name=str(folder / name))
+
+
 def _network(card: dict, wpath: Path):
     """The card's network with the weights of ``wpath`` (read with ``weights_only=True``), in eval mode."""
     from .localiser import build_localiser
@@ -82,27 +113,56 @@ def _network(card: dict, wpath: Path):
     return net.eval()
 
 
-def export_shipped(state_dict: dict, card: dict, folder=None, refiner: dict | None = None) -> Path:
-    """Write the weights (float32 state dict), the ``refiner``'s where given, and the card into
-    ``folder`` (default: the package's), each to a temporary name first, then renamed into place
-    (the card last; without a refiner, an old one is removed)."""
+def export_shipped(state_dict: dict, card: dict, folder=None, refiner: dict | None = None, onnx: bool = True
+                   ) -> Path:
+    """Write the weights (float32 state dict), the ``refiner``'s where given, each one's ONNX graph
+    (``onnx``; :func:`~stn3dmm.nets.runtime.export_onnx`, which needs ``pip install -e ".[ship]"``)
+    and the card with the graphs' SHA-256 into ``folder`` (default: the package's), each to a
+    temporary name first, then renamed into place (the card last; without a refiner, or without
+    ``onnx``, old files of the kind are removed)."""
     folder = Path(folder) if folder else WEIGHTS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     missing = [k for k in REQUIRED if k not in card]
     if missing:
         raise ValueError(f"the card lacks {', '.join(missing)}")
+    card = {k: v for k, v in card.items() if k != "onnx"}
     for name, weights in ((WEIGHTS, state_dict), (REFINER, refiner)):
         if weights is None:
             (folder / name).unlink(missing_ok=True)
+            (folder / GRAPHS[name]).unlink(missing_ok=True)
             continue
-        tmp = folder / (name + ".tmp")
-        torch.save({k: (v.float() if v.is_floating_point() else v).clone() for k, v in weights.items()}, tmp)
-        tmp.replace(folder / name)
+        weights = {k: (v.float() if v.is_floating_point() else v).clone() for k, v in weights.items()}
+        _write(folder / name, lambda f, w=weights: torch.save(w, f))
+        if onnx:
+            graph = _graph(card, weights)
+            _write(folder / GRAPHS[name], lambda f, g=graph: f.write(g))
+            card.setdefault("onnx", {})[GRAPHS[name]] = hashlib.sha256(graph).hexdigest()
+        else:
+            (folder / GRAPHS[name]).unlink(missing_ok=True)
     tmp = folder / (CARD + ".tmp")
     tmp.write_text(json.dumps(card, indent=1) + "\n")
     tmp.replace(folder / CARD)
     return folder / WEIGHTS
 
 
-__all__ = ["load_shipped", "load_shipped_refiner", "export_shipped", "WEIGHTS_DIR", "WEIGHTS", "CARD", "REFINER",
-           "REQUIRED"]
+def _graph(card: dict, weights: dict) -> bytes:
+    """The ONNX graph of the card's network with ``weights``."""
+    from .localiser import build_localiser
+    from .runtime import export_onnx
+
+    net = build_localiser(card["backbone"], n_id=int(card["n_id"]), n_exp=int(card["n_exp"]),
+                          image_size=int(card["image_size"]), width=float(card["width"]), norm=card["norm"] or None)
+    net.load_state_dict(weights)
+    return export_onnx(net)
+
+
+def _write(path: Path, write) -> None:
+    """``write(file)`` to a temporary name beside ``path``, then renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    tmp.replace(path)
+
+
+__all__ = ["load_shipped", "load_shipped_refiner", "load_shipped_onnx", "export_shipped", "WEIGHTS_DIR", "WEIGHTS",
+           "CARD", "REFINER", "GRAPHS", "REQUIRED"]
