@@ -201,6 +201,8 @@ def main():
     ap.add_argument("--checkpoint", help="a training checkpoint's localiser in place of the shipped one")
     ap.add_argument("--refiner", help="one more pass after the cascade: a training checkpoint, or none (default: the "
                                       "package's refiner for the shipped localiser, none for a --checkpoint)")
+    ap.add_argument("--fitter", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a LocaliserFitter setting of the shipped localiser (e.g. shift=3); repeatable")
     ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
     ap.add_argument("--roll", default="", help="LO,HI: turn each image by its own angle ~ U(LO, HI) degrees, "
                     "and count the faces fitted wrongly (NME above --wrong)")
@@ -243,10 +245,15 @@ def main():
         from stn3dmm.evaluation.checkpoint import checkpoint_fitter
 
         fitter = checkpoint_fitter(args.checkpoint, model, "cpu", args.passes, refiner=refiner_option(args.refiner))
-    elif args.passes != 2 or args.turns is not None or args.turn_within is not None or args.refiner:
+    elif args.passes != 2 or args.turns is not None or args.turn_within is not None or args.refiner or args.fitter:
         from stn3dmm.fitting.localiser import load_localiser
 
         fitter = load_localiser(model=model, passes=args.passes, refiner=refiner_option(args.refiner))
+    for key, value in (kv.split("=", 1) for kv in args.fitter):
+        if not hasattr(fitter, key):
+            raise SystemExit(f"--fitter {key}: LocaliserFitter has no such setting")
+        kind = type(getattr(fitter, key))
+        setattr(fitter, key, value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
     if args.turns is not None:
         fitter.turns = args.turns
     if args.turn_within is not None:

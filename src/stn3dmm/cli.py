@@ -381,9 +381,10 @@ def _add_evaluate(sub) -> None:
                                      "for the shipped localiser, none for a --checkpoint)")
     q.add_argument("--no-mirror", action="store_true", help="localiser: do not average the final pass's theta with "
                                                             "the mirrored crop's")
-    q.add_argument("--shift", type=int, default=0, help="localiser: also average the final pass's theta over its "
-                                                        "crop shifted by this many pixels (0: off; 3 was chosen on "
-                                                        "held-out LFW people; five times the final pass's work)")
+    q.add_argument("--shift", type=int, default=0, help="localiser: also average the last pass's theta (the "
+                                                        "refiner's) over its crop shifted by this many pixels (0: "
+                                                        "off; 3 was chosen on held-out LFW people; five times that "
+                                                        "pass's work)")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
                                   "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, fitted; "
                                   "or lfw-consistency (--path: one folder of photos per person; flattened "

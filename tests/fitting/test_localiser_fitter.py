@@ -375,6 +375,13 @@ def test_the_refiner_takes_the_final_pass_of_each_cascade(model):
     alone = plain.from_squares([dark], [(np.array([150.0, 150.0]), 200.0)])[0]
     assert face.mirror_gap == pytest.approx(alone.mirror_gap)        # the localiser's gap, as without
     assert abs(math.remainder(face.angle - math.pi, 2 * math.pi)) < 0.05
+    # shift averaging goes to the last pass: the refiner's five copies and their mirrors, not the localiser's
+    image = np.zeros((300, 300, 3), np.float32)
+    image[60:100, 55:245] = 1.0
+    shifting = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, shift=3, sweep=1,
+                               refiner=CountingSureOfDarkNet(), refiner_framing=anywhere)
+    shifting.from_squares([image], [(np.array([150.0, 150.0]), 200.0)])
+    assert (shifting.net.crops, shifting.refiner.crops) == (1 + 2, 5 * 2)
     small = FixedNet()
     small.image_size = (96, 96)
     with pytest.raises(ValueError, match="refiner's input is 96 px"):

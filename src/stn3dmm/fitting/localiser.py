@@ -24,9 +24,10 @@ each eighth of a turn, and the surest result is taken if the network is sure of 
 Where the package holds a refiner (a second network trained on crops framed as a cascade's result
 frames them, ``refiner``, :meth:`LocaliserFitter._refine`), each result gets one more pass, the
 refiner's, on the crop re-framed from it; the mirror gap stays the localiser's.
-Averaging also over the final
-crop shifted by a few pixels (``shift``, :func:`shifted_crops`) lowers the error a little more, for
-five times the final pass: an option, off by default.
+Averaging also over the last
+pass's crop (the refiner's where there is one) shifted by a few pixels (``shift``,
+:func:`shifted_crops`) lowers the error a little more, for five times that pass: an option, off by
+default.
 
 A face turned in the photo (upside down, or on its side) is cropped turned upright when the caller
 gives its turn (``angles``, e.g. :meth:`~stn3dmm.photos.detect.Face.upright_turn`; off by default
@@ -61,8 +62,9 @@ from ..stn.layers import grid_generator
 TURNS = 1
 TURN_WITHIN = math.radians(30.0)
 #: The shift of test-time shift averaging when it is wanted (``shift=SHIFT``; off by default: five
-#: times the final pass). Chosen on the held-out LFW people among 3 px shifts, 0.93/1.07 zooms and
-#: both with 4 px (docs/training.md, "Test-time shift averaging").
+#: times the last pass). Chosen on the held-out LFW people among 3 px shifts, 0.93/1.07 zooms and
+#: both with 4 px, then 2 and 3 px on the refiner's pass (docs/training.md, "Test-time shift
+#: averaging").
 SHIFT = 3
 #: A face whose final mirror gap is above SWEEP_GAP is localised again from its first square
 #: turned by each other multiple of ``2 pi / SWEEP_TURNS`` (each try SWEEP_PASSES passes), and the
@@ -113,9 +115,10 @@ class LocaliserFitter:
         n_id, n_exp: coefficients in its theta.
         passes: forward passes per face (1: the given square only).
         mirror: on the final pass, average theta with the mirrored crop's, mirrored back.
-        shift: on the final pass, also average over the crop shifted by this many of its pixels
-            left, right, up and down (:func:`shifted_crops`; 0: off, the default). Five times the
-            final pass's work for a lower error; :data:`SHIFT` is the chosen shift.
+        shift: on the last pass (the refiner's where there is one), also average over the crop
+            shifted by this many of its pixels left, right, up and down (:func:`shifted_crops`; 0:
+            off, the default). Five times that pass's work for a lower error; :data:`SHIFT` is the
+            chosen shift.
         turns, turn_within: :meth:`from_faces` crops a face turned upright by a multiple of
             ``2 pi / turns`` where its eye line is within ``turn_within`` of it
             (:meth:`~stn3dmm.photos.detect.Face.upright_turn`; ``turns`` 1: never turned).
@@ -278,15 +281,17 @@ class LocaliserFitter:
     def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
               ) -> list[LocalisedFace]:
         """One forward pass over the crops of ``squares`` turned by ``angles``; ``final``: with
-        mirror and shift averaging (and the mirror gap), ``refine``: by the refiner (no gap: a refined
-        face keeps the localiser's, :meth:`_refine`)."""
+        mirror averaging (and the mirror gap), and shift averaging where no refiner's pass follows;
+        ``refine``: by the refiner, with both (no gap: a refined face keeps the localiser's,
+        :meth:`_refine`)."""
         crops, transforms = [], []
         for img, (c, s), a in zip(images, squares, angles):
             crop, tr = crop_square(img, c, s, self.size, angle=a)
             crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
             transforms.append(tr)
         gaps = []
-        theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=self.shift * final,
+        shift = self.shift if final and (refine or self.refiner is None) else 0
+        theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=shift,
                                     gaps=None if refine else gaps, refine=refine)
                  if crops else torch.zeros(0, self.stn.n_params))
         pts = self.landmarks(theta).double().cpu().numpy()
@@ -386,7 +391,7 @@ class LocaliserFitter:
             if self._detector is None:
                 from ..photos import FaceDetector
 
-                self._detector = FaceDetector(landmarks=False)
+                self._detector = FaceDetector(landmarks=False, upright=False)     # boxes only
             found = [(b, box_iou(b, boxes[k])) for b, _ in self._detector.boxes_turned(images[k], q)]
             seen[(k, q)] = max(found, key=lambda f: f[1], default=(None, 0.0))
         box, overlap = seen[(k, q)]
@@ -542,8 +547,8 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         device: ``"cpu"``, ``"cuda"``, ... (the network and the geometry run there).
         passes: forward passes per face (2: the second re-crops from the first's landmarks).
         mirror: average the final pass's theta with its mirrored crop's (:func:`mirror_average`).
-        shift: also average over the final crop shifted by this many pixels (0: off;
-            :func:`shifted_crops`).
+        shift: also average over the last pass's crop (the refiner's) shifted by this many pixels
+            (0: off; :func:`shifted_crops`; :data:`SHIFT`).
         batch: faces per forward pass.
         model: the morphable model it predicts for (default: the prepared default model, which
             must be the card's).

@@ -194,7 +194,11 @@ class Flattener:
         self.stn = _TimedSTN(model, out_res=res, visibility=visibility, landmarks=None,
                              max_outside=None, channels=4).to(self.device)
         self.res = self.stn.out_res
-        self.detector = detector or FaceDetector(landmarks=method != "localiser")
+        # the localiser alone needs boxes only: no face mesh, and no check of the eye keypoints' way up
+        # (they turn a crop only where the localiser's ``turns`` is above 1; the boxes are the same)
+        boxes_only = method == "localiser"
+        self.detector = detector or FaceDetector(landmarks=not boxes_only,
+                                                 upright=not boxes_only or self.localiser.turns > 1)
 
     @property
     def needs_mesh(self) -> bool:
