@@ -18,9 +18,9 @@ folder. Rows, all measured in this run:
   face mesh and the landmark fit), when the package holds a trained localiser;
 * ours with ``--method auto`` (the localiser on every face, the landmark fit on those below its switch).
 
-With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``) then run
-head to head N more times, in turn, each round into a fresh folder: on a shared machine the
-load drifts between rows, and the median of the per-round ratios is the figure to quote.
+With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``; with
+``--shift S`` also both with test-time shift averaging of S pixels) then run head to head N more
+times, in turn, each round into a fresh folder: on a shared machine the load drifts between rows, and the median of the per-round ratios is the figure to quote.
 
 Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
 bilinear sampling, masks, completion), visibility (the depth test), write (the background
@@ -77,6 +77,8 @@ def main():
     ap.add_argument("--photos", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=0, help="head-to-head rounds of the methods after the table")
+    ap.add_argument("--shift", type=int, default=0, help="head to head: also the localiser and auto with test-time "
+                                                         "shift averaging of this many pixels on the last pass")
     args = ap.parse_args()
     import torch
 
@@ -124,29 +126,38 @@ def main():
                 print(f"  {k:<20} {1000 * v / args.photos:7.1f} ms/photo  {100 * v / tot:5.1f}%")
             print(f"  faces flattened: {rep.faces}, problems: {len(rep.failures)}")
         if args.rounds > 0 and shipped_localiser():
-            head_to_head(photos, work, model, args.rounds)
+            head_to_head(photos, work, model, args.rounds, args.shift)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def head_to_head(photos, work, model, rounds: int) -> None:
+def head_to_head(photos, work, model, rounds: int, shift: int = 0) -> None:
     """Each method in turn, ``rounds`` times, all outputs; photos/s per round and the median of the
-    per-round ratio to the landmark fit."""
+    per-round ratio to the landmark fit. ``shift``: also the localiser and auto with that shift
+    averaging (``load_localiser(shift=)``)."""
+    from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten import Flattener, flatten_paths
 
-    methods = ("landmarks", "localiser", "auto")
-    flatteners = {m: Flattener(model, method=m) for m in methods}
+    flatteners = {m: Flattener(model, method=m) for m in ("landmarks", "localiser", "auto")}
+    if shift:
+        fitter = load_localiser(model=model, shift=shift)
+        flatteners.update({f"{m}+shift{shift}": Flattener(model, method=m, localiser=fitter)
+                           for m in ("localiser", "auto")})
+    methods = tuple(flatteners)
     rate = {m: [] for m in methods}
+    w = max(11, max(len(m) for m in methods) + 1)          # column widths
+    v = w + len(" / landmarks")
     print(f"\nhead to head, {rounds} rounds of {len(photos)} photos, all outputs (photos/s):")
-    print(f"{'round':>5}" + "".join(f"{m:>11}" for m in methods) + "".join(f"{m + ' / landmarks':>22}" for m in methods[1:]))
+    print(f"{'round':>6}" + "".join(f"{m:>{w}}" for m in methods)
+          + "".join(f"{m + ' / landmarks':>{v}}" for m in methods[1:]))
     for r in range(rounds):
         for m in methods:
             _, dt, _, _ = measure(flatten_paths, photos, work / f"round{r}_{m}", flatteners[m], progress=False)
             rate[m].append(len(photos) / dt)
-        print(f"{r + 1:>5}" + "".join(f"{rate[m][-1]:>11.1f}" for m in methods)
-              + "".join(f"{rate[m][-1] / rate['landmarks'][-1]:>22.2f}" for m in methods[1:]))
-    print(f"{'median':>5}" + "".join(f"{np.median(rate[m]):>11.1f}" for m in methods)
-          + "".join(f"{np.median(np.array(rate[m]) / np.array(rate['landmarks'])):>22.2f}" for m in methods[1:])
+        print(f"{r + 1:>6}" + "".join(f"{rate[m][-1]:>{w}.1f}" for m in methods)
+              + "".join(f"{rate[m][-1] / rate['landmarks'][-1]:>{v}.2f}" for m in methods[1:]))
+    print(f"{'median':>6}" + "".join(f"{np.median(rate[m]):>{w}.1f}" for m in methods)
+          + "".join(f"{np.median(np.array(rate[m]) / np.array(rate['landmarks'])):>{v}.2f}" for m in methods[1:])
           + f"   (load average {os.getloadavg()[0]:.2f})")
 
 

@@ -74,7 +74,8 @@ def test_graphs_are_exported_with_the_weights_and_checked_against_the_card(tmp_p
     assert set(card["onnx"]) == set(GRAPHS.values())
     x = torch.rand(3, 3, 64, 64)
     with torch.no_grad():
-        for graph, torch_net in ((load_shipped_onnx(tmp_path), net), (load_shipped_onnx(tmp_path, refiner=True), refiner)):
+        for graph, torch_net in ((load_shipped_onnx(tmp_path), net),
+                                 (load_shipped_onnx(tmp_path, refiner=True), refiner)):
             torch.testing.assert_close(graph(x), torch_net(x), atol=1e-4, rtol=1e-4)
     # a graph of other weights (an export left over from another network) is refused by its hash
     (tmp_path / GRAPHS[REFINER]).write_bytes((tmp_path / GRAPHS[WEIGHTS]).read_bytes())

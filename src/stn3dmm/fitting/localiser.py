@@ -596,6 +596,7 @@ def _use_onnx(engine: str, device, card: dict) -> bool:
     return engine == "onnx" or (engine == "auto" and on_cpu and has)
 
 
-__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE", "SWEEP_TURNS", "LocalisedFace",
+__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
+           "SWEEP_TURNS", "LocalisedFace",
            "LocaliserFitter", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
            "unshift_theta", "upright_frame"]
