@@ -407,5 +407,18 @@ def test_the_shipped_localiser_finds_the_same_face_by_either_engine(model):
     assert a.mirror_gap == pytest.approx(b.mirror_gap, abs=1e-5)
     with pytest.raises(ValueError, match="engine must be one of"):
         load_localiser(model=model, engine="tensorrt")
-    with pytest.raises(ValueError, match="needs the CPU"):
+    with pytest.raises(ValueError, match="the device is cuda"):
         load_localiser("cuda", model=model, engine="onnx")
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / WEIGHTS).is_file(), reason="the package holds no trained localiser yet")
+def test_without_onnxruntime_auto_falls_back_to_torch(model, monkeypatch):
+    import importlib.util
+
+    from stn3dmm.fitting.localiser import load_localiser
+
+    find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find(name, *a))
+    assert isinstance(load_localiser(model=model).net, nn.Module)
+    with pytest.raises(ValueError, match="onnxruntime is not installed"):
+        load_localiser(model=model, engine="onnx")

@@ -37,6 +37,7 @@ theta is in a crop where the face stands as in training.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, replace
 from functools import partial
@@ -556,7 +557,8 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
             where it holds one; False: the localiser alone; or a network to use as the refiner.
         engine: what runs the package's networks: ``"onnx"``, their ONNX graphs by onnxruntime (CPU
             only; :mod:`stn3dmm.nets.runtime`: the same theta, two to three times faster),
-            ``"torch"``, or ``"auto"``: onnx on the CPU where the package holds the graphs, else torch.
+            ``"torch"``, or ``"auto"``: onnx on the CPU where the package holds the graphs and
+            onnxruntime is installed, else torch.
         options: more of :class:`LocaliserFitter`'s (``deroll``, ``sweep``, ``sweep_gap``, ...).
 
     Raises:
@@ -590,10 +592,12 @@ def _use_onnx(engine: str, device, card: dict) -> bool:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     on_cpu = torch.device(device).type == "cpu"
     has = GRAPHS[WEIGHTS] in card.get("onnx", {})
-    if engine == "onnx" and not (on_cpu and has):
-        raise ValueError("engine='onnx' needs the CPU and the package's ONNX graphs: "
-                         + ("the device is " + str(device) if not on_cpu else "the card names none"))
-    return engine == "onnx" or (engine == "auto" and on_cpu and has)
+    runtime = importlib.util.find_spec("onnxruntime") is not None
+    if engine == "onnx" and not (on_cpu and has and runtime):
+        raise ValueError("engine='onnx' needs the CPU, the package's ONNX graphs and onnxruntime: "
+                         + ("the device is " + str(device) if not on_cpu else
+                            "the card names no graphs" if not has else "onnxruntime is not installed"))
+    return engine == "onnx" or (engine == "auto" and on_cpu and has and runtime)
 
 
 __all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
