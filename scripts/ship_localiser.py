@@ -13,9 +13,9 @@ commit, the step, any ``--scores`` files (``stn3dmm evaluate --out`` JSON: their
 only) and the licence terms that travel with the weights. ``--refiner``: a second checkpoint of the
 same network for one more pass after the cascade (``refiner.pt``, and its own config, step and recipe on the
 card); without it the package holds no refiner. ``shipped`` in place of the checkpoint keeps the
-package's localiser and its card's provenance (config, step, recipe, data, box framing), and its
-scores unless ``--scores`` gives new ones; ``--refiner shipped`` then keeps the package's refiner too
-(to export the ONNX graphs of the same weights again). Each network's ONNX graph is written beside
+package's localiser and its card's provenance (config, step, recipe, data, box framing);
+``--refiner shipped`` then keeps the package's refiner too, and with it the card's scores unless
+``--scores`` gives new ones (to export the ONNX graphs of the same weights again). Each network's ONNX graph is written beside
 its weights (:func:`stn3dmm.nets.runtime.export_onnx`; needs ``pip install -e ".[ship]"``).
 """
 
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
         refiner, card["refiner"] = kept.state_dict(), old["refiner"]
     elif a.refiner:
         refiner, card["refiner"] = _refiner_entry(a.refiner, a.refiner_recipe, card)
-    if a.checkpoint == "shipped" and not a.scores:
-        scores = old.get("scores", {})              # the same weights: their scores still hold
+    if a.refiner == "shipped" and not a.scores:
+        scores = old.get("scores", {})              # the same two networks: their scores still hold
     by_refiner = ("; then one more pass, the refiner's (refiner.pt), on the crop re-framed from the result, "
                   "mirror-averaged, after one more pass of the localiser where that re-framing moved the face's "
                   "square further than the refiner learned (REFINER_FRAMING); the mirror gap stays the localiser's")
