@@ -16,7 +16,6 @@ tests check that both give the same theta.
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
@@ -103,9 +102,7 @@ def export_onnx(net: torch.nn.Module) -> bytes:
         program = torch.onnx.export(net, (torch.rand(2, 3, *size),), dynamo=True, opset_version=OPSET,
                                     input_names=["crops"], output_names=["theta"],
                                     dynamic_shapes={"images": {0: batch}}, verbose=False)
-    buf = io.BytesIO()
-    buf.write(program.model_proto.SerializeToString())
-    return buf.getvalue()
+    return program.model_proto.SerializeToString()
 
 
 __all__ = ["OnnxNetwork", "export_onnx", "OPSET"]

@@ -100,10 +100,7 @@ def load_shipped_onnx(folder=None, card: dict | None = None, refiner: bool = Fal
 
 def _network(card: dict, wpath: Path):
     """The card's network with the weights of ``wpath`` (read with ``weights_only=True``), in eval mode."""
-    from .localiser import build_localiser
-
-    net = build_localiser(card["backbone"], n_id=int(card["n_id"]), n_exp=int(card["n_exp"]),
-                          image_size=int(card["image_size"]), width=float(card["width"]), norm=card["norm"] or None)
+    net = _build(card)
     try:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
@@ -139,19 +136,23 @@ def export_shipped(state_dict: dict, card: dict, folder=None, refiner: dict | No
             card.setdefault("onnx", {})[GRAPHS[name]] = hashlib.sha256(graph).hexdigest()
         else:
             (folder / GRAPHS[name]).unlink(missing_ok=True)
-    tmp = folder / (CARD + ".tmp")
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    tmp.replace(folder / CARD)
+    _write(folder / CARD, lambda f: f.write((json.dumps(card, indent=1) + "\n").encode()))
     return folder / WEIGHTS
+
+
+def _build(card: dict):
+    """The network the card describes, untrained."""
+    from .localiser import build_localiser
+
+    return build_localiser(card["backbone"], n_id=int(card["n_id"]), n_exp=int(card["n_exp"]),
+                           image_size=int(card["image_size"]), width=float(card["width"]), norm=card["norm"] or None)
 
 
 def _graph(card: dict, weights: dict) -> bytes:
     """The ONNX graph of the card's network with ``weights``."""
-    from .localiser import build_localiser
     from .runtime import export_onnx
 
-    net = build_localiser(card["backbone"], n_id=int(card["n_id"]), n_exp=int(card["n_exp"]),
-                          image_size=int(card["image_size"]), width=float(card["width"]), norm=card["norm"] or None)
+    net = _build(card)
     net.load_state_dict(weights)
     return export_onnx(net)
 
