@@ -565,12 +565,11 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         ValueError: the package holds no trained localiser, or the model is not the card's.
     """
     from ..model.store import load_model
-    from ..nets.shipped import load_shipped, load_shipped_onnx, load_shipped_refiner
+    from ..nets.shipped import load_card, load_shipped, load_shipped_onnx, load_shipped_refiner
 
-    net, card = load_shipped()
+    card = load_card()
     onnx = _use_onnx(engine, device, card)
-    if onnx:
-        net = load_shipped_onnx(card=card)
+    net = load_shipped_onnx(card=card) if onnx else load_shipped()[0]      # the torch network only where it runs
     if refiner is True:
         refiner = load_shipped_onnx(card=card, refiner=True) if onnx else load_shipped_refiner(card=card)
     elif refiner is False:

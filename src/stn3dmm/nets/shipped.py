@@ -34,6 +34,12 @@ GRAPHS = {WEIGHTS: "localiser.onnx", REFINER: "refiner.onnx"}
 REQUIRED = ("backbone", "image_size", "width", "norm", "n_id", "n_exp")
 
 
+def load_card(folder=None) -> dict:
+    """The card of the trained localiser in ``folder`` (default: the package's), checked for the
+    keys the loader needs (ValueError otherwise, naming the file)."""
+    return _card(Path(folder) if folder else WEIGHTS_DIR)
+
+
 def load_shipped(folder=None):
     """(localiser in eval mode, card dict) from ``folder`` (default: the package's own).
 
@@ -165,5 +171,5 @@ def _write(path: Path, write) -> None:
     tmp.replace(path)
 
 
-__all__ = ["load_shipped", "load_shipped_refiner", "load_shipped_onnx", "export_shipped", "WEIGHTS_DIR", "WEIGHTS",
+__all__ = ["load_card", "load_shipped", "load_shipped_refiner", "load_shipped_onnx", "export_shipped", "WEIGHTS_DIR", "WEIGHTS",
            "CARD", "REFINER", "GRAPHS", "REQUIRED"]
