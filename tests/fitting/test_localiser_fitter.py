@@ -120,6 +120,25 @@ def test_shifted_copies_map_back_by_their_offsets():
         shifted_crops(crops, 112)
 
 
+def test_shift_averaging_goes_to_the_faces_marked_only(model):
+    """A batch with some faces marked for shift averaging: each face's theta is what it gets in a
+    batch of its own kind, and the mirror gaps come back in the batch's order."""
+    crops = torch.zeros(3, 3, 112, 112)
+    for k, (y, x) in enumerate(((30, 40), (60, 20), (50, 50))):
+        crops[k, :, y:y + 25, x:x + 30] = 1.0
+    fitter = LocaliserFitter(CentroidNet(), model, 10, 10, passes=1, shift=3)
+    which = np.array([True, False, True])
+    gaps = []
+    theta = fitter._predict_some_shifted(crops, True, 3, which, gaps, False)
+    shifted = fitter.predict_crops(crops[[0, 2]], mirror=True, shift=3)
+    plain, plain_gaps = fitter.predict_crops(crops, mirror=True), []
+    fitter.predict_crops(crops, mirror=True, gaps=plain_gaps)
+    torch.testing.assert_close(theta[[0, 2]], shifted)
+    torch.testing.assert_close(theta[1], plain[1])
+    assert not torch.allclose(theta[0], plain[0])
+    torch.testing.assert_close(gaps[0], plain_gaps[0])        # the gap is the crop's own, shifted or not
+
+
 class CentroidNet(BiasedNet):
     """t is the crop's brightness centroid plus a bias that grows with its distance from the crop's
     centre (a network that is not shift-equivariant): each shifted copy answers differently."""
@@ -378,10 +397,11 @@ def test_the_refiner_takes_the_final_pass_of_each_cascade(model):
     # shift averaging goes to the last pass: the refiner's five copies and their mirrors, not the localiser's
     image = np.zeros((300, 300, 3), np.float32)
     image[60:100, 55:245] = 1.0
-    shifting = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, shift=3, sweep=1,
-                               refiner=CountingSureOfDarkNet(), refiner_framing=anywhere)
-    shifting.from_squares([image], [(np.array([150.0, 150.0]), 200.0)])
-    assert (shifting.net.crops, shifting.refiner.crops) == (1 + 2, 5 * 2)
+    for shift_yaw, copies in ((0.0, 5), (30.0, 1)):     # the face is read at |yaw| 17: shifted only from 0
+        shifting = LocaliserFitter(CountingSureOfDarkNet(), model, 10, 10, shift=3, shift_yaw=shift_yaw, sweep=1,
+                                   refiner=CountingSureOfDarkNet(), refiner_framing=anywhere)
+        shifting.from_squares([image], [(np.array([150.0, 150.0]), 200.0)])
+        assert (shifting.net.crops, shifting.refiner.crops) == (1 + 2, copies * 2)
     small = FixedNet()
     small.image_size = (96, 96)
     with pytest.raises(ValueError, match="refiner's input is 96 px"):

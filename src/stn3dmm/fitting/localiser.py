@@ -51,6 +51,7 @@ from ..photos.crop import CropTransform, crop_square, landmark_square, landmark_
 from ..photos.detect import box_iou, turn_apart
 from ..stn.flip import flip_images, flip_theta
 from ..stn.layers import grid_generator
+from ..stn.pose import pose_from_theta
 
 
 #: Crops of detected faces can be turned upright by a multiple of ``2 pi / TURNS`` where the
@@ -67,6 +68,12 @@ TURN_WITHIN = math.radians(30.0)
 #: both with 4 px, then 2 and 3 px on the refiner's pass (docs/training.md, "Test-time shift
 #: averaging").
 SHIFT = 3
+#: Shift averaging (``shift``) applies to a face only where the pass before reads it turned at least
+#: this many degrees of |yaw| (``shift_yaw``; 0: every face). Its gain on the held-out head renders
+#: was the same at every yaw (docs/training.md, "Shift averaging where the face is turned"), so a
+#: switch costs in proportion to the faces it spares; 30 is ``flatten --method auto``'s own switch,
+#: below which auto keeps the landmark fit.
+SHIFT_YAW = 30.0
 #: A face whose final mirror gap is above SWEEP_GAP is localised again from its first square
 #: turned by each other multiple of ``2 pi / SWEEP_TURNS`` (each try SWEEP_PASSES passes), and the
 #: surest try (smallest gap) taken where its gap is below SWEEP_SURE and another try ends within
@@ -120,6 +127,8 @@ class LocaliserFitter:
             shifted by this many of its pixels left, right, up and down (:func:`shifted_crops`; 0:
             off, the default). Five times that pass's work for a lower error; :data:`SHIFT` is the
             chosen shift.
+        shift_yaw: shift averaging only for faces the pass before reads at this |yaw| or more
+            (degrees; 0: every face; :data:`SHIFT_YAW`).
         turns, turn_within: :meth:`from_faces` crops a face turned upright by a multiple of
             ``2 pi / turns`` where its eye line is within ``turn_within`` of it
             (:meth:`~stn3dmm.photos.detect.Face.upright_turn`; ``turns`` 1: never turned).
@@ -147,6 +156,7 @@ class LocaliserFitter:
     """
 
     def __init__(self, net, model, n_id: int, n_exp: int, *, passes: int = 2, mirror: bool = True, shift: int = 0,
+                 shift_yaw: float = SHIFT_YAW,
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
                  sweep_sure: float = SWEEP_SURE, sweep_agree: float | None = SWEEP_AGREE,
@@ -170,7 +180,7 @@ class LocaliserFitter:
         self.passes, self.mirror, self.batch, self.card = int(passes), bool(mirror), int(batch), card
         if shift < 0:
             raise ValueError(f"shift must be 0 or more pixels, got {shift}")
-        self.shift = int(shift)
+        self.shift, self.shift_yaw = int(shift), float(shift_yaw)
         self.turns, self.turn_within = int(turns), float(turn_within)
         self.box_framing = tuple(float(v) for v in box_framing)
         if sweep < 1:
@@ -221,6 +231,25 @@ class LocaliserFitter:
             out.append(net(x).float())
         return torch.cat(out) if out else torch.zeros(0, self.stn.n_params)
 
+    def _predict_some_shifted(self, crops: torch.Tensor, mirror: bool, shift: int, which: np.ndarray,
+                              gaps: list | None, refine: bool) -> torch.Tensor:
+        """:meth:`predict_crops` with shift averaging for the crops ``which`` (B,) marks only."""
+        if not shift or which.all() or not which.any():
+            return self.predict_crops(crops, mirror=mirror, shift=shift if which.any() else 0, gaps=gaps,
+                                      refine=refine)
+        theta, gap = None, torch.full((len(crops),), float("nan"))
+        for sel, s in ((~which, 0), (which, shift)):
+            idx, inner = torch.from_numpy(np.flatnonzero(sel)), [] if gaps is not None else None
+            part = self.predict_crops(crops[idx], mirror=mirror, shift=s, gaps=inner, refine=refine)
+            if theta is None:
+                theta = part.new_empty((len(crops), part.shape[1]))
+            theta[idx.to(part.device)] = part
+            if inner:
+                gap[idx] = inner[0]
+        if gaps is not None:
+            gaps.append(gap)
+        return theta
+
     def mirror_gap(self, theta: torch.Tensor, theta_of_mirror: torch.Tensor) -> torch.Tensor:
         """(B,) how far the network disagrees with itself on a crop: the mean distance between the
         68 points of ``theta`` and of its mirrored crop's ``theta_of_mirror`` mapped back
@@ -254,10 +283,11 @@ class LocaliserFitter:
         """``passes`` passes: each after the first re-crops from the 68 points the one before predicted,
         turned by the roll it predicted (``deroll``, :func:`face_turn`); after two or more, one more
         by the ``refiner`` where there is one and ``refine`` (:meth:`_refine`)."""
+        result = None
         for p in range(passes - 1):
             result = self._pass(images, squares, angles)
             squares, angles = self._reframe(result, squares, angles)
-        found = self._pass(images, squares, angles, final=True)
+        found = self._pass(images, squares, angles, final=True, before=result)
         return self._refine(images, found) if refine and passes > 1 and self.refiner is not None else found
 
     def _refine(self, images: list, found: list) -> list[LocalisedFace]:
@@ -276,15 +306,16 @@ class LocaliserFitter:
             more = self._reframe(again, [new_squares[k] for k in far], [new_angles[k] for k in far])
             for i, k in enumerate(far):
                 new_squares[k], new_angles[k] = more[0][i], more[1][i]
-        refined = self._pass(images, new_squares, new_angles, final=True, refine=True)
+        refined = self._pass(images, new_squares, new_angles, final=True, refine=True, before=found)
         return [replace(r, mirror_gap=f.mirror_gap) for r, f in zip(refined, found)]
 
-    def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False
-              ) -> list[LocalisedFace]:
+    def _pass(self, images: list, squares: list, angles: list, final: bool = False, refine: bool = False,
+              before: list | None = None) -> list[LocalisedFace]:
         """One forward pass over the crops of ``squares`` turned by ``angles``; ``final``: with
         mirror averaging (and the mirror gap), and shift averaging where no refiner's pass follows;
         ``refine``: by the refiner, with both (no gap: a refined face keeps the localiser's,
-        :meth:`_refine`)."""
+        :meth:`_refine`). Shift averaging is for the faces ``before`` (the pass before's results)
+        reads at ``shift_yaw`` or more (every face where there was none)."""
         crops, transforms = [], []
         for img, (c, s), a in zip(images, squares, angles):
             crop, tr = crop_square(img, c, s, self.size, angle=a)
@@ -292,8 +323,9 @@ class LocaliserFitter:
             transforms.append(tr)
         gaps = []
         shift = self.shift if final and (refine or self.refiner is None) else 0
-        theta = (self.predict_crops(torch.stack(crops), mirror=self.mirror and final, shift=shift,
-                                    gaps=None if refine else gaps, refine=refine)
+        which = np.ones(len(crops), bool) if before is None else _abs_yaw(before) >= self.shift_yaw
+        theta = (self._predict_some_shifted(torch.stack(crops), self.mirror and final, shift, which,
+                                            None if refine else gaps, refine)
                  if crops else torch.zeros(0, self.stn.n_params))
         pts = self.landmarks(theta).double().cpu().numpy()
         gap = gaps[0].tolist() if gaps else [float("nan")] * len(crops)
@@ -397,6 +429,13 @@ class LocaliserFitter:
             seen[(k, q)] = max(found, key=lambda f: f[1], default=(None, 0.0))
         box, overlap = seen[(k, q)]
         return self.box_square(box, angle) if overlap > 0 else None
+
+
+def _abs_yaw(results: list) -> np.ndarray:
+    """(B,) |yaw| in degrees of each result's theta (its crop's turn changes roll only)."""
+    if not results:
+        return np.zeros(0)
+    return pose_from_theta(torch.as_tensor(np.stack([r.theta for r in results]))).abs()[:, 0].numpy()
 
 
 def mirror_average(theta: torch.Tensor, theta_of_mirror: torch.Tensor, width: int) -> torch.Tensor:
