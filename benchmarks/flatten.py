@@ -19,7 +19,7 @@ folder. Rows, all measured in this run:
 * ours with ``--method auto`` (the localiser on every face, the landmark fit on those below its switch).
 
 With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``; with
-``--shift S`` also both with test-time shift averaging of S pixels) then run head to head N more
+``--shift S`` also both with test-time shift averaging of S pixels, 0: without it) then run head to head N more
 times, in turn, each round into a fresh folder: on a shared machine the load drifts between rows, and the median of the per-round ratios is the figure to quote.
 
 Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
@@ -77,8 +77,11 @@ def main():
     ap.add_argument("--photos", type=int, default=40)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=0, help="head-to-head rounds of the methods after the table")
-    ap.add_argument("--shift", type=int, default=0, help="head to head: also the localiser and auto with test-time "
-                                                         "shift averaging of this many pixels on the last pass")
+    ap.add_argument("--shift", type=int, help="head to head: also the localiser and auto with test-time shift "
+                                              "averaging of this many pixels on the last pass (0: without it)")
+    ap.add_argument("--photos-from", metavar="DIR", help="the first --photos images of DIR (sorted by name) instead "
+                                                         "of turned copies of the sample photos, e.g. the held-out "
+                                                         "head renders of large_pose.py, most of them turned")
     args = ap.parse_args()
     import torch
 
@@ -90,7 +93,7 @@ def main():
     model = load_model()
     work = Path(tempfile.mkdtemp(prefix="stn3dmm-bench-flatten-"))
     try:
-        photos = make_photos(args.photos, work)
+        photos = photos_from(args.photos_from, args.photos) if args.photos_from else make_photos(args.photos, work)
         warm = Flattener(model)
         flatten_paths([photos[0]], work / "warm", warm, progress=False)   # builds the landmark map
 
@@ -113,17 +116,18 @@ def main():
             out = work / label.replace(" ", "_").replace(":", "")
             rows.append(run(label, lambda: reports.setdefault(label, flatten_paths(photos, out, fl, progress=False,
                                                                                    **kw))))
-        print(f"{args.photos} photos (one face each, 400-1200 px), torch threads {args.threads} "
+        what = f"from {args.photos_from}" if args.photos_from else "one face each, 400-1200 px"
+        print(f"{len(photos)} photos ({what}), torch threads {args.threads} "
               f"(fit + sampling: 1 unless stated), load average {os.getloadavg()[0]:.2f} at the end")
         print(f"{'pipeline':<44} {'s':>7} {'photos/s':>9} {'ms/photo':>9} {'peak MiB':>9}")
         for label, dt, pk, _ in rows:
-            print(f"{label:<44} {dt:>7.2f} {args.photos / dt:>9.1f} {1000 * dt / args.photos:>9.1f} {pk:>9.0f}")
+            print(f"{label:<44} {dt:>7.2f} {len(photos) / dt:>9.1f} {1000 * dt / len(photos):>9.1f} {pk:>9.0f}")
         for label in ("ours: full outputs", "ours: 2 threads in fit + sampling (before)"):
             print(f"\nwhere the time goes ({label}):")
             rep = reports[label]
             tot = sum(rep.seconds.values())
             for k, v in rep.seconds.items():
-                print(f"  {k:<20} {1000 * v / args.photos:7.1f} ms/photo  {100 * v / tot:5.1f}%")
+                print(f"  {k:<20} {1000 * v / len(photos):7.1f} ms/photo  {100 * v / tot:5.1f}%")
             print(f"  faces flattened: {rep.faces}, problems: {len(rep.failures)}")
         if args.rounds > 0 and shipped_localiser():
             head_to_head(photos, work, model, args.rounds, args.shift)
@@ -131,15 +135,24 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def head_to_head(photos, work, model, rounds: int, shift: int = 0) -> None:
+def photos_from(folder, n: int) -> list:
+    """The first ``n`` images of ``folder`` by name; an error naming the folder where it has none."""
+    exts = {".jpg", ".jpeg", ".png"}
+    paths = sorted(p for p in Path(folder).glob("*") if p.suffix.lower() in exts)[:n]
+    if not paths:
+        raise SystemExit(f"{folder}: no .jpg or .png images")
+    return paths
+
+
+def head_to_head(photos, work, model, rounds: int, shift: int | None = None) -> None:
     """Each method in turn, ``rounds`` times, all outputs; photos/s per round and the median of the
     per-round ratio to the landmark fit. ``shift``: also the localiser and auto with that shift
-    averaging (``load_localiser(shift=)``)."""
+    averaging (``load_localiser(shift=)``; 0: without it)."""
     from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten import Flattener, flatten_paths
 
     flatteners = {m: Flattener(model, method=m) for m in ("landmarks", "localiser", "auto")}
-    if shift:
+    if shift is not None:
         fitter = load_localiser(model=model, shift=shift)
         flatteners.update({f"{m}+shift{shift}": Flattener(model, method=m, localiser=fitter)
                            for m in ("localiser", "auto")})

@@ -161,14 +161,15 @@ EVAL_METHODS = ("flatten", "flatten-auto", "localiser", "localiser-detect")
 def _localiser_fitter(args, model):
     """The localiser to score: --checkpoint's, else the shipped one; --refiner's pass after its cascade."""
     from .evaluation.checkpoint import checkpoint_fitter, refiner_option
-    from .fitting.localiser import load_localiser
+    from .fitting.localiser import SHIFT, load_localiser
 
     device = "cpu" if args.device == "auto" else args.device
     refiner = refiner_option(args.refiner, device)
+    shift = SHIFT if args.shift is None else args.shift
     if not args.checkpoint:
-        return load_localiser(device, passes=args.passes, mirror=not args.no_mirror, shift=args.shift, model=model,
+        return load_localiser(device, passes=args.passes, mirror=not args.no_mirror, shift=shift, model=model,
                               refiner=refiner)
-    return checkpoint_fitter(args.checkpoint, model, device, args.passes, mirror=not args.no_mirror, shift=args.shift,
+    return checkpoint_fitter(args.checkpoint, model, device, args.passes, mirror=not args.no_mirror, shift=shift,
                              refiner=refiner)
 
 
@@ -381,10 +382,10 @@ def _add_evaluate(sub) -> None:
                                      "for the shipped localiser, none for a --checkpoint)")
     q.add_argument("--no-mirror", action="store_true", help="localiser: do not average the final pass's theta with "
                                                             "the mirrored crop's")
-    q.add_argument("--shift", type=int, default=0, help="localiser: also average the last pass's theta (the "
-                                                        "refiner's) over its crop shifted by this many pixels (0: "
-                                                        "off; 3 was chosen on held-out LFW people; five times that "
-                                                        "pass's work)")
+    q.add_argument("--shift", type=int, help="localiser: also average the last pass's theta (the "
+                                                        "refiner's) over its crop shifted by this many pixels, for "
+                                                        "faces turned 30 degrees or more (default 3, chosen on "
+                                                        "held-out LFW people; 0: off; five times that pass's work)")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
                                   "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, fitted; "
                                   "or lfw-consistency (--path: one folder of photos per person; flattened "

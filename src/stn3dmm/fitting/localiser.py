@@ -26,8 +26,8 @@ frames them, ``refiner``, :meth:`LocaliserFitter._refine`), each result gets one
 refiner's, on the crop re-framed from it; the mirror gap stays the localiser's.
 Averaging also over the last
 pass's crop (the refiner's where there is one) shifted by a few pixels (``shift``,
-:func:`shifted_crops`) lowers the error a little more, for five times that pass: an option, off by
-default.
+:func:`shifted_crops`) lowers the error a little more, for five times that pass: the shipped
+localiser does it for faces turned 30 degrees or more (``shift_yaw``), so frontal faces pay nothing.
 
 A face turned in the photo (upside down, or on its side) is cropped turned upright when the caller
 gives its turn (``angles``, e.g. :meth:`~stn3dmm.photos.detect.Face.upright_turn`; off by default
@@ -63,10 +63,10 @@ from ..stn.pose import pose_from_theta
 #: (docs/benchmarks.md, "Faces turned in the photo"). ``turns=2`` turns them on.
 TURNS = 1
 TURN_WITHIN = math.radians(30.0)
-#: The shift of test-time shift averaging when it is wanted (``shift=SHIFT``; off by default: five
-#: times the last pass). Chosen on the held-out LFW people among 3 px shifts, 0.93/1.07 zooms and
-#: both with 4 px, then 2 and 3 px on the refiner's pass (docs/training.md, "Test-time shift
-#: averaging").
+#: The shift of test-time shift averaging: :func:`load_localiser`'s default, for the faces turned
+#: :data:`SHIFT_YAW` or more (a bare :class:`LocaliserFitter` has it off: ``shift=0``). Chosen on
+#: the held-out LFW people among 3 px shifts, 0.93/1.07 zooms and both with 4 px, then 2 and 3 px
+#: on the refiner's pass (docs/training.md, "Test-time shift averaging").
 SHIFT = 3
 #: Shift averaging (``shift``) applies to a face only where the pass before reads it turned at least
 #: this many degrees of |yaw| (``shift_yaw``; 0: every face). Its gain on the held-out head renders
@@ -579,7 +579,7 @@ def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> 
     return (c, s) if np.isfinite(c).all() and np.isfinite(s) and s > 1 else square
 
 
-def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift: int = 0, batch: int = 64,
+def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift: int = SHIFT, batch: int = 64,
                    model=None, refiner=True, engine: str = "auto", **options) -> LocaliserFitter:
     """The localiser that ships in the package, ready to use (no download, no training).
 
@@ -587,8 +587,9 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         device: ``"cpu"``, ``"cuda"``, ... (the network and the geometry run there).
         passes: forward passes per face (2: the second re-crops from the first's landmarks).
         mirror: average the final pass's theta with its mirrored crop's (:func:`mirror_average`).
-        shift: also average over the last pass's crop (the refiner's) shifted by this many pixels
-            (0: off; :func:`shifted_crops`; :data:`SHIFT`).
+        shift: also average over the last pass's crop (the refiner's) shifted by this many pixels,
+            for faces turned :data:`SHIFT_YAW` or more (0: off; :func:`shifted_crops`; default
+            :data:`SHIFT`; ``shift_yaw=`` among ``options`` sets the switch).
         batch: faces per forward pass.
         model: the morphable model it predicts for (default: the prepared default model, which
             must be the card's).
