@@ -71,7 +71,9 @@ INFERENCE = ("stn3dmm.fitting.localiser.LocaliserFitter: two passes, the second 
              "network is unsure (mirror gap above SWEEP_GAP) the first crop turned by each eighth of a turn, three "
              "passes each (SWEEP_PASSES), quarter turns from a face box framed by the detector's box in the photo "
              "so turned (redetect), the surest taken if sure (SWEEP_SURE) and another try agrees on its turn "
-             "(SWEEP_AGREE){refiner}; the scores were measured so")
+             "(SWEEP_AGREE){refiner}; the last pass also averaged over its crop shifted by SHIFT pixels each way "
+             "for faces the pass before reads at SHIFT_YAW degrees of |yaw| or more (load_localiser's default); "
+             "the scores were measured so")
 PROVENANCE = ("name", "backbone", "image_size", "width", "norm", "n_id", "n_exp", "model", "framing", "box_framing",
               "data", "recipe", "config", "step")
 

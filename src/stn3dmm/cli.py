@@ -382,10 +382,10 @@ def _add_evaluate(sub) -> None:
                                      "for the shipped localiser, none for a --checkpoint)")
     q.add_argument("--no-mirror", action="store_true", help="localiser: do not average the final pass's theta with "
                                                             "the mirrored crop's")
-    q.add_argument("--shift", type=int, help="localiser: also average the last pass's theta (the "
-                                                        "refiner's) over its crop shifted by this many pixels, for "
-                                                        "faces turned 30 degrees or more (default 3, chosen on "
-                                                        "held-out LFW people; 0: off; five times that pass's work)")
+    q.add_argument("--shift", type=int, help="localiser: also average the last pass's theta (the refiner's) over "
+                                             "its crop shifted by this many pixels, for faces turned 30 degrees or "
+                                             "more (default 3, chosen on held-out LFW people; 0: off; five times "
+                                             "that pass's work)")
     q.add_argument("--data", help="data kind (default: aflw2000-3d for flatten, the training run's for a "
                                   "checkpoint): synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, fitted; "
                                   "or lfw-consistency (--path: one folder of photos per person; flattened "
