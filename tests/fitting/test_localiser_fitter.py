@@ -131,8 +131,8 @@ def test_shift_averaging_goes_to_the_faces_marked_only(model):
     gaps = []
     theta = fitter._predict_some_shifted(crops, True, 3, which, gaps, False)
     shifted = fitter.predict_crops(crops[[0, 2]], mirror=True, shift=3)
-    plain, plain_gaps = fitter.predict_crops(crops, mirror=True), []
-    fitter.predict_crops(crops, mirror=True, gaps=plain_gaps)
+    plain_gaps = []
+    plain = fitter.predict_crops(crops, mirror=True, gaps=plain_gaps)
     torch.testing.assert_close(theta[[0, 2]], shifted)
     torch.testing.assert_close(theta[1], plain[1])
     assert not torch.allclose(theta[0], plain[0])

@@ -323,7 +323,7 @@ class LocaliserFitter:
             transforms.append(tr)
         gaps = []
         shift = self.shift if final and (refine or self.refiner is None) else 0
-        which = np.ones(len(crops), bool) if before is None else _abs_yaw(before) >= self.shift_yaw
+        which = abs_yaw(before) >= self.shift_yaw if shift and before is not None else np.ones(len(crops), bool)
         theta = (self._predict_some_shifted(torch.stack(crops), self.mirror and final, shift, which,
                                             None if refine else gaps, refine)
                  if crops else torch.zeros(0, self.stn.n_params))
@@ -431,11 +431,12 @@ class LocaliserFitter:
         return self.box_square(box, angle) if overlap > 0 else None
 
 
-def _abs_yaw(results: list) -> np.ndarray:
-    """(B,) |yaw| in degrees of each result's theta (its crop's turn changes roll only)."""
+def abs_yaw(results: list) -> np.ndarray:
+    """(B,) |yaw| in degrees of each :class:`LocalisedFace`'s theta (its crop's turn changes roll only)."""
     if not results:
         return np.zeros(0)
-    return pose_from_theta(torch.as_tensor(np.stack([r.theta for r in results]))).abs()[:, 0].numpy()
+    return pose_from_theta(torch.as_tensor(np.stack([r.theta for r in results]), dtype=torch.float64)
+                           ).abs()[:, 0].numpy()
 
 
 def mirror_average(theta: torch.Tensor, theta_of_mirror: torch.Tensor, width: int) -> torch.Tensor:
@@ -639,7 +640,7 @@ def _use_onnx(engine: str, device, card: dict) -> bool:
     return engine == "onnx" or (engine == "auto" and on_cpu and has and runtime)
 
 
-__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
+__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SHIFT_YAW", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
            "SWEEP_TURNS", "LocalisedFace",
-           "LocaliserFitter", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
+           "LocaliserFitter", "abs_yaw", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
            "unshift_theta", "upright_frame"]

@@ -319,12 +319,11 @@ class Flattener:
         (:data:`UPRIGHT_ROLL`) and the localiser's ``found`` does not see at profile
         (:data:`UPRIGHT_PROFILE`): their indices, and each localised again on a crop turned upright
         by the mesh's angle, framed by its 68 points. ``benchmarks/upright_gap.py`` replays these."""
-        from ..fitting.localiser import upright_frame
+        from ..fitting.localiser import abs_yaw, upright_frame
         from ..photos.crop import landmark_square
         from ..photos.landmark_map import mediapipe_ibug68
-        from ..stn.pose import pose_from_theta
 
-        yaw = pose_from_theta(torch.as_tensor(np.stack([r.theta for r in found]), dtype=torch.float64))[:, 0].abs()
+        yaw = abs_yaw(found)
         angles = [f.mesh_angle() for _, f in items]
         turned = [k for k, a in enumerate(angles) if a is not None and abs(math.degrees(a)) > UPRIGHT_ROLL
                   and yaw[k] < UPRIGHT_PROFILE]
