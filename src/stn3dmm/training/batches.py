@@ -78,7 +78,8 @@ def _build(spec: dict, model, size: int, landmark_set: str, progress: bool, dist
                             real_views=int(spec["real_views"]), profiled_views=int(spec["profiled_views"]),
                             seed=int(spec["seed"]), yaw_range=yaw if yaw >= 0 else 90.0,
                             roll_range=roll if roll >= 0 else 25.0, grid_step=int(spec["grid_step"]),
-                            head_share=float(spec["head_share"]), progress=progress, **framing)
+                            head_share=float(spec["head_share"]), degrade=float(spec.get("degrade", 0.0)),
+                            progress=progress, **framing)
     raise ValueError(f"unknown data kind {kind!r} (synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, "
                      "fitted)")
 

@@ -216,3 +216,28 @@ def test_data_framing_jitter_reaches_the_crops(tree, model):
     assert (ds.shift, ds.scale_jitter) == (0.02, 0.04)
     ds = _build(spec, model, 112, "ibug68", False, False)
     assert (ds.shift, ds.scale_jitter) == (0.06, 0.12)
+
+
+def test_data_degrade_changes_pixels_not_labels_and_zero_changes_nothing(tree, model):
+    """``data.degrade``: the share of items made harder (their labels unchanged); drawn apart
+    from every other draw, so that 0 gives exactly the items of before, and deterministic."""
+    from stn3dmm.training.batches import _build
+    from stn3dmm.training.config import DEFAULTS
+
+    root, photos = tree
+    spec = dict(DEFAULTS["data"], kind="fitted", path=str(root), photos=str(photos), split="all",
+                real_views=1, profiled_views=2)
+    before, hard = (_build(dict(spec, degrade=d), model, 112, "ibug68", False, False) for d in (0.0, 1.0))
+    assert (before.degrade, hard.degrade) == (0.0, 1.0)
+    items = range(len(before))
+    for k in items:
+        a, b = before[k], hard[k]
+        torch.testing.assert_close(a["landmarks"], b["landmarks"], atol=0, rtol=0)
+        assert (a["image"] - b["image"]).abs().max() > 0.02
+        assert 0 <= float(b["image"].min()) and float(b["image"].max()) <= 1
+    again = _build(dict(spec, degrade=1.0), model, 112, "ibug68", False, False)
+    torch.testing.assert_close(hard[4]["image"], again[4]["image"], atol=0, rtol=0)
+    old = _build({k: v for k, v in spec.items() if k != "degrade"}, model, 112, "ibug68", False, False)
+    torch.testing.assert_close(before[4]["image"], old[4]["image"], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="degrade must be"):
+        _build(dict(spec, degrade=1.5), model, 112, "ibug68", False, False)

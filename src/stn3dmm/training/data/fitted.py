@@ -45,7 +45,7 @@ from ...core.conventions import N_POSE
 from ...core.defaults import LOCALISER_SIZE
 from .backgrounds import background_params, make_backgrounds
 from ...photos.crop import landmark_square
-from .imageops import camera_effects
+from .imageops import camera_effects, degrade, draw_degradation
 from .pose import euler_to_rotation, rotation_to_euler
 from .render import GridRenderer, Lighting
 from .sample import make_sample
@@ -148,20 +148,26 @@ class FittedPhotos(Dataset):
         context: the crop's side, in crop sides of the 68 points' square (1: the framing
             ``stn3dmm evaluate`` uses; more: a photo-like view with the face smaller in it).
         augment: colour jitter, blur and noise on every item (off: the pixels as cropped or rendered).
+        degrade: the share of items then made harder by one harsh degradation (low resolution, an
+            occluder cut from another photo's surroundings, darkness, side light or a heavy blur;
+            :func:`~.imageops.degrade`), drawn apart from every other draw of the item, so that 0
+            leaves the items exactly as before.
     """
 
     def __init__(self, root, model, size: int = LOCALISER_SIZE, *, photos=None, split: str = "train",
                  real_views: int = 1, profiled_views: int = 4, seed: int = 0, yaw_range: float = 90.0,
                  pitch_range: float = 25.0, roll_range: float = 25.0, shift: float = 0.06,
                  scale_jitter: float = 0.12, max_error: float = 4.0, grid_step: int = 4, tiles: int = 600,
-                 head_share: float = 0.0, context: float = 1.0, augment: bool = True, progress: bool = True,
-                 log=None):
+                 head_share: float = 0.0, context: float = 1.0, augment: bool = True, degrade: float = 0.0,
+                 progress: bool = True, log=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if real_views < 0 or profiled_views < 0 or real_views + profiled_views < 1:
             raise ValueError("real_views and profiled_views must be >= 0, and one of them > 0")
         if not 0.0 <= head_share <= 1.0:
             raise ValueError(f"head_share must be in [0, 1], got {head_share}")
+        if not 0.0 <= degrade <= 1.0:
+            raise ValueError(f"degrade must be in [0, 1], got {degrade}")
         fits, self.excluded = read_fits(root, photos, max_error)
         if split != "all" and fits:
             val = held_out([f.person for f in fits])
@@ -171,7 +177,7 @@ class FittedPhotos(Dataset):
         self.views = self.real_views + self.profiled_views
         self.ranges = (float(yaw_range), float(pitch_range), float(roll_range))
         self.shift, self.scale_jitter, self.augment = float(shift), float(scale_jitter), bool(augment)
-        self.head_share, self.context = float(head_share), float(context)
+        self.head_share, self.context, self.degrade = float(head_share), float(context), float(degrade)
         self.landmark_set = landmark_vertices_dense(model, grid_step)
         self.weight = 68.0 / len(self.landmark_set)
         names = sorted({f.person for f in fits})
@@ -267,6 +273,12 @@ class FittedPhotos(Dataset):
     def _finish(self, images: torch.Tensor, landmarks, cams, keys, extra) -> list[dict]:
         if self.augment:
             images = camera_effects(images, cams, color_jitter=True, blur=0.02, noise=0.02).clamp(0, 1)
+        if self.degrade > 0:
+            images = images.clone()
+            for k, (index, photo) in enumerate(keys):
+                rng = np.random.default_rng([self.seed, 4, photo, self.identity_of(index)[1]])
+                if rng.uniform() < self.degrade:
+                    images[k] = degrade(images[k], draw_degradation(rng, len(self.tiles)), self.tiles).clamp(0, 1)
         vis = np.full(len(self.landmark_set), self.weight, np.float32)
         out = []
         for k, (index, photo) in enumerate(keys):

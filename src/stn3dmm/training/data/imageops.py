@@ -2,8 +2,10 @@
 
 Owns :func:`gaussian_blur`, :func:`blur_batch` (one sigma per image), :func:`inpaint_blur`
 (fill holes by normalised blurring), ``_upsample`` (bicubic, for low-frequency noise grids)
-and :func:`camera_effects` (colour jitter, blur and noise of rendered images). Images are
-``(B, C, H, W)`` float tensors on any device.
+, :func:`camera_effects` (colour jitter, blur and noise of rendered images) and
+:func:`degrade` (one harsh degradation of an image: low resolution, an occluder, darkness, side
+light or a heavy blur; :func:`draw_degradation` draws one). Images are ``(B, C, H, W)`` (or, for
+:func:`degrade`, ``(C, H, W)``) float tensors on any device.
 """
 
 from __future__ import annotations
@@ -96,4 +98,68 @@ def camera_effects(img: torch.Tensor, cams: list[dict], color_jitter: bool = Tru
     return img
 
 
-__all__ = ["gaussian_blur", "blur_batch", "inpaint_blur", "camera_effects"]
+#: The kinds of :func:`degrade`, drawn with equal chance by :func:`draw_degradation`.
+DEGRADATIONS = ("low resolution", "occluder", "dark", "side light", "blur")
+
+
+def draw_degradation(rng, n_tiles: int) -> dict:
+    """One draw of :func:`degrade`'s parameters from a numpy ``rng``: the kind, and each kind's
+    parameter (all drawn, so that the stream does not depend on the kind)."""
+    d = {"kind": DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))],
+         "factor": float(rng.uniform(2.0, 5.0)),                   # low resolution: side / factor
+         "box": tuple(float(v) for v in rng.uniform([0.2, 0.2, 0.25, 0.25], [0.8, 0.8, 0.55, 0.55])),
+         "tile": int(rng.integers(max(n_tiles, 1))),               # occluder: centre x, y, w, h (of S)
+         "level": float(rng.uniform(0.2, 0.5)), "gamma": float(rng.uniform(1.2, 1.8)),   # dark, side light
+         "angle": float(rng.uniform(0.0, 2 * math.pi)), "sigma": float(rng.uniform(1.5, 3.0))}
+    return d
+
+
+def degrade(img: torch.Tensor, d: dict, tiles: list | None = None) -> torch.Tensor:
+    """``img (C, H, W)`` in [0, 1] made harder by one degradation ``d`` (:func:`draw_degradation`):
+
+    * ``low resolution``: shrunk ``factor`` times (area) and blown up again (bilinear);
+    * ``occluder``: the rectangle ``box`` (centre and size, fractions of the side) covered by
+      ``tiles[tile]`` (a ``(C, h, w)`` patch of another photo; without tiles, its mean grey);
+    * ``dark``: scaled by ``level``, then raised to ``gamma``;
+    * ``side light``: scaled from ``level`` on one side to 1 on the other, along ``angle``;
+    * ``blur``: a Gaussian of ``sigma`` px.
+
+    Examples:
+        >>> img = torch.full((3, 8, 8), 0.5)
+        >>> d = dict(kind="dark", level=0.5, gamma=2.0)
+        >>> degrade(img, d)[0, 0, 0].item()
+        0.0625
+    """
+    c, h, w = img.shape
+    kind = d["kind"]
+    if kind == "low resolution":
+        small = F.interpolate(img[None], size=(max(1, round(h / d["factor"])), max(1, round(w / d["factor"]))),
+                              mode="area")
+        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0]
+    if kind == "occluder":
+        cx, cy, bw, bh = d["box"]
+        x0, x1 = max(0, round((cx - bw / 2) * w)), min(w, round((cx + bw / 2) * w))
+        y0, y1 = max(0, round((cy - bh / 2) * h)), min(h, round((cy + bh / 2) * h))
+        out = img.clone()
+        if x1 > x0 and y1 > y0:
+            if tiles:
+                patch = tiles[d["tile"] % len(tiles)].to(img.device, img.dtype)[None]
+                out[:, y0:y1, x0:x1] = F.interpolate(patch, size=(y1 - y0, x1 - x0), mode="bilinear",
+                                                     align_corners=False)[0, :c]
+            else:
+                out[:, y0:y1, x0:x1] = img.mean()
+        return out
+    if kind == "dark":
+        return (img * d["level"]).clamp(0, 1) ** d["gamma"]
+    if kind == "side light":
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=img.device, dtype=img.dtype),
+                                torch.linspace(-1, 1, w, device=img.device, dtype=img.dtype), indexing="ij")
+        along = (xs * math.cos(d["angle"]) + ys * math.sin(d["angle"])).clamp(-1, 1)
+        return img * (d["level"] + (1 - d["level"]) * (along + 1) / 2)
+    if kind == "blur":
+        return gaussian_blur(img[None], d["sigma"])[0]
+    raise ValueError(f"unknown degradation {kind!r} (one of {DEGRADATIONS})")
+
+
+__all__ = ["gaussian_blur", "blur_batch", "inpaint_blur", "camera_effects", "DEGRADATIONS", "draw_degradation",
+           "degrade"]
