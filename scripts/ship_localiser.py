@@ -4,6 +4,7 @@
         [--refiner runs/lfw_localiser_refine/checkpoints/last.pt] [--scores aflw.json ...] \
         [--out src/stn3dmm/nets/weights]
     python scripts/ship_localiser.py shipped --refiner CKPT ...   # the package's localiser, a new refiner
+    python scripts/ship_localiser.py CKPT --refiner shipped ...   # a new localiser, the package's refiner
 
 Reads the checkpoint with ``weights_only=True``, keeps the network's weights only (float32), and
 writes the card: what the network is, the model its theta is for, the face-box framing of its
@@ -14,8 +15,9 @@ only) and the licence terms that travel with the weights. ``--refiner``: a secon
 same network for one more pass after the cascade (``refiner.pt``, and its own config, step and recipe on the
 card); without it the package holds no refiner. ``shipped`` in place of the checkpoint keeps the
 package's localiser and its card's provenance (config, step, recipe, data, box framing);
-``--refiner shipped`` then keeps the package's refiner too, and with it the card's scores unless
-``--scores`` gives new ones (to export the ONNX graphs of the same weights again). Each network's ONNX graph is written beside
+``--refiner shipped`` keeps the package's refiner and its card entry, and with 'shipped' as the
+checkpoint also the card's scores unless ``--scores`` gives new ones (to export the ONNX graphs of
+the same weights again). Each network's ONNX graph is written beside
 its weights (:func:`stn3dmm.nets.runtime.export_onnx`; needs ``pip install -e ".[ship]"``).
 """
 
@@ -135,20 +137,21 @@ def main(argv=None) -> int:
         net, old = load_shipped()
         card = {k: old[k] for k in PROVENANCE if k in old}
     else:
+        from stn3dmm.nets.shipped import load_card
+
         net, cfg = load_localiser(a.checkpoint)
-        card = _card(cfg, a.recipe, _step(a.checkpoint))
+        card, old = _card(cfg, a.recipe, _step(a.checkpoint)), load_card() if a.refiner == "shipped" else {}
     refiner = None
     if a.refiner == "shipped":
         from stn3dmm.nets.shipped import load_shipped_refiner
 
-        kept = load_shipped_refiner(card=old) if a.checkpoint == "shipped" else None
+        kept = load_shipped_refiner(card=old) if "refiner" in old else None
         if kept is None:
-            raise SystemExit("--refiner shipped keeps the package's refiner, so it needs 'shipped' as the checkpoint "
-                             "and a package that holds a refiner")
+            raise SystemExit("--refiner shipped keeps the package's refiner, and this package holds none")
         refiner, card["refiner"] = kept.state_dict(), old["refiner"]
     elif a.refiner:
         refiner, card["refiner"] = _refiner_entry(a.refiner, a.refiner_recipe, card)
-    if a.refiner == "shipped" and not a.scores:
+    if a.checkpoint == a.refiner == "shipped" and not a.scores:
         scores = old.get("scores", {})              # the same two networks: their scores still hold
     by_refiner = ("; then one more pass, the refiner's (refiner.pt), on the crop re-framed from the result, "
                   "mirror-averaged, after one more pass of the localiser where that re-framing moved the face's "

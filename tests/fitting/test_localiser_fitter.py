@@ -5,6 +5,7 @@ averaging, and theta carried from the localiser's crop into the flatten crop of 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -294,6 +295,26 @@ def test_the_sweep_keeps_the_turn_the_network_is_surest_of(model):
         assert abs(fitter.from_squares([image], [square])[0].angle) < 0.05
     with pytest.raises(ValueError, match="sweep"):
         LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=0)
+
+
+def test_a_far_turn_must_also_beat_the_cascades_gap_by_sweep_far(model):
+    """The half turn of the test above is taken where its gap is below ``sweep_far`` times the
+    upright cascade's gap, and left where it is not; a try a quarter turn or less away is never
+    held to that bar."""
+    image = np.zeros((300, 300, 3), np.float32)
+    image[200:240, 55:245] = 1.0
+    square = (np.array([150.0, 150.0]), 200.0)
+    first = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=1).from_squares([image], [square])[0]
+    swept = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=45.0).from_squares([image], [square])[0]
+    assert swept.mirror_gap == 0 < first.mirror_gap            # upside down this face is symmetric
+    for far, turned in ((0.01, True), (0.0, False)):
+        found = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=45.0,
+                                sweep_far=far).from_squares([image], [square])[0]
+        assert (abs(math.remainder(found.angle - math.pi, 2 * math.pi)) < 0.05) == turned
+        assert turned or abs(found.angle) < 0.05
+    near = LocaliserFitter(SureOfDarkNet(), model, 10, 10, sweep=8, sweep_agree=45.0, sweep_far=0.0)
+    tries = [replace(first, angle=a, mirror_gap=g) for a, g in ((0.3, 0.001), (0.5, 0.002), (math.pi, 0.5))]
+    assert near._surest_agreed(tries, first) is tries[0]                # 17 degrees from the first: no bar
 
 
 class CountingSureOfDarkNet(SureOfDarkNet):

@@ -90,6 +90,11 @@ SWEEP_GAP = 0.02
 SWEEP_SURE = 0.02
 SWEEP_AGREE = 20.0
 SWEEP_PASSES = 3
+#: ... and, with ``sweep_far``, a try that turns the face more than a quarter turn from where the
+#: cascade left it is taken only where its gap is also below that share of the cascade's: the
+#: sweep's false turns of upright faces are nearly all half turns. Off (None) by default: 0.75 was
+#: chosen on the held-out people (docs/training.md, "A bar for far turns") and waits for a test run.
+SWEEP_FAR = None
 #: The refiner learned crops framed within these of the 68 points' square: centre (fraction of
 #: the side), side (log) and turn (degrees): ``data.shift``, ``data.scale_jitter`` and
 #: ``data.roll_range`` of ``configs/lfw_localiser_refine.toml``. Where re-framing a cascade's result
@@ -142,6 +147,8 @@ class LocaliserFitter:
             the surest where its gap is below ``sweep_sure`` and another try as sure ends within
             ``sweep_agree`` degrees of it (None: the surest alone; ``sweep`` 1: never;
             :meth:`_sweep`), each try taking ``sweep_passes`` passes.
+        sweep_far: a try turning the face more than a quarter turn from the cascade's result must
+            also have a gap below this share of the result's (None: no such bar; :data:`SWEEP_FAR`).
         redetect: from a face box (:meth:`from_boxes`), a try at a quarter turn starts from the
             face detector's box of the face in the photo so turned (a detector of its own, made
             on first use: the fitter is not for several threads).
@@ -160,7 +167,8 @@ class LocaliserFitter:
                  turns: int = TURNS, turn_within: float = TURN_WITHIN, box_framing=(1.0, 0.0, 0.0),
                  deroll: bool = True, sweep: int = SWEEP_TURNS, sweep_gap: float = SWEEP_GAP,
                  sweep_sure: float = SWEEP_SURE, sweep_agree: float | None = SWEEP_AGREE,
-                 sweep_passes: int = SWEEP_PASSES, redetect: bool = True, refiner=None,
+                 sweep_passes: int = SWEEP_PASSES, sweep_far: float | None = SWEEP_FAR, redetect: bool = True,
+                 refiner=None,
                  refiner_framing=REFINER_FRAMING, device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
@@ -188,6 +196,7 @@ class LocaliserFitter:
         self.deroll, self.sweep = bool(deroll), int(sweep)
         self.sweep_gap, self.sweep_sure, self.sweep_passes = float(sweep_gap), float(sweep_sure), int(sweep_passes)
         self.sweep_agree = None if sweep_agree is None else float(sweep_agree)
+        self.sweep_far = None if sweep_far is None else float(sweep_far)
         self.redetect, self._detector = bool(redetect), None      # the sweep's own detector, made on first use
 
     def _ready(self, net):
@@ -358,7 +367,7 @@ class LocaliserFitter:
                              refine=False)
         found, n, taken = list(found), self.sweep - 1, {}
         for i, k in enumerate(redo):
-            best = self._surest_agreed(more[i * n:(i + 1) * n])
+            best = self._surest_agreed(more[i * n:(i + 1) * n], found[k])
             if best is not None:
                 taken[k] = best
         if taken and self.refiner is not None:
@@ -367,11 +376,16 @@ class LocaliserFitter:
             found[k] = r
         return found
 
-    def _surest_agreed(self, tries: list) -> LocalisedFace | None:
+    def _surest_agreed(self, tries: list, first: LocalisedFace | None = None) -> LocalisedFace | None:
         """The try with the smallest mirror gap if that is below ``sweep_sure`` and another try
-        below it ends within ``sweep_agree`` degrees of its turn (None: no other needed); else None."""
+        below it ends within ``sweep_agree`` degrees of its turn (None: no other needed), and, where
+        it turns the face more than a quarter turn from ``first`` (the cascade's result), below
+        ``sweep_far`` times ``first``'s gap; else None."""
         best = min(tries, key=lambda r: r.mirror_gap)
         if not best.mirror_gap < self.sweep_sure:
+            return None
+        if (self.sweep_far is not None and first is not None and turn_apart(best.angle, first.angle) > math.pi / 2
+                and not best.mirror_gap < self.sweep_far * first.mirror_gap):
             return None
         if self.sweep_agree is None or any(r is not best and r.mirror_gap < self.sweep_sure
                                            and turn_apart(r.angle, best.angle) <= math.radians(self.sweep_agree)
