@@ -128,28 +128,34 @@ def _apart(a: float, b: float) -> float:
 
 
 def replay(first, tries, gap=0.02, sure=0.02, agree=20.0, far=None):
-    """The record the sweep's rule (:meth:`LocaliserFitter._surest_agreed`) would keep."""
+    """The record the sweep would keep under these settings: the fitter's own rule
+    (:meth:`LocaliserFitter._surest_agreed`, with ``_sweep``'s gap trigger) run on the records."""
+    from types import SimpleNamespace
+
+    from stn3dmm.fitting.localiser import LocaliserFitter
+
     if tries is None or not first[0] > gap:
         return first
-    best = min(tries, key=lambda t: t[0])
-    if not best[0] < sure:
-        return first
-    if far is not None and _apart(best[1], first[1]) > math.pi / 2 and not best[0] < far * first[0]:
-        return first
-    if any(t is not best and t[0] < sure and _apart(t[1], best[1]) <= math.radians(agree) for t in tries):
-        return best
-    return first
+    face = {id(r): SimpleNamespace(mirror_gap=r[0], angle=r[1], record=r) for r in (first, *tries)}
+    rule = SimpleNamespace(sweep_sure=sure, sweep_agree=agree, sweep_far=far)
+    best = LocaliserFitter._surest_agreed(rule, [face[id(t)] for t in tries], face[id(first)])
+    return first if best is None else best.record
 
 
-def _nme(pts, truth) -> float:
-    lo, hi = truth.min(0), truth.max(0)
-    return 100 * float(np.linalg.norm(pts - truth, axis=1).mean()) / math.sqrt(float(np.prod(hi - lo)))
+def _nme(points: list, truth: np.ndarray) -> np.ndarray:
+    """(n,) NME % of the protocol (:func:`stn3dmm.evaluation.protocol.nme`)."""
+    import torch
+
+    from stn3dmm.evaluation.protocol import nme
+
+    t = torch.as_tensor(np.asarray(truth, np.float64))
+    return nme(torch.as_tensor(np.stack(points), dtype=t.dtype), t, torch.ones(t.shape[:2], dtype=t.dtype)).numpy()
 
 
 def _wrong(entry, kept) -> int:
     if entry["truth"] is None:     # real upright photos: wrong where the sweep turned the face
         return sum(_apart(k[1], f[1]) > math.radians(60) for k, (f, _, _) in zip(kept, entry["recs"]))
-    return sum(_nme(k[2], t) > WRONG for k, t in zip(kept, entry["truth"]))
+    return int((_nme([k[2] for k in kept], entry["truth"]) > WRONG).sum())
 
 
 def score(files: list, fars: list, sures: list) -> None:
@@ -164,7 +170,7 @@ def score(files: list, fars: list, sures: list) -> None:
         if e["truth"] is None:
             print(f"{name:<36}{len(final):>7}{swept:>7}  turned by the sweep: {_wrong(e, final)}")
             continue
-        err = np.array([_nme(p[2], t) for p, t in zip(final, e["truth"])])
+        err = _nme([p[2] for p in final], e["truth"])
         b = [err[(e["yaw"] >= lo) & (e["yaw"] < hi)].mean() for lo, hi in ((0, 30), (30, 60), (60, 1e9))]
         print(f"{name:<36}{len(final):>7}{swept:>7}  {b[0]:.2f} / {b[1]:.2f} / {b[2]:.2f} = {np.mean(b):.2f}, "
               f"{_wrong(e, final)}")

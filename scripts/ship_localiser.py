@@ -140,7 +140,8 @@ def main(argv=None) -> int:
         from stn3dmm.nets.shipped import load_card
 
         net, cfg = load_localiser(a.checkpoint)
-        card, old = _card(cfg, a.recipe, _step(a.checkpoint)), load_card() if a.refiner == "shipped" else {}
+        card = _card(cfg, a.recipe, _step(a.checkpoint))
+        old = load_card() if a.refiner == "shipped" else {}      # the package's card, for its refiner
     refiner = None
     if a.refiner == "shipped":
         from stn3dmm.nets.shipped import load_shipped_refiner

@@ -1,8 +1,8 @@
 """Small batched image operations of the synthetic data: Gaussian blurs, inpainting, camera effects.
 
 Owns :func:`gaussian_blur`, :func:`blur_batch` (one sigma per image), :func:`inpaint_blur`
-(fill holes by normalised blurring), ``_upsample`` (bicubic, for low-frequency noise grids)
-, :func:`camera_effects` (colour jitter, blur and noise of rendered images) and
+(fill holes by normalised blurring), ``_upsample`` (bicubic, for low-frequency noise grids),
+:func:`camera_effects` (colour jitter, blur and noise of rendered images) and
 :func:`degrade` (one harsh degradation of an image: low resolution, an occluder, darkness, side
 light or a heavy blur; :func:`draw_degradation` draws one). Images are ``(B, C, H, W)`` (or, for
 :func:`degrade`, ``(C, H, W)``) float tensors on any device.
@@ -105,13 +105,12 @@ DEGRADATIONS = ("low resolution", "occluder", "dark", "side light", "blur")
 def draw_degradation(rng, n_tiles: int) -> dict:
     """One draw of :func:`degrade`'s parameters from a numpy ``rng``: the kind, and each kind's
     parameter (all drawn, so that the stream does not depend on the kind)."""
-    d = {"kind": DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))],
-         "factor": float(rng.uniform(2.0, 5.0)),                   # low resolution: side / factor
-         "box": tuple(float(v) for v in rng.uniform([0.2, 0.2, 0.25, 0.25], [0.8, 0.8, 0.55, 0.55])),
-         "tile": int(rng.integers(max(n_tiles, 1))),               # occluder: centre x, y, w, h (of S)
-         "level": float(rng.uniform(0.2, 0.5)), "gamma": float(rng.uniform(1.2, 1.8)),   # dark, side light
-         "angle": float(rng.uniform(0.0, 2 * math.pi)), "sigma": float(rng.uniform(1.5, 3.0))}
-    return d
+    return {"kind": DEGRADATIONS[int(rng.integers(len(DEGRADATIONS)))],
+            "factor": float(rng.uniform(2.0, 5.0)),                   # low resolution: side / factor
+            "box": tuple(float(v) for v in rng.uniform([0.2, 0.2, 0.25, 0.25], [0.8, 0.8, 0.55, 0.55])),
+            "tile": int(rng.integers(max(n_tiles, 1))),               # occluder: centre x, y, w, h (of S)
+            "level": float(rng.uniform(0.2, 0.5)), "gamma": float(rng.uniform(1.2, 1.8)),   # dark, side light
+            "angle": float(rng.uniform(0.0, 2 * math.pi)), "sigma": float(rng.uniform(1.5, 3.0))}
 
 
 def degrade(img: torch.Tensor, d: dict, tiles: list | None = None) -> torch.Tensor:
