@@ -131,7 +131,8 @@ def main(argv=None) -> int:
     scores = {}
     for p in a.scores:
         res = json.loads(Path(p).read_text())
-        scores[Path(p).name] = {name: {"nme": r["nme"], "found": r.get("found"), "pose_mae_deg": r.get("pose_mae_deg")}
+        scores[Path(p).name] = {name: {"nme": r["nme"], "found": r.get("found"), "pose_mae_deg": r.get("pose_mae_deg"),
+                                       "pose_mae_field_deg": r.get("pose_mae_field_deg")}
                                 for name, r in res.get("methods", {}).items()}
     if a.checkpoint == "shipped":
         net, old = load_shipped()

@@ -7,8 +7,8 @@ spread of 21 images: the figures asserted there are loose sanity bounds, not tun
 import numpy as np
 import pytest
 
-from stn3dmm.evaluation.aflw2000 import (ROI_TO_FACE, BenchmarkError, format_table, load_aflw2000, score,
-                                         spread_subset)
+from stn3dmm.evaluation.aflw2000 import (ROI_TO_FACE, BenchmarkError, format_table, load_aflw2000, pose_scores,
+                                         score, spread_subset)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,23 @@ def test_the_two_ground_truths_disagree_by_a_known_amount(bench):
     """The original fitted landmarks scored against the re-annotated ones: the protocol's floor."""
     r = score(bench, np.arange(len(bench)), bench.original, np.ones(len(bench), bool))["nme"]
     assert (r["0-30"], r["30-60"], r["60-90"]) == pytest.approx((2.6297, 3.2331, 4.3412), abs=1e-4)
+
+
+def test_the_fields_pose_protocol_keeps_1969_faces_and_reads_the_labels_back(bench):
+    """FSA-Net's protocol scores the 1,969 faces whose labelled angles all lie within 99 degrees;
+    the labels, turned into our convention and read back as the field reads a rotation, score 0
+    wherever their yaw is within 90 (beyond it the field's reading gives another triple)."""
+    idx = np.arange(len(bench))
+    labelled = np.stack([bench.pose(int(i)) for i in idx])
+    r = pose_scores(bench, idx, labelled)
+    assert r["pose_mae_field_deg"]["faces"] == 1969
+    assert r["pose_mae_deg"]["mean"] < 1e-6 and abs(r["yaw_bias_above_60_deg"]) < 1e-6
+    within = idx[bench.abs_yaw <= 90]
+    r = pose_scores(bench, within, labelled[within])
+    assert r["pose_mae_field_deg"]["mean"] < 1e-4 and abs(r["yaw_bias_above_60_field_deg"]) < 1e-4
+    turned = labelled.copy()
+    turned[:, 0] += np.sign(turned[:, 0]) * 2.0                   # 2 degrees more yaw, in our convention
+    assert pose_scores(bench, within, turned[within])["yaw_bias_above_60_deg"] == pytest.approx(2.0)
 
 
 def test_face_boxes_are_3ddfas_squares_of_the_original_landmarks(bench):

@@ -35,3 +35,16 @@ def test_the_turn_matches_the_crops_pixels():
     x_axis = tr.apply(np.array([[110.0, 100.0]])) - tr.apply(np.array([[100.0, 100.0]]))
     seen = math.atan2(-x_axis[0, 1], x_axis[0, 0])              # counter-clockwise as seen (y down)
     assert seen == pytest.approx(0.5)                          # so roll in the crop = roll in the photo + 0.5 rad
+
+
+def test_pose_para_round_trips_through_our_convention():
+    """3DDFA's angles -> ours -> theirs again, over their whole range with |yaw| < 90 (float64)."""
+    from stn3dmm.stn.pose import pose_from_pose_para, pose_para_from_pose
+
+    g = torch.Generator().manual_seed(0)
+    theirs = torch.stack([torch.empty(500, dtype=torch.float64).uniform_(-80, 80, generator=g),
+                          torch.empty(500, dtype=torch.float64).uniform_(-89.5, 89.5, generator=g),
+                          torch.empty(500, dtype=torch.float64).uniform_(-80, 80, generator=g)], -1)
+    back = pose_para_from_pose(pose_from_pose_para(*torch.deg2rad(theirs).unbind(-1)))
+    assert (back - theirs).abs().max() < 1e-7
+    assert pose_para_from_pose(torch.tensor([30.0, 0.0, 0.0])).tolist() == pytest.approx([0.0, -30.0, 0.0])

@@ -2,7 +2,8 @@
 
 Owns :data:`POSE_CONVENTION`, :data:`THETA_LAYOUT`, Euler angles <-> rotation matrices
 (:func:`euler_to_rotation`, :func:`rotation_to_euler`), the pose of a theta
-(:func:`pose_from_theta`; :func:`pose_in_photo` for a theta predicted in a turned crop) and 3DDFA's ``Pose_Para`` angles in ours (:func:`pose_from_pose_para`).
+(:func:`pose_from_theta`; :func:`pose_in_photo` for a theta predicted in a turned crop) and 3DDFA's
+``Pose_Para`` angles in ours and back (:func:`pose_from_pose_para`, :func:`pose_para_from_pose`).
 Light: torch only, so evaluation does not import the renderer.
 """
 
@@ -114,5 +115,26 @@ def pose_from_pose_para(pitch, yaw, roll) -> torch.Tensor:
     return rotation_to_euler(rx @ ry @ rz)
 
 
+def pose_para_from_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Our ``(..., 3)`` yaw, pitch, roll in degrees as 3DDFA's ``Pose_Para`` angles ``(..., 3)``
+    (pitch, yaw, roll) in degrees: the inverse of :func:`pose_from_pose_para`, with their yaw in
+    [-90, 90], as the field's pose protocol reads a rotation (FSA-Net, Yang et al. 2019; SynergyNet's
+    benchmark). ``R = Rx(a) Ry(b) Rz(c)`` with ``(a, b, c) = -(pitch, yaw, roll)`` gives
+    ``b = asin R[0, 2]``, ``c = atan2(-R[0, 1], R[0, 0])``, ``a = atan2(-R[1, 2], R[2, 2])``.
+
+    Examples:
+        >>> import math
+        >>> ours = pose_from_pose_para(math.radians(10.0), math.radians(70.0), math.radians(-20.0))
+        >>> pose_para_from_pose(ours).round(decimals=6)
+        tensor([ 10.,  70., -20.], dtype=torch.float64)
+    """
+    pose = torch.as_tensor(pose, dtype=torch.float64)
+    m = euler_to_rotation(pose[..., 0], pose[..., 1], pose[..., 2])
+    b = torch.asin(m[..., 0, 2].clamp(-1, 1))
+    c = torch.atan2(-m[..., 0, 1], m[..., 0, 0])
+    a = torch.atan2(-m[..., 1, 2], m[..., 2, 2])
+    return -torch.rad2deg(torch.stack((a, b, c), -1))
+
+
 __all__ = ["POSE_CONVENTION", "THETA_LAYOUT", "euler_to_rotation", "rotation_to_euler", "pose_from_theta",
-           "pose_in_photo", "pose_from_pose_para"]
+           "pose_in_photo", "pose_from_pose_para", "pose_para_from_pose"]
