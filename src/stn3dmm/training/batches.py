@@ -79,6 +79,7 @@ def _build(spec: dict, model, size: int, landmark_set: str, progress: bool, dist
                             seed=int(spec["seed"]), yaw_range=yaw if yaw >= 0 else 90.0,
                             roll_range=roll if roll >= 0 else 25.0, grid_step=int(spec["grid_step"]),
                             head_share=float(spec["head_share"]), degrade=float(spec.get("degrade", 0.0)),
+                            ibug_share=share if (share := float(spec.get("ibug_share", -1))) >= 0 else None,
                             progress=progress, **framing)
     raise ValueError(f"unknown data kind {kind!r} (synthetic, umdfaces, 300w-lp, aflw2000-3d, folder, photos, "
                      "fitted)")

@@ -34,7 +34,7 @@ DEFAULTS = {
              "seed": 0, "identity_offset": 0, "prerender": True, "landmark_set": "aflw21", "points": "",
              "textures": "", "photo_fraction": -1.0, "yaw_range": -1.0, "photos": "", "split": "train",
              "real_views": 1, "profiled_views": 3, "grid_step": 4, "head_share": 0.0,
-             "roll_range": -1.0, "shift": -1.0, "scale_jitter": -1.0, "degrade": 0.0},
+             "roll_range": -1.0, "shift": -1.0, "scale_jitter": -1.0, "degrade": 0.0, "ibug_share": -1.0},
     "loss": dict(ORIGINAL_WEIGHTS),
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.9, "head_lr_weight": 4.0,
               "head_lr_bias": 8.0, "warmup": 100, "schedule": "cosine", "clip": 10.0, "amp": True},

@@ -241,3 +241,28 @@ def test_data_degrade_changes_pixels_not_labels_and_zero_changes_nothing(tree, m
     torch.testing.assert_close(before[4]["image"], old[4]["image"], atol=0, rtol=0)
     with pytest.raises(ValueError, match="degrade must be"):
         _build(dict(spec, degrade=1.5), model, 112, "ibug68", False, False)
+
+
+def test_data_ibug_share_weights_the_68_points_and_leaves_the_rest_as_before(tree, model):
+    """``data.ibug_share``: that share of the landmark weight (68 in all) on the 68 iBUG points;
+    unset, every landmark weighs 68 / L as before; the pixels and positions do not change."""
+    from stn3dmm.training.batches import _build
+    from stn3dmm.training.config import DEFAULTS
+    from stn3dmm.training.data.fitted import landmark_weights
+
+    root, photos = tree
+    spec = dict(DEFAULTS["data"], kind="fitted", path=str(root), photos=str(photos), split="all",
+                real_views=1, profiled_views=1, grid_step=8)
+    plain_ds, half = (_build(dict(spec, ibug_share=s), model, 112, "ibug68", False, False) for s in (-1.0, 0.5))
+    n = len(plain_ds.landmark_set)
+    assert n > 68
+    for k in range(len(plain_ds)):
+        a, b = plain_ds[k], half[k]
+        torch.testing.assert_close(a["image"], b["image"], atol=0, rtol=0)
+        torch.testing.assert_close(a["landmarks"], b["landmarks"], atol=0, rtol=0)
+        assert np.allclose(a["visibility"].numpy(), 68.0 / n)
+        assert float(b["visibility"][:68].sum()) == pytest.approx(34.0)
+        assert float(b["visibility"][68:].sum()) == pytest.approx(34.0, rel=1e-5)
+    assert np.allclose(landmark_weights(68, 0.3), 1.0)          # the 68 alone: all of it, whatever the share
+    with pytest.raises(ValueError, match="ibug_share"):
+        landmark_weights(100, 1.5)

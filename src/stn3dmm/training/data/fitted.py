@@ -15,7 +15,8 @@ Labels
 ``landmark_set`` is the model's ``ibug68`` vertices followed by every ``grid_step``-th grid
 vertex (rows and columns). A real crop's landmarks are the fitted model's projections of those
 vertices (pseudo-labels); a render's are exact. Every landmark counts, hidden or not, with
-weight ``68 / L`` (so that the landmark term has the scale of 68 points): these are 3D-style
+weight ``68 / L`` (so that the landmark term has the scale of 68 points; ``ibug_share`` moves a
+given share of that weight onto the 68 iBUG points, which the benchmark scores): these are 3D-style
 landmarks, the positions of model vertices, as AFLW2000-3D's are. Renders also carry their
 exact ``theta`` and ``pose``; real crops carry neither (the batch drops keys not in every item).
 
@@ -116,6 +117,25 @@ def held_out(people, every: int = 10) -> np.ndarray:
     return np.array([out[p] for p in people], dtype=bool)
 
 
+def landmark_weights(n: int, ibug_share: float | None = None) -> np.ndarray:
+    """(n,) float32 weights of a landmark set of the 68 iBUG points then ``n - 68`` grid vertices,
+    summing to 68: ``68 / n`` each, or ``ibug_share`` of the sum on the 68 and the rest shared by
+    the grid vertices.
+
+    Examples:
+        >>> w = landmark_weights(852, 0.5)
+        >>> float(w[:68].sum()), float(w[68:].sum()), float(w[0])
+        (34.0, 34.0, 0.5)
+    """
+    if ibug_share is None or n == 68:
+        return np.full(n, 68.0 / n, np.float32)
+    if not 0.0 <= ibug_share <= 1.0 or n < 68:
+        raise ValueError(f"ibug_share must be in [0, 1] with at least 68 landmarks, got {ibug_share} and {n}")
+    w = np.full(n, 68.0 * (1.0 - ibug_share) / (n - 68), np.float32)
+    w[:68] = ibug_share
+    return w
+
+
 def landmark_vertices_dense(model, grid_step: int) -> np.ndarray:
     """The ``ibug68`` vertices, then every ``grid_step``-th grid vertex in rows and columns
     (none for ``grid_step`` 0: the 68 alone, as the benchmark scores them)."""
@@ -152,6 +172,8 @@ class FittedPhotos(Dataset):
             occluder cut from another photo's surroundings, darkness, side light or a heavy blur;
             :func:`~.imageops.degrade`), drawn apart from every other draw of the item, so that 0
             leaves the items exactly as before.
+        ibug_share: the share of the landmark weight (68 in all) on the 68 iBUG points, the rest
+            spread evenly over the grid vertices (None: every landmark the same, ``68 / L``).
     """
 
     def __init__(self, root, model, size: int = LOCALISER_SIZE, *, photos=None, split: str = "train",
@@ -159,7 +181,7 @@ class FittedPhotos(Dataset):
                  pitch_range: float = 25.0, roll_range: float = 25.0, shift: float = 0.06,
                  scale_jitter: float = 0.12, max_error: float = 4.0, grid_step: int = 4, tiles: int = 600,
                  head_share: float = 0.0, context: float = 1.0, augment: bool = True, degrade: float = 0.0,
-                 progress: bool = True, log=None):
+                 ibug_share: float | None = None, progress: bool = True, log=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if real_views < 0 or profiled_views < 0 or real_views + profiled_views < 1:
@@ -179,7 +201,7 @@ class FittedPhotos(Dataset):
         self.shift, self.scale_jitter, self.augment = float(shift), float(scale_jitter), bool(augment)
         self.head_share, self.context, self.degrade = float(head_share), float(context), float(degrade)
         self.landmark_set = landmark_vertices_dense(model, grid_step)
-        self.weight = 68.0 / len(self.landmark_set)
+        self.weights = landmark_weights(len(self.landmark_set), ibug_share)
         names = sorted({f.person for f in fits})
         person = {n: i for i, n in enumerate(names)}
         self.identity_names = names
@@ -279,7 +301,7 @@ class FittedPhotos(Dataset):
                 rng = np.random.default_rng([self.seed, 4, photo, self.identity_of(index)[1]])
                 if rng.uniform() < self.degrade:
                     images[k] = degrade(images[k], draw_degradation(rng, len(self.tiles)), self.tiles).clamp(0, 1)
-        vis = np.full(len(self.landmark_set), self.weight, np.float32)
+        vis = self.weights
         out = []
         for k, (index, photo) in enumerate(keys):
             e = extra[k] if extra else {}
