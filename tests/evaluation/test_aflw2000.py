@@ -117,3 +117,18 @@ def test_yaw_bias_averages_the_turn_missed_beyond_60_degrees_only():
     pred = np.array([60.0, -76.0, 40.0, np.nan])     # too little by 10 and 4; the frontal and the unfitted don't count
     assert yaw_bias(pred, gt, np.abs(gt)) == pytest.approx(-7.0)
     assert np.isnan(yaw_bias(pred[2:3], gt[2:3], np.abs(gt[2:3])))
+
+
+def test_pose_scores_on_a_set_labelled_in_our_convention():
+    """Renders carry their pose in our convention only: the field's angles are converted from it,
+    so exact predictions score 0 both ways, and 5 degrees more yaw in ours is 5 in ours."""
+    from types import SimpleNamespace
+
+    poses = np.array([[70.0, 10.0, 5.0], [-20.0, 0.0, 0.0], [85.0, -5.0, 10.0]])
+    bench = SimpleNamespace(abs_yaw=np.abs(poses[:, 0]), pose=lambda i: poses[i])
+    r = pose_scores(bench, np.arange(3), poses)
+    assert r["pose_mae_field_deg"]["mean"] < 1e-9 and r["pose_mae_deg"]["mean"] < 1e-9
+    assert r["pose_mae_field_deg"]["faces"] == 3
+    r = pose_scores(bench, np.arange(3), poses + [5.0, 0.0, 0.0])
+    assert r["pose_mae_deg"]["yaw"] == pytest.approx(5.0) and r["yaw_bias_above_60_deg"] == pytest.approx(5.0)
+    assert r["pose_mae_field_deg"]["mean"] > 1.0

@@ -190,13 +190,20 @@ def pose_scores(bench: Aflw2000, idx, pose: np.ndarray) -> dict:
       labelled angles all lie within :data:`FIELD_POSE_LIMIT` degrees (``faces``: how many);
     - ``pose_mae_deg``, ``yaw_bias_above_60_deg``: both sides in our convention
       (:data:`~stn3dmm.stn.pose.POSE_CONVENTION`), differences wrapped, over every face.
+
+    ``bench`` gives ``pose_para(i)`` (AFLW2000-3D's labels) or only ``pose(i)`` in our
+    convention (a set of renders; its field angles are converted from those).
     """
     from ..training.data.pose import pose_from_pose_para, pose_para_from_pose
 
     idx, pose = np.asarray(idx), np.asarray(pose, dtype=np.float64)
     yaw = bench.abs_yaw[idx]
-    labelled = np.stack([bench.pose_para(int(i)) for i in idx]).reshape(-1, 3)
-    gt = pose_from_pose_para(*torch.as_tensor(np.radians(labelled)).unbind(-1)).numpy()
+    if hasattr(bench, "pose_para"):           # AFLW2000-3D's labels as they are
+        labelled = np.stack([bench.pose_para(int(i)) for i in idx]).reshape(-1, 3)
+        gt = pose_from_pose_para(*torch.as_tensor(np.radians(labelled)).unbind(-1)).numpy()
+    else:                                     # a set labelled in our convention (renders)
+        gt = np.stack([bench.pose(int(i)) for i in idx]).reshape(-1, 3)
+        labelled = pose_para_from_pose(gt).numpy()
     res = {"pose_mae_deg": _mae(angle_error(pose, gt), ("yaw", "pitch", "roll")),
            "yaw_bias_above_60_deg": yaw_bias(pose[:, 0], gt[:, 0], yaw)}
     theirs = pose_para_from_pose(pose).numpy()                    # pitch, yaw, roll
