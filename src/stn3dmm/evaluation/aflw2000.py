@@ -90,7 +90,7 @@ class Aflw2000:
 
     def pose(self, i: int) -> np.ndarray:
         """(3,) yaw, pitch, roll in degrees, in our convention, from the image's ``Pose_Para``."""
-        from ..training.data.pose import pose_from_pose_para
+        from ..stn.pose import pose_from_pose_para
 
         return pose_from_pose_para(*np.radians(self.pose_para(i))).numpy().reshape(3)
 
@@ -194,7 +194,7 @@ def pose_scores(bench: Aflw2000, idx, pose: np.ndarray) -> dict:
     ``bench`` gives ``pose_para(i)`` (AFLW2000-3D's labels) or only ``pose(i)`` in our
     convention (a set of renders; its field angles are converted from those).
     """
-    from ..training.data.pose import pose_from_pose_para, pose_para_from_pose
+    from ..stn.pose import pose_from_pose_para, pose_para_from_pose
 
     idx, pose = np.asarray(idx), np.asarray(pose, dtype=np.float64)
     yaw = bench.abs_yaw[idx]

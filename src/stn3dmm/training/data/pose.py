@@ -2,7 +2,7 @@
 and flatten stages that need it too)."""
 
 from ...stn.pose import (POSE_CONVENTION, THETA_LAYOUT, euler_to_rotation, pose_from_pose_para, pose_from_theta,
-                         pose_para_from_pose, rotation_to_euler)
+                         rotation_to_euler)
 
 __all__ = ["POSE_CONVENTION", "THETA_LAYOUT", "euler_to_rotation", "rotation_to_euler", "pose_from_theta",
-           "pose_from_pose_para", "pose_para_from_pose"]
+           "pose_from_pose_para"]
