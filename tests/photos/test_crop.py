@@ -101,6 +101,21 @@ def test_padding_outside_the_photo():
     assert far.shape == (16, 16, 3) and not far.any()
 
 
+def test_valid_mask_matches_every_pixel_test():
+    """The shortcut for crops whose corners all lie in the photo gives what testing each pixel
+    gives, for crops inside, across the edge, at the edge exactly, and turned."""
+    rng = np.random.default_rng(5)
+    cases = [((20.0, 20.0), 30.0, 0.0), ((19.5, 19.5), 39.0, 0.0), ((0.0, 20.0), 30.0, 0.0), ((20.0, 20.0), 30.0, 0.7)]
+    cases += [(tuple(rng.uniform(-10, 50, 2)), float(rng.uniform(5, 60)), float(rng.uniform(-3, 3))) for _ in range(40)]
+    for centre, side, angle in cases:
+        t = square_transform(centre, side, 24, (40, 40), angle)
+        u, v = np.meshgrid(np.arange(24.0), np.arange(24.0))
+        src = t.to_source(np.stack([u, v], -1))
+        every = (src >= -1e-6).all(-1) & (src <= 39 + 1e-6).all(-1)
+        np.testing.assert_array_equal(t.valid_mask(), every)
+    assert square_transform((19.5, 19.5), 39.0, 24, (40, 40)).valid_mask().all()
+
+
 def test_torch_uint8_and_numpy_inputs_agree():
     rng = np.random.default_rng(2)
     u8 = (rng.random((30, 50, 3)) * 255).astype(np.uint8)

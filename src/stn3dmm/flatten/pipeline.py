@@ -260,8 +260,7 @@ class Flattener:
             crop, tr = crop_face(image, face, size=self.size)
         else:
             crop, tr = crop_square(image, square[0], square[1], self.size, angle=angle)
-        # a 4th channel: 1 where the crop shows the photo, 0 on padding (sampled with the colours)
-        return np.concatenate([crop, tr.valid_mask()[..., None].astype(np.float32)], -1), tr
+        return _with_validity(crop, tr), tr
 
     def _fit(self, items: list, guide=None):
         """Crops, transforms, landmark targets, theta and errors by the landmark fit; ``guide``:
@@ -298,21 +297,34 @@ class Flattener:
         faces turned in the photo again on a crop turned upright, :meth:`_upright`), re-expressed in
         the STN's crop of the same square (a scale about the pixel centres: no landmark targets, no
         fit error)."""
-        from ..photos.crop import transform_theta
+        transforms, theta = self._localised(items, upright)
+        crops = self._crops_at(items, transforms, range(len(items)))
+        n = len(items)
+        return crops, transforms, [None] * n, theta, np.full(n, np.nan)
+
+    def _localised(self, items: list, upright: bool = False) -> tuple[list, torch.Tensor]:
+        """:meth:`_localise`'s transforms (photo -> the STN's crop of each face's final square) and
+        theta (N, P) in those crops, without cropping."""
+        from ..photos.crop import image_size, square_transform, transform_theta
 
         found = self.localiser.from_faces([im for im, _ in items], [f for _, f in items])
         if upright:
             found = self._upright(items, found)
         k = self.size / self.localiser.size
         to_crop = np.array([[k, 0.0, 0.5 * (k - 1)], [0.0, k, 0.5 * (k - 1)]])
-        crops, transforms, theta = [], [], []
-        for (image, _), r in zip(items, found):
-            crop, tr = self._crop(image, square=r.square, angle=r.angle)
-            crops.append(crop)
-            transforms.append(tr)
-            theta.append(transform_theta(r.theta, to_crop))
-        n = len(items)
-        return crops, transforms, [None] * n, torch.as_tensor(np.stack(theta)), np.full(n, np.nan)
+        transforms = [square_transform(r.square[0], r.square[1], self.size, image_size(image), r.angle)
+                      for (image, _), r in zip(items, found)]
+        return transforms, torch.as_tensor(np.stack([transform_theta(r.theta, to_crop) for r in found]))
+
+    def _crops_at(self, items: list, transforms: list, which) -> list:
+        """The STN inputs of faces ``which`` (their crops by ``transforms``, with the validity
+        channel); None for the others."""
+        from ..photos.crop import warp
+
+        crops = [None] * len(items)
+        for k in which:
+            crops[k] = _with_validity(warp(items[k][0], transforms[k]), transforms[k])
+        return crops
 
     def upright_candidates(self, items: list, found: list) -> tuple[list, list]:
         """The faces of ``items`` (``(image, face)``) that their face mesh sees turned in the photo
@@ -354,25 +366,32 @@ class Flattener:
         from ..photos.detect import turn_apart
         from ..stn.pose import pose_from_theta
 
-        out = self._localise(items, upright=True)
-        yaw = pose_from_theta(out[3].double())[:, 0].abs().numpy()
-        turn = face_turn(out[3], [tr.angle for tr in out[1]])
+        transforms, theta = self._localised(items, upright=True)
+        yaw = pose_from_theta(theta.double())[:, 0].abs().numpy()
+        turn = face_turn(theta, [tr.angle for tr in transforms])
 
         def agree(k, face):
             return turn_apart(face.mesh_angle(), turn[k]) <= math.radians(self.fit_turn_agree)
 
         refit = [k for k, (_, f) in enumerate(items)
                  if f.points is not None and yaw[k] < self.switch_yaw and agree(k, f)]
+        crops = self._crops_at(items, transforms, sorted(set(range(len(items))) - set(refit)))
+        targets, error = [None] * len(items), np.full(len(items), np.nan)
         if not refit:
-            return out
-        crops, transforms, targets, theta, error = (list(out[0]), list(out[1]), list(out[2]), out[3].clone(),
-                                                    out[4].copy())
-        guide = (out[3][refit], [out[1][k] for k in refit]) if self.fit_share < 1 else None
+            return crops, transforms, targets, theta, error
+        guide = (theta[refit], [transforms[k] for k in refit]) if self.fit_share < 1 else None
         fit = self._fit([items[k] for k in refit], guide)
+        theta = theta.clone()
         for j, k in enumerate(refit):
             crops[k], transforms[k], targets[k] = fit[0][j], fit[1][j], fit[2][j]
             theta[k], error[k] = fit[3][j].to(theta.dtype), fit[4][j]
         return crops, transforms, targets, theta, error
+
+
+def _with_validity(crop: np.ndarray, transform) -> np.ndarray:
+    """A crop (S, S, 3) with a 4th channel: 1 where it shows the photo, 0 on padding (sampled
+    with the colours)."""
+    return np.concatenate([crop, transform.valid_mask()[..., None].astype(np.float32)], -1)
 
 
 def flatten_main_face(flattener: Flattener, image: np.ndarray) -> FaceResult:

@@ -98,11 +98,17 @@ class CropTransform:
         """(h, w) bool: crop pixels whose source point lies inside the photo (not padding)."""
         w, h = self.size
         sw, sh = self.source_size
-        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-        src = self.to_source(np.stack([u, v], axis=-1))
         eps = 1e-6
-        return ((src[..., 0] >= -eps) & (src[..., 0] <= sw - 1 + eps)
-                & (src[..., 1] >= -eps) & (src[..., 1] <= sh - 1 + eps))
+
+        def inside(src):
+            return ((src[..., 0] >= -eps) & (src[..., 0] <= sw - 1 + eps)
+                    & (src[..., 1] >= -eps) & (src[..., 1] <= sh - 1 + eps))
+
+        # the crop's pixels map to a parallelogram: all inside the photo when its corners are
+        if inside(self.to_source(np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]]))).all():
+            return np.ones((h, w), bool)
+        u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+        return inside(self.to_source(np.stack([u, v], axis=-1)))
 
 
 def reduced(img: np.ndarray, side: int) -> tuple[np.ndarray, int]:
@@ -165,7 +171,8 @@ def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(chans))
 
 
-def _image_size(image) -> tuple[int, int]:
+def image_size(image) -> tuple[int, int]:
+    """(width, height) of a numpy (H, W[, C]) or torch (C, H, W) / (H, W) image."""
     if isinstance(image, torch.Tensor):
         return int(image.shape[-1]), int(image.shape[-2])
     return int(image.shape[1]), int(image.shape[0])
@@ -188,7 +195,7 @@ def warp(image, transform: CropTransform, padding: str = "zeros"):
     is_torch = isinstance(image, torch.Tensor)
     if not is_torch:
         image = np.asarray(image)
-    sw, sh = _image_size(image)
+    sw, sh = image_size(image)
     if (sw, sh) != tuple(transform.source_size):
         raise ValueError(f"image is {sw} x {sh} but the transform reads a {transform.source_size} image")
     w, h = transform.size
@@ -241,7 +248,7 @@ def crop_square(image, center, side: float, size: int = IMAGE_SIZE, *, angle: fl
     Returns ``(crop, transform)``: the crop as :func:`warp` returns it and the photo -> crop
     :class:`CropTransform`.
     """
-    t = square_transform(center, side, size, _image_size(image), angle)
+    t = square_transform(center, side, size, image_size(image), angle)
     return warp(image, t, padding), t
 
 
@@ -359,7 +366,7 @@ def transform_theta(theta, matrix: np.ndarray):
     return th
 
 
-__all__ = ["reduced", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "square_transform", "warp",
+__all__ = ["reduced", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "image_size", "square_transform", "warp",
            "crop_square", "face_square", "crop_face",
            "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "landmark_square_of_box", "box_square",
            "transform_theta"]
