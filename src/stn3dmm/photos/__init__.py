@@ -1,7 +1,7 @@
 """Real photos in: reading them robustly, finding faces and landmarks, mapping landmarks onto the model, cropping.
 
 This package owns the photo side of ``stn3dmm flatten``: :mod:`.io` (reading, listing and
-writing image files), :mod:`.jpeg` (the checks of a JPEG's structure and completeness that
+writing image files), :mod:`.png` (the fast PNG encoder those writes use), :mod:`.jpeg` (the checks of a JPEG's structure and completeness that
 Pillow does not make), :mod:`.detect` (mediapipe face detection and 468-point face mesh,
 offline), :mod:`.mmod` (dlib's CNN face detector, the detector's second look at profiles), :mod:`.mesh_roi` (the face mesh's landmark model on a region we choose, where its
 own detector finds no face), :mod:`.landmark_map` (detector points -> morphable-model vertices, above

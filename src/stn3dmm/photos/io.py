@@ -662,7 +662,7 @@ def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int
         image: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, bool, or float in [0, 1]
             (clipped, rounded to 8 bits); a numpy array or a CPU/GPU torch tensor in that layout.
         overwrite: when False, an existing ``path`` raises FileExistsError (nothing is written).
-        compress_level: zlib level 0-9.
+        compress_level: zlib level 0-9 (the encoder: :func:`~stn3dmm.photos.png.png_bytes`).
     """
     path = Path(path)
     if hasattr(image, "detach"):
@@ -674,9 +674,11 @@ def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: exists (not overwritten)")
-    return write_atomically(
-        path, lambda f: Image.fromarray(np.ascontiguousarray(a)).save(f, format="PNG", compress_level=compress_level),
-        durable=True)
+    from .png import png_bytes
+
+    if not 0 <= compress_level <= 9:
+        raise ValueError(f"compress_level must be 0-9, got {compress_level}")
+    return write_atomically(path, lambda f: f.write(png_bytes(a, compress_level)), durable=True)
 
 
 __all__ = [
