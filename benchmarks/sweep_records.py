@@ -16,8 +16,9 @@ writes and reads (no one else's).
 
 ``score`` prints per set the bucket means of NME % by |yaw| and the faces wrong (above 20 %), or,
 for real photos (all upright), the faces the sweep turned by more than 60 degrees; then the same
-counts under other sweep rules replayed on the records: a bar for far turns (``sweep_far``) and
-other ``SWEEP_SURE`` values. docs/training.md, "Harsh degradations", was measured with it.
+counts under other sweep rules replayed on the records: a bar for far turns (``sweep_far``),
+other ``SWEEP_SURE`` values, and (``--near``) far turns held to a share of the near side's surest
+agreed gap (:func:`replay`'s ``near``; docs/benchmarks.md, "Upright faces fitted upside down"). docs/training.md, "Harsh degradations", was measured with it.
 """
 
 from __future__ import annotations
@@ -127,9 +128,13 @@ def _apart(a: float, b: float) -> float:
     return abs(math.remainder(a - b, 2 * math.pi))
 
 
-def replay(first, tries, gap=0.02, sure=0.02, agree=20.0, far=None):
+def replay(first, tries, gap=0.02, sure=0.02, agree=20.0, far=None, near=None):
     """The record the sweep would keep under these settings: the fitter's own rule
-    (:meth:`LocaliserFitter._surest_agreed`, with ``_sweep``'s gap trigger) run on the records."""
+    (:meth:`LocaliserFitter._surest_agreed`, with ``_sweep``'s gap trigger) run on the records.
+    ``near`` (tried in the fifteenth session, not in the fitter): a try turning the face more than
+    a quarter turn from the cascade's result must also have a gap below ``near`` times the best
+    gap among the sure, agreed records within a quarter turn of it (the result included), where
+    there are such; else the best of those is kept."""
     from types import SimpleNamespace
 
     from stn3dmm.fitting.localiser import LocaliserFitter
@@ -139,7 +144,15 @@ def replay(first, tries, gap=0.02, sure=0.02, agree=20.0, far=None):
     face = {id(r): SimpleNamespace(mirror_gap=r[0], angle=r[1], record=r) for r in (first, *tries)}
     rule = SimpleNamespace(sweep_sure=sure, sweep_agree=agree, sweep_far=far)
     best = LocaliserFitter._surest_agreed(rule, [face[id(t)] for t in tries], face[id(first)])
-    return first if best is None else best.record
+    best = first if best is None else best.record
+    if near is None or best is first or _apart(best[1], first[1]) <= math.pi / 2:
+        return best
+    pool = [first] + [t for t in tries if _apart(t[1], first[1]) <= math.pi / 2]
+    held = [r for r in pool if r[0] < sure and any(o is not r and o[0] < sure
+                                                   and _apart(o[1], r[1]) <= math.radians(agree) for o in pool)]
+    if held and not best[0] < near * min(r[0] for r in held):
+        return min(held, key=lambda r: r[0])
+    return best
 
 
 def _nme(points: list, truth: np.ndarray) -> np.ndarray:
@@ -158,7 +171,7 @@ def _wrong(entry, kept) -> int:
     return int((_nme([k[2] for k in kept], entry["truth"]) > WRONG).sum())
 
 
-def score(files: list, fars: list, sures: list) -> None:
+def score(files: list, fars: list, sures: list, nears: list = ()) -> None:
     sets = {}
     for f in files:
         with open(f, "rb") as fh:
@@ -174,8 +187,11 @@ def score(files: list, fars: list, sures: list) -> None:
         b = [err[(e["yaw"] >= lo) & (e["yaw"] < hi)].mean() for lo, hi in ((0, 30), (30, 60), (60, 1e9))]
         print(f"{name:<36}{len(final):>7}{swept:>7}  {b[0]:.2f} / {b[1]:.2f} / {b[2]:.2f} = {np.mean(b):.2f}, "
               f"{_wrong(e, final)}")
-    rules = [("as shipped", {})] + [(f"sweep_far {v}", {"far": v}) for v in fars]
+    rules = [("sweep_far off", {})] + [(f"sweep_far {v}", {"far": v}) for v in fars]
     rules += [(f"sweep_sure {v}", {"sure": v}) for v in sures]
+    from stn3dmm.fitting.localiser import SWEEP_FAR
+
+    rules += [(f"near {v}", {"far": SWEEP_FAR, "near": v}) for v in nears]
     print(f"\nfaces wrong (renders) or turned (photos), the rules replayed\n{'rule':<20}"
           + "".join(f"{n.replace('heads1_', '')[-18:]:>19}" for n in sets))
     for title, kw in rules:
@@ -193,10 +209,13 @@ def main():
     ap.add_argument("--photos", default="1::3,0,200", help="START::STEP,LO,HI of the held-out LFW photos")
     ap.add_argument("--far", default="0.8,0.75,0.7,0.6,0.5", help="score: sweep_far values to replay")
     ap.add_argument("--sure", default="0.018,0.022", help="score: SWEEP_SURE values to replay")
+    ap.add_argument("--near", default="", help="score: with sweep_far as shipped, far turns held to these shares "
+                                               "of the near side's surest agreed gap (replay's near; e.g. 0.9,0.6,0)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     if a.action == "score":
-        score(a.args, [float(v) for v in a.far.split(",") if v], [float(v) for v in a.sure.split(",") if v])
+        score(a.args, [float(v) for v in a.far.split(",") if v], [float(v) for v in a.sure.split(",") if v],
+              [float(v) for v in a.near.split(",") if v])
         return
     if len(a.args) != 2 or a.args[0] not in ("renders", "photos"):
         sys.exit("record needs: renders|photos OUT.pkl")
