@@ -66,6 +66,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..core.paths import write_atomically
 from . import jpeg
+from .png import png_bytes
 
 #: Longest side, in pixels, of the images :func:`read_photo` returns by default.
 DEFAULT_MAX_SIDE = 2048
@@ -674,8 +675,6 @@ def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int
         raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: exists (not overwritten)")
-    from .png import png_bytes
-
     if not 0 <= compress_level <= 9:
         raise ValueError(f"compress_level must be 0-9, got {compress_level}")
     return write_atomically(path, lambda f: f.write(png_bytes(a, compress_level)), durable=True)
