@@ -1,9 +1,9 @@
 """PNG encoding of 8-bit images, fast: every row by the PNG "Up" filter, then zlib.
 
 Owns :func:`png_bytes`. Pillow's encoder picks a filter for each row by trying all five, which at
-zlib level 1 costs more than the compression itself: on the 1136 x 224 overlay that ``stn3dmm
-flatten`` writes per face it took 13-17 ms against 5.6 ms here, for a file 3 % larger
-(``benchmarks/flatten.py`` counts the writes). The format is the PNG specification's (W3C,
+zlib level 1 costs more than the compression itself; one filter for every row writes the same
+pixels in files a little larger (docs/benchmarks.md, "Speed of flattening", the fifteenth
+session's figures). The format is the PNG specification's (W3C,
 2003): the signature, an ``IHDR`` chunk (8 bits per sample; grey, RGB or RGBA; no interlace),
 one ``IDAT`` chunk of the zlib stream of the filtered rows, each led by its filter byte, and
 ``IEND``; each chunk's CRC-32 over its type and data. Any PNG reader decodes it to the same pixels.
