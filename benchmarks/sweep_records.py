@@ -36,6 +36,8 @@ from _common import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
 
+from stn3dmm.photos.detect import turn_apart  # noqa: E402
+
 WRONG = 20.0
 
 
@@ -124,10 +126,6 @@ def record_photos(rec: Recorder, lfw: Path, which: str) -> dict:
     return out
 
 
-def _apart(a: float, b: float) -> float:
-    return abs(math.remainder(a - b, 2 * math.pi))
-
-
 def replay(first, tries, gap=0.02, sure=0.02, agree=20.0, far=None, near=None):
     """The record the sweep would keep under these settings: the fitter's own rule
     (:meth:`LocaliserFitter._surest_agreed`, with ``_sweep``'s gap trigger) run on the records.
@@ -145,11 +143,11 @@ def replay(first, tries, gap=0.02, sure=0.02, agree=20.0, far=None, near=None):
     rule = SimpleNamespace(sweep_sure=sure, sweep_agree=agree, sweep_far=far)
     best = LocaliserFitter._surest_agreed(rule, [face[id(t)] for t in tries], face[id(first)])
     best = first if best is None else best.record
-    if near is None or best is first or _apart(best[1], first[1]) <= math.pi / 2:
+    if near is None or best is first or turn_apart(best[1], first[1]) <= math.pi / 2:
         return best
-    pool = [first] + [t for t in tries if _apart(t[1], first[1]) <= math.pi / 2]
+    pool = [first] + [t for t in tries if turn_apart(t[1], first[1]) <= math.pi / 2]
     held = [r for r in pool if r[0] < sure and any(o is not r and o[0] < sure
-                                                   and _apart(o[1], r[1]) <= math.radians(agree) for o in pool)]
+                                                   and turn_apart(o[1], r[1]) <= math.radians(agree) for o in pool)]
     if held and not best[0] < near * min(r[0] for r in held):
         return min(held, key=lambda r: r[0])
     return best
@@ -167,7 +165,7 @@ def _nme(points: list, truth: np.ndarray) -> np.ndarray:
 
 def _wrong(entry, kept) -> int:
     if entry["truth"] is None:     # real upright photos: wrong where the sweep turned the face
-        return sum(_apart(k[1], f[1]) > math.radians(60) for k, (f, _, _) in zip(kept, entry["recs"]))
+        return sum(turn_apart(k[1], f[1]) > math.radians(60) for k, (f, _, _) in zip(kept, entry["recs"]))
     return int((_nme([k[2] for k in kept], entry["truth"]) > WRONG).sum())
 
 

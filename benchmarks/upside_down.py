@@ -41,10 +41,6 @@ def down_angle(points68) -> float:
     return math.atan2(d[1], d[0])
 
 
-def _apart(a: float, b: float) -> float:
-    return abs(math.remainder(a - b, 2 * math.pi))
-
-
 def record(folder: Path, flattener) -> list[dict]:
     """One dict per face our detector finds: the truth's, the fit's and (for candidates) the
     second opinion's down angles, and the mirror gaps."""
@@ -52,36 +48,36 @@ def record(folder: Path, flattener) -> list[dict]:
 
     from large_pose import SyntheticSet
 
-    from stn3dmm.fitting.localiser import abs_yaw, face_turn, upright_frame
+    from stn3dmm.evaluation.methods import LocaliserMethod
+    from stn3dmm.fitting.localiser import abs_yaw, face_turn
     from stn3dmm.flatten.pipeline import UPRIGHT_PROFILE
-    from stn3dmm.photos import detect_faces, read_photo
-    from stn3dmm.photos.crop import landmark_square
-    from stn3dmm.photos.landmark_map import mediapipe_ibug68
+    from stn3dmm.photos import read_photo
+    from stn3dmm.photos.detect import turn_apart
 
     data, rows = SyntheticSet(folder), []
+    finder = LocaliserMethod(flattener.localiser, "detect", detector=flattener.detector)   # evaluate's own rule
     for i in range(len(data.names)):
         image = read_photo(data.image_path(i)).image
-        box = data.face_square(i)
-        centre = (box[:2] + box[2:]) / 2
-        faces = [f for f in detect_faces(image, flattener.detector) if not f.tiny]
-        if not faces or not (faces[0].bbox[:2] <= centre).all() or not (centre <= faces[0].bbox[2:]).all():
+        face = finder._detected_face(image, data.face_square(i))
+        if face is None:
             continue
-        face, items = faces[0], [(image, faces[0])]
+        items = [(image, face)]
         r = flattener._upright(items, flattener.localiser.from_faces([image], [face]))[0]
         turn = face_turn(torch.as_tensor(r.theta[None]), [r.angle])[0]
         mesh = face.mesh_angle()
         row = dict(name=data.names[i], truth=down_angle(data.reannotated[i]), fit=down_angle(r.points68),
                    gap=float(r.mirror_gap), yaw=float(abs_yaw([r])[0]), mesh=mesh)
-        if mesh is not None and _apart(mesh, turn) > math.pi / 2 and row["yaw"] < UPRIGHT_PROFILE:
-            square = upright_frame(mediapipe_ibug68(face.points), mesh, lambda p: landmark_square(p, "ibug68"))
-            again = flattener.localiser.from_squares([image], [square], [mesh])[0]
+        if mesh is not None and turn_apart(mesh, turn) > math.pi / 2 and row["yaw"] < UPRIGHT_PROFILE:
+            again = flattener.localised_in_mesh_frame(items)[0]
             row.update(again=down_angle(again.points68), again_gap=float(again.mirror_gap))
         rows.append(row)
     return rows
 
 
 def report(name: str, rows: list[dict], shares: list[float]) -> None:
-    wrong = lambda a, r: _apart(a, r["truth"]) > math.pi / 2       # noqa: E731
+    from stn3dmm.photos.detect import turn_apart
+
+    wrong = lambda a, r: turn_apart(a, r["truth"]) > math.pi / 2       # noqa: E731
     cand = [r for r in rows if "again" in r]
     print(f"\n== {name}: {len(rows)} faces found, {sum(wrong(r['fit'], r) for r in rows)} fitted upside down; "
           f"{len(cand)} where the face mesh and the localiser lie more than a quarter turn apart")

@@ -331,19 +331,25 @@ class Flattener:
         (:data:`UPRIGHT_ROLL`) and the localiser's ``found`` does not see at profile
         (:data:`UPRIGHT_PROFILE`): their indices, and each localised again on a crop turned upright
         by the mesh's angle, framed by its 68 points. ``benchmarks/upright_gap.py`` replays these."""
-        from ..fitting.localiser import abs_yaw, upright_frame
-        from ..photos.crop import landmark_square
-        from ..photos.landmark_map import mediapipe_ibug68
+        from ..fitting.localiser import abs_yaw
 
         yaw = abs_yaw(found)
         angles = [f.mesh_angle() for _, f in items]
         turned = [k for k, a in enumerate(angles) if a is not None and abs(math.degrees(a)) > UPRIGHT_ROLL
                   and yaw[k] < UPRIGHT_PROFILE]
-        if not turned:
-            return [], []
-        squares = [upright_frame(mediapipe_ibug68(items[k][1].points), angles[k],
-                                 lambda p: landmark_square(p, "ibug68")) for k in turned]
-        return turned, self.localiser.from_squares([items[k][0] for k in turned], squares, [angles[k] for k in turned])
+        return (turned, self.localised_in_mesh_frame([items[k] for k in turned])) if turned else ([], [])
+
+    def localised_in_mesh_frame(self, items: list) -> list:
+        """Each ``(image, face)`` (a face with face-mesh points) localised on a crop turned by its
+        mesh's angle (:meth:`~stn3dmm.photos.detect.Face.mesh_angle`) and framed by its 68 points."""
+        from ..fitting.localiser import upright_frame
+        from ..photos.crop import landmark_square
+        from ..photos.landmark_map import mediapipe_ibug68
+
+        angles = [f.mesh_angle() for _, f in items]
+        squares = [upright_frame(mediapipe_ibug68(f.points), a, lambda p: landmark_square(p, "ibug68"))
+                   for (_, f), a in zip(items, angles)]
+        return self.localiser.from_squares([im for im, _ in items], squares, angles)
 
     def _upright(self, items: list, found: list) -> list:
         """``found`` with the faces turned in the photo localised again upright
