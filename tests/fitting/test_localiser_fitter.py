@@ -463,3 +463,54 @@ def test_without_onnxruntime_auto_falls_back_to_torch(model, monkeypatch):
     assert isinstance(load_localiser(model=model).net, nn.Module)
     with pytest.raises(ValueError, match="onnxruntime is not installed"):
         load_localiser(model=model, engine="onnx")
+
+
+class TopBrightIsDownNet(nn.Module):
+    """An up-direction network that reads a crop whose top half is brighter than its bottom half as
+    upside down (every logit on the half-turn bin), any other crop as upright."""
+
+    def __init__(self):
+        super().__init__()
+        self.crops = []
+
+    def forward(self, x):
+        from stn3dmm.nets.upright import BINS
+
+        self.crops.append(x.shape)
+        half = x.shape[-2] // 2
+        down = x[..., :half, :].mean((1, 2, 3)) > x[..., half:, :].mean((1, 2, 3))
+        logits = torch.zeros(len(x), BINS)
+        logits[:, -1] = torch.where(down, 20.0, -20.0)      # the last bin is the half turn
+        logits[:, BINS // 2 - 1] = torch.where(down, -20.0, 20.0)   # the upright bin
+        return logits
+
+
+def test_the_up_direction_check_turns_a_face_it_reads_as_upside_down(model):
+    """A bright patch above the face: the up-direction network reads the fit (upright, as FixedNet
+    always answers) as upside down, so the face is localised again from its square turned by the
+    half turn the network reads as up; that crop has the patch below, which the network reads as
+    upright, and it is taken. With the patch below, nothing changes; above a take bar the network
+    cannot meet, or an act bar it cannot pass, the first result stays."""
+    from stn3dmm.nets.upright import CONTEXT, SIZE
+
+    image = np.zeros((400, 400, 3), np.float32)
+    image[40:120, 60:340] = 1.0
+    square = (np.array([200.0, 200.0]), 150.0)
+    plain = LocaliserFitter(FixedNet(), model, 10, 10, sweep=1).from_squares([image], [square])[0]
+    up = TopBrightIsDownNet()
+    fitter = LocaliserFitter(FixedNet(), model, 10, 10, sweep=1, upright=up, upright_gap=None)
+    p, turn = fitter.up_direction([image], [plain])
+    assert p[0] > 0.99 and abs(math.remainder(turn[0] - plain.angle - math.pi, 2 * math.pi)) < 0.15
+    assert fitter.upright.crops[-1] == (1, 3, SIZE, SIZE) and CONTEXT > 1
+    checked = fitter.from_squares([image], [square])[0]
+    assert abs(math.remainder(checked.angle - math.pi, 2 * math.pi)) < 0.15 and abs(plain.angle) < 0.15
+    assert np.allclose(checked.theta, plain.theta, atol=1e-5)                   # the same face, turned
+    # FixedNet's mirror gap is the same on either crop: not below 1 x the first's, so the default gap bar keeps it
+    for bars in (dict(upright_take=0.0, upright_gap=None), dict(upright_act=1.0, upright_gap=None), {}):
+        kept = LocaliserFitter(FixedNet(), model, 10, 10, sweep=1, upright=TopBrightIsDownNet(), **bars)
+        assert abs(kept.from_squares([image], [square])[0].angle) < 0.15
+    assert plain.mirror_gap > 0
+    loose = LocaliserFitter(FixedNet(), model, 10, 10, sweep=1, upright=TopBrightIsDownNet(), upright_gap=1.01)
+    assert abs(math.remainder(loose.from_squares([image], [square])[0].angle - math.pi, 2 * math.pi)) < 0.15
+    below = np.ascontiguousarray(image[::-1])
+    assert abs(fitter.from_squares([below], [square])[0].angle) < 0.15

@@ -102,6 +102,17 @@ SWEEP_FAR = 0.75
 #: for the refiner's pass moves a face's square further than that (the centre by its distance), the
 #: cascade had not yet framed the face within them, and the localiser takes one more pass first.
 REFINER_FRAMING = (0.03, 0.05, 10.0)
+#: The up-direction network's check of each result (``upright``, :meth:`LocaliserFitter.check_upright`):
+#: where it reads a result's face as more than a quarter turn from how the result stands it, with
+#: probability above UPRIGHT_ACT, the face is localised again from its square turned the way the
+#: network reads as up, and the new result is taken where the network reads it as off with
+#: probability below UPRIGHT_TAKE and the localiser is surer of it: its mirror gap below UPRIGHT_GAP
+#: times the first's. Chosen on the held-out sets by ``benchmarks/upright_check.py`` (the fewest
+#: upside-down fits at any roll, 59 -> 30 of 915, of the rules that turned no upright render or real
+#: photo wrongly; docs/benchmarks.md, "The up-direction network").
+UPRIGHT_ACT = 0.5
+UPRIGHT_TAKE = 0.1
+UPRIGHT_GAP = 1.0
 #: What can run the package's networks (:func:`load_localiser`'s ``engine``).
 ENGINES = ("auto", "onnx", "torch")
 
@@ -159,6 +170,10 @@ class LocaliserFitter:
             ``net`` alone. The mirror gap stays ``net``'s.
         refiner_framing: (centre, side, turn degrees) the refiner learned; a face whose square
             moves further before its pass takes one more pass of ``net`` (:data:`REFINER_FRAMING`).
+        upright: the up-direction network (:class:`~stn3dmm.nets.upright.UprightNet`) that checks
+            each result (:meth:`check_upright`); None: no check.
+        upright_act, upright_take, upright_gap: its bars (:data:`UPRIGHT_ACT`, :data:`UPRIGHT_TAKE`,
+            :data:`UPRIGHT_GAP`; None: no mirror-gap bar).
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -170,7 +185,8 @@ class LocaliserFitter:
                  sweep_sure: float = SWEEP_SURE, sweep_agree: float | None = SWEEP_AGREE,
                  sweep_passes: int = SWEEP_PASSES, sweep_far: float | None = SWEEP_FAR, redetect: bool = True,
                  refiner=None,
-                 refiner_framing=REFINER_FRAMING, device="cpu",
+                 refiner_framing=REFINER_FRAMING, upright=None, upright_act: float = UPRIGHT_ACT,
+                 upright_take: float = UPRIGHT_TAKE, upright_gap: float | None = UPRIGHT_GAP, device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
@@ -199,6 +215,9 @@ class LocaliserFitter:
         self.sweep_agree = None if sweep_agree is None else float(sweep_agree)
         self.sweep_far = None if sweep_far is None else float(sweep_far)
         self.redetect, self._detector = bool(redetect), None      # the sweep's own detector, made on first use
+        self.upright = None if upright is None else fold_batch_norm(upright).eval().to(self.device)
+        self.upright_act, self.upright_take = float(upright_act), float(upright_take)
+        self.upright_gap = None if upright_gap is None else float(upright_gap)
 
     def _ready(self, net):
         """The fitter's own copy of a torch network: batch norm folded in, on the device
@@ -286,7 +305,56 @@ class LocaliserFitter:
             raise ValueError(f"{len(images)} images but {len(squares)} squares and {len(angles)} angles")
         squares = [(np.asarray(c, np.float64), float(s)) for c, s in squares]
         found = self._cascade(images, squares, angles, self.passes)
-        return self._sweep(images, squares, angles, found, reframe) if self.sweep > 1 and self.mirror else found
+        found = self._sweep(images, squares, angles, found, reframe) if self.sweep > 1 and self.mirror else found
+        return self.check_upright(images, found)
+
+    @torch.no_grad()
+    def up_direction(self, images: list, found: list) -> tuple[np.ndarray, np.ndarray]:
+        """What the up-direction network reads in each result's crop (framed by its 68 points,
+        :data:`~stn3dmm.nets.upright.CONTEXT` times wider, turned as the result stands the face):
+        ``(p, turn)``, the probability that the face stands more than a quarter turn from how the
+        result has it, and the crop turn (radians, as ``crop_square``'s ``angle``) that would show
+        it upright by the network's reading."""
+        from ..nets.upright import CONTEXT, SIZE, p_upside_down, up_angle
+
+        turns = face_turn(torch.as_tensor(np.stack([r.theta for r in found])), [r.angle for r in found])
+        crops = []
+        for image, r, t in zip(images, found, turns):
+            c, s = _square_or_keep(r.points68, r.square, t)
+            crop, _ = crop_square(image, c, s * CONTEXT, SIZE, angle=t)
+            crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
+        logits = self.upright(torch.stack(crops).to(self.device, torch.float32))
+        return p_upside_down(logits).cpu().numpy(), np.asarray(turns) + up_angle(logits).cpu().numpy()
+
+    def check_upright(self, images: list, found: list) -> list[LocalisedFace]:
+        """``found``, with each face the up-direction network reads as more than a quarter turn off
+        (probability above ``upright_act``) localised again from its square turned the way the
+        network reads as up (:meth:`upright_tries`), where the network then reads the new result
+        as upright (probability of off below ``upright_take``) and the localiser is surer of it (its
+        mirror gap below ``upright_gap`` times the first's, where both have one)."""
+        if self.upright is None or not found:
+            return found
+        _, redo, again, q = self.upright_tries(images, found, self.upright_act)
+        found = list(found)
+        for k, r, qk in zip(redo, again, q):
+            bar = self.upright_gap is None or math.isnan(r.mirror_gap) or math.isnan(found[k].mirror_gap)
+            if qk < self.upright_take and (bar or r.mirror_gap < self.upright_gap * found[k].mirror_gap):
+                found[k] = r
+        return found
+
+    def upright_tries(self, images: list, found: list, act: float) -> tuple[np.ndarray, list, list, np.ndarray]:
+        """The up-direction network's reading of ``found`` and its tries: ``(p, redo, again, q)``,
+        ``p`` (B,) each result's probability of being more than a quarter turn off; ``redo`` the
+        faces above ``act``; ``again`` each of those localised again (a cascade of ``sweep_passes``
+        passes) from its square turned the way the network reads as up; ``q`` the network's ``p``
+        of those."""
+        p, up = self.up_direction(images, found)
+        redo = [k for k in range(len(found)) if p[k] > act]
+        if not redo:
+            return p, [], [], np.zeros(0)
+        starts = [_square_or_keep(found[k].points68, found[k].square, float(up[k])) for k in redo]
+        again = self._cascade([images[k] for k in redo], starts, [float(up[k]) for k in redo], self.sweep_passes)
+        return p, redo, again, self.up_direction([images[k] for k in redo], again)[0]
 
     def _cascade(self, images: list, squares: list, angles: list, passes: int, refine: bool = True
                  ) -> list[LocalisedFace]:
@@ -596,7 +664,7 @@ def _square_or_keep(points68: np.ndarray, square: tuple, angle: float = 0.0) -> 
 
 
 def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift: int = SHIFT, batch: int = 64,
-                   model=None, refiner=True, engine: str = "auto", **options) -> LocaliserFitter:
+                   model=None, refiner=True, upright=True, engine: str = "auto", **options) -> LocaliserFitter:
     """The localiser that ships in the package, ready to use (no download, no training).
 
     Args:
@@ -611,6 +679,8 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
             must be the card's).
         refiner: True: the package's refiner, for one more pass after the localiser's cascade,
             where it holds one; False: the localiser alone; or a network to use as the refiner.
+        upright: True: the package's up-direction network checks each result where it holds one
+            (:meth:`LocaliserFitter.check_upright`); False: no check; or a network to use.
         engine: what runs the package's networks: ``"onnx"``, their ONNX graphs by onnxruntime (CPU
             only; :mod:`stn3dmm.nets.runtime`: the same theta, two to three times faster),
             ``"torch"``, or ``"auto"``: onnx on the CPU where the package holds the graphs and
@@ -630,13 +700,19 @@ def load_localiser(device="cpu", *, passes: int = 2, mirror: bool = True, shift:
         refiner = load_shipped_onnx(card=card, refiner=True) if onnx else load_shipped_refiner(card=card)
     elif refiner is False:
         refiner = None
+    if upright is True:
+        from ..nets.upright import load_upright
+
+        upright = load_upright(device=device)
+    elif upright is False:
+        upright = None
     model = model if model is not None else load_model(None)
     want = card.get("model", {}).get("source")
     if want and str(model.source) != want:
         raise ValueError(f"the shipped localiser predicts theta for the model {want!r}, not {model.source!r}")
     return LocaliserFitter(net, model, int(card["n_id"]), int(card["n_exp"]), passes=passes, mirror=mirror,
                            shift=shift, box_framing=card.get("box_framing", {}).get("mediapipe", (1.0, 0.0, 0.0)),
-                           device=device, batch=batch, card=card, refiner=refiner, **options)
+                           device=device, batch=batch, card=card, refiner=refiner, upright=upright, **options)
 
 
 def _use_onnx(engine: str, device, card: dict) -> bool:
@@ -655,7 +731,7 @@ def _use_onnx(engine: str, device, card: dict) -> bool:
     return engine == "onnx" or (engine == "auto" and on_cpu and has and runtime)
 
 
-__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SHIFT_YAW", "SWEEP_AGREE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
+__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SHIFT_YAW", "SWEEP_AGREE", "UPRIGHT_ACT", "UPRIGHT_GAP", "UPRIGHT_TAKE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
            "SWEEP_TURNS", "LocalisedFace",
            "LocaliserFitter", "abs_yaw", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
            "unshift_theta", "upright_frame"]

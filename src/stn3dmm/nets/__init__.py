@@ -19,6 +19,9 @@ module                      contents
 :mod:`.runtime`             :class:`~.runtime.OnnxNetwork` (a network's ONNX graph run by
                             onnxruntime: the shipped localiser on the CPU) and
                             :func:`~.runtime.export_onnx`
+:mod:`.upright`             :class:`~.upright.UprightNet`, the up-direction network that checks
+                            the localiser's results (which way is up in a face crop, over the
+                            whole circle), and its shipped weights (:func:`~.upright.load_upright`)
 ==========================  ===============================================================
 
 Every backbone maps normalised images ``(B, 3, H, W)`` to features ``(B, out_features)`` and
