@@ -24,6 +24,10 @@ each eighth of a turn, and the surest result is taken if the network is sure of 
 Where the package holds a refiner (a second network trained on crops framed as a cascade's result
 frames them, ``refiner``, :meth:`LocaliserFitter._refine`), each result gets one more pass, the
 refiner's, on the crop re-framed from it; the mirror gap stays the localiser's.
+Last, a second small network that reads which way is up in a face crop
+(:mod:`stn3dmm.nets.upright`, ``upright``) checks every result: a face it reads as upside down is
+localised again turned its way, and the new result taken where it reads that as upright and the
+localiser is surer of it (:meth:`LocaliserFitter.check_upright`).
 Averaging also over the last
 pass's crop (the refiner's where there is one) shifted by a few pixels (``shift``,
 :func:`shifted_crops`) lowers the error a little more, for five times that pass: the shipped
