@@ -210,16 +210,16 @@ def _main_face_points(fl, img, ib):
 def test_auto_turns_a_turned_face_upright_for_the_localiser(source, flattener, default_grid, quarter_turns):
     """A photo on its side or upside down: its face mesh sees the face turned, so auto localises it on
     a crop turned upright, and its 68 points are the upright photo's turned with it (within 1 % of the
-    face's width). The localiser alone, on the crop as the photo has it and with no sweep of turns,
-    is lost (over 10 %)."""
+    face's width). The localiser alone, on the crop as the photo has it, with no sweep of turns and
+    no up-direction check, is lost (over 10 %)."""
     from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten.pipeline import Flattener
 
     ib = np.asarray(default_grid[0].landmarks["ibug68"])
     auto = Flattener(default_grid[0], method="auto", localiser=load_localiser(model=default_grid[0]),
                      detector=flattener.detector)
-    alone = Flattener(default_grid[0], method="localiser", localiser=load_localiser(model=default_grid[0], sweep=1),
-                      detector=flattener.detector)
+    alone = Flattener(default_grid[0], method="localiser",
+                      localiser=load_localiser(model=default_grid[0], sweep=1, upright=False), detector=flattener.detector)
     img = np.asarray(source, dtype=np.float32) / 255
     upright = _main_face_points(auto, img, ib)
     width = np.ptp(upright[:, 0])
@@ -233,7 +233,8 @@ def test_the_localisers_sweep_finds_a_face_at_every_quarter_turn(flattener, defa
     """``flatten --method localiser`` on the sample astronaut photo turned by quarter turns: the
     cascade alone is lost (over 10 % of the face's width); its sweep of turns, each quarter turn
     framed from the detector's box in the photo so turned, lands within 2 % of the upright photo's
-    points turned with it. (On grace_hopper the network is never sure enough: its mirror gap is
+    points turned with it; so does the cascade with the up-direction check and no sweep (the
+    cascade alone here is without both). (On grace_hopper the network is never sure enough: its mirror gap is
     0.014 even upright, above ``SWEEP_SURE``, so there the sweep keeps the first turn, and it is
     auto's face-mesh turn above that finds her.)"""
     from stn3dmm.fitting.localiser import load_localiser
@@ -245,13 +246,16 @@ def test_the_localisers_sweep_finds_a_face_at_every_quarter_turn(flattener, defa
     img = read_photo(next(p for p in sample_photo_paths() if p.stem == "astronaut")).image
     sweeping = Flattener(default_grid[0], method="localiser", localiser=load_localiser(model=default_grid[0]),
                          detector=flattener.detector)
-    alone = Flattener(default_grid[0], method="localiser", localiser=load_localiser(model=default_grid[0], sweep=1),
-                      detector=flattener.detector)
+    alone = Flattener(default_grid[0], method="localiser",
+                      localiser=load_localiser(model=default_grid[0], sweep=1, upright=False), detector=flattener.detector)
+    checked = Flattener(default_grid[0], method="localiser", localiser=load_localiser(model=default_grid[0], sweep=1),
+                        detector=flattener.detector)
     upright = _main_face_points(sweeping, img, ib)
     width = np.ptp(upright[:, 0])
     want, turned = _turned_points(upright, img, quarter_turns), np.rot90(img, quarter_turns).copy()
     assert np.linalg.norm(_main_face_points(sweeping, turned, ib) - want, axis=1).mean() < 0.02 * width
     assert np.linalg.norm(_main_face_points(alone, turned, ib) - want, axis=1).mean() > 0.1 * width
+    assert np.linalg.norm(_main_face_points(checked, turned, ib) - want, axis=1).mean() < 0.02 * width
 
 
 def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(source, flattener, default_grid, monkeypatch):
@@ -260,7 +264,8 @@ def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(sourc
     crop turned by that reading than on the crop it first saw, so auto keeps the first
     (:data:`~stn3dmm.flatten.pipeline.UPRIGHT_KEEP_GAP`) and lands on the localiser's own points.
     Without the check (share 0) it follows the face mesh and is lost (over 10 % of the face's width).
-    The localiser's own sweep of turns is off here: it would find the face from the wrong crop too."""
+    The localiser's own sweep of turns and its up-direction check are off here: they would find the
+    face from the wrong crop too."""
     from dataclasses import replace
 
     from stn3dmm.fitting.localiser import load_localiser
@@ -268,7 +273,7 @@ def test_auto_keeps_the_upright_crop_where_the_face_mesh_misreads_the_turn(sourc
     from stn3dmm.flatten.pipeline import Flattener
 
     ib = np.asarray(default_grid[0].landmarks["ibug68"])
-    fitter = load_localiser(model=default_grid[0], sweep=1)
+    fitter = load_localiser(model=default_grid[0], sweep=1, upright=False)
     img = np.asarray(source, dtype=np.float32) / 255
     face = next(f for f in flattener.detect(img) if not f.tiny)
     c = face.points.mean(0)
