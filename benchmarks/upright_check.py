@@ -39,11 +39,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from upside_down import down_angle  # noqa: E402
 
 
-def nme(points, truth) -> float:
-    lo, hi = truth.min(0), truth.max(0)
-    return float(100 * np.linalg.norm(points - truth, axis=1).mean() / math.sqrt((hi - lo).prod()))
-
-
 def truth_reading(folder: Path, net) -> str:
     """The network alone on each render's crop framed and turned upright by its true 68 points:
     the median and 90th percentile of its angle error, and how many it reads as off (p above 0.5
@@ -92,6 +87,7 @@ def localise(flattener, items: list, act: float) -> list[dict]:
 
 def render_set(folder: Path, flattener, act: float) -> list[dict]:
     from large_pose import SyntheticSet
+    from localiser_roll import nme
 
     from stn3dmm.evaluation.methods import LocaliserMethod
     from stn3dmm.photos import read_photo
@@ -105,9 +101,10 @@ def render_set(folder: Path, flattener, act: float) -> list[dict]:
             continue
         row = localise(flattener, [(image, face)], act)[0]
         truth = data.reannotated[i]
-        row.update(name=data.names[i], truth=down_angle(truth), down=down_angle(row["fit"]), nme=nme(row["fit"], truth))
+        row.update(name=data.names[i], truth=down_angle(truth), down=down_angle(row["fit"]),
+                   nme=float(nme(data, [i], row["fit"][None])[0]))
         if "again" in row:
-            row.update(again_down=down_angle(row["again"]), again_nme=nme(row["again"], truth))
+            row.update(again_down=down_angle(row["again"]), again_nme=float(nme(data, [i], row["again"][None])[0]))
         rows.append(row)
     return rows
 
