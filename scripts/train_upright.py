@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
+            total += float(loss.detach())
         sc = score(net, val)
         print(f"epoch {epoch + 1}/{a.epochs}: loss {total / (n // a.batch):.4f}, {time.time() - t0:.0f} s; held out: "
               + ", ".join(f"{k} {v:.2f}" for k, v in sc.items()), flush=True)

@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .shipped import WEIGHTS_DIR
+
 #: Bins of the up direction over the circle (10 degrees each).
 BINS = 36
 #: The crop side the network takes, px.
@@ -37,7 +39,7 @@ CONTEXT = 1.5
 #: The soft target's spread, radians.
 SIGMA = math.radians(10.0)
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "upright.pt"
+WEIGHTS = WEIGHTS_DIR / "upright.pt"
 
 
 def bin_centres(bins: int = BINS, device=None) -> torch.Tensor:
