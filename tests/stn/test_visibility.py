@@ -259,3 +259,16 @@ def test_depth_visibility_carries_no_gradient(face_model):
     v = _posed(face_model, 40).requires_grad_(True)
     out = visibility_depth(v, _t(face_model.faces, torch.long))
     assert out.dtype == torch.bool and not out.requires_grad
+
+
+def test_sorted_rows_match_torch_sort_in_both_paths():
+    """The exact step's row sort: numpy's int32 sort where the values fit, torch's where they do
+    not (ids of 2^31 and more), the same values as torch.sort either way; pads of -1 sort first."""
+    from stn3dmm.stn.visibility import _sorted_rows
+
+    g = torch.Generator().manual_seed(0)
+    small = torch.randint(-1, 80_000, (300, 72), generator=g)
+    large = small * 2 ** 20                                   # up to about 8e10: beyond int32
+    for rows in (small, large, torch.zeros((0, 9), dtype=torch.long)):
+        got = _sorted_rows(rows)
+        assert got.dtype == torch.long and torch.equal(got, torch.sort(rows, 1).values)

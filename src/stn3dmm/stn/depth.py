@@ -159,9 +159,9 @@ _EMPTY = -(2 ** 63)
 def _pack(z: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
     """Order-preserving int64 keys of (depth rounded to float32, triangle id >= -1): depth in the
     high 32 bits (IEEE bits with the negatives' magnitude bits flipped), id + 1 in the low 32."""
-    bits = z.to(torch.float32).view(torch.int32).to(torch.long)
-    bits = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
-    return (bits << 32) | (face + 1)
+    bits = z.to(torch.float32).view(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)        # int32: the negatives' magnitude bits flipped
+    return (bits.to(torch.long) << 32) | (face + 1)
 
 
 def _unpack(keys: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,8 +233,10 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
             lo_x, lo_y, hh, base = lo[0], lo[1], h, col * (hb * wb)
         else:           # (k, S) layout with the image index per row
             lo_x, lo_y, hh, base = lo[0][bi], lo[1][bi], h[bi], bi * (hb * wb)
-        ix = torch.floor((x - lo_x) / hh).long().clamp_(0, wb - 1)
-        iy = torch.floor((y - lo_y) / hh).long().clamp_(0, hb - 1)
+        # (truncation is floor here: a sample lies in its mesh's box up to rounding, and a
+        # rounding below 0 is clamped to column 0 by either)
+        ix = ((x - lo_x) / hh).long().clamp_(0, wb - 1)
+        iy = ((y - lo_y) / hh).long().clamp_(0, hb - 1)
         idx = (base + iy * wb + ix).reshape(-1)
         if with_faces:
             keys.scatter_reduce_(0, idx, _pack(z, sid).reshape(-1), reduce="amax", include_self=True)
