@@ -262,6 +262,43 @@ def test_the_next_photos_are_read_and_detected_while_a_batch_is_fitted(tmp_path)
     assert all(why == "fit failed: no fit in this test" for _, why in rep.failures)
 
 
+class _BatchRecordingFlattener:
+    """Detects one face per photo, each photo after the first taking ``delay`` seconds; notes the
+    size of every batch it is asked to fit, then fails it."""
+
+    needs_mesh, detector, model = False, None, None
+
+    def __init__(self, delay):
+        self.delay, self.calls, self.batches = delay, 0, []
+
+    def detect(self, photo):
+        import time
+        from types import SimpleNamespace
+
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(self.delay)
+        return [SimpleNamespace(tiny=False, points=None)]
+
+    def flatten_many(self, items):
+        self.batches.append(len(items))
+        raise ValueError("no fit in this test")
+
+
+def test_the_fitting_does_not_wait_for_a_full_batch(tmp_path):
+    """Where the reader is behind (a slow detector), the photos already detected are fitted at once
+    rather than after a whole batch has been read: the first photo alone, then the next ones.
+    Every photo is fitted once, in order."""
+    from stn3dmm.flatten.runner import flatten_paths
+
+    for k in range(5):
+        Image.fromarray(np.full((64, 64, 3), 40 * k, np.uint8)).save(tmp_path / f"p{k}.png")
+    fl = _BatchRecordingFlattener(delay=0.3)
+    rep = flatten_paths([tmp_path], tmp_path / "out", fl, progress=False, log=lambda *a: None, chunk=4)
+    assert fl.batches[0] == 1 and sum(fl.batches) == 5, fl.batches
+    assert [os.path.basename(p) for p, _ in rep.failures] == [f"p{k}.png" for k in range(5)]
+
+
 class _ThreadRecordingFlattener:
     """No faces anywhere; notes the thread of every detector call (detection and the search for
     small faces that tells "too small" from "none")."""

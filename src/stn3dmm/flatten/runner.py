@@ -297,7 +297,9 @@ def _run(todo, work: _Batches, rep: RunReport, chunk: int, bar) -> None:
     """The loop over the planned photos (interrupted by KeyboardInterrupt or Terminated). Up to
     ``chunk`` photos are read and their faces detected ahead, on a reader thread, while the
     faces of the photos before them are fitted and flattened (the detector's graphs leave the
-    interpreter free while they run)."""
+    interpreter free while they run). A batch is up to ``chunk`` photos: fewer where the next
+    photo is not detected yet, so that the fitting does not sit idle waiting for the reader (at
+    the start of a run, the first photo is fitted while the next are being read)."""
     reader, ahead, todo = ThreadPoolExecutor(max_workers=1), deque(), iter(todo)
 
     def read_ahead():
@@ -314,6 +316,9 @@ def _run(todo, work: _Batches, rep: RunReport, chunk: int, bar) -> None:
     try:
         read_ahead()
         while ahead:
+            if pending and not ahead[0][1].done():
+                work.process(pending)
+                pending = []
             (path, folder, stem), found = ahead.popleft()
             item = work.faces_of(path, folder, stem, found.result())
             read_ahead()
