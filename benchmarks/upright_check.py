@@ -36,7 +36,7 @@ from _common import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
 
-from upside_down import down_angle  # noqa: E402
+from stn3dmm.photos.crop import landmark_turn  # noqa: E402
 
 
 def truth_reading(folder: Path, net) -> str:
@@ -56,7 +56,7 @@ def truth_reading(folder: Path, net) -> str:
         truth = data.reannotated[i]
         c, s = landmark_square(truth, "ibug68")
         crop, _ = crop_square(read_photo(data.image_path(i)).image, c, s * CONTEXT, SIZE,
-                              angle=down_angle(truth) - math.pi / 2)
+                              angle=landmark_turn(truth))
         crops.append(torch.from_numpy(crop).permute(2, 0, 1))
     with torch.no_grad():
         logits = torch.cat([net(torch.stack(crops[k:k + 256])) for k in range(0, len(crops), 256)])
@@ -101,17 +101,17 @@ def render_set(folder: Path, flattener, act: float) -> list[dict]:
             continue
         row = localise(flattener, [(image, face)], act)[0]
         truth = data.reannotated[i]
-        row.update(name=data.names[i], truth=down_angle(truth), down=down_angle(row["fit"]),
+        row.update(name=data.names[i], truth=landmark_turn(truth), down=landmark_turn(row["fit"]),
                    nme=float(nme(data, [i], row["fit"][None])[0]))
         if "again" in row:
-            row.update(again_down=down_angle(row["again"]), again_nme=float(nme(data, [i], row["again"][None])[0]))
+            row.update(again_down=landmark_turn(row["again"]), again_nme=float(nme(data, [i], row["again"][None])[0]))
         rows.append(row)
     return rows
 
 
-def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
-    from localiser_roll import DEGRADED, degrade
-
+def held_out_faces(flattener, lfw: Path, n: int) -> list:
+    """``(image, main face)`` of the first ``n`` held-out people's photos (every third) where our
+    detector finds one."""
     from stn3dmm.photos import detect_faces, read_photo
     from stn3dmm.training.data.fitted import held_out
 
@@ -122,7 +122,13 @@ def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
         image = read_photo(f).image
         found = [x for x in detect_faces(image, flattener.detector) if not x.tiny]
         faces += [(image, found[0])] if found else []
-    out = {}
+    return faces
+
+
+def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
+    from localiser_roll import DEGRADED, degrade
+
+    faces, out = held_out_faces(flattener, lfw, n), {}
     for how in DEGRADED:
         items = [(degrade(image, how, face.bbox), face) for image, face in faces]
         out[f"real, {how}"] = [r for k in range(0, len(items), 16) for r in localise(flattener, items[k:k + 16], act)]

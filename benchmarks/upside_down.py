@@ -33,17 +33,12 @@ from _common import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def down_angle(points68) -> float:
-    """The direction (radians, photo axes) from the eyes' mean point to the mouth's."""
-    p = np.asarray(points68, np.float64)
-    d = p[48:68].mean(0) - p[36:48].mean(0)
-    return math.atan2(d[1], d[0])
+from stn3dmm.photos.crop import landmark_turn  # noqa: E402
 
 
 def record(folder: Path, flattener) -> list[dict]:
     """One dict per face our detector finds: the truth's, the fit's and (for candidates) the
-    second opinion's down angles, and the mirror gaps."""
+    second opinion's turns (``landmark_turn``), and the mirror gaps."""
     import torch
 
     from large_pose import SyntheticSet
@@ -65,11 +60,11 @@ def record(folder: Path, flattener) -> list[dict]:
         r = flattener._upright(items, flattener.localiser.from_faces([image], [face]))[0]
         turn = face_turn(torch.as_tensor(r.theta[None]), [r.angle])[0]
         mesh = face.mesh_angle()
-        row = dict(name=data.names[i], truth=down_angle(data.reannotated[i]), fit=down_angle(r.points68),
+        row = dict(name=data.names[i], truth=landmark_turn(data.reannotated[i]), fit=landmark_turn(r.points68),
                    gap=float(r.mirror_gap), yaw=float(abs_yaw([r])[0]), mesh=mesh)
         if mesh is not None and turn_apart(mesh, turn) > math.pi / 2 and row["yaw"] < UPRIGHT_PROFILE:
             again = flattener.localised_in_mesh_frame(items)[0]
-            row.update(again=down_angle(again.points68), again_gap=float(again.mirror_gap))
+            row.update(again=landmark_turn(again.points68), again_gap=float(again.mirror_gap))
         rows.append(row)
     return rows
 

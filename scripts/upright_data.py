@@ -35,12 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def up_angle(points68: np.ndarray) -> float:
-    """The up direction of a face's 68 points in image px (y down): 0 upright, clockwise positive."""
-    eyes, mouth = points68[36:48].mean(0), points68[48:68].mean(0)
-    up = eyes - mouth
-    return math.atan2(float(up[0]), float(-up[1]))
+from stn3dmm.photos.crop import landmark_turn  # noqa: E402
 
 
 def render_crops(a) -> tuple[list, list, list]:
@@ -76,7 +71,7 @@ def render_crops(a) -> tuple[list, list, list]:
             s = a.context * side * math.exp(rng.uniform(-0.12, 0.12))
             crop, tr = crop_square(image, c, s, a.size, angle=float(rng.uniform(-math.pi, math.pi)))
             images.append(torch.from_numpy(np.ascontiguousarray(crop * 255 + 0.5).astype(np.uint8)).permute(2, 0, 1))
-            angles.append(up_angle(tr.apply(pts)))
+            angles.append(landmark_turn(tr.apply(pts)))
             yaws.append(abs(float(meta["pose"][0])))
     return images, angles, yaws
 
@@ -111,7 +106,7 @@ def main(argv=None) -> int:
     for lo in tqdm(range(0, len(ds), 256), desc="crops", unit="batch"):
         for it in ds.__getitems__(list(range(lo, min(lo + 256, len(ds))))):
             images.append((it["image"] * 255 + 0.5).clamp(0, 255).to(torch.uint8))
-            angles.append(up_angle(it["landmarks"].numpy()))
+            angles.append(landmark_turn(it["landmarks"].numpy()))
             yaws.append(abs(float(it["pose"][0])) if torch.isfinite(it["pose"][0]) else float("nan"))
     return write(a, images, angles, yaws, t0)
 

@@ -172,3 +172,21 @@ def test_crop_transform_is_plain_data():
     t = CropTransform(np.array([[2.0, 0.0, 1.0], [0.0, 2.0, -3.0]]), (10, 10), (20, 20))
     np.testing.assert_allclose(t.apply([1.0, 2.0]), [3.0, 1.0])
     np.testing.assert_allclose(t.to_source([3.0, 1.0]), [1.0, 2.0])
+
+
+@pytest.mark.parametrize("angle_deg", [0.0, 30.0, 90.0, -120.0, 179.0])
+def test_landmark_turn_is_the_crop_turn_that_shows_the_face_upright(angle_deg):
+    """68 points of an upright face in a crop turned by ``angle``, mapped back to the photo: their
+    turn is that angle (the crop's ``angle`` that shows them upright again)."""
+    from stn3dmm.photos.crop import landmark_turn
+
+    rng = np.random.default_rng(1)
+    upright = rng.normal(0.0, 3.0, (68, 2)) + [100.0, 100.0]
+    upright[36:48] += [0.0, -25.0]                      # eyes above the mouth in the crop
+    upright[48:68] += [0.0, 30.0]
+    t = square_transform((320.0, 240.0), 300.0, 200, (640, 480), math.radians(angle_deg))
+    photo = t.to_source(upright)
+    want = math.radians(angle_deg) + landmark_turn(upright)        # the crop's own points are nearly upright
+    got = landmark_turn(photo)
+    assert abs(math.remainder(got - want, 2 * math.pi)) < 1e-9
+    assert abs(landmark_turn(t.apply(photo)) - landmark_turn(upright)) < 1e-9

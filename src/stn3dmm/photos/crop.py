@@ -3,7 +3,8 @@
 This module owns :class:`CropTransform` (a 2 x 3 similarity between photo pixels and crop
 pixels), :func:`warp` (resample an image through one), :func:`square_transform`,
 :func:`crop_square` and :func:`crop_face`; and the framing of a face from its landmarks or a
-face box (:func:`landmark_square` with :data:`FRAMING`, :func:`box_square`) with the theta that
+face box (:func:`landmark_square` with :data:`FRAMING`, :func:`box_square`), its turn
+(:func:`landmark_turn`), with the theta that
 follows a crop (:func:`transform_theta`), shared by the training readers, the localiser and the
 benchmark.
 
@@ -340,6 +341,22 @@ def landmark_square_of_box(box, landmark_set=None) -> tuple[np.ndarray, float]:
     (a benchmark's face square, or a detector box mapped onto the landmarks' box)."""
     b = np.asarray(box, dtype=np.float64)
     return landmark_square(np.array([b[:2], b[2:], [b[0], b[3]]]), landmark_set)
+
+
+def landmark_turn(points68) -> float:
+    """The turn of a face in the photo from its iBUG-68 points (radians, as :func:`crop_square`'s
+    ``angle``: a crop so turned shows the face upright): the direction from the mouth's mean point
+    (points 48-67) to the eyes' (36-47), 0 where it points up the photo, positive clockwise as
+    seen (x right, y down).
+
+    Examples:
+        >>> p = np.zeros((68, 2)); p[36:48] = [50.0, 40.0]; p[48:68] = [50.0, 60.0]   # eyes above the mouth
+        >>> landmark_turn(p), round(landmark_turn(p[:, ::-1]), 4)   # upright; lying with its top to the left
+        (0.0, -1.5708)
+    """
+    p = np.asarray(points68, dtype=np.float64)
+    up = p[36:48].mean(0) - p[48:68].mean(0)
+    return math.atan2(float(up[0]), float(-up[1]))
 
 
 def box_square(box, margin: float = DEFAULT_MARGIN):
