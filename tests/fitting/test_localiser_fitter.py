@@ -514,3 +514,26 @@ def test_the_up_direction_check_turns_a_face_it_reads_as_upside_down(model):
     assert abs(math.remainder(loose.from_squares([image], [square])[0].angle - math.pi, 2 * math.pi)) < 0.15
     below = np.ascontiguousarray(image[::-1])
     assert abs(fitter.from_squares([below], [square])[0].angle) < 0.15
+
+
+def test_the_up_direction_network_turns_the_first_crop_of_a_box(model):
+    """From a face box, a bright patch above the face: the up-direction network reads the box's
+    crop as upside down (p above the ``upright_first`` bar), so the cascade starts from the half turn
+    (the check after it is off: act bar 1). The patch below, the bar off (None) or a bar the network
+    cannot pass: the first crop stays as given."""
+    image = np.zeros((400, 400, 3), np.float32)
+    image[40:120, 60:340] = 1.0
+    box = np.array([130.0, 130.0, 270.0, 270.0])
+
+    def fitter(**kw):
+        return LocaliserFitter(FixedNet(), model, 10, 10, sweep=1, upright=TopBrightIsDownNet(), upright_act=1.0, **kw)
+
+    p, turn = fitter().first_reading([image], [box], [0.0])
+    assert p[0] > 0.99 and abs(math.remainder(turn[0] - math.pi, 2 * math.pi)) < 0.15
+    assert fitter().first_turns([image], [box], [0.3]) == [pytest.approx(turn[0] + 0.3, abs=0.15)]
+    turned = fitter(upright_first=0.97).from_boxes([image], [box])[0]
+    assert abs(math.remainder(turned.angle - math.pi, 2 * math.pi)) < 0.15
+    for kw in (dict(upright_first=None), dict(upright_first=1.0)):
+        assert abs(fitter(**kw).from_boxes([image], [box])[0].angle) < 0.15
+    below = np.ascontiguousarray(image[::-1])
+    assert abs(fitter(upright_first=0.97).from_boxes([below], [box])[0].angle) < 0.15

@@ -117,6 +117,13 @@ REFINER_FRAMING = (0.03, 0.05, 10.0)
 UPRIGHT_ACT = 0.5
 UPRIGHT_TAKE = 0.1
 UPRIGHT_GAP = 1.0
+#: The same network on the first crop (``upright_first``, :meth:`LocaliserFitter.first_turns`): from a
+#: face box, where it reads the box's crop as more than a quarter turn off with probability above
+#: UPRIGHT_FIRST, the cascade starts from the turn it reads as up. Chosen on the held-out sets by
+#: ``benchmarks/upright_first.py``: the only bar of 0.5, 0.7, 0.9 and 0.97 that turned no upright
+#: render or real photo wrongly; upside-down fits at any roll 30 -> 28 of 915 (docs/benchmarks.md,
+#: "The up-direction network on the first crop").
+UPRIGHT_FIRST = 0.97
 #: What can run the package's networks (:func:`load_localiser`'s ``engine``).
 ENGINES = ("auto", "onnx", "torch")
 
@@ -178,6 +185,10 @@ class LocaliserFitter:
             each result (:meth:`check_upright`); None: no check.
         upright_act, upright_take, upright_gap: its bars (:data:`UPRIGHT_ACT`, :data:`UPRIGHT_TAKE`,
             :data:`UPRIGHT_GAP`; None: no mirror-gap bar).
+        upright_first: from a face box (:meth:`from_boxes`), where the up-direction network reads the
+            face of the first crop as more than a quarter turn off with probability above this,
+            the cascade starts from the box turned the way it reads as up (:meth:`first_turns`;
+            :data:`UPRIGHT_FIRST`); None: the first crop as the caller turns it.
         device: where the network runs; ``batch``: faces per forward pass.
         card: the shipped model's card, when it is one.
     """
@@ -190,7 +201,8 @@ class LocaliserFitter:
                  sweep_passes: int = SWEEP_PASSES, sweep_far: float | None = SWEEP_FAR, redetect: bool = True,
                  refiner=None,
                  refiner_framing=REFINER_FRAMING, upright=None, upright_act: float = UPRIGHT_ACT,
-                 upright_take: float = UPRIGHT_TAKE, upright_gap: float | None = UPRIGHT_GAP, device="cpu",
+                 upright_take: float = UPRIGHT_TAKE, upright_gap: float | None = UPRIGHT_GAP,
+                 upright_first: float | None = UPRIGHT_FIRST, device="cpu",
                  batch: int = 64, card: dict | None = None):
         from ..stn import MorphableSTN
 
@@ -222,6 +234,7 @@ class LocaliserFitter:
         self.upright = None if upright is None else fold_batch_norm(upright).eval().to(self.device)
         self.upright_act, self.upright_take = float(upright_act), float(upright_take)
         self.upright_gap = None if upright_gap is None else float(upright_gap)
+        self.upright_first = None if upright_first is None else float(upright_first)
 
     def _ready(self, net):
         """The fitter's own copy of a torch network: batch norm folded in, on the device
@@ -488,6 +501,8 @@ class LocaliserFitter:
         if len(angles) != len(boxes):
             raise ValueError(f"{len(boxes)} boxes but {len(angles)} angles")
         boxes = [np.asarray(b, np.float64) for b in boxes]
+        if self.upright is not None and self.upright_first is not None and boxes:
+            angles = self.first_turns(images, boxes, angles)
         reframe = partial(self._redetected_square, images, boxes, {}) if self.redetect else None
         return self.from_squares(images, [self.box_square(b, a) for b, a in zip(boxes, angles)], angles, reframe)
 
@@ -496,6 +511,29 @@ class LocaliserFitter:
         and its turn upright (``turns``)."""
         turns = [f.upright_turn(self.turns, self.turn_within) for f in faces]
         return self.from_boxes(images, [f.bbox for f in faces], turns)
+
+    def first_turns(self, images: list, boxes: list, angles: list) -> list[float]:
+        """Each first crop's turn: the way the up-direction network reads as up where its
+        probability of more than a quarter turn off is above ``upright_first``, else as given
+        (:meth:`first_reading`)."""
+        p, up = self.first_reading(images, boxes, angles)
+        return [float(u) if pk > self.upright_first else float(a) for a, u, pk in zip(angles, up, p)]
+
+    @torch.no_grad()
+    def first_reading(self, images: list, boxes: list, angles: list) -> tuple[np.ndarray, np.ndarray]:
+        """What the up-direction network reads on the crop of each face box turned by ``angles``
+        (framed as :meth:`up_direction` frames a result, from the box's square): ``(p, turn)``,
+        the probability that the face stands more than a quarter turn from that crop's up, and
+        the crop turn that would show it upright by the network's reading."""
+        from ..nets.upright import CONTEXT, SIZE, p_upside_down, up_angle
+
+        crops = []
+        for image, b, a in zip(images, boxes, angles):
+            c, s = self.box_square(b, a)
+            crop, _ = crop_square(image, c, s * CONTEXT, SIZE, angle=a)
+            crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
+        logits = self.upright(torch.stack(crops).to(self.device, torch.float32))
+        return p_upside_down(logits).cpu().numpy(), np.asarray(angles, np.float64) + up_angle(logits).cpu().numpy()
 
     def _redetected_square(self, images: list, boxes: list, seen: dict, k: int, angle: float):
         """The first square of face ``k`` for a try at crop turn ``angle``: where that is a quarter

@@ -1,0 +1,189 @@
+"""The up-direction network on the first crop: the cascade started from the turn it reads as up.
+
+    python benchmarks/upright_first.py [--out /tmp/stn3dmm_large_pose] [--sets renders,...]
+        [--photos 200] [--acts 0.5,0.7,0.9,0.97] [--records R.json | --replay R.json]
+
+``LocaliserFitter(upright_first=act)``: from a face box, where the up-direction network reads the
+first crop (the box's square turned as the detector's eye keypoints have it) as more than a quarter
+turn off with probability above ``act``, the cascade starts from the turn the network reads as up.
+Scored on the held-out sets of ``benchmarks/upright_check.py`` (never AFLW2000-3D): the renders of
+``benchmarks/large_pose.py`` (synthetic upright, heads upright, heads at any roll) and ``--photos``
+held-out LFW photos as taken and made harder (blurred, shrunk, half hidden, dark). Each face is
+localised as ``flatten --method auto`` localises it (the shipped fitter, its check included, then
+auto's upright step), once with the first turn as given and, where the network's probability is
+above the smallest ``--acts``, once from the network's turn; the rules are then replayed.
+
+Printed per set and rule: upside-down fits (eyes-to-mouth direction more than 90 degrees from the
+truth's) and wrong fits (NME above 20 %) on the renders, faces turned more than 60 degrees on the
+real photos, and the faces the rule changes; then the rules that leave no upright set worse, best
+first (fewest upside-down fits at any roll, then fewest wrong there, then the highest act).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from _common import ROOT
+
+sys.path.insert(0, str(ROOT / "src"))
+
+from stn3dmm.photos.crop import landmark_turn  # noqa: E402
+
+ROLLED = "heads1_roll-180_180"
+
+
+def localise(flattener, items: list, act: float) -> list[dict]:
+    """For each ``(image, face)``: the result with the first turn as given, the network's p on the
+    first crop, and (where p is above ``act``) the result from the network's turn."""
+    import torch
+
+    from stn3dmm.fitting.localiser import face_turn
+
+    fitter = flattener.localiser
+    images, faces = [im for im, _ in items], [f for _, f in items]
+
+    def run(sel: list, first) -> list:
+        shipped, fitter.upright_first = fitter.upright_first, first
+        sub = [items[k] for k in sel]
+        try:
+            return flattener._upright(sub, fitter.from_faces([im for im, _ in sub], [f for _, f in sub]))
+        finally:
+            fitter.upright_first = shipped
+
+    turn = lambda r: face_turn(torch.as_tensor(r.theta[None]), [r.angle])[0]      # noqa: E731
+    given = [f.upright_turn(fitter.turns, fitter.turn_within) for f in faces]
+    p, _ = fitter.first_reading(images, [f.bbox for f in faces], given)
+    rows = [dict(p=float(p[k]), fit=r.points68, turn=turn(r)) for k, r in enumerate(run(list(range(len(items))), None))]
+    redo = [k for k in range(len(items)) if p[k] > act]
+    for k, r in zip(redo, run(redo, -1.0) if redo else []):
+        rows[k].update(again=r.points68, again_turn=turn(r))
+    return rows
+
+
+def render_set(folder: Path, flattener, act: float) -> list[dict]:
+    from large_pose import SyntheticSet
+    from localiser_roll import nme
+
+    from stn3dmm.evaluation.methods import LocaliserMethod
+    from stn3dmm.photos import read_photo
+
+    data, rows = SyntheticSet(folder), []
+    finder = LocaliserMethod(flattener.localiser, "detect", detector=flattener.detector)
+    for i in range(len(data.names)):
+        image = read_photo(data.image_path(i)).image
+        face = finder._detected_face(image, data.face_square(i))
+        if face is None:
+            continue
+        row = localise(flattener, [(image, face)], act)[0]
+        row.update(name=data.names[i], truth=landmark_turn(data.reannotated[i]), down=landmark_turn(row["fit"]),
+                   nme=float(nme(data, [i], row["fit"][None])[0]))
+        if "again" in row:
+            row.update(again_down=landmark_turn(row["again"]), again_nme=float(nme(data, [i], row["again"][None])[0]))
+        rows.append(row)
+    return rows
+
+
+def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
+    """The held-out real photos of ``upright_check.py``, each made harder as ``localiser_roll.py`` makes them."""
+    from localiser_roll import DEGRADED, degrade
+    from upright_check import held_out_faces
+
+    faces, out = held_out_faces(flattener, lfw, n), {}
+    for how in DEGRADED:
+        items = [(degrade(image, how, face.bbox), face) for image, face in faces]
+        out[f"real, {how}"] = [r for k in range(0, len(items), 16) for r in localise(flattener, items[k:k + 16], act)]
+    return out
+
+
+def counts(rows: list[dict], act: float | None) -> dict:
+    """What the rule ``act`` (None: off) leaves: upside-down and wrong fits (renders) or faces turned
+    more than 60 degrees (real photos), and how many results it changes."""
+    from stn3dmm.photos.detect import turn_apart
+
+    out = dict.fromkeys(("turned",) if "truth" not in rows[0] else ("upside down", "wrong"), 0)
+    out["changed"] = 0
+    for r in rows:
+        taken = act is not None and r["p"] > act and "again" in r
+        out["changed"] += taken
+        if "turned" in out:
+            out["turned"] += abs(math.degrees(r["again_turn" if taken else "turn"])) > 60
+        else:
+            out["upside down"] += turn_apart(r["again_down" if taken else "down"], r["truth"]) > math.pi / 2
+            out["wrong"] += r["again_nme" if taken else "nme"] > 20
+    return out
+
+
+def report(name: str, rows: list[dict], acts: list) -> None:
+    print(f"\n== {name}: {len(rows)} faces, {sum('again' in r for r in rows)} started again from the network's turn")
+    head = list(counts(rows, None))
+    print(f"{'rule':<24}" + "".join(f"{h:>14}" for h in head))
+    for act in [None] + acts:
+        print(f"{'off' if act is None else f'act {act:g}':<24}" + "".join(f"{v:>14}" for v in counts(rows, act).values()))
+
+
+def choose(every: dict, acts: list) -> None:
+    """The rules that leave no set but the rolled heads worse than off, best first."""
+    off = {name: counts(rows, None) for name, rows in every.items()}
+    fine = []
+    for act in acts:
+        c = {name: counts(rows, act) for name, rows in every.items()}
+        if not any(c[n][k] > off[n][k] for n in c if n != ROLLED for k in c[n] if k != "changed"):
+            at = c.get(ROLLED, {"upside down": 0, "wrong": 0})
+            fine.append((at["upside down"], at["wrong"], -act))
+    print(f"\n== rules that leave no other set worse ({len(fine)} of {len(acts)}), best first; off: {off.get(ROLLED)}")
+    for down, wrong, act in sorted(fine):
+        print(f"{'act %g' % -act:<24}{down:>14}{wrong:>14}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="/tmp/stn3dmm_large_pose", help="where large_pose.py wrote its renders")
+    ap.add_argument("--sets", default="renders,heads1_roll0_0," + ROLLED)
+    ap.add_argument("--photos", type=int, default=200, help="held-out real photos (0: none)")
+    ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
+    ap.add_argument("--acts", default="0.5,0.7,0.9,0.97")
+    ap.add_argument("--replay", help="score the rules on these records (--records of an earlier run) instead")
+    ap.add_argument("--records", help="also write the records to this JSON")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    acts = [float(v) for v in args.acts.split(",")]
+    if args.replay:
+        every = json.loads(Path(args.replay).read_text())
+        for name, rows in every.items():
+            report(name, rows, acts)
+        choose(every, acts)
+        return
+    from stn3dmm.flatten import Flattener
+    from stn3dmm.model import load_model
+
+    flattener = Flattener(load_model(), method="auto")
+    if flattener.localiser.upright is None:
+        sys.exit("the package holds no up-direction network (src/stn3dmm/nets/weights/upright.pt)")
+    every = {}
+    for name in [s for s in args.sets.split(",") if s]:
+        folder = Path(args.out) / name
+        if not (folder / "done").exists():
+            sys.exit(f"{folder}: not made yet (python benchmarks/large_pose.py, see its docstring)")
+        every[name] = render_set(folder, flattener, min(acts))
+        report(name, every[name], acts)
+    if args.photos:
+        for name, rows in real_sets(flattener, Path(args.lfw), args.photos, min(acts)).items():
+            every[name] = rows
+            report(name, rows, acts)
+    choose(every, acts)
+    if args.records:
+        clean = {k: [{a: (b.tolist() if isinstance(b, np.ndarray) else b) for a, b in r.items()} for r in v]
+                 for k, v in every.items()}
+        Path(args.records).write_text(json.dumps(clean))
+
+
+if __name__ == "__main__":
+    main()
