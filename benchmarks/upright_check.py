@@ -85,7 +85,9 @@ def localise(flattener, items: list, act: float) -> list[dict]:
     return rows
 
 
-def render_set(folder: Path, flattener, act: float) -> list[dict]:
+def render_set(folder: Path, flattener, act: float, localise_faces=None) -> list[dict]:
+    """One record per render whose face our detector finds, by ``localise_faces`` (default
+    :func:`localise`), with the truth's turn, the fits' turns and NMEs."""
     from large_pose import SyntheticSet
     from localiser_roll import nme
 
@@ -99,7 +101,7 @@ def render_set(folder: Path, flattener, act: float) -> list[dict]:
         face = finder._detected_face(image, data.face_square(i))
         if face is None:
             continue
-        row = localise(flattener, [(image, face)], act)[0]
+        row = (localise_faces or localise)(flattener, [(image, face)], act)[0]
         truth = data.reannotated[i]
         row.update(name=data.names[i], truth=landmark_turn(truth), down=landmark_turn(row["fit"]),
                    nme=float(nme(data, [i], row["fit"][None])[0]))
@@ -125,33 +127,41 @@ def held_out_faces(flattener, lfw: Path, n: int) -> list:
     return faces
 
 
-def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
+def real_sets(flattener, lfw: Path, n: int, act: float, localise_faces=None) -> dict:
+    """Records of the held-out real faces (:func:`held_out_faces`) as taken and made harder as
+    ``localiser_roll.py`` makes them, by ``localise_faces`` (default :func:`localise`), 16 at a time."""
     from localiser_roll import DEGRADED, degrade
 
-    faces, out = held_out_faces(flattener, lfw, n), {}
+    faces, out, localise_with = held_out_faces(flattener, lfw, n), {}, localise_faces or localise
     for how in DEGRADED:
         items = [(degrade(image, how, face.bbox), face) for image, face in faces]
-        out[f"real, {how}"] = [r for k in range(0, len(items), 16) for r in localise(flattener, items[k:k + 16], act)]
+        out[f"real, {how}"] = [r for k in range(0, len(items), 16) for r in localise_with(flattener, items[k:k + 16], act)]
     return out
 
 
 def counts(rows: list[dict], rule) -> dict:
-    """What a rule ``(act, take, gap)`` leaves: upside-down and wrong fits (renders) or faces turned
-    more than 60 degrees (real photos), and how many results it changes."""
+    """What a rule ``(act, take, gap)`` leaves (:func:`tally`)."""
+    act, take, gap = rule
+    return tally(rows, lambda r: (act is not None and r["p"] > act and "again" in r and r["q"] < take
+                                  and (gap is None or r["again_gap"] < gap * r["gap"])))
+
+
+def tally(rows: list[dict], taken) -> dict:
+    """Upside-down and wrong fits (renders: NME above 20 %) or faces turned more than 60 degrees
+    (real photos) where each record keeps its first result or, where ``taken(record)``, its new
+    one; and how many results are changed."""
     from stn3dmm.photos.detect import turn_apart
 
-    act, take, gap = rule
     out = dict.fromkeys(("turned",) if "truth" not in rows[0] else ("upside down", "wrong"), 0)
     out["changed"] = 0
     for r in rows:
-        taken = (act is not None and r["p"] > act and "again" in r and r["q"] < take
-                 and (gap is None or r["again_gap"] < gap * r["gap"]))
-        out["changed"] += taken
+        new = bool(taken(r))
+        out["changed"] += new
         if "turned" in out:
-            out["turned"] += abs(math.degrees(r["again_turn" if taken else "turn"])) > 60
+            out["turned"] += abs(math.degrees(r["again_turn" if new else "turn"])) > 60
         else:
-            out["upside down"] += turn_apart(r["again_down" if taken else "down"], r["truth"]) > math.pi / 2
-            out["wrong"] += r["again_nme" if taken else "nme"] > 20
+            out["upside down"] += turn_apart(r["again_down" if new else "down"], r["truth"]) > math.pi / 2
+            out["wrong"] += r["again_nme" if new else "nme"] > 20
     return out
 
 
@@ -212,6 +222,17 @@ def main():
             report(name, rows, rules)
         choose(every, rules)
         return
+    every = record_sets(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, rules),
+                        truth_reading)
+    choose(every, rules)
+
+
+def record_sets(args, act: float, render, real, show, read_truth=None) -> dict:
+    """The records of every set ``args`` names (``--sets`` renders under ``--out``, ``--photos``
+    real photos of ``--lfw``) by ``render(folder, flattener, act)`` and ``real(flattener, lfw, n,
+    act)``, each set shown by ``show(name, rows)`` as it is done, and written to ``--records`` after
+    every set (a run stopped later keeps what it did); ``read_truth(folder, net)``: a line printed
+    before each render set."""
     from stn3dmm.flatten import Flattener
     from stn3dmm.model import load_model
 
@@ -219,23 +240,26 @@ def main():
     if flattener.localiser.upright is None:
         sys.exit("the package holds no up-direction network (src/stn3dmm/nets/weights/upright.pt)")
     every = {}
+
+    def keep(name: str, rows: list) -> None:
+        every[name] = rows
+        show(name, rows)
+        if args.records:
+            clean = {k: [{a: (b.tolist() if isinstance(b, np.ndarray) else b) for a, b in r.items()} for r in v]
+                     for k, v in every.items()}
+            Path(args.records).write_text(json.dumps(clean))
+
     for name in [s for s in args.sets.split(",") if s]:
         folder = Path(args.out) / name
         if not (folder / "done").exists():
             sys.exit(f"{folder}: not made yet (python benchmarks/large_pose.py, see its docstring)")
-        print(f"\n{name}: " + truth_reading(folder, flattener.localiser.upright), flush=True)
-        every[name] = render_set(folder, flattener, min(acts))
-        report(name, every[name], rules)
+        if read_truth is not None:
+            print(f"\n{name}: " + read_truth(folder, flattener.localiser.upright), flush=True)
+        keep(name, render(folder, flattener, act))
     if args.photos:
-        for name, rows in real_sets(flattener, Path(args.lfw), args.photos, min(acts)).items():
-            every[name] = rows
-            report(name, rows, rules)
-    choose(every, rules)
-    if args.records:
-        clean = {k: [{a: (b.tolist() if isinstance(b, np.ndarray) else b) for a, b in r.items()} for r in v]
-                 for k, v in every.items()}
-        Path(args.records).write_text(json.dumps(clean))
-
+        for name, rows in real(flattener, Path(args.lfw), args.photos, act).items():
+            keep(name, rows)
+    return every
 
 if __name__ == "__main__":
     main()

@@ -67,56 +67,22 @@ def localise(flattener, items: list, act: float) -> list[dict]:
 
 
 def render_set(folder: Path, flattener, act: float) -> list[dict]:
-    from large_pose import SyntheticSet
-    from localiser_roll import nme
+    from upright_check import render_set as records
 
-    from stn3dmm.evaluation.methods import LocaliserMethod
-    from stn3dmm.photos import read_photo
-
-    data, rows = SyntheticSet(folder), []
-    finder = LocaliserMethod(flattener.localiser, "detect", detector=flattener.detector)
-    for i in range(len(data.names)):
-        image = read_photo(data.image_path(i)).image
-        face = finder._detected_face(image, data.face_square(i))
-        if face is None:
-            continue
-        row = localise(flattener, [(image, face)], act)[0]
-        row.update(name=data.names[i], truth=landmark_turn(data.reannotated[i]), down=landmark_turn(row["fit"]),
-                   nme=float(nme(data, [i], row["fit"][None])[0]))
-        if "again" in row:
-            row.update(again_down=landmark_turn(row["again"]), again_nme=float(nme(data, [i], row["again"][None])[0]))
-        rows.append(row)
-    return rows
+    return records(folder, flattener, act, localise)
 
 
 def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
-    """The held-out real photos of ``upright_check.py``, each made harder as ``localiser_roll.py`` makes them."""
-    from localiser_roll import DEGRADED, degrade
-    from upright_check import held_out_faces
+    from upright_check import real_sets as records
 
-    faces, out = held_out_faces(flattener, lfw, n), {}
-    for how in DEGRADED:
-        items = [(degrade(image, how, face.bbox), face) for image, face in faces]
-        out[f"real, {how}"] = [r for k in range(0, len(items), 16) for r in localise(flattener, items[k:k + 16], act)]
-    return out
+    return records(flattener, lfw, n, act, localise)
 
 
 def counts(rows: list[dict], act: float | None) -> dict:
-    """What the rule ``act`` (None: off) leaves: upside-down and wrong fits (renders) or faces turned
-    more than 60 degrees (real photos), and how many results it changes."""
-    from stn3dmm.photos.detect import turn_apart
+    """What the rule ``act`` (None: off) leaves (``upright_check.tally``)."""
+    from upright_check import tally
 
-    out = dict.fromkeys(("turned",) if "truth" not in rows[0] else ("upside down", "wrong"), 0)
-    out["changed"] = 0
-    for r in rows:
-        taken = act is not None and r["p"] > act and "again" in r
-        out["changed"] += taken
-        if "turned" in out:
-            out["turned"] += abs(math.degrees(r["again_turn" if taken else "turn"])) > 60
-        else:
-            out["upside down"] += turn_apart(r["again_down" if taken else "down"], r["truth"]) > math.pi / 2
-            out["wrong"] += r["again_nme" if taken else "nme"] > 20
-    return out
+    return tally(rows, lambda r: act is not None and r["p"] > act and "again" in r)
 
 
 def report(name: str, rows: list[dict], acts: list) -> None:
@@ -161,29 +127,9 @@ def main():
             report(name, rows, acts)
         choose(every, acts)
         return
-    from stn3dmm.flatten import Flattener
-    from stn3dmm.model import load_model
+    from upright_check import record_sets
 
-    flattener = Flattener(load_model(), method="auto")
-    if flattener.localiser.upright is None:
-        sys.exit("the package holds no up-direction network (src/stn3dmm/nets/weights/upright.pt)")
-    every = {}
-    for name in [s for s in args.sets.split(",") if s]:
-        folder = Path(args.out) / name
-        if not (folder / "done").exists():
-            sys.exit(f"{folder}: not made yet (python benchmarks/large_pose.py, see its docstring)")
-        every[name] = render_set(folder, flattener, min(acts))
-        report(name, every[name], acts)
-    if args.photos:
-        for name, rows in real_sets(flattener, Path(args.lfw), args.photos, min(acts)).items():
-            every[name] = rows
-            report(name, rows, acts)
-    choose(every, acts)
-    if args.records:
-        clean = {k: [{a: (b.tolist() if isinstance(b, np.ndarray) else b) for a, b in r.items()} for r in v]
-                 for k, v in every.items()}
-        Path(args.records).write_text(json.dumps(clean))
-
+    choose(record_sets(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, acts)), acts)
 
 if __name__ == "__main__":
     main()
