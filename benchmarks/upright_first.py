@@ -59,10 +59,11 @@ def localise(flattener, items: list, act: float) -> list[dict]:
     turn = lambda r: face_turn(torch.as_tensor(r.theta[None]), [r.angle])[0]      # noqa: E731
     given = [f.upright_turn(fitter.turns, fitter.turn_within) for f in faces]
     p, _ = fitter.first_reading(images, [f.bbox for f in faces], given)
-    rows = [dict(p=float(p[k]), fit=r.points68, turn=turn(r)) for k, r in enumerate(run(list(range(len(items))), None))]
+    rows = [dict(p=float(p[k]), fit=r.points68, turn=turn(r), gap=float(r.mirror_gap))
+            for k, r in enumerate(run(list(range(len(items))), None))]
     redo = [k for k in range(len(items)) if p[k] > act]
     for k, r in zip(redo, run(redo, -1.0) if redo else []):
-        rows[k].update(again=r.points68, again_turn=turn(r))
+        rows[k].update(again=r.points68, again_turn=turn(r), again_gap=float(r.mirror_gap))
     return rows
 
 

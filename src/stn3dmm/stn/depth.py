@@ -233,8 +233,7 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
             lo_x, lo_y, hh, base = lo[0], lo[1], h, col * (hb * wb)
         else:           # (k, S) layout with the image index per row
             lo_x, lo_y, hh, base = lo[0][bi], lo[1][bi], h[bi], bi * (hb * wb)
-        # (truncation is floor here: a sample lies in its mesh's box up to rounding, and a
-        # rounding below 0 is clamped to column 0 by either)
+        # truncation is floor here: samples lie in the mesh's box (a rounding below 0 clamps to 0)
         ix = ((x - lo_x) / hh).long().clamp_(0, wb - 1)
         iy = ((y - lo_y) / hh).long().clamp_(0, hb - 1)
         idx = (base + iy * wb + ix).reshape(-1)
