@@ -1,7 +1,7 @@
 """The up-direction network on the first crop: the cascade started from the turn it reads as up.
 
     python benchmarks/upright_first.py [--out /tmp/stn3dmm_large_pose] [--sets renders,...]
-        [--photos 200] [--acts 0.5,0.7,0.9,0.97] [--records R.json | --replay R.json]
+        [--photos 200] [--acts 0.5,0.7,0.9,0.97] [--gaps none,1,0.8] [--records R.json | --replay R.json]
 
 ``LocaliserFitter(upright_first=act)``: from a face box, where the up-direction network reads the
 first crop (the box's square turned as the detector's eye keypoints have it) as more than a quarter
@@ -11,12 +11,15 @@ Scored on the held-out sets of ``benchmarks/upright_check.py`` (never AFLW2000-3
 held-out LFW photos as taken and made harder (blurred, shrunk, half hidden, dark). Each face is
 localised as ``flatten --method auto`` localises it (the shipped fitter, its check included, then
 auto's upright step), once with the first turn as given and, where the network's probability is
-above the smallest ``--acts``, once from the network's turn; the rules are then replayed.
+above the smallest ``--acts``, once from the network's turn; the rules ``(act, gap)`` are then
+replayed: the second result is taken where p is above ``act`` and (unless ``gap`` is none) its
+mirror gap is below ``gap`` times the first's.
 
 Printed per set and rule: upside-down fits (eyes-to-mouth direction more than 90 degrees from the
 truth's) and wrong fits (NME above 20 %) on the renders, faces turned more than 60 degrees on the
 real photos, and the faces the rule changes; then the rules that leave no upright set worse, best
-first (fewest upside-down fits at any roll, then fewest wrong there, then the highest act).
+first (fewest upside-down fits at any roll, then fewest wrong there, then the highest act, then
+the loosest gap bar).
 """
 
 from __future__ import annotations
@@ -79,33 +82,44 @@ def real_sets(flattener, lfw: Path, n: int, act: float) -> dict:
     return records(flattener, lfw, n, act, localise)
 
 
-def counts(rows: list[dict], act: float | None) -> dict:
-    """What the rule ``act`` (None: off) leaves (``upright_check.tally``)."""
+def counts(rows: list[dict], rule) -> dict:
+    """What the rule ``(act, gap)`` leaves (``upright_check.tally``): the result from the network's
+    turn where p is above ``act`` (None: never) and its mirror gap below ``gap`` times the first's
+    (None: always)."""
     from upright_check import tally
 
-    return tally(rows, lambda r: act is not None and r["p"] > act and "again" in r)
+    act, gap = rule
+    return tally(rows, lambda r: (act is not None and r["p"] > act and "again" in r
+                                  and (gap is None or r["again_gap"] < gap * r["gap"])))
 
 
-def report(name: str, rows: list[dict], acts: list) -> None:
+def title(rule) -> str:
+    act, gap = rule
+    return "off" if act is None else f"act {act:g}" + ("" if gap is None else f", gap {gap:g}")
+
+
+def report(name: str, rows: list[dict], rules: list) -> None:
     print(f"\n== {name}: {len(rows)} faces, {sum('again' in r for r in rows)} started again from the network's turn")
-    head = list(counts(rows, None))
+    head = list(counts(rows, rules[0]))
     print(f"{'rule':<24}" + "".join(f"{h:>14}" for h in head))
-    for act in [None] + acts:
-        print(f"{'off' if act is None else f'act {act:g}':<24}" + "".join(f"{v:>14}" for v in counts(rows, act).values()))
+    for rule in rules:
+        print(f"{title(rule):<24}" + "".join(f"{v:>14}" for v in counts(rows, rule).values()))
 
 
-def choose(every: dict, acts: list) -> None:
-    """The rules that leave no set but the rolled heads worse than off, best first."""
-    off = {name: counts(rows, None) for name, rows in every.items()}
+def choose(every: dict, rules: list) -> None:
+    """The rules that leave no set but the rolled heads worse than off, best first (fewest
+    upside-down at any roll, then fewest wrong, then the highest act, then the loosest gap bar)."""
+    off = {name: counts(rows, rules[0]) for name, rows in every.items()}
     fine = []
-    for act in acts:
-        c = {name: counts(rows, act) for name, rows in every.items()}
+    for rule in rules[1:]:
+        c = {name: counts(rows, rule) for name, rows in every.items()}
         if not any(c[n][k] > off[n][k] for n in c if n != ROLLED for k in c[n] if k != "changed"):
             at = c.get(ROLLED, {"upside down": 0, "wrong": 0})
-            fine.append((at["upside down"], at["wrong"], -act))
-    print(f"\n== rules that leave no other set worse ({len(fine)} of {len(acts)}), best first; off: {off.get(ROLLED)}")
-    for down, wrong, act in sorted(fine):
-        print(f"{'act %g' % -act:<24}{down:>14}{wrong:>14}")
+            fine.append((at["upside down"], at["wrong"], -rule[0], -(rule[1] or 1e9), rule))
+    print(f"\n== rules that leave no other set worse ({len(fine)} of {len(rules) - 1}), best first; "
+          f"off: {off.get(ROLLED)}")
+    for down, wrong, *_, rule in sorted(fine):
+        print(f"{title(rule):<24}{down:>14}{wrong:>14}")
 
 
 def main():
@@ -115,6 +129,8 @@ def main():
     ap.add_argument("--photos", type=int, default=200, help="held-out real photos (0: none)")
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
     ap.add_argument("--acts", default="0.5,0.7,0.9,0.97")
+    ap.add_argument("--gaps", default="none,1,0.8", help="the new result's mirror gap must also be below this times "
+                                                        "the first's (none: no such bar)")
     ap.add_argument("--replay", help="score the rules on these records (--records of an earlier run) instead")
     ap.add_argument("--records", help="also write the records to this JSON")
     args = ap.parse_args()
@@ -122,15 +138,16 @@ def main():
 
     torch.set_num_threads(2)
     acts = [float(v) for v in args.acts.split(",")]
+    rules = [(None, None)] + [(a, None if g == "none" else float(g)) for a in acts for g in args.gaps.split(",")]
     if args.replay:
         every = json.loads(Path(args.replay).read_text())
         for name, rows in every.items():
-            report(name, rows, acts)
-        choose(every, acts)
+            report(name, rows, rules)
+        choose(every, rules)
         return
     from upright_check import record_sets
 
-    choose(record_sets(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, acts)), acts)
+    choose(record_sets(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, rules)), rules)
 
 if __name__ == "__main__":
     main()
