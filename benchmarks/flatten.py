@@ -22,7 +22,9 @@ With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``
 ``--shift S`` also both with test-time shift averaging of S pixels, 0: without it) then run head to head N more
 times, in turn, each round into a fresh folder: on a shared machine the load drifts between rows, and the median of the per-round ratios is the figure to quote.
 
-Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
+Each row also gives the process's CPU time per photo (all its threads) and the cores it kept busy
+(CPU time over wall time): a pipeline near the machine's core count is bound by its CPU work, one
+well below it by waiting. Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
 bilinear sampling, masks, completion), visibility (the depth test), write (the background
 writer thread, overlapping the rest). Run ``uptime`` beside it: the machine's load matters.
 """
@@ -68,8 +70,8 @@ def shipped_localiser() -> bool:
 
 
 def run(label, fn):
-    extra, dt, _, peak = measure(fn, sample_s=0.01)
-    return label, dt, peak, extra
+    extra, dt, cpu, peak = measure(fn, sample_s=0.01)
+    return label, dt, peak, extra, cpu
 
 
 def main():
@@ -119,9 +121,11 @@ def main():
         what = f"from {args.photos_from}" if args.photos_from else "one face each, 400-1200 px"
         print(f"{len(photos)} photos ({what}), torch threads {args.threads} "
               f"(fit + sampling: 1 unless stated), load average {os.getloadavg()[0]:.2f} at the end")
-        print(f"{'pipeline':<44} {'s':>7} {'photos/s':>9} {'ms/photo':>9} {'peak MiB':>9}")
-        for label, dt, pk, _ in rows:
-            print(f"{label:<44} {dt:>7.2f} {len(photos) / dt:>9.1f} {1000 * dt / len(photos):>9.1f} {pk:>9.0f}")
+        print(f"{'pipeline':<44} {'s':>7} {'photos/s':>9} {'ms/photo':>9} {'peak MiB':>9} {'CPU ms/photo':>13} "
+              f"{'cores used':>11}")
+        for label, dt, pk, _, cpu in rows:
+            print(f"{label:<44} {dt:>7.2f} {len(photos) / dt:>9.1f} {1000 * dt / len(photos):>9.1f} {pk:>9.0f} "
+                  f"{1000 * cpu / len(photos):>13.0f} {cpu / dt:>11.2f}")
         for label in ("ours: full outputs", "ours: 2 threads in fit + sampling (before)"):
             print(f"\nwhere the time goes ({label}):")
             rep = reports[label]
