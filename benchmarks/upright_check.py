@@ -170,45 +170,58 @@ def title(rule) -> str:
     return "off" if act is None else f"act {act:g}, take {take:g}" + ("" if gap is None else f", gap {gap:g}")
 
 
-def report(name: str, rows: list[dict], rules: list) -> None:
-    print(f"\n== {name}: {len(rows)} faces, {sum('again' in r for r in rows)} tried again")
-    head = list(counts(rows, rules[0]))
-    print(f"{'rule':<36}" + "".join(f"{h:>14}" for h in head))
+def report(name: str, rows: list[dict], rules: list, score=None, name_of=None, tried: str = "tried again",
+           width: int = 36) -> None:
+    """Each rule's :func:`counts` (or ``score(rows, rule)``) on one set, a line each, named by
+    :func:`title` (or ``name_of(rule)``)."""
+    score, name_of = score or counts, name_of or title
+    print(f"\n== {name}: {len(rows)} faces, {sum('again' in r for r in rows)} {tried}")
+    head = list(score(rows, rules[0]))
+    print(f"{'rule':<{width}}" + "".join(f"{h:>14}" for h in head))
     for rule in rules:
-        print(f"{title(rule):<36}" + "".join(f"{v:>14}" for v in counts(rows, rule).values()))
+        print(f"{name_of(rule):<{width}}" + "".join(f"{v:>14}" for v in score(rows, rule).values()))
 
 
-def choose(every: dict, rules: list, rolled: str = "heads1_roll-180_180") -> None:
-    """The rules that leave no held-out set worse than the check off (no more faces turned on any
-    real set; no more upside-down or wrong fits on any upright render set), best first: fewest
-    upside-down fits at any roll, then fewest wrong there, then the highest act, then the loosest
-    gap bar."""
-    off = {name: counts(rows, rules[0]) for name, rows in every.items()}
+def choose(every: dict, rules: list, rolled: str = "heads1_roll-180_180", score=None, name_of=None,
+           width: int = 36) -> None:
+    """The rules (``rules[0]`` off, each with its act first and its gap bar last) that leave no
+    held-out set worse than off (no more faces turned on any real set; no more upside-down or wrong
+    fits on any upright render set), best first: fewest upside-down fits at any roll, then fewest
+    wrong there, then the highest act, then the loosest gap bar. ``score``, ``name_of``: as for
+    :func:`report`."""
+    score, name_of = score or counts, name_of or title
+    off = {name: score(rows, rules[0]) for name, rows in every.items()}
     fine = []
     for rule in rules[1:]:
-        c = {name: counts(rows, rule) for name, rows in every.items()}
+        c = {name: score(rows, rule) for name, rows in every.items()}
         worse = any(c[n][k] > off[n][k] for n in c if n != rolled for k in c[n] if k != "changed")
         if not worse:
             at_roll = c.get(rolled, {"upside down": 0, "wrong": 0})
-            fine.append((at_roll["upside down"], at_roll["wrong"], -rule[0], -(rule[2] or 1e9), rule))
+            fine.append((at_roll["upside down"], at_roll["wrong"], -rule[0], -(rule[-1] or 1e9), rule))
     print(f"\n== rules that leave no other set worse ({len(fine)} of {len(rules) - 1}), best first; "
-          f"the check off: {off.get(rolled)} at any roll")
+          f"off: {off.get(rolled)} at any roll")
     for down, wrong, *_, rule in sorted(fine)[:12]:
-        print(f"{title(rule):<36}{down:>14}{wrong:>14}")
+        print(f"{name_of(rule):<{width}}{down:>14}{wrong:>14}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def set_options(ap, gaps: str) -> None:
+    """The options :func:`record_sets` reads, the rules' ``--acts`` and ``--gaps`` (default ``gaps``),
+    ``--replay`` and ``--records``."""
     ap.add_argument("--out", default="/tmp/stn3dmm_large_pose", help="where large_pose.py wrote its renders")
     ap.add_argument("--sets", default="renders,heads1_roll0_0,heads1_roll-180_180")
     ap.add_argument("--photos", type=int, default=200, help="held-out real photos (0: none)")
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
     ap.add_argument("--acts", default="0.5,0.7,0.9,0.97")
-    ap.add_argument("--takes", default="0.5,0.3,0.1")
-    ap.add_argument("--gaps", default="none,2,1.5,1", help="the new result's mirror gap must also be below this "
-                                                          "times the first's (none: no such bar)")
+    ap.add_argument("--gaps", default=gaps, help="the new result's mirror gap must also be below this times the "
+                                                 "first's (none: no such bar)")
     ap.add_argument("--replay", help="score the rules on these records (--records of an earlier run) instead")
     ap.add_argument("--records", help="also write the records to this JSON")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    set_options(ap, gaps="none,2,1.5,1")
+    ap.add_argument("--takes", default="0.5,0.3,0.1")
     args = ap.parse_args()
     import torch
 
@@ -216,15 +229,20 @@ def main():
     acts, takes = [float(v) for v in args.acts.split(",")], [float(v) for v in args.takes.split(",")]
     gaps = [None if v == "none" else float(v) for v in args.gaps.split(",")]
     rules = [(None, None, None)] + [(a, t, g) for a in acts for t in takes for g in gaps]
+    replay_or_record(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, rules),
+                     lambda every: choose(every, rules), truth_reading)
+
+
+def replay_or_record(args, act: float, render, real, show, best, read_truth=None) -> None:
+    """The records of ``--replay``, each set shown by ``show(name, rows)``, or new ones
+    (:func:`record_sets`); then ``best(every)``."""
     if args.replay:
         every = json.loads(Path(args.replay).read_text())
         for name, rows in every.items():
-            report(name, rows, rules)
-        choose(every, rules)
-        return
-    every = record_sets(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, rules),
-                        truth_reading)
-    choose(every, rules)
+            show(name, rows)
+    else:
+        every = record_sets(args, act, render, real, show, read_truth)
+    best(every)
 
 
 def record_sets(args, act: float, render, real, show, read_truth=None) -> dict:

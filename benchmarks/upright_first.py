@@ -25,18 +25,12 @@ the loosest gap bar).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from _common import ROOT
 
 sys.path.insert(0, str(ROOT / "src"))
-
-from stn3dmm.photos.crop import landmark_turn  # noqa: E402
 
 ROLLED = "heads1_roll-180_180"
 
@@ -99,55 +93,34 @@ def title(rule) -> str:
 
 
 def report(name: str, rows: list[dict], rules: list) -> None:
-    print(f"\n== {name}: {len(rows)} faces, {sum('again' in r for r in rows)} started again from the network's turn")
-    head = list(counts(rows, rules[0]))
-    print(f"{'rule':<24}" + "".join(f"{h:>14}" for h in head))
-    for rule in rules:
-        print(f"{title(rule):<24}" + "".join(f"{v:>14}" for v in counts(rows, rule).values()))
+    from upright_check import report as show
+
+    show(name, rows, rules, counts, title, "started again from the network's turn", 24)
 
 
 def choose(every: dict, rules: list) -> None:
-    """The rules that leave no set but the rolled heads worse than off, best first (fewest
-    upside-down at any roll, then fewest wrong, then the highest act, then the loosest gap bar)."""
-    off = {name: counts(rows, rules[0]) for name, rows in every.items()}
-    fine = []
-    for rule in rules[1:]:
-        c = {name: counts(rows, rule) for name, rows in every.items()}
-        if not any(c[n][k] > off[n][k] for n in c if n != ROLLED for k in c[n] if k != "changed"):
-            at = c.get(ROLLED, {"upside down": 0, "wrong": 0})
-            fine.append((at["upside down"], at["wrong"], -rule[0], -(rule[1] or 1e9), rule))
-    print(f"\n== rules that leave no other set worse ({len(fine)} of {len(rules) - 1}), best first; "
-          f"off: {off.get(ROLLED)}")
-    for down, wrong, *_, rule in sorted(fine):
-        print(f"{title(rule):<24}{down:>14}{wrong:>14}")
+    """``upright_check.choose`` of these rules."""
+    from upright_check import choose as best
+
+    best(every, rules, ROLLED, counts, title, 24)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="/tmp/stn3dmm_large_pose", help="where large_pose.py wrote its renders")
-    ap.add_argument("--sets", default="renders,heads1_roll0_0," + ROLLED)
-    ap.add_argument("--photos", type=int, default=200, help="held-out real photos (0: none)")
-    ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw"))
-    ap.add_argument("--acts", default="0.5,0.7,0.9,0.97")
-    ap.add_argument("--gaps", default="none,1,0.8", help="the new result's mirror gap must also be below this times "
-                                                        "the first's (none: no such bar)")
-    ap.add_argument("--replay", help="score the rules on these records (--records of an earlier run) instead")
-    ap.add_argument("--records", help="also write the records to this JSON")
+    from upright_check import set_options
+
+    set_options(ap, gaps="none,1,0.8")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     acts = [float(v) for v in args.acts.split(",")]
     rules = [(None, None)] + [(a, None if g == "none" else float(g)) for a in acts for g in args.gaps.split(",")]
-    if args.replay:
-        every = json.loads(Path(args.replay).read_text())
-        for name, rows in every.items():
-            report(name, rows, rules)
-        choose(every, rules)
-        return
-    from upright_check import record_sets
+    from upright_check import replay_or_record
 
-    choose(record_sets(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, rules)), rules)
+    replay_or_record(args, min(acts), render_set, real_sets, lambda name, rows: report(name, rows, rules),
+                     lambda every: choose(every, rules))
+
 
 if __name__ == "__main__":
     main()
