@@ -325,23 +325,27 @@ class LocaliserFitter:
         found = self._sweep(images, squares, angles, found, reframe) if self.sweep > 1 and self.mirror else found
         return self.check_upright(images, found)
 
-    @torch.no_grad()
     def up_direction(self, images: list, found: list) -> tuple[np.ndarray, np.ndarray]:
         """What the up-direction network reads in each result's crop (framed by its 68 points,
         :data:`~stn3dmm.nets.upright.CONTEXT` times wider, turned as the result stands the face):
         ``(p, turn)``, the probability that the face stands more than a quarter turn from how the
         result has it, and the crop turn (radians, as ``crop_square``'s ``angle``) that would show
         it upright by the network's reading."""
+        turns = face_turn(torch.as_tensor(np.stack([r.theta for r in found])), [r.angle for r in found])
+        return self._read_up(images, [_square_or_keep(r.points68, r.square, t) for r, t in zip(found, turns)], turns)
+
+    @torch.no_grad()
+    def _read_up(self, images: list, squares: list, turns) -> tuple[np.ndarray, np.ndarray]:
+        """The up-direction network on each ``(centre, side)`` square, :data:`~stn3dmm.nets.upright.CONTEXT`
+        times wider, turned by ``turns``: ``(p, turn)`` as :meth:`up_direction` returns them."""
         from ..nets.upright import CONTEXT, SIZE, p_upside_down, up_angle
 
-        turns = face_turn(torch.as_tensor(np.stack([r.theta for r in found])), [r.angle for r in found])
         crops = []
-        for image, r, t in zip(images, found, turns):
-            c, s = _square_or_keep(r.points68, r.square, t)
+        for image, (c, s), t in zip(images, squares, turns):
             crop, _ = crop_square(image, c, s * CONTEXT, SIZE, angle=t)
             crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
         logits = self.upright(torch.stack(crops).to(self.device, torch.float32))
-        return p_upside_down(logits).cpu().numpy(), np.asarray(turns) + up_angle(logits).cpu().numpy()
+        return p_upside_down(logits).cpu().numpy(), np.asarray(turns, np.float64) + up_angle(logits).cpu().numpy()
 
     def check_upright(self, images: list, found: list) -> list[LocalisedFace]:
         """``found``, with each face the up-direction network reads as more than a quarter turn off
@@ -519,21 +523,12 @@ class LocaliserFitter:
         p, up = self.first_reading(images, boxes, angles)
         return [float(u) if pk > self.upright_first else float(a) for a, u, pk in zip(angles, up, p)]
 
-    @torch.no_grad()
     def first_reading(self, images: list, boxes: list, angles: list) -> tuple[np.ndarray, np.ndarray]:
         """What the up-direction network reads on the crop of each face box turned by ``angles``
         (framed as :meth:`up_direction` frames a result, from the box's square): ``(p, turn)``,
         the probability that the face stands more than a quarter turn from that crop's up, and
         the crop turn that would show it upright by the network's reading."""
-        from ..nets.upright import CONTEXT, SIZE, p_upside_down, up_angle
-
-        crops = []
-        for image, b, a in zip(images, boxes, angles):
-            c, s = self.box_square(b, a)
-            crop, _ = crop_square(image, c, s * CONTEXT, SIZE, angle=a)
-            crops.append(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1))
-        logits = self.upright(torch.stack(crops).to(self.device, torch.float32))
-        return p_upside_down(logits).cpu().numpy(), np.asarray(angles, np.float64) + up_angle(logits).cpu().numpy()
+        return self._read_up(images, [self.box_square(b, a) for b, a in zip(boxes, angles)], angles)
 
     def _redetected_square(self, images: list, boxes: list, seen: dict, k: int, angle: float):
         """The first square of face ``k`` for a try at crop turn ``angle``: where that is a quarter
@@ -773,7 +768,7 @@ def _use_onnx(engine: str, device, card: dict) -> bool:
     return engine == "onnx" or (engine == "auto" and on_cpu and has and runtime)
 
 
-__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SHIFT_YAW", "SWEEP_AGREE", "UPRIGHT_ACT", "UPRIGHT_GAP", "UPRIGHT_TAKE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
+__all__ = ["ENGINES", "REFINER_FRAMING", "SHIFT", "SHIFT_YAW", "SWEEP_AGREE", "UPRIGHT_ACT", "UPRIGHT_FIRST", "UPRIGHT_GAP", "UPRIGHT_TAKE", "SWEEP_GAP", "SWEEP_PASSES", "SWEEP_SURE",
            "SWEEP_TURNS", "LocalisedFace",
            "LocaliserFitter", "abs_yaw", "face_turn", "load_localiser", "mirror_average", "shifted_crops",
            "unshift_theta", "upright_frame"]
