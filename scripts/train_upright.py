@@ -3,12 +3,14 @@
     python scripts/upright_data.py --split train --out runs/upright/train.pt
     python scripts/upright_data.py --split val --views 1,2 --out runs/upright/val.pt
     python scripts/upright_data.py --renders 1500 --out runs/upright/train_renders.pt
+    python scripts/upright_data.py --boxes 1 --shard 0/2 --out runs/upright/train_boxes0.pt   # and 1/2
+    python scripts/upright_data.py --split val --boxes 1 --out runs/upright/val_boxes.pt
     python scripts/train_upright.py --data runs/upright [--epochs 12] [--resume]
 
 Every epoch each crop is also turned by a random quarter turn and mirrored at random (exact: the
 label turns and mirrors with it). The loss is the cross-entropy against the wrapped-Gaussian
-target of its angle (:func:`~stn3dmm.nets.upright.soft_targets`). After each epoch the held-out
-people's crops are scored: the median angle error, and how often the network's verdict on "more
+target of its angle (:func:`~stn3dmm.nets.upright.soft_targets`). Every ``train*.pt`` of ``--data``
+is trained on. After each epoch the held-out people's crops (each ``val*.pt``) are scored: the median angle error, and how often the network's verdict on "more
 than a quarter turn off" (``p_upside_down > 0.5``) is wrong, overall and on renders beyond 60
 degrees of yaw. The checkpoint (``last.pt``: weights, optimiser, epoch, random state) is written
 after each epoch, so ``--resume`` goes on exactly; the final weights go to ``upright.pt``.
@@ -97,7 +99,9 @@ def main(argv=None) -> int:
     if not parts:
         sys.exit(f"{a.data}: no train*.pt (python scripts/upright_data.py, see the docstring)")
     train = {k: torch.cat([d[k] for d in parts]) for k in ("images", "angles", "abs_yaw")}
-    val = torch.load(a.data / "val.pt", weights_only=True)
+    vals = {f.stem: torch.load(f, weights_only=True) for f in sorted(a.data.glob("val*.pt"))}   # val.pt, val_boxes.pt
+    if not vals:
+        sys.exit(f"{a.data}: no val*.pt (python scripts/upright_data.py --split val, see the docstring)")
     n = len(train["images"])
     steps = a.epochs * (n // a.batch)
     torch.manual_seed(a.seed)
@@ -125,9 +129,9 @@ def main(argv=None) -> int:
             opt.step()
             sched.step()
             total += float(loss.detach())
-        sc = score(net, val)
         print(f"epoch {epoch + 1}/{a.epochs}: loss {total / (n // a.batch):.4f}, {time.time() - t0:.0f} s; held out: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in sc.items()), flush=True)
+              + "; ".join(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in score(net, val).items())
+                          for name, val in vals.items()), flush=True)
         tmp = last.with_suffix(".part")
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "gen": gen.get_state(), "epoch": epoch + 1}, tmp)

@@ -19,6 +19,16 @@ to 90 degrees, textured with one photo each of 300 training people, over synthet
 two views of each of ``--renders`` identities, 224 px, kept in ``--render-dir``), each cropped
 twice at a random turn: faces without hair, cut off above the brow, which the fitted photos'
 renders do not show.
+
+    python scripts/upright_data.py --boxes 1 --shard 0/2 --out runs/upright/train_boxes0.pt
+
+makes crops framed as the fitter's first crop is framed instead (``LocaliserFitter.first_reading``):
+each photo of the split turned ``--boxes`` times by a roll drawn from the whole circle, our face
+detector run on it, and the crop cut from the square the fitter makes of the detector's box, turned
+as the detector's eye keypoints have the face. A box frames a face less tightly than its 68 points,
+and where the keypoints have the face upside down its square is shifted the wrong way; the network
+trained on 68-point crops alone missed a sixth of the faces more than 120 degrees off in such crops
+(docs/training.md). ``--shard k/n`` makes the k-th of n interleaved parts, so that parts run side by side.
 """
 
 from __future__ import annotations
@@ -76,6 +86,57 @@ def render_crops(a) -> tuple[list, list, list]:
     return images, angles, yaws
 
 
+def turned_photo(image: np.ndarray, points: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The photo turned by ``degrees`` (counter-clockwise as seen, canvas grown to hold it, black
+    outside) and its points turned with it."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    im = Image.fromarray(image).rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True)
+    a = math.radians(degrees)
+    rot = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])    # y down: counter-clockwise
+    centre_in, centre_out = np.array([(w - 1) / 2, (h - 1) / 2]), np.array([(im.width - 1) / 2, (im.height - 1) / 2])
+    return np.asarray(im), (points - centre_in) @ rot.T + centre_out
+
+
+def box_crops(a) -> tuple[list, list, list]:
+    """Crops framed from our detector's boxes of turned photos, as the fitter's first crop is framed
+    (module docstring); a photo where the detector finds no face on its 68 points gives none."""
+    from tqdm import tqdm
+
+    from stn3dmm.fitting.localiser import load_localiser
+    from stn3dmm.model import load_model
+    from stn3dmm.nets.upright import CONTEXT, SIZE
+    from stn3dmm.photos import FaceDetector
+    from stn3dmm.photos.crop import crop_square
+    from stn3dmm.photos.detect import box_iou
+    from stn3dmm.stn.pose import pose_from_theta
+    from stn3dmm.training.data.fitted import FittedPhotos
+
+    k, n = (int(v) for v in a.shard.split("/"))
+    model = load_model()
+    ds = FittedPhotos(a.fits, model, a.size, photos=a.photos, split=a.split, real_views=1, profiled_views=0,
+                      grid_step=0, tiles=0, progress=False)
+    fitter, detector = load_localiser(model=model), FaceDetector(landmarks=False)
+    images, angles, yaws = [], [], []
+    for j in tqdm(range(k, len(ds.fits), n), desc=f"boxes {k}/{n}", unit="photo"):
+        rng = np.random.default_rng([a.seed, 7, j])
+        yaw = abs(float(pose_from_theta(torch.as_tensor(ds.fits[j].theta[None]))[0, 0]))
+        for _ in range(a.boxes):
+            photo, pts = turned_photo(ds.images[j], ds.points[j][:68], float(rng.uniform(-180, 180)))
+            truth = np.concatenate([pts.min(0), pts.max(0)])
+            face = max(detector(photo), key=lambda f: box_iou(f.bbox, truth), default=None)
+            if face is None or box_iou(face.bbox, truth) < 0.2:
+                continue
+            turn = face.upright_turn(fitter.turns, fitter.turn_within)
+            centre, side = fitter.box_square(face.bbox, turn)
+            crop, tr = crop_square(photo, centre, side * CONTEXT, SIZE, angle=turn)
+            images.append(torch.from_numpy(np.ascontiguousarray(crop * 255 + 0.5).astype(np.uint8)).permute(2, 0, 1))
+            angles.append(landmark_turn(tr.apply(pts)))
+            yaws.append(yaw)
+    return images, angles, yaws
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", choices=("train", "val"), default="train")
@@ -88,16 +149,21 @@ def main(argv=None) -> int:
     p.add_argument("--photos", default=str(ROOT.parent / "shared/data/lfw"))
     p.add_argument("--renders", type=int, default=0, help="synthetic renders of this many identities instead")
     p.add_argument("--render-dir", type=Path, default=ROOT / "runs/upright/renders")
+    p.add_argument("--boxes", type=int, default=0, help="crops framed from the detector's boxes instead: this many "
+                                                        "turned copies of each photo")
+    p.add_argument("--shard", default="0/1", help="with --boxes: the k-th of n interleaved parts (k/n)")
     a = p.parse_args(argv)
     from tqdm import tqdm
 
     from stn3dmm.model import load_model
     from stn3dmm.training.data.fitted import FittedPhotos
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if a.boxes else 2)     # box parts run side by side
     t0 = time.time()
     if a.renders:
         return write(a, *render_crops(a), t0)
+    if a.boxes:
+        return write(a, *box_crops(a), t0)
     real, profiled = (int(v) for v in a.views.split(","))
     ds = FittedPhotos(a.fits, load_model(), a.size, photos=a.photos, split=a.split, real_views=real,
                       profiled_views=profiled, head_share=0.67, roll_range=180.0, context=a.context, degrade=0.2,
@@ -118,7 +184,8 @@ def write(a, images: list, angles: list, yaws: list, t0: float) -> int:
                 "abs_yaw": torch.tensor(yaws, dtype=torch.float32), "split": a.split, "seed": a.seed,
                 "context": a.context}, tmp)
     tmp.replace(a.out)
-    print(f"{len(images)} crops of {'renders' if a.renders else a.split} in {time.time() - t0:.0f} s -> {a.out}")
+    what = "renders" if a.renders else f"{a.split} boxes" if a.boxes else a.split
+    print(f"{len(images)} crops of {what} in {time.time() - t0:.0f} s -> {a.out}")
     return 0
 
 
