@@ -22,6 +22,11 @@ With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``
 ``--shift S`` also both with test-time shift averaging of S pixels, 0: without it) then run head to head N more
 times, in turn, each round into a fresh folder: on a shared machine the load drifts between rows, and the median of the per-round ratios is the figure to quote.
 
+With ``--stages``, first the CPU each stage of ``--method auto`` costs per photo with no other
+thread running (read, detect, fit + flatten in batches of 8, write, each timed by the process's CPU
+clock, best of 3 rounds), and the rate the sum allows at most on this machine's cores: the ceiling of
+any overlap of the stages on threads.
+
 Each row also gives the process's CPU time per photo (all its threads) and the cores it kept busy
 (CPU time over wall time): a pipeline near the machine's core count is bound by its CPU work, one
 well below it by waiting. Then where the time goes, per photo: read, detect, crop + landmark map + fit, sample (grid and
@@ -84,6 +89,7 @@ def main():
     ap.add_argument("--photos-from", metavar="DIR", help="the first --photos images of DIR (sorted by name) instead "
                                                          "of turned copies of the sample photos, e.g. the held-out "
                                                          "head renders of large_pose.py, most of them turned")
+    ap.add_argument("--stages", action="store_true", help="first the CPU per photo of each stage, one at a time")
     args = ap.parse_args()
     import torch
 
@@ -98,6 +104,8 @@ def main():
         photos = photos_from(args.photos_from, args.photos) if args.photos_from else make_photos(args.photos, work)
         warm = Flattener(model)
         flatten_paths([photos[0]], work / "warm", warm, progress=False)   # builds the landmark map
+        if args.stages and shipped_localiser():
+            stage_costs(photos, work / "stages", Flattener(model, method="auto"))
 
         def detect_only():
             det = FaceDetector()
@@ -137,6 +145,42 @@ def main():
             head_to_head(photos, work, model, args.rounds, args.shift)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stage_costs(photos, out: Path, flattener, rounds: int = 3) -> None:
+    """Print the CPU ms per photo of each stage of ``flattener`` run one after another on this
+    thread (best of ``rounds``), and the photos/s their sum allows on all of this machine's cores."""
+    import time
+
+    from stn3dmm.flatten.outputs import write_photo_outputs
+    from stn3dmm.photos import read_photo
+
+    out.mkdir(parents=True, exist_ok=True)
+    best = {}
+    for _ in range(rounds):
+        cpu = dict.fromkeys(("read", "detect", "fit + flatten", "write"), 0.0)
+
+        def timed(stage, fn, *a):
+            c = time.process_time()
+            result = fn(*a)
+            cpu[stage] += time.process_time() - c
+            return result
+
+        for lo in range(0, len(photos), 8):
+            read = [(p, timed("read", read_photo, p)) for p in photos[lo:lo + 8]]
+            found = [(p, ph, [f for f in timed("detect", flattener.detect, ph) if not f.tiny][:1]) for p, ph in read]
+            results = timed("fit + flatten", flattener.flatten_many, [(ph.image, f) for _, ph, fs in found for f in fs])
+            k = 0
+            for p, ph, fs in found:
+                timed("write", write_photo_outputs, results[k:k + len(fs)], out, p.stem, flattener.model, ph)
+                k += len(fs)
+        best = {s: min(v, best.get(s, v)) for s, v in cpu.items()}
+    total, cores = sum(best.values()), os.cpu_count() or 1
+    print(f"CPU per photo by stage, --method auto, one stage at a time (best of {rounds} rounds):")
+    for stage, v in best.items():
+        print(f"  {stage:<14} {1000 * v / len(photos):7.1f} ms  {100 * v / total:5.1f}%")
+    print(f"  {'all':<14} {1000 * total / len(photos):7.1f} ms: at most {cores * len(photos) / total:.1f} photos/s "
+          f"on {cores} cores, with every core busy all the time\n")
 
 
 def photos_from(folder, n: int) -> list:
