@@ -27,8 +27,8 @@ each photo of the split turned ``--boxes`` times by a roll drawn from the whole 
 detector run on it, and the crop cut from the square the fitter makes of the detector's box, turned
 as the detector's eye keypoints have the face. A box frames a face less tightly than its 68 points,
 and where the keypoints have the face upside down its square is shifted the wrong way; the network
-trained on 68-point crops alone missed a sixth of the faces more than 120 degrees off in such crops
-(docs/training.md). ``--shard k/n`` makes the k-th of n interleaved parts, so that parts run side by side.
+trained on 68-point crops alone read 39 of 319 held-out such crops more than 120 degrees off as
+upright (docs/training.md). ``--shard k/n`` makes the k-th of n interleaved parts, so that parts run side by side.
 """
 
 from __future__ import annotations
@@ -113,7 +113,12 @@ def box_crops(a) -> tuple[list, list, list]:
     from stn3dmm.stn.pose import pose_from_theta
     from stn3dmm.training.data.fitted import FittedPhotos
 
-    k, n = (int(v) for v in a.shard.split("/"))
+    try:
+        k, n = (int(v) for v in a.shard.split("/"))
+    except ValueError:
+        sys.exit(f"--shard must be k/n (e.g. 0/2), got {a.shard!r}")
+    if not 0 <= k < n:
+        sys.exit(f"--shard k/n needs 0 <= k < n, got {a.shard!r}")
     model = load_model()
     ds = FittedPhotos(a.fits, model, a.size, photos=a.photos, split=a.split, real_views=1, profiled_views=0,
                       grid_step=0, tiles=0, progress=False)
