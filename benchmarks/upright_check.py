@@ -279,5 +279,6 @@ def record_sets(args, act: float, render, real, show, read_truth=None) -> dict:
             keep(name, rows)
     return every
 
+
 if __name__ == "__main__":
     main()
