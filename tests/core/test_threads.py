@@ -1,4 +1,4 @@
-"""cpu_threads: sets the count inside the block, restores it after, even on error."""
+"""cpu_threads: sets the counts (torch, OpenCV) inside the block, restores them after, even on error."""
 
 import pytest
 import torch
@@ -15,6 +15,14 @@ def test_sets_and_restores():
         assert torch.get_num_threads() == 1
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_sets_and_restores_opencv_threads_too():
+    cv2 = pytest.importorskip("cv2")
+    before = cv2.getNumThreads()
+    with cpu_threads(1, "cpu"):
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == before
 
 
 def test_leaves_other_devices_and_none_alone():

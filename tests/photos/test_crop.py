@@ -130,6 +130,21 @@ def test_torch_uint8_and_numpy_inputs_agree():
         warp(u8[:10], t)
 
 
+@pytest.mark.parametrize("h, w, k", [(37, 41, 2), (30, 45, 3), (29, 23, 5), (8, 8, 4), (3, 9, 4)])
+@pytest.mark.parametrize("channels", [0, 3])
+def test_box_reduce_is_ceil_mode_average_pooling(h, w, k, channels):
+    from stn3dmm.photos.crop import _box_reduce
+
+    rng = np.random.default_rng(h * w + k)
+    u8 = rng.integers(0, 256, (h, w, channels) if channels else (h, w), dtype=np.uint8)
+    ref = torch.nn.functional.avg_pool2d(torch.from_numpy(u8 / 255.0).reshape(h, w, -1).permute(2, 0, 1)[None],
+                                         k, stride=k, ceil_mode=True)[0]
+    for region in (u8, u8.astype(np.float32) / 255):
+        got = _box_reduce(region, k)
+        assert got.dtype == torch.float32 and got.shape == ref.shape and got.is_contiguous()
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=2e-7)
+
+
 def _face(points, bbox=None):
     points = np.asarray(points, float)
     bbox = np.concatenate([points.min(0), points.max(0)]) if bbox is None else np.asarray(bbox, float)

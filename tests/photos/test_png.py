@@ -19,7 +19,7 @@ def _decoded(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5), (7, 1), (37, 53), (1, 1, 3), (6, 1, 3), (37, 53, 3),
                                    (1, 9, 4), (40, 31, 4)])
-@pytest.mark.parametrize("level", [0, 1, 9])
+@pytest.mark.parametrize("level", [0, 1, 3, 4, 9])       # 0-3: ISA-L, 4-9: zlib
 def test_round_trip(shape, level):
     a = np.random.default_rng(sum(shape) + level).integers(0, 256, shape, dtype=np.uint8)
     np.testing.assert_array_equal(_decoded(png_bytes(a, level)), a)
@@ -48,3 +48,9 @@ def test_modes_and_a_real_size():
 def test_refuses_what_it_cannot_write(bad):
     with pytest.raises(ValueError):
         png_bytes(bad)
+
+
+@pytest.mark.parametrize("level", [-1, 10])
+def test_refuses_a_level_out_of_range(level):
+    with pytest.raises(ValueError, match="level must be 0-9"):
+        png_bytes(np.zeros((2, 2), np.uint8), level)

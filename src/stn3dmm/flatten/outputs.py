@@ -18,7 +18,7 @@ name with a space or a line break in ``mtllib`` or ``map_Kd`` loses the texture 
 lines. Every file is written atomically (temporary file, then renamed into place), and each
 face's ``.json`` is written after its other files, face 0's last of all the photo's files:
 ``<stem>_face0.json`` is the record that the photo is done, and a photo without it is
-unfinished (a run was killed) and is done again by the next run. PNGs use zlib level 1: the
+unfinished (a run was killed) and is done again by the next run. PNGs use level 1 (ISA-L): the
 images are small, and higher levels cost much more time for slightly smaller files.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: zlib level of every PNG written here.
+#: Compression level of every PNG written here (:func:`~stn3dmm.photos.png.png_bytes`).
 PNG_LEVEL = 1
 _SUFFIXES = r"((_texture|_completed|_overlay)\.png|\.json|\.obj|\.mtl)"
 _OUTPUT_RE = re.compile(r"^(?P<base>.+_face\d+)" + _SUFFIXES + "$")

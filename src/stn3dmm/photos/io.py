@@ -663,7 +663,7 @@ def write_png_atomic(path, image, *, overwrite: bool = True, compress_level: int
         image: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, bool, or float in [0, 1]
             (clipped, rounded to 8 bits); a numpy array or a CPU/GPU torch tensor in that layout.
         overwrite: when False, an existing ``path`` raises FileExistsError (nothing is written).
-        compress_level: zlib level 0-9 (the encoder: :func:`~stn3dmm.photos.png.png_bytes`).
+        compress_level: compression level 0-9 (the encoder: :func:`~stn3dmm.photos.png.png_bytes`).
     """
     path = Path(path)
     if hasattr(image, "detach"):
