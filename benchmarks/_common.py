@@ -58,6 +58,13 @@ def measure(fn, *args, sample_s: float = 0.005, **kwargs):
     return out, dt, dc, max(peak[0], rss_mib() - start)
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) another process of this machine has used so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()     # from field 3 (state) on
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(script: str, args: list[str], check: bool = True) -> dict:
     """Run ``script --child ARGS`` in a fresh Python with this checkout's ``src`` first on the
     path and return the JSON object its last output line holds. Raises RuntimeError with the

@@ -16,7 +16,10 @@ folder. Rows, all measured in this run:
   every one of their many small operations waits for the other thread's core);
 * ours with ``--method localiser`` (the detector's box and the trained localiser instead of the
   face mesh and the landmark fit), when the package holds a trained localiser;
-* ours with ``--method auto`` (the localiser on every face, the landmark fit on those below its switch).
+* ours with ``--method auto`` (the localiser on every face, the landmark fit on those below its switch);
+* ours with ``--method auto`` in two processes (``--workers 2``; on a machine with 2 or more cores): this
+  one and a worker process (:mod:`stn3dmm.flatten.workers`), started and warmed up before the clock
+  starts as this one is; its start is timed apart and printed under the table.
 
 With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``; with
 ``--shift S`` also both with test-time shift averaging of S pixels, 0: without it) then run head to head N more
@@ -40,10 +43,11 @@ import argparse
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
-from _common import measure
+from _common import measure, process_cpu_s
 
 
 
@@ -126,6 +130,20 @@ def main():
             out = work / label.replace(" ", "_").replace(":", "")
             rows.append(run(label, lambda: reports.setdefault(label, flatten_paths(photos, out, fl, progress=False,
                                                                                    **kw))))
+        started = None
+        if shipped_localiser() and (os.cpu_count() or 1) >= 2:
+            from stn3dmm.flatten.workers import WorkerPool
+
+            fl = Flattener(model, method="auto")
+            label = "ours: --method auto, 2 processes"
+            t0 = time.perf_counter()
+            with WorkerPool(fl, 1) as pool:
+                started = time.perf_counter() - t0
+                pid = pool.workers[0][0].pid
+                before = process_cpu_s(pid)
+                row = run(label, lambda: reports.setdefault(label, flatten_paths(
+                    photos, work / "auto_2_processes", fl, progress=False, pool=pool)))
+                rows.append(row[:4] + (row[4] + process_cpu_s(pid) - before,))   # CPU of both processes
         what = f"from {args.photos_from}" if args.photos_from else "one face each, 400-1200 px"
         print(f"{len(photos)} photos ({what}), torch threads {args.threads} "
               f"(fit + sampling: 1 unless stated), load average {os.getloadavg()[0]:.2f} at the end")
@@ -134,6 +152,8 @@ def main():
         for label, dt, pk, _, cpu in rows:
             print(f"{label:<44} {dt:>7.2f} {len(photos) / dt:>9.1f} {1000 * dt / len(photos):>9.1f} {pk:>9.0f} "
                   f"{1000 * cpu / len(photos):>13.0f} {cpu / dt:>11.2f}")
+        if started is not None:
+            print(f"(the worker process of the last row took {started:.1f} s to start and warm up, before the clock)")
         for label in ("ours: full outputs", "ours: 2 threads in fit + sampling (before)"):
             print(f"\nwhere the time goes ({label}):")
             rep = reports[label]

@@ -84,7 +84,8 @@ def main() -> None:
         ours, before, pool = (cpu_ms(f, region, k, repeats=r) for f in (_box_reduce, pillow_reduce, torch_pool))
         err = float((_box_reduce(region, k) - torch_pool(region, k)).abs().max())
         assert err < 1e-6, err
-        print(f"{f'{side + 1} x {side + 3}':<16} {k:>2} {ours:>14.2f} {before:>16.2f} {pool:>11.2f} {ours / before:>14.2f}")
+        name = f"{side + 1} x {side + 3}"
+        print(f"{name:<16} {k:>2} {ours:>14.2f} {before:>16.2f} {pool:>11.2f} {ours / before:>14.2f}")
     print(f"\nPNG compression at level {PNG_LEVEL}, CPU ms per image (median of {r})")
     print(f"{'image':<26} {'ours (ISA-L)':>13} {'zlib (before)':>14} {'ours / before':>14} {'kB ours':>8} "
           f"{'kB zlib':>8}")

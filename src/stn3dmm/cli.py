@@ -72,6 +72,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _workers(text: str) -> int | None:
+    """``--workers``: a whole number of processes, at least 1, or ``auto``."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more) or auto, got {text!r}")
+    return int(text)
+
+
 def cmd_flatten(args) -> int:
     from .flatten import Flattener, check_options, flatten_paths
     from .model.store import load_model
@@ -92,7 +101,7 @@ def cmd_flatten(args) -> int:
                        method=args.method)
         rep = flatten_paths(inputs, args.out, fl, overwrite=args.overwrite, max_faces=args.max_faces,
                             mesh=not args.no_mesh, progress=not args.quiet, log=_log,
-                            read_options={"max_pixels": args.max_pixels})
+                            read_options={"max_pixels": args.max_pixels}, workers=args.workers)
     except KeyboardInterrupt:
         _log("stn3dmm flatten: interrupted before any photo was flattened")
         return 130
@@ -306,6 +315,9 @@ def _add_flatten(sub) -> None:
                         "applies to the reduced size, and a JPEG may declare up to twice it (a progressive one: "
                         "the limit itself)")
     q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
+    q.add_argument("--workers", type=_workers, default=None, metavar="N",
+                   help="processes that share the photos, this one included, each with its own model and "
+                        "detector (default: auto, one per core, at most 8, one more per 200 photos; 1 on a GPU)")
     q.add_argument("--overwrite", action="store_true",
                    help="redo every photo (without it, a rerun skips the photos already done and finishes the rest)")
     q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "

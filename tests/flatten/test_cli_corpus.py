@@ -149,13 +149,13 @@ def test_a_folder_held_by_another_run_is_refused(small, default_grid, tmp_path, 
 
 # ---------------------------------------------------------------- real processes
 
-def _start(d, out, grid_path, *, stderr=subprocess.PIPE):
+def _start(d, out, grid_path, *extra, stderr=subprocess.PIPE):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(stn3dmm.__file__).parents[1]),
                                                        os.environ.get("PYTHONPATH", "")]))
     # SIGINT restored to its default (a shell without job control starts background jobs with
     # it ignored, and Python then keeps it ignored), so that Ctrl-C can be sent
     return subprocess.Popen([sys.executable, "-m", "stn3dmm.cli", "flatten", str(d), "--out", str(out), "--model",
-                             str(grid_path), "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                             str(grid_path), "--quiet", *extra], env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
@@ -201,6 +201,29 @@ def test_killed_runs_leave_nothing_half_done_and_a_rerun_finishes(small, default
     p = _start(d, out, default_grid[2])
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0 and f"already done: {before} photo(s)" in err and "problem" not in err, err
+    assert output_state(out) == ({f"p{k:02d}_face0" for k in range(n)}, set(), [])
+
+
+def test_a_run_in_two_processes_ends_cleanly_on_sigterm_and_a_rerun_finishes(small, default_grid, tmp_path, capsys):
+    """--workers 2: SIGTERM to the run's process stops both after the photos they are writing;
+    the rerun, in two processes again, does the rest."""
+    n = 40
+    d = _write(tmp_path / "in", {f"p{k:02d}.jpg": small for k in range(n)})
+    out = tmp_path / "out"
+    _flatten(d / "p00.jpg", tmp_path / "warm", default_grid, capsys)   # the landmark map in the cache, once
+    p = _start(d, out, default_grid[2], "--workers", "2")
+    assert _when(lambda: _records(out) >= 2, p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143 and "interrupted (SIGTERM)" in err and "Traceback" not in err, err
+    done, partial, temps = output_state(out)
+    assert not partial and not temps, (partial, temps)
+    assert len(done) == _records(out) < n
+    before = _records(out)
+    p = _start(d, out, default_grid[2], "--workers", "2")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0 and f"already done: {before} photo(s)" in err and "problem" not in err, err
+    assert re.search(r"in 2 processes \(the other did \d+\)", err), err
     assert output_state(out) == ({f"p{k:02d}_face0" for k in range(n)}, set(), [])
 
 

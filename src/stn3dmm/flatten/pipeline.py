@@ -174,6 +174,11 @@ class Flattener:
         from ..photos import FaceDetector
 
         check_options(size=size, res=res)
+        # how to make this Flattener again in another process (recipe()); not when parts were passed in
+        self._recipe = None if detector is not None or localiser is not None else dict(
+            model=model, size=size, res=res, visibility=visibility, mapping=mapping, prior_weight=prior_weight,
+            device=str(device), blend=blend, threads=threads, method=method, switch_yaw=switch_yaw,
+            fit_share=fit_share, fit_turn_agree=fit_turn_agree)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         self.method = method
@@ -199,6 +204,18 @@ class Flattener:
         boxes_only = method == "localiser"
         self.detector = detector or FaceDetector(landmarks=not boxes_only,
                                                  upright=not boxes_only or self.localiser.turns > 1)
+
+    def recipe(self) -> dict:
+        """The keyword arguments that make this Flattener again (in a worker process,
+        :mod:`stn3dmm.flatten.workers`): the model and the options.
+
+        Raises:
+            ValueError: a detector or a localiser was passed in, which cannot be remade.
+        """
+        if self._recipe is None:
+            raise ValueError("this Flattener was given its own detector or localiser, which a worker process "
+                             "cannot remake: use workers=1")
+        return dict(self._recipe)
 
     @property
     def needs_mesh(self) -> bool:
