@@ -489,3 +489,43 @@ def test_boxes_found_in_a_turned_photo_map_back_onto_it(grace, k):
     assert got == pytest.approx(want, abs=1e-6) and got_score == pytest.approx(score)
     back = unturn_points(np.array([got[:2], got[2:]]), k, u8.shape)     # and back into the upright photo
     assert np.concatenate([back.min(0), back.max(0)]) == pytest.approx(box, abs=1e-6)
+
+
+def test_overlapping_quiet_blocks_on_two_threads_give_fd_2_back():
+    """The detector silences fd 2 around mediapipe's start; the reader thread and the localiser's
+    detector on the main thread may do so at once. Entered A, B and left A, B, fd 2 must be the
+    real one again (it was /dev/null for good before, and a run's summary vanished)."""
+    import os
+    import threading
+
+    from stn3dmm.photos.detect import _quiet_native_stderr
+
+    def ident():
+        st = os.fstat(2)
+        return st.st_dev, st.st_ino
+
+    real, null = ident(), os.stat(os.devnull)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with _quiet_native_stderr():
+            a_in.set()
+            b_in.wait(10)
+            seen["a"] = ident()
+        a_out.set()
+
+    def b():
+        a_in.wait(10)
+        with _quiet_native_stderr():
+            b_in.set()
+            a_out.wait(10)
+            seen["b"] = ident()            # A has left: still quiet, B is inside
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["a"] == seen["b"] == (null.st_dev, null.st_ino)
+    assert ident() == real

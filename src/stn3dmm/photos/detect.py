@@ -54,6 +54,7 @@ import math
 import os
 import sys
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -126,27 +127,55 @@ class DetectorUnavailable(ImportError):
     """mediapipe (with its bundled models) is not installed."""
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET = {"depth": 0, "saved": None}     # threads inside _quiet_native_stderr, the real fd 2 kept meanwhile
+_RAN = weakref.WeakSet()                 # mediapipe graphs that have run once (and said their piece)
+
+
 @contextlib.contextmanager
 def _quiet_native_stderr():
     """Send the C++ side's stderr (mediapipe's absl/TFLite start-up chatter) to /dev/null for
-    the duration; Python exceptions are unaffected. Set STN3DMM_DETECTOR_LOG=1 to keep it."""
+    the duration; Python exceptions are unaffected. Set STN3DMM_DETECTOR_LOG=1 to keep it.
+
+    fd 2 belongs to the whole process, so the threads inside share one redirection: the first in
+    makes it, the last out restores the real fd 2 (two threads each saving and restoring their own
+    would leave /dev/null in place when their blocks overlap, and every later message, a run's
+    summary among them, would vanish). Python's own writes to stderr from other threads are lost
+    while it lasts, so it is kept to the graphs' start (:func:`_quiet_first_run`)."""
     if os.environ.get("STN3DMM_DETECTOR_LOG"):
         yield
         return
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError):      # no real fd 2 (e.g. some notebooks): nothing to do
+                saved = None
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _QUIET["saved"] = saved
+        _QUIET["depth"] += 1
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):      # no real fd 2 (e.g. some notebooks): nothing to do
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            saved = _QUIET["saved"]
+            if _QUIET["depth"] == 0 and saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+                _QUIET["saved"] = None
+
+
+def _quiet_first_run(graph):
+    """:func:`_quiet_native_stderr` for a graph's first run (when mediapipe logs its set-up), else nothing."""
+    if graph in _RAN:
+        return contextlib.nullcontext()
+    _RAN.add(graph)
+    return _quiet_native_stderr()
 
 
 def _import_mediapipe():
@@ -559,7 +588,7 @@ class FaceDetector:
     @staticmethod
     def _run_detector(graph, img: np.ndarray, offset=(0.0, 0.0)):
         h, w = img.shape[:2]
-        with _quiet_native_stderr():
+        with _quiet_first_run(graph):
             res = graph.process(img)
         out = []
         for d in res.detections or []:
@@ -720,7 +749,7 @@ class FaceDetector:
         angle = 0.0 if keypoints is None else _eye_angle(keypoints)
         t = square_transform(center, side * self.mesh_context, out, (w, h), angle)
         crop = _warp_uint8(img, t)
-        with _quiet_native_stderr():
+        with _quiet_first_run(mesh):
             res = mesh.process(crop)
         if not res.multi_face_landmarks:
             return None
