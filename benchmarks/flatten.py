@@ -21,7 +21,8 @@ folder. Rows, all measured in this run:
   one and a worker process (:mod:`stn3dmm.flatten.workers`), started and warmed up before the clock
   starts as this one is; its start is timed apart and printed under the table.
 
-With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``; with
+With ``--rounds N`` (N > 0), the landmark fit and ``--method localiser`` (and ``auto``, and ``auto`` in two
+processes on 2 or more cores; with
 ``--shift S`` also both with test-time shift averaging of S pixels, 0: without it) then run head to head N more
 times, in turn, each round into a fresh folder: on a shared machine the load drifts between rows, and the median of the per-round ratios is the figure to quote.
 
@@ -215,31 +216,43 @@ def photos_from(folder, n: int) -> list:
 def head_to_head(photos, work, model, rounds: int, shift: int | None = None) -> None:
     """Each method in turn, ``rounds`` times, all outputs; photos/s per round and the median of the
     per-round ratio to the landmark fit. ``shift``: also the localiser and auto with that shift
-    averaging (``load_localiser(shift=)``; 0: without it)."""
+    averaging (``load_localiser(shift=)``; 0: without it). On 2 or more cores also auto in two
+    processes ("auto x2": a worker started before the rounds), with its ratio to auto in one."""
+    import contextlib
+
     from stn3dmm.fitting.localiser import load_localiser
     from stn3dmm.flatten import Flattener, flatten_paths
+    from stn3dmm.flatten.workers import WorkerPool
 
     flatteners = {m: Flattener(model, method=m) for m in ("landmarks", "localiser", "auto")}
     if shift is not None:
         fitter = load_localiser(model=model, shift=shift)
         flatteners.update({f"{m}+shift{shift}": Flattener(model, method=m, localiser=fitter)
                            for m in ("localiser", "auto")})
-    methods = tuple(flatteners)
-    rate = {m: [] for m in methods}
-    w = max(11, max(len(m) for m in methods) + 1)          # column widths
-    v = w + len(" / landmarks")
-    print(f"\nhead to head, {rounds} rounds of {len(photos)} photos, all outputs (photos/s):")
-    print(f"{'round':>6}" + "".join(f"{m:>{w}}" for m in methods)
-          + "".join(f"{m + ' / landmarks':>{v}}" for m in methods[1:]))
-    for r in range(rounds):
-        for m in methods:
-            _, dt, _, _ = measure(flatten_paths, photos, work / f"round{r}_{m}", flatteners[m], progress=False)
-            rate[m].append(len(photos) / dt)
-        print(f"{r + 1:>6}" + "".join(f"{rate[m][-1]:>{w}.1f}" for m in methods)
-              + "".join(f"{rate[m][-1] / rate['landmarks'][-1]:>{v}.2f}" for m in methods[1:]))
-    print(f"{'median':>6}" + "".join(f"{np.median(rate[m]):>{w}.1f}" for m in methods)
-          + "".join(f"{np.median(np.array(rate[m]) / np.array(rate['landmarks'])):>{v}.2f}" for m in methods[1:])
-          + f"   (load average {os.getloadavg()[0]:.2f})")
+    with contextlib.ExitStack() as stack:
+        pools = {}
+        if (os.cpu_count() or 1) >= 2:
+            flatteners["auto x2"] = Flattener(model, method="auto")
+            pools["auto x2"] = stack.enter_context(WorkerPool(flatteners["auto x2"], 1))
+        methods = tuple(flatteners)
+        rate = {m: [] for m in methods}
+        w = max(11, max(len(m) for m in methods) + 1)          # column widths
+        v = w + len(" / landmarks")
+        print(f"\nhead to head, {rounds} rounds of {len(photos)} photos, all outputs (photos/s):")
+        print(f"{'round':>6}" + "".join(f"{m:>{w}}" for m in methods)
+              + "".join(f"{m + ' / landmarks':>{v}}" for m in methods[1:]) + ("  auto x2 / auto" if pools else ""))
+        for r in range(rounds):
+            for m in methods:
+                _, dt, _, _ = measure(flatten_paths, photos, work / f"round{r}_{m}", flatteners[m], progress=False,
+                                      pool=pools.get(m))
+                rate[m].append(len(photos) / dt)
+            print(f"{r + 1:>6}" + "".join(f"{rate[m][-1]:>{w}.1f}" for m in methods)
+                  + "".join(f"{rate[m][-1] / rate['landmarks'][-1]:>{v}.2f}" for m in methods[1:])
+                  + (f"{rate['auto x2'][-1] / rate['auto'][-1]:>17.2f}" if pools else ""))
+        print(f"{'median':>6}" + "".join(f"{np.median(rate[m]):>{w}.1f}" for m in methods)
+              + "".join(f"{np.median(np.array(rate[m]) / np.array(rate['landmarks'])):>{v}.2f}" for m in methods[1:])
+              + (f"{np.median(np.array(rate['auto x2']) / np.array(rate['auto'])):>17.2f}" if pools else "")
+              + f"   (load average {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":

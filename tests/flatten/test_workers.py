@@ -57,6 +57,8 @@ def test_two_processes_write_what_one_writes_and_a_dead_worker_is_reported(photo
     from stn3dmm.flatten.workers import WorkerPool
 
     one = flatten_paths([photos], tmp_path / "one", flattener, progress=False)
+    again = flatten_paths([photos], tmp_path / "one", flattener, progress=False, workers=None)
+    assert again.already_done == 12 and again.processes == 1      # auto: nothing left to share
     with WorkerPool(flattener, 1) as pool:
         two = flatten_paths([photos], tmp_path / "two", flattener, progress=False, pool=pool, chunk=2)
         assert two.succeeded == one.succeeded == 12 and two.faces == one.faces and not two.failures

@@ -32,7 +32,8 @@ from pathlib import Path
 from ..core.threads import cpu_threads
 from ..photos import NOT_AN_IMAGE, walk_photos
 from .batches import Batches, RunReport, batch_size, run_photos
-from .outputs import is_flatten_output, is_output_name, output_folders, remove_stale_temporaries, unique_stems
+from .outputs import (is_flatten_output, is_output_name, output_folders, output_names, remove_stale_temporaries,
+                      unique_stems)
 from .pipeline import Flattener, check_options
 from .state import Terminated, claim_output, signals_ignored, signals_interrupt
 from .workers import SharedBar, WorkerPool, auto_workers, claimed
@@ -94,6 +95,13 @@ def _plan(listed) -> list:
     return [(x.path, Path(*folders[x.folder]), stems[i]) for i, x in enumerate(listed)]
 
 
+def _to_do(jobs, overwrite: bool) -> int:
+    """How many of the planned photos have no record of being done (all, with ``overwrite``)."""
+    if overwrite:
+        return len(jobs)
+    return sum(not (folder / output_names(stem, 0)["json"]).exists() for _, folder, stem in jobs)
+
+
 def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max_faces=None, mesh=True,
                   progress=True, log=print, chunk: int = 8, read_options: dict | None = None,
                   workers: int | None = 1, pool: WorkerPool | None = None) -> RunReport:
@@ -110,8 +118,8 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
         read_options: keyword arguments for :func:`~stn3dmm.photos.read_photo` (``max_side``,
             ``max_pixels``).
         workers: processes for the run, this one included (:mod:`stn3dmm.flatten.workers`; the
-            others are started for the run and closed after it); None: :func:`auto_workers`
-            (2 on a multi-core CPU for long runs, else 1).
+            others are started for the run and closed after it); None: :func:`auto_workers` of
+            the photos not done yet (one more per 200, up to the cores).
         pool: a started :class:`WorkerPool` to use instead (kept open); ``workers`` is then ignored.
 
     Raises:
@@ -134,7 +142,7 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
     rep.photos = len(todo)
     jobs = [(p, out_dir / f, s) for p, f, s in todo]
     device = getattr(flattener, "device", "cpu")
-    extra = 0 if pool is not None else (workers or auto_workers(len(jobs), device)) - 1
+    extra = 0 if pool is not None else (workers or auto_workers(_to_do(jobs, overwrite), device)) - 1
     if extra:
         flattener.recipe()                 # a flattener that cannot be remade is refused before any work
     t_start = time.perf_counter()

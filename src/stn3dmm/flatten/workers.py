@@ -2,8 +2,8 @@
 
 Owns :class:`WorkerPool`, :func:`auto_workers`, :func:`claimed` and the run's :class:`SharedBar`.
 In one process the stages of flattening overlap on threads, but much of their work holds
-Python's interpreter lock, so a run keeps only about 1.6 of 2 cores busy. A pool adds processes, each with its own
-:class:`~stn3dmm.flatten.pipeline.Flattener` made from the same recipe
+Python's interpreter lock, so a run keeps only about 1.6 of 2 cores busy. A pool adds
+processes, each with its own :class:`~stn3dmm.flatten.pipeline.Flattener` made from the same recipe
 (:meth:`~stn3dmm.flatten.pipeline.Flattener.recipe`: the model and the options; a detector or
 localiser passed in by hand cannot be remade, and is refused). During a run every process, this
 one included, takes the next planned photo from one shared counter (:func:`claimed`), so that a
