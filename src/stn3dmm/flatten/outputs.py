@@ -135,16 +135,15 @@ def overlay_image(r, grid_res: int) -> np.ndarray:
     im = Image.fromarray(_u8(r.crop))
     d = ImageDraw.Draw(im)
     if r.targets is not None:      # the landmark fit's targets; the localiser has none
-        for x, y in r.targets.points[r.targets.weights > 0]:
-            d.point((float(x), float(y)), fill=(0, 255, 0))
+        d.point(r.targets.points[r.targets.weights > 0].astype(float).ravel().tolist(), fill=(0, 255, 0))
     panels.append(im)
     im = Image.fromarray(_u8(r.crop))
     d = ImageDraw.Draw(im)
     g = r.points.reshape(grid_res, grid_res, 2)
     step = max(1, grid_res // 28)
     for i in range(0, grid_res, step):
-        d.line([tuple(p) for p in g[i].tolist()], fill=(0, 255, 255), width=1)
-        d.line([tuple(p) for p in g[:, i].tolist()], fill=(0, 255, 255), width=1)
+        d.line(g[i].ravel().tolist(), fill=(0, 255, 255), width=1)        # flat [x0, y0, x1, y1, ...]
+        d.line(g[:, i].ravel().tolist(), fill=(0, 255, 255), width=1)
     panels.append(im)
     for a in (r.flattened, np.repeat(r.mask[..., None], 3, -1), r.completed):
         panels.append(Image.fromarray(_u8(a)).resize((s, s), Image.NEAREST))

@@ -102,6 +102,37 @@ def _to_do(jobs, overwrite: bool) -> int:
     return sum(not (folder / output_names(stem, 0)["json"]).exists() for _, folder, stem in jobs)
 
 
+def _run_shared(jobs, work: Batches, rep: RunReport, bar, *, extra: int, pool, chunk: int, options: dict) -> None:
+    """Run ``jobs`` in this process and, when there is a ``pool`` or ``extra`` > 0 (then a new pool,
+    closed after), in worker processes that take photos from the same counter. Ctrl-C or SIGTERM
+    stops them all after the photos they are writing; their reports are added to ``rep``."""
+    flattener, shared, own, others = work.flattener, SharedBar(bar), None, None
+    try:
+        with signals_interrupt():
+            if extra:
+                pool = own = WorkerPool(flattener, extra, wait=False)       # they join when ready
+                bar.set_description(f"flatten ({1 + extra} processes)")
+            if pool is not None:
+                rep.processes = 1 + pool.processes
+                others = pool.run(jobs, work.out_dir, bar=shared, rep=rep, chunk=chunk, **options)
+                jobs = claimed(jobs, pool.counter)
+            with cpu_threads(1 if pool is not None else None, getattr(flattener, "device", "cpu")):  # cores shared
+                run_photos(jobs, work, rep, batch_size(chunk, flattener), shared.part("main"))
+            if others is not None:
+                others.wait()
+    except KeyboardInterrupt as e:
+        rep.interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
+        if others is not None:
+            others.interrupt()
+    finally:
+        with signals_ignored():
+            work.close(cancel=rep.interrupted is not None)
+            if others is not None:
+                others.finish()
+            if own is not None:
+                own.close()
+
+
 def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max_faces=None, mesh=True,
                   progress=True, log=print, chunk: int = 8, read_options: dict | None = None,
                   workers: int | None = 1, pool: WorkerPool | None = None) -> RunReport:
@@ -153,34 +184,11 @@ def flatten_paths(inputs, out_dir, flattener: Flattener, *, overwrite=False, max
         # a manual bar: iterating a tqdm closes it when the photos run out, before the last
         # batch's faces are counted, so its final line would undercount
         bar = tqdm(total=len(todo), desc="flatten", unit="photo", disable=not progress, dynamic_ncols=True)
-        shared, own, others = SharedBar(bar), None, None
         try:
-            with signals_interrupt():
-                if extra:
-                    bar.set_description(f"flatten (starting {extra} more process{'es' * (extra > 1)})")
-                    pool = own = WorkerPool(flattener, extra, wait=False)       # they join when ready
-                    bar.set_description(f"flatten ({1 + extra} processes)")
-                if pool is not None:
-                    rep.processes = 1 + pool.processes
-                    others = pool.run(jobs, out_dir, bar=shared, rep=rep, overwrite=overwrite, max_faces=max_faces,
-                                      mesh=mesh, read_options=read_options, chunk=chunk)
-                    jobs = claimed(jobs, pool.counter)
-                with cpu_threads(1 if pool is not None else None, device):   # the cores are shared
-                    run_photos(jobs, work, rep, batch_size(chunk, flattener), shared.part("main"))
-                if others is not None:
-                    others.wait()
-        except KeyboardInterrupt as e:
-            rep.interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
-            if others is not None:
-                others.interrupt()
+            _run_shared(jobs, work, rep, bar, extra=extra, pool=pool, chunk=chunk,
+                        options=dict(overwrite=overwrite, max_faces=max_faces, mesh=mesh, read_options=read_options))
         finally:
-            with signals_ignored():
-                work.close(cancel=rep.interrupted is not None)
-                if others is not None:
-                    others.finish()
-                if own is not None:
-                    own.close()
-                bar.close()
+            bar.close()
     rep.wall = time.perf_counter() - t_start
     return rep
 
