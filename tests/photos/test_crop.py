@@ -139,7 +139,9 @@ def test_box_reduce_is_ceil_mode_average_pooling(h, w, k, channels):
     u8 = rng.integers(0, 256, (h, w, channels) if channels else (h, w), dtype=np.uint8)
     ref = torch.nn.functional.avg_pool2d(torch.from_numpy(u8 / 255.0).reshape(h, w, -1).permute(2, 0, 1)[None],
                                          k, stride=k, ceil_mode=True)[0]
-    for region in (u8, u8.astype(np.float32) / 255):
+    big = np.zeros((h + 7, w + 9) + u8.shape[2:], np.float32)
+    big[3:3 + h, 5:5 + w] = u8 / np.float32(255)
+    for region in (u8, u8.astype(np.float32) / 255, big[3:3 + h, 5:5 + w]):     # the last: a view, rows strided
         got = _box_reduce(region, k)
         assert got.dtype == torch.float32 and got.shape == ref.shape and got.is_contiguous()
         np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=2e-7)

@@ -169,10 +169,11 @@ def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
 
     src = region if region.ndim == 3 else region[:, :, None]
 
-    def as_float(part):                  # a contiguous float32 copy, uint8 read as value / 255
+    def as_float(part):                  # float32 (a view where it is already), uint8 read as value / 255
+        if src.dtype != np.uint8:
+            return np.asarray(part, np.float32)
         out = part.astype(np.float32)
-        if src.dtype == np.uint8:
-            out /= 255.0
+        out /= 255.0
         return out
 
     h, w, c = src.shape
@@ -180,7 +181,7 @@ def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
     rw, rh = w - wq * k, h - hq * k      # the cut blocks' width and height
     out = np.empty((hq + (rh > 0), wq + (rw > 0), c), np.float32)
     if hq and wq:
-        whole = as_float(src[:hq * k, :wq * k])
+        whole = as_float(src[:hq * k, :wq * k])     # OpenCV reads rows of any stride: no copy needed
         out[:hq, :wq] = cv2.resize(whole, (wq, hq), interpolation=cv2.INTER_AREA).reshape(hq, wq, c)
     if rw and hq:                        # the last column of blocks
         out[:hq, wq] = as_float(src[:hq * k, wq * k:]).reshape(hq, k, rw, c).mean((1, 2))
