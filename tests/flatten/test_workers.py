@@ -11,17 +11,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stn3dmm.flatten.workers import MAX_WORKERS, MIN_PHOTOS_PER_WORKER, auto_workers, claimed
+from stn3dmm.flatten.workers import (MAX_WORKERS, MIN_PHOTOS_PER_WORKER, WORKER_BYTES, auto_workers, available_memory,
+                                     claimed)
 
 
-def test_auto_workers_needs_cores_photos_and_the_cpu():
-    assert auto_workers(10, cores=2) == 1                       # a short run does not repay a start
-    assert auto_workers(MIN_PHOTOS_PER_WORKER, cores=2) == 2
-    assert auto_workers(10 ** 6, cores=2) == 2
-    assert auto_workers(10 ** 6, cores=1) == 1
-    assert auto_workers(3 * MIN_PHOTOS_PER_WORKER, cores=64) == 4
-    assert auto_workers(10 ** 6, cores=64) == MAX_WORKERS
+def test_auto_workers_needs_cores_photos_memory_and_the_cpu():
+    plenty = 100 * WORKER_BYTES
+    assert auto_workers(10, cores=2, memory=plenty) == 1                     # a short run does not repay a start
+    assert auto_workers(MIN_PHOTOS_PER_WORKER, cores=2, memory=plenty) == 2
+    assert auto_workers(10 ** 6, cores=2, memory=plenty) == 2
+    assert auto_workers(10 ** 6, cores=1, memory=plenty) == 1
+    assert auto_workers(3 * MIN_PHOTOS_PER_WORKER, cores=64, memory=plenty) == 4
+    assert auto_workers(10 ** 6, cores=64, memory=plenty) == MAX_WORKERS
+    assert auto_workers(10 ** 6, cores=64, memory=int(3.5 * WORKER_BYTES)) == 3
+    assert auto_workers(10 ** 6, cores=64, memory=WORKER_BYTES // 2) == 1
     assert auto_workers(10 ** 6, device="cuda:0", cores=64) == 1
+    memory = available_memory()
+    assert memory is None or memory > 0
 
 
 def test_each_job_goes_to_exactly_one_claimant():

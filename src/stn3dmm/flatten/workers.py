@@ -34,22 +34,41 @@ from .state import signals_ignored, signals_interrupt
 #: :func:`auto_workers` starts one more process per this many photos: a worker's start costs about
 #: 4 s of CPU, taken from the run's own process on 2 cores (docs/benchmarks.md, "Speed of flattening").
 MIN_PHOTOS_PER_WORKER = 200
-#: :func:`auto_workers` starts at most this many processes (each holds its own model and networks,
-#: about 1 GB).
+#: :func:`auto_workers` starts at most this many processes.
 MAX_WORKERS = 8
+#: Memory :func:`auto_workers` counts per process: each holds its own model, detector and networks
+#: (1.0-1.3 GB resident in the all-LFW run, docs/benchmarks.md), with room for large photos.
+WORKER_BYTES = 2 * 1024 ** 3
 #: Seconds to wait for a worker to be ready before the pool gives up on it.
 START_TIMEOUT = 300.0
 
 
-def auto_workers(photos: int, device="cpu", cores: int | None = None) -> int:
+def auto_workers(photos: int, device="cpu", cores: int | None = None, memory: int | None = None) -> int:
     """Processes for a run of ``photos`` photos on ``device``: one per core available to this
-    process (at most :data:`MAX_WORKERS`), but one more only per :data:`MIN_PHOTOS_PER_WORKER`
-    photos, so that a short run does not pay for starting them. Always 1 on a GPU."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    process (at most :data:`MAX_WORKERS`, and no more than ``memory`` bytes, default the memory
+    available now, hold at :data:`WORKER_BYTES` each), but one more only per
+    :data:`MIN_PHOTOS_PER_WORKER` photos, so that a short run does not pay for starting them.
+    Always 1 on a GPU."""
     if torch_device_type(device) != "cpu":
         return 1
-    return max(1, min(MAX_WORKERS, cores, 1 + photos // MIN_PHOTOS_PER_WORKER))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    memory = available_memory() if memory is None else memory
+    room = MAX_WORKERS if memory is None else int(memory // WORKER_BYTES)
+    return max(1, min(MAX_WORKERS, cores, room, 1 + photos // MIN_PHOTOS_PER_WORKER))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new processes now (``MemAvailable`` of ``/proc/meminfo``), or
+    None where that cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def torch_device_type(device) -> str:
@@ -324,4 +343,4 @@ def _merge(rep: RunReport, other: RunReport) -> None:
         rep.seconds[k] += v
 
 
-__all__ = ["WorkerPool", "SharedBar", "auto_workers", "claimed", "MIN_PHOTOS_PER_WORKER"]
+__all__ = ["WorkerPool", "SharedBar", "auto_workers", "available_memory", "claimed", "MIN_PHOTOS_PER_WORKER"]
