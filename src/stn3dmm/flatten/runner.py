@@ -110,8 +110,11 @@ def _run_shared(jobs, work: Batches, rep: RunReport, bar, *, extra: int, pool, c
     try:
         with signals_interrupt():
             if extra:
-                pool = own = WorkerPool(flattener, extra, wait=False)       # they join when ready
-                bar.set_description(f"flatten ({1 + extra} processes)")
+                try:
+                    pool = own = WorkerPool(flattener, extra, wait=False)   # they join when ready
+                    bar.set_description(f"flatten ({1 + extra} processes)")
+                except (OSError, RuntimeError) as e:                          # e.g. no room for a process
+                    rep.notes.append(f"could not start worker processes ({e}): this process did every photo")
             if pool is not None:
                 rep.processes = 1 + pool.processes
                 others = pool.run(jobs, work.out_dir, bar=shared, rep=rep, chunk=chunk, **options)
@@ -124,6 +127,10 @@ def _run_shared(jobs, work: Batches, rep: RunReport, bar, *, extra: int, pool, c
         rep.interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
         if others is not None:
             others.interrupt()
+    except BaseException:          # a failure here: the workers stop too, rather than finish the run alone
+        if others is not None:
+            others.interrupt()
+        raise
     finally:
         with signals_ignored():
             work.close(cancel=rep.interrupted is not None)
