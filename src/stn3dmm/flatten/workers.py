@@ -186,6 +186,11 @@ def _worker_run(flattener, job: dict, counter, conn, parent) -> RunReport:
     return rep
 
 
+#: Said when a worker fails to start: the usual cause when flatten_paths runs from a script.
+_START_HINT = ("; a script that asks for more than one process must keep its own code under "
+               "if __name__ == '__main__': each worker imports it again")
+
+
 def _receive(process, conn, timeout: float | None = None) -> tuple:
     """The next message from a worker, or ``("died", why)`` when it has ended (its pipe may stay
     open in other processes, so its end is watched too), or ``("error", ...)`` on a timeout."""
@@ -199,8 +204,8 @@ def _receive(process, conn, timeout: float | None = None) -> tuple:
     except (EOFError, OSError):
         pass
     process.join(timeout=5)
-    return "died", (f"exit code {process.exitcode} (a script that starts workers must guard its code with "
-                    f"if __name__ == '__main__': they import it again)")
+    code = process.exitcode
+    return "died", f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
 
 
 class WorkerPool:
@@ -234,7 +239,7 @@ class WorkerPool:
             for i, (p, conn) in enumerate(self.workers if wait else ()):
                 kind, what = _receive(p, conn, START_TIMEOUT)
                 if kind != "ready":
-                    raise RuntimeError(f"a flatten worker failed to start: {what}")
+                    raise RuntimeError(f"a flatten worker failed to start: {what}{_START_HINT}")
                 self.ready[i] = True
         except BaseException:
             self.close()
@@ -284,7 +289,7 @@ class _Run:
                 conn.send(("run", job))
             except OSError:                             # it has died since the last run
                 p.join(timeout=5)
-                self.results[i] = ("died", f"exit code {p.exitcode}")
+                self.results[i] = ("died", f"exit code {p.exitcode}")       # (or a signal's, negative)
                 continue
             t = threading.Thread(target=self._listen, args=(i, conn), daemon=True)
             t.start()
@@ -325,8 +330,8 @@ class _Run:
             if kind == "report":
                 _merge(self.rep, what)
             elif not self.pool.ready[i]:
-                self.rep.notes.append(f"a worker process failed to start ({what.strip().splitlines()[-1]}); "
-                                      f"the other processes did its share")
+                self.rep.notes.append(f"a worker process failed to start ({what.strip().splitlines()[-1]}"
+                                      f"{_START_HINT}); the other processes did its share")
             elif kind == "died":
                 self.rep.fail(f"worker process {p.pid}", f"worker died: {what}; any photos it held are "
                                                          f"unfinished, run the same command again to finish them")
