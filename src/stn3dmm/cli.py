@@ -317,8 +317,8 @@ def _add_flatten(sub) -> None:
     q.add_argument("--no-mesh", action="store_true", help="skip the OBJ/MTL/PNG textured mesh")
     q.add_argument("--workers", type=_workers, default=None, metavar="N",
                    help="processes that share the photos, this one included, each with its own model and "
-                        "detector (default: auto, one more per 200 photos not done yet, up to one per core, one per 2 GB "
-                        "of available memory and 8 in all; 1 on a GPU)")
+                        "detector (default: auto, one more per 200 photos not done yet, up to one per core, "
+                        "one per 2 GB of available memory and 8 in all; 1 on a GPU)")
     q.add_argument("--overwrite", action="store_true",
                    help="redo every photo (without it, a rerun skips the photos already done and finishes the rest)")
     q.add_argument("--model", help="grid model .npz, or the name of a prepared model such as default_r64 or bfm2017 "

@@ -3,9 +3,10 @@
 Owns :func:`cpu_threads`. Fitting theta runs hundreds of tiny tensor operations; with more
 than one intra-op thread every one of them is an OpenMP fork/join, which buys nothing at
 these sizes and, when other processes keep the cores busy, costs a great deal (every
-fork/join waits for a core that another process holds). So those parts run single-threaded on the CPU unless asked otherwise. CUDA is unaffected. OpenCV, which
-box-filters photos for crops (:mod:`stn3dmm.photos.crop`), gets the same count: its own pool
-would otherwise take the other core for each photo-sized filter.
+fork/join waits for a core that another process holds). So those parts run single-threaded on
+the CPU unless asked otherwise. CUDA is unaffected. OpenCV, which box-filters photos for crops
+(:mod:`stn3dmm.photos.crop`), gets the same count: its own pool would otherwise take the other
+core for each photo-sized filter.
 
 ``torch.set_num_threads`` is process-wide: do not change it concurrently from two Python
 threads (the flattening pipeline's writer thread does no torch work).
