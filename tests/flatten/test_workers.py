@@ -94,3 +94,25 @@ def test_a_flattener_with_parts_passed_in_is_refused_before_any_work(photos, def
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="workers must be >= 1"):
         flatten_paths([photos], tmp_path / "out", fl, workers=0)
+
+
+def test_a_worker_still_starting_when_the_photos_run_out_is_not_waited_for(photos, flattener, tmp_path):
+    """Two photos in two processes: this one does both before the worker has started (3-4 s); the
+    run ends without waiting for it, and nothing is lost or reported."""
+    import time
+
+    from stn3dmm.flatten import flatten_paths
+
+    one = photos / "p00.jpg"
+    flatten_paths([photos / "p02.jpg"], tmp_path / "warm", flattener, progress=False)   # the landmark map cached
+    t = time.perf_counter()
+    rep = flatten_paths([one, photos / "p01.jpg"], tmp_path / "out", flattener, progress=False, workers=2)
+    took = time.perf_counter() - t
+    assert rep.succeeded == 2 and rep.processes == 2 and not rep.failures and not rep.notes, rep.summary()
+    assert rep.by_others == 0 or took > 3.0, (rep.by_others, took)   # a worker that started took its share
+    started = time.perf_counter()
+    from stn3dmm.flatten.workers import WorkerPool
+
+    with WorkerPool(flattener, 1):
+        start_s = time.perf_counter() - started
+    assert took < start_s, (took, start_s)       # the run did not wait for a worker's start

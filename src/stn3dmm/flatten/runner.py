@@ -122,15 +122,17 @@ def _run_shared(jobs, work: Batches, rep: RunReport, bar, *, extra: int, pool, c
             with cpu_threads(1 if pool is not None else None, getattr(flattener, "device", "cpu")):  # cores shared
                 run_photos(jobs, work, rep, batch_size(chunk, flattener), shared.part("main"))
             if others is not None:
+                if own is not None:
+                    others.dismiss_idle()      # no photo left: a worker still starting is not waited for
                 others.wait()
-    except KeyboardInterrupt as e:
+    except BaseException as e:         # Ctrl-C, SIGTERM or a failure: the workers stop too
+        if others is not None:
+            others.interrupt()
+            if own is not None:
+                others.dismiss_idle()
+        if not isinstance(e, KeyboardInterrupt):
+            raise
         rep.interrupted = "SIGTERM" if isinstance(e, Terminated) else "Ctrl-C"
-        if others is not None:
-            others.interrupt()
-    except BaseException:          # a failure here: the workers stop too, rather than finish the run alone
-        if others is not None:
-            others.interrupt()
-        raise
     finally:
         with signals_ignored():
             work.close(cancel=rep.interrupted is not None)

@@ -1,7 +1,7 @@
 """A run's hold on its output folder, and the signals that end a run.
 
 Owns :func:`claim_output` (with :class:`OutputInUse`) and :func:`signals_interrupt` (with
-:class:`Terminated`).
+:class:`Terminated`), :func:`signals_ignored` and :func:`signals_deferred`.
 
 Two runs writing into one output folder would mix their files: a face's ``.json`` from one
 run beside its texture from the other. So a run claims the folder first with an exclusive
@@ -99,4 +99,24 @@ def signals_ignored():
             signal.signal(s, h)
 
 
-__all__ = ["LOCK_NAME", "OutputInUse", "Terminated", "claim_output", "signals_interrupt", "signals_ignored"]
+@contextlib.contextmanager
+def signals_deferred():
+    """Within the block, SIGINT and SIGTERM are held back (main thread only), then raised as
+    KeyboardInterrupt or :class:`Terminated` when it ends: for work that must not be cut in the
+    middle, such as handing a new worker process its start-up data."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if got:
+        raise Terminated() if got[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+__all__ = ["LOCK_NAME", "OutputInUse", "Terminated", "claim_output", "signals_interrupt", "signals_ignored",
+           "signals_deferred"]

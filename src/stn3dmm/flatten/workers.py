@@ -29,7 +29,7 @@ import traceback
 from pathlib import Path
 
 from .batches import Batches, RunReport, batch_size, run_photos
-from .state import signals_ignored, signals_interrupt
+from .state import signals_deferred, signals_ignored, signals_interrupt
 
 #: :func:`auto_workers` starts one more process per this many photos: a worker's start costs about
 #: 4 s of CPU, taken from the run's own process on 2 cores (docs/benchmarks.md, "Speed of flattening").
@@ -75,16 +75,19 @@ def torch_device_type(device) -> str:
     return str(device).split(":")[0]
 
 
-def claimed(jobs: list, counter, go_on=lambda: True):
+def claimed(jobs: list, counter, go_on=lambda: True, claims=None, slot: int = 0):
     """The items of ``jobs`` that this process claims, in order, from the shared ``counter`` (a
     ``multiprocessing.Value``): each item goes to exactly one of the processes sharing it. Stops
-    when the jobs run out or ``go_on()`` turns false."""
+    when the jobs run out or ``go_on()`` turns false. Each claim is counted in ``claims[slot]``
+    (a shared array), under the counter's lock, when given."""
     while go_on():
         with counter.get_lock():
             i = counter.value
             if i >= len(jobs):
                 return
             counter.value = i + 1
+            if claims is not None:
+                claims[slot] += 1
         yield jobs[i]
 
 
@@ -125,7 +128,7 @@ def _ticks(conn) -> _Part:
     return _Part(lambda n=1: conn.send(("tick", n)), lambda faces, failed: conn.send(("counts", (faces, failed))))
 
 
-def _worker_main(recipe: dict, conn, counter) -> None:
+def _worker_main(recipe: dict, conn, counter, claims, slot: int) -> None:
     """A worker process: make the Flattener, say ready, then do runs until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # between runs; a run turns it back on
     try:
@@ -150,7 +153,7 @@ def _worker_main(recipe: dict, conn, counter) -> None:
         if msg[0] != "run":
             return
         try:
-            conn.send(("report", _worker_run(flattener, msg[1], counter, conn, parent)))
+            conn.send(("report", _worker_run(flattener, msg[1], (counter, claims, slot), conn, parent)))
         except (EOFError, OSError, BrokenPipeError):
             return
         except BaseException:  # noqa: BLE001 -- a bug in a worker must reach the run, not vanish
@@ -168,11 +171,12 @@ def _warm_up(flattener) -> None:
     flattener.flatten_many([(photo.image, f) for f in faces])
 
 
-def _worker_run(flattener, job: dict, counter, conn, parent) -> RunReport:
+def _worker_run(flattener, job: dict, shared: tuple, conn, parent) -> RunReport:
     rep = RunReport()
     work = Batches(flattener, job["out_dir"], rep, overwrite=job["overwrite"], max_faces=job["max_faces"],
                    mesh=job["mesh"], read_options=job["read_options"])
-    todo = claimed(job["jobs"], counter, go_on=lambda: parent is None or parent.is_alive())
+    counter, claims, slot = shared
+    todo = claimed(job["jobs"], counter, go_on=lambda: parent is None or parent.is_alive(), claims=claims, slot=slot)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with signals_interrupt():
@@ -226,16 +230,18 @@ class WorkerPool:
         recipe = flattener.recipe()
         ctx = multiprocessing.get_context("spawn")      # fork would copy the detector's running threads
         self.counter = ctx.Value("q", 0)
+        self.claims = ctx.Array("q", processes, lock=False)     # photos each worker took this run
         self.workers = []                               # (process, connection)
         self.ready = [False] * processes
         try:
-            for _ in range(processes):
+            for slot in range(processes):
                 mine, theirs = ctx.Pipe()
-                p = ctx.Process(target=_worker_main, args=(recipe, theirs, self.counter), daemon=True,
-                                name="stn3dmm-flatten-worker")
-                p.start()
+                p = ctx.Process(target=_worker_main, args=(recipe, theirs, self.counter, self.claims, slot),
+                                daemon=True, name="stn3dmm-flatten-worker")
+                with signals_deferred():        # cut mid-way, the worker would read half its data
+                    p.start()
+                    self.workers.append((p, mine))      # before a held-back signal is raised: closed with the rest
                 theirs.close()
-                self.workers.append((p, mine))
             for i, (p, conn) in enumerate(self.workers if wait else ()):
                 kind, what = _receive(p, conn, START_TIMEOUT)
                 if kind != "ready":
@@ -253,13 +259,16 @@ class WorkerPool:
         """Start the workers on ``jobs`` (from the shared counter, reset here); return the run,
         whose :meth:`_Run.finish` waits for their reports and adds them to ``rep``."""
         self.counter.value = 0
+        self.claims[:] = [0] * self.processes
         job = dict(jobs=jobs, out_dir=Path(out_dir), **options)
         return _Run(self, job, bar, rep)
 
     def close(self) -> None:
-        for p, conn in self.workers:
+        """Close the workers: a ready one is told to end, one still starting (which holds no photo)
+        is killed, so that it does not go on starting after this process has gone."""
+        for (p, conn), ready in zip(self.workers, self.ready):
             try:
-                conn.send(("close", None))
+                conn.send(("close", None)) if ready else p.kill()
             except OSError:
                 pass
             conn.close()
@@ -283,7 +292,7 @@ class _Run:
     def __init__(self, pool: WorkerPool, job: dict, bar, rep: RunReport):
         self.pool, self.bar, self.rep = pool, bar, rep
         self.results = [None] * pool.processes
-        self.threads = []
+        self.threads, self.dismissed = [], set()
         for i, (p, conn) in enumerate(pool.workers):
             try:
                 conn.send(("run", job))
@@ -317,6 +326,18 @@ class _Run:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGINT)
 
+    def dismiss_idle(self) -> None:
+        """Kill the workers still starting that have taken no photo, once no photo is left to take
+        (this process has claimed the rest, or the run was interrupted): they can take none now,
+        so nothing is lost, and the run need not wait for them to start. Only for a pool made for
+        this run (a killed worker is gone for later runs)."""
+        with self.pool.counter.get_lock():
+            self.pool.counter.value = 2 ** 62
+            idle = [i for i in range(self.pool.processes) if not self.pool.ready[i] and not self.pool.claims[i]]
+        for i in idle:
+            self.dismissed.add(i)
+            self.pool.workers[i][0].kill()
+
     def wait(self) -> None:
         """Wait for every worker's report."""
         for t in self.threads:
@@ -327,6 +348,8 @@ class _Run:
         self.wait()
         results, self.results = self.results, []
         for i, ((p, _), (kind, what)) in enumerate(zip(self.pool.workers, results)):
+            if i in self.dismissed and kind != "report":
+                continue
             if kind == "report":
                 _merge(self.rep, what)
             elif not self.pool.ready[i]:
