@@ -171,8 +171,6 @@ def main():
 def stage_costs(photos, out: Path, flattener, rounds: int = 3) -> None:
     """Print the CPU ms per photo of each stage of ``flattener`` run one after another on this
     thread (best of ``rounds``), and the photos/s their sum allows on all of this machine's cores."""
-    import time
-
     from stn3dmm.flatten.outputs import write_photo_outputs
     from stn3dmm.photos import read_photo
 

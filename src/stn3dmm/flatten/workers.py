@@ -28,6 +28,8 @@ import threading
 import traceback
 from pathlib import Path
 
+import torch
+
 from .batches import Batches, RunReport, batch_size, run_photos
 from .state import signals_deferred, signals_ignored, signals_interrupt
 
@@ -49,7 +51,7 @@ def auto_workers(photos: int, device="cpu", cores: int | None = None, memory: in
     available now, hold at :data:`WORKER_BYTES` each), but one more only per
     :data:`MIN_PHOTOS_PER_WORKER` photos, so that a short run does not pay for starting them.
     Always 1 on a GPU."""
-    if torch_device_type(device) != "cpu":
+    if torch.device(device).type != "cpu":
         return 1
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -69,10 +71,6 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def torch_device_type(device) -> str:
-    return str(device).split(":")[0]
 
 
 def claimed(jobs: list, counter, go_on=lambda: True, claims=None, slot: int = 0):
@@ -132,8 +130,6 @@ def _worker_main(recipe: dict, conn, counter, claims, slot: int) -> None:
     """A worker process: make the Flattener, say ready, then do runs until told to close."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # between runs; a run turns it back on
     try:
-        import torch
-
         from .pipeline import Flattener
 
         torch.set_num_threads(1)                        # the other processes of the run hold the other cores
@@ -154,7 +150,7 @@ def _worker_main(recipe: dict, conn, counter, claims, slot: int) -> None:
             return
         try:
             conn.send(("report", _worker_run(flattener, msg[1], (counter, claims, slot), conn, parent)))
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):                    # BrokenPipeError among them: the run's process is gone
             return
         except BaseException:  # noqa: BLE001 -- a bug in a worker must reach the run, not vanish
             conn.send(("error", traceback.format_exc()))
