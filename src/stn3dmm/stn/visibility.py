@@ -39,6 +39,7 @@ import math
 import numpy as np
 import torch
 
+from . import exact_cpu
 from .depth import _coord_major, _depth_buffer_cm, _Mesh, depth_buffer
 
 
@@ -263,6 +264,20 @@ def _exact_at_vertices(cm, faces, db, ix, iy, vi, bi, eps, reach=1):
     return torch.bincount(row[inside], minlength=k) > 0, torch.bincount(row[in_front], minlength=k) > 0
 
 
+def _decide_exactly(visible, cand, cm, faces, db, ix, iy, eps) -> None:
+    """Set ``visible`` ``(N, B)`` of the candidate vertices ``cand`` ``(N, B)`` by the exact ray
+    test wherever it finds a triangle covering the vertex: compiled on the CPU where numba is
+    installed (:mod:`.exact_cpu`, the same verdicts), :func:`_exact_at_vertices` otherwise."""
+    vi, bi = torch.nonzero(cand, as_tuple=True)
+    if cm.device.type == "cpu" and exact_cpu.AVAILABLE:
+        parts = [(vi, bi, exact_cpu._exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps))]
+    else:            # in chunks, to bound the temporaries: (chunk, 9 x P) per step
+        parts = [(vi[s:s + _CHUNK], bi[s:s + _CHUNK]) for s in range(0, len(vi), _CHUNK)]
+        parts = [(v, b, _exact_at_vertices(cm, faces, db, ix, iy, v, b, eps)) for v, b in parts]
+    for v, b, (covered, occluded) in parts:
+        visible[v, b] = torch.where(covered, ~occluded, visible[v, b])
+
+
 def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: bool = True, tol: float = 0.5,
                      pixel: float = 0.5, max_slope: float = 8.0, max_buffer: int = 1024, max_samples: int = 16,
                      exact: bool = True, return_buffer: bool = False):
@@ -336,11 +351,7 @@ def visibility_depth(vertices: torch.Tensor, faces: torch.Tensor, *, backface: b
             cand = (front > cm[2] + eps) & ~own
             if backface:
                 cand &= nz >= 0
-            vi, bi = torch.nonzero(cand, as_tuple=True)
-            for s in range(0, len(vi), _CHUNK):  # bounded temporaries: (chunk, 9 x P) per step
-                v_s, b_s = vi[s:s + _CHUNK], bi[s:s + _CHUNK]
-                covered, occluded = _exact_at_vertices(cm, faces, db, ix, iy, v_s, b_s, max(tol, 1e-3) * db["spacing"])
-                visible[v_s, b_s] = torch.where(covered, ~occluded, visible[v_s, b_s])
+            _decide_exactly(visible, cand, cm, faces, db, ix, iy, max(tol, 1e-3) * db["spacing"])
         visible = visible.t()
         return (visible, db) if return_buffer else visible
 

@@ -1,0 +1,57 @@
+"""The depth test's exact step compiled for the CPU (stn/exact_cpu.py) against the torch reference
+(stn/visibility.py's _exact_at_vertices, which CUDA runs): the same verdicts, candidate by
+candidate, on the real default model at poses up to profile, in float32 and float64."""
+
+import math
+
+import pytest
+import torch
+
+from stn3dmm.stn import MorphableSTN, exact_cpu
+from stn3dmm.stn import visibility as vis
+from stn3dmm.stn.layers import axis_angle_to_rotation
+
+pytestmark = pytest.mark.skipif(not exact_cpu.AVAILABLE, reason="numba is not installed (a dependency: pip install -e .)")
+
+
+@pytest.fixture(scope="module")
+def posed(default_grid):
+    """The real model's mean face, randomly reshaped, at 12 poses: yaw to 90, pitch and roll too."""
+    stn = MorphableSTN(default_grid[0])
+    g = torch.Generator().manual_seed(3)
+    shapes = stn.geometry(torch.cat([torch.zeros(12, 6), torch.randn(12, stn.n_params - 6, generator=g)], 1))
+    out = []
+    for k, v in enumerate(shapes.posed.detach().double()):
+        yaw, pitch, roll = math.radians(-90 + 15 * k), math.radians(20 * math.sin(k)), math.radians(10 * math.cos(k))
+        r = axis_angle_to_rotation(torch.tensor([0.0, yaw, 0.0], dtype=torch.float64))
+        r = axis_angle_to_rotation(torch.tensor([pitch, 0.0, roll], dtype=torch.float64)) @ r
+        out.append(v @ r.T)
+    return torch.stack(out), stn.faces
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_exact_step_gives_the_reference_verdicts(posed, dtype, monkeypatch):
+    vertices, faces = posed
+    calls = []
+    compiled = exact_cpu._exact_at_vertices_compiled
+
+    def both(cm, faces_, db, ix, iy, vi, bi, eps, reach=1):
+        got = compiled(cm, faces_, db, ix, iy, vi, bi, eps, reach)
+        calls.append((got, vis._exact_at_vertices(cm, faces_, db, ix, iy, vi, bi, eps, reach)))
+        return got
+
+    monkeypatch.setattr(exact_cpu, "_exact_at_vertices_compiled", both)
+    fast = vis.visibility_depth(vertices.to(dtype), faces)
+    (covered, occluded), (ref_covered, ref_occluded) = calls[0]
+    assert len(covered) > 5000                                  # thousands of candidates were tested
+    assert torch.equal(covered, ref_covered) and torch.equal(occluded, ref_occluded)
+    assert 0 < int(occluded.sum()) < len(occluded)              # both verdicts occur
+    monkeypatch.setattr(exact_cpu, "AVAILABLE", False)
+    assert torch.equal(fast, vis.visibility_depth(vertices.to(dtype), faces))
+
+
+def test_no_candidates_gives_empty_verdicts(posed):
+    vertices, faces = posed
+    empty = torch.zeros(0, dtype=torch.long)
+    covered, occluded = exact_cpu._exact_at_vertices_compiled(vertices, faces, {}, empty, empty, empty, empty, None)
+    assert covered.shape == occluded.shape == (0,) and covered.dtype == torch.bool
