@@ -11,7 +11,7 @@ module                 contents
 :mod:`.depth`          the orthographic depth buffer of posed meshes
 :mod:`.visibility`     the visibility rules: (a) back-face (ours and the original's),
                        (b) depth test
-:mod:`.exact_cpu`      the depth test's exact step compiled for the CPU (numba), the same
+:mod:`.cpu_kernels`      the depth test's exact step compiled for the CPU (numba), the same
                        verdicts as the torch version, which CUDA runs
 :mod:`.module`         :class:`MorphableSTN`, the layers composed as one ``nn.Module``, and
                        its typed output :class:`STNOutput` (``out.masked`` or ``out["masked"]``)

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from . import cpu_kernels
+
 
 # Internally everything runs "coordinate-major": a batch of meshes is one (3, N, B) tensor, so
 # that gathering triangle corners and scattering to vertices move contiguous rows of B values
@@ -173,6 +175,29 @@ def _unpack(keys: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return z, torch.where(empty, torch.full_like(keys, -1), (keys & 0xFFFFFFFF) - 1)
 
 
+def _splat(x, y, z, bi, sid, lo, h, hb: int, wb: int, out: torch.Tensor) -> None:
+    """Splat one group of samples ``x, y, z`` into ``out`` ``(B Hb Wb,)``: the max of their
+    (depth, sample id ``sid``) keys (:func:`_pack`) per pixel where ``out`` is int64, else of their
+    depths. Layouts: ``(M, B)`` with column = image (``bi`` None), or ``(k, S)`` with the image
+    ``bi`` ``(k, 1)`` per row. On the CPU the same splat runs compiled, in one pass
+    (:mod:`.cpu_kernels`)."""
+    if out.device.type == "cpu" and cpu_kernels.AVAILABLE:
+        cpu_kernels._splat_compiled(x, y, z, bi, sid, lo[0], lo[1], h, hb, wb, out)
+        return
+    if bi is None:
+        lo_x, lo_y, hh, base = lo[0], lo[1], h, torch.arange(len(h), device=out.device) * (hb * wb)
+    else:
+        lo_x, lo_y, hh, base = lo[0][bi], lo[1][bi], h[bi], bi * (hb * wb)
+    # truncation is floor here: samples lie in the mesh's box (a rounding below 0 clamps to 0)
+    ix = ((x - lo_x) / hh).long().clamp_(0, wb - 1)
+    iy = ((y - lo_y) / hh).long().clamp_(0, hb - 1)
+    idx = (base + iy * wb + ix).reshape(-1)
+    if out.dtype == torch.long:
+        out.scatter_reduce_(0, idx, _pack(z, sid).reshape(-1), reduce="amax", include_self=True)
+    else:
+        out.scatter_reduce_(0, idx, z.reshape(-1), reduce="amax", include_self=True)
+
+
 def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: int, with_faces: bool = False) -> dict:
     cm, faces = mesh.cm, mesh.faces
     _, n_v, b = cm.shape
@@ -222,25 +247,12 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
         corners = torch.stack([cm[:, faces[fi, k], bi] for k in range(3)], 0)  # (3 corners, 3, k)
         pts = torch.einsum("sc,cdk->dks", _barycentric_lattice(n, dtype, device), corners)  # (3, k, S)
         groups.append(lambda pts=pts, bi=bi, fi=fi: (pts[0], pts[1], pts[2], bi[:, None], n_v + n_e + fi[:, None]))
-    col = torch.arange(b, device=device)
     if with_faces:  # one scatter of (depth, sample id) keys: the max key holds the front-most sample
         keys = torch.full((b * hb * wb,), _EMPTY, dtype=torch.long, device=device)
     else:
         buf = torch.full((b * hb * wb,), -math.inf, dtype=dtype, device=device)
     for make in groups:
-        x, y, z, bi, sid = make()
-        if bi is None:  # (M, B) layout: column = image
-            lo_x, lo_y, hh, base = lo[0], lo[1], h, col * (hb * wb)
-        else:           # (k, S) layout with the image index per row
-            lo_x, lo_y, hh, base = lo[0][bi], lo[1][bi], h[bi], bi * (hb * wb)
-        # truncation is floor here: samples lie in the mesh's box (a rounding below 0 clamps to 0)
-        ix = ((x - lo_x) / hh).long().clamp_(0, wb - 1)
-        iy = ((y - lo_y) / hh).long().clamp_(0, hb - 1)
-        idx = (base + iy * wb + ix).reshape(-1)
-        if with_faces:
-            keys.scatter_reduce_(0, idx, _pack(z, sid).reshape(-1), reduce="amax", include_self=True)
-        else:
-            buf.scatter_reduce_(0, idx, z.reshape(-1), reduce="amax", include_self=True)
+        _splat(*make(), lo, h, hb, wb, keys if with_faces else buf)
     out = {"origin": lo.t(), "pixel": h, "spacing": spacing, "samples": n_top}
     if with_faces:
         buf, face = _unpack(keys, dtype)

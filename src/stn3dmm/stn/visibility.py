@@ -39,7 +39,7 @@ import math
 import numpy as np
 import torch
 
-from . import exact_cpu
+from . import cpu_kernels
 from .depth import _coord_major, _depth_buffer_cm, _Mesh, depth_buffer
 
 
@@ -267,10 +267,10 @@ def _exact_at_vertices(cm, faces, db, ix, iy, vi, bi, eps, reach=1):
 def _decide_exactly(visible, cand, cm, faces, db, ix, iy, eps) -> None:
     """Set ``visible`` ``(N, B)`` of the candidate vertices ``cand`` ``(N, B)`` by the exact ray
     test wherever it finds a triangle covering the vertex: compiled on the CPU where numba is
-    installed (:mod:`.exact_cpu`, the same verdicts), :func:`_exact_at_vertices` otherwise."""
+    installed (:mod:`.cpu_kernels`, the same verdicts), :func:`_exact_at_vertices` otherwise."""
     vi, bi = torch.nonzero(cand, as_tuple=True)
-    if cm.device.type == "cpu" and exact_cpu.AVAILABLE:
-        parts = [(vi, bi, exact_cpu._exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps))]
+    if cm.device.type == "cpu" and cpu_kernels.AVAILABLE:
+        parts = [(vi, bi, cpu_kernels._exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps))]
     else:            # in chunks, to bound the temporaries: (chunk, 9 x P) per step
         parts = [(vi[s:s + _CHUNK], bi[s:s + _CHUNK]) for s in range(0, len(vi), _CHUNK)]
         parts = [(v, b, _exact_at_vertices(cm, faces, db, ix, iy, v, b, eps)) for v, b in parts]

@@ -1,4 +1,4 @@
-"""The depth test's exact step compiled for the CPU (stn/exact_cpu.py) against the torch reference
+"""The depth test's exact step compiled for the CPU (stn/cpu_kernels.py) against the torch reference
 (stn/visibility.py's _exact_at_vertices, which CUDA runs): the same verdicts, candidate by
 candidate, on the real default model at poses up to profile, in float32 and float64."""
 
@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from stn3dmm.stn import MorphableSTN, exact_cpu
+from stn3dmm.stn import MorphableSTN, cpu_kernels, depth_buffer
 from stn3dmm.stn import visibility as vis
 from stn3dmm.stn.layers import axis_angle_to_rotation
 
-pytestmark = pytest.mark.skipif(not exact_cpu.AVAILABLE, reason="numba is not installed (a dependency: pip install -e .)")
+pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed (a dependency: pip install -e .)")
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +33,37 @@ def posed(default_grid):
 def test_compiled_exact_step_gives_the_reference_verdicts(posed, dtype, monkeypatch):
     vertices, faces = posed
     calls = []
-    compiled = exact_cpu._exact_at_vertices_compiled
+    compiled = cpu_kernels._exact_at_vertices_compiled
 
     def both(cm, faces_, db, ix, iy, vi, bi, eps, reach=1):
         got = compiled(cm, faces_, db, ix, iy, vi, bi, eps, reach)
         calls.append((got, vis._exact_at_vertices(cm, faces_, db, ix, iy, vi, bi, eps, reach)))
         return got
 
-    monkeypatch.setattr(exact_cpu, "_exact_at_vertices_compiled", both)
+    monkeypatch.setattr(cpu_kernels, "_exact_at_vertices_compiled", both)
     fast = vis.visibility_depth(vertices.to(dtype), faces)
     (covered, occluded), (ref_covered, ref_occluded) = calls[0]
     assert len(covered) > 5000                                  # thousands of candidates were tested
     assert torch.equal(covered, ref_covered) and torch.equal(occluded, ref_occluded)
     assert 0 < int(occluded.sum()) < len(occluded)              # both verdicts occur
-    monkeypatch.setattr(exact_cpu, "AVAILABLE", False)
+    monkeypatch.setattr(cpu_kernels, "AVAILABLE", False)
     assert torch.equal(fast, vis.visibility_depth(vertices.to(dtype), faces))
 
 
 def test_no_candidates_gives_empty_verdicts(posed):
     vertices, faces = posed
     empty = torch.zeros(0, dtype=torch.long)
-    covered, occluded = exact_cpu._exact_at_vertices_compiled(vertices, faces, {}, empty, empty, empty, empty, None)
+    covered, occluded = cpu_kernels._exact_at_vertices_compiled(vertices, faces, {}, empty, empty, empty, empty, None)
     assert covered.shape == occluded.shape == (0,) and covered.dtype == torch.bool
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_splat_gives_the_reference_buffers(posed, dtype, monkeypatch):
+    vertices = posed[0][::3].to(dtype)
+    fast, keyed = depth_buffer(vertices, posed[1], pixel=0.5), vis.visibility_depth(vertices, posed[1], return_buffer=True)[1]
+    monkeypatch.setattr(cpu_kernels, "AVAILABLE", False)
+    ref, ref_keyed = depth_buffer(vertices, posed[1], pixel=0.5), vis.visibility_depth(vertices, posed[1], return_buffer=True)[1]
+    assert fast["samples"] > 2                          # the per-triangle lattices were splatted too
+    assert torch.isfinite(fast["buffer"]).float().mean() > 0.3
+    assert torch.equal(fast["buffer"], ref["buffer"])
+    assert torch.equal(keyed["buffer"], ref_keyed["buffer"]) and torch.equal(keyed["sample"], ref_keyed["sample"])
