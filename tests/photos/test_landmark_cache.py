@@ -68,7 +68,10 @@ def test_unusable_cache_files_are_rebuilt(fake):
         assert lm.load_cached_map(path, len(model.mean)) is not None, why   # replaced by a good file
 
 
-def test_a_custom_detector_bypasses_the_disk(fake):
-    model, _, calls, folder = fake
+def test_a_custom_detector_bypasses_both_caches(fake):
+    model, built, calls, folder = fake
     lm.dense_map(model, detector=object())
-    assert len(calls) == 1 and not folder.exists()
+    assert len(calls) == 1 and not folder.exists() and not lm._CACHE
+    lm.dense_map(model)                                 # the default map is built, not the custom one reused
+    lm.dense_map(model, detector=object())              # and a custom detector never takes the cached one
+    assert len(calls) == 3 and len(list(folder.iterdir())) == 1

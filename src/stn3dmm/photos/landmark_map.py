@@ -217,8 +217,11 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-#: Version of the dense map's algorithm and cache file layout (part of the cache key).
-MAP_VERSION = 1
+#: Version of the dense map's algorithm, its inputs and its cache file layout (part of the cache
+#: key). 2: the detector's crops by OpenCV's bilinear step (the face mesh on the renders moves by
+#: hundredths of a pixel, and one more point passes the map's bars), so that maps built before are
+#: rebuilt rather than mixed with new ones.
+MAP_VERSION = 2
 
 
 def _model_key(model, *extra) -> str:
@@ -321,21 +324,23 @@ def reprojection_rms(points3d: np.ndarray, observations) -> np.ndarray:
 def dense_map(model, *, views=DENSE_VIEWS, max_residual: float = 2.5, max_snap: float = 6.0,
               candidates: int = 16, detector=None) -> LandmarkMap:
     """The run-time dense correspondence of the module docstring (cached per model and options,
-    in memory and, unless a ``detector`` is given, on disk).
+    in memory and on disk; a map made with a ``detector`` given is not cached, nor taken from the
+    caches).
 
     Raises:
         RuntimeError: the detector found no face mesh on one of the renders.
     """
+    if detector is not None:
+        return _build_dense_map(model, views, max_residual, max_snap, candidates, detector)
     key = _model_key(model, tuple(views), max_residual, max_snap, candidates, _mediapipe_version(), MAP_VERSION)
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
-    disk = map_cache_path(key) if detector is None else None
-    m = load_cached_map(disk, len(model.mean)) if disk is not None else None
+    disk = map_cache_path(key)
+    m = load_cached_map(disk, len(model.mean))
     if m is None:
-        m = _build_dense_map(model, views, max_residual, max_snap, candidates, detector)
-        if disk is not None:
-            save_cached_map(disk, m)
+        m = _build_dense_map(model, views, max_residual, max_snap, candidates, None)
+        save_cached_map(disk, m)
     with _CACHE_LOCK:
         _CACHE[key] = m
     return m
