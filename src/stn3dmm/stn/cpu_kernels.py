@@ -28,7 +28,7 @@ AVAILABLE = importlib.util.find_spec("numba") is not None
 _COMPILED: dict = {}
 
 
-def _kernel(x, y, z, faces, sample, patches, ix, iy, vi, bi, eps, reach, tol_w, small, one, covered, occluded):
+def _exact_kernel(x, y, z, faces, sample, patches, ix, iy, vi, bi, eps, reach, tol_w, small, one, covered, occluded):
     """For candidate k (vertex ``vi[k]`` of image ``bi[k]``): the triangles of the front-most
     samples of the ``(2 reach + 1)^2`` buffer pixels around the vertex's pixel; ``covered[k]``:
     one's projection holds the vertex; ``occluded[k]``: such a one lies more than ``eps`` in
@@ -132,9 +132,10 @@ def _exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps, reach: int =
     if k:
         dt = cm.numpy().dtype.type
         x, y, z = (cm[j].numpy() for j in range(3))
-        _compiled(_kernel)(x, y, z, faces.numpy(), db["sample"].numpy(), db["patches"].numpy(), ix.numpy(), iy.numpy(),
-                  vi.numpy(), bi.numpy(), eps.numpy(), reach, dt(1e-6 if dt is np.float64 else 1e-4), dt(1e-9), dt(1),
-                  covered, occluded)
+        tol_w = dt(1e-6 if dt is np.float64 else 1e-4)         # the reference's tolerances, in its dtype
+        _compiled(_exact_kernel)(x, y, z, faces.numpy(), db["sample"].numpy(), db["patches"].numpy(), ix.numpy(),
+                                 iy.numpy(), vi.numpy(), bi.numpy(), eps.numpy(), reach, tol_w, dt(1e-9), dt(1),
+                                 covered, occluded)
     return torch.from_numpy(covered), torch.from_numpy(occluded)
 
 
