@@ -5,9 +5,10 @@ Owns: timing, throughput and peak memory of rule (a) (``visibility_backface``) a
 the same run: the same function called image by image in a Python loop (as the original's
 layers looped over the batch). Rule (b) also runs batched with its loops in torch ("torch": the
 code before they were compiled with numba, and what CUDA runs; the same verdicts) beside the
-default, compiled loops (:mod:`stn3dmm.stn.cpu_kernels`). Target for (b): under 20 ms per image at B = 64, R = 112 on a
-2-core CPU. Optionally (``--accuracy N``, default 2 poses) the depth test is compared with
-exact ray casting (numpy brute force over every triangle, the slow reference).
+default, compiled loops (:mod:`stn3dmm.stn.cpu_kernels`). Target for (b): under 20 ms per image
+at B = 64, R = 112 on a 2-core CPU. Optionally (``--accuracy N``, default 2 poses) the depth
+test is compared with exact ray casting (numpy brute force over every triangle, the slow
+reference).
 
 Each timing runs in a fresh subprocess (peak RSS above the pre-run level; CUDA: max allocated).
 

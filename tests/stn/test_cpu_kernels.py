@@ -1,6 +1,7 @@
-"""The depth test's exact step compiled for the CPU (stn/cpu_kernels.py) against the torch reference
-(stn/visibility.py's _exact_at_vertices, which CUDA runs): the same verdicts, candidate by
-candidate, on the real default model at poses up to profile, in float32 and float64."""
+"""The depth test's loops compiled for the CPU (stn/cpu_kernels.py) against the torch code they
+stand in for (which CUDA runs), on the real default model at poses up to profile, in float32 and
+float64: the same verdicts of the exact step, candidate by candidate, and the same depth buffers
+and sample ids."""
 
 import math
 
@@ -11,7 +12,8 @@ from stn3dmm.stn import MorphableSTN, cpu_kernels, depth_buffer
 from stn3dmm.stn import visibility as vis
 from stn3dmm.stn.layers import axis_angle_to_rotation
 
-pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE, reason="numba is not installed (a dependency: pip install -e .)")
+pytestmark = pytest.mark.skipif(not cpu_kernels.AVAILABLE,
+                                reason="numba is not installed (a dependency: pip install -e .)")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +61,14 @@ def test_no_candidates_gives_empty_verdicts(posed):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_compiled_splat_gives_the_reference_buffers(posed, dtype, monkeypatch):
-    vertices = posed[0][::3].to(dtype)
-    fast, keyed = depth_buffer(vertices, posed[1], pixel=0.5), vis.visibility_depth(vertices, posed[1], return_buffer=True)[1]
+    vertices, faces = posed[0][::3].to(dtype), posed[1]
+
+    def buffers():
+        return depth_buffer(vertices, faces, pixel=0.5), vis.visibility_depth(vertices, faces, return_buffer=True)[1]
+
+    fast, keyed = buffers()
     monkeypatch.setattr(cpu_kernels, "AVAILABLE", False)
-    ref, ref_keyed = depth_buffer(vertices, posed[1], pixel=0.5), vis.visibility_depth(vertices, posed[1], return_buffer=True)[1]
+    ref, ref_keyed = buffers()
     assert fast["samples"] > 2                          # the per-triangle lattices were splatted too
     assert torch.isfinite(fast["buffer"]).float().mean() > 0.3
     assert torch.equal(fast["buffer"], ref["buffer"])
