@@ -4,6 +4,7 @@ float64: the same verdicts of the exact step, candidate by candidate, and the sa
 and sample ids."""
 
 import math
+import sys
 
 import pytest
 import torch
@@ -73,3 +74,18 @@ def test_compiled_splat_gives_the_reference_buffers(posed, dtype, monkeypatch):
     assert torch.isfinite(fast["buffer"]).float().mean() > 0.3
     assert torch.equal(fast["buffer"], ref["buffer"])
     assert torch.equal(keyed["buffer"], ref_keyed["buffer"]) and torch.equal(keyed["sample"], ref_keyed["sample"])
+
+
+def test_a_numba_that_cannot_be_imported_leaves_the_torch_code_with_one_warning(posed, monkeypatch):
+    vertices, faces = posed[0][:2], posed[1]
+    expected = vis.visibility_depth(vertices, faces)
+    monkeypatch.setitem(sys.modules, "numba", None)            # `import numba` now fails
+    monkeypatch.setattr(cpu_kernels, "AVAILABLE", True)
+    with pytest.warns(RuntimeWarning, match="numba is installed but cannot be imported"):
+        assert torch.equal(vis.visibility_depth(vertices, faces), expected)
+    assert not cpu_kernels.AVAILABLE
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                         # said once, not on every call
+        assert torch.equal(vis.visibility_depth(vertices, faces), expected)

@@ -12,20 +12,45 @@ the same order, so that the results agree bit for bit (``tests/stn/test_cpu_kern
   first occluder, instead of sorting and de-duplicating tensors of (vertex, triangle) pairs
   (about 20 per vertex, thousands of vertices per face).
 
-numba (a dependency) is imported and the loops compiled at their first call, not at import:
-about a second the first time, then read from numba's cache. Where numba is not installed,
-:data:`AVAILABLE` is False and the torch code runs.
+numba (a dependency) is imported and the loops compiled at their first use (:func:`ready`), not
+at import: about a second the first time, then read from numba's cache. Where numba is not
+installed, :data:`AVAILABLE` is False and the torch code runs; where it is installed but cannot
+be imported (say, beside a NumPy it does not support), the first use warns once and the torch
+code runs from then on.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 import torch
 
 AVAILABLE = importlib.util.find_spec("numba") is not None
 _COMPILED: dict = {}
+
+
+def ready(device) -> bool:
+    """Whether the compiled loops serve tensors on ``device``: the CPU, with numba importable.
+
+    Examples:
+        >>> ready("cuda")                 # CUDA tensors keep the torch code
+        False
+        >>> ready("cpu") == AVAILABLE     # the CPU uses the loops wherever numba imports
+        True
+    """
+    global AVAILABLE
+    if not AVAILABLE or torch.device(device).type != "cpu":
+        return False
+    try:
+        import numba  # noqa: F401
+    except Exception as e:            # installed but broken: the torch code gives the same results
+        AVAILABLE = False
+        warnings.warn(f"numba is installed but cannot be imported ({type(e).__name__}: {e}); the depth test "
+                      "runs in torch instead (the same results, slower)", RuntimeWarning, stacklevel=2)
+        return False
+    return True
 
 
 def _exact_kernel(x, y, z, faces, sample, patches, ix, iy, vi, bi, eps, reach, tol_w, small, one, covered, occluded):
@@ -139,4 +164,4 @@ def _exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps, reach: int =
     return torch.from_numpy(covered), torch.from_numpy(occluded)
 
 
-__all__ = ["AVAILABLE"]
+__all__ = ["AVAILABLE", "ready"]

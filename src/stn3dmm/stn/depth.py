@@ -181,7 +181,7 @@ def _splat(x, y, z, bi, sid, lo, h, hb: int, wb: int, out: torch.Tensor) -> None
     depths. Layouts: ``(M, B)`` with column = image (``bi`` None), or ``(k, S)`` with the image
     ``bi`` ``(k, 1)`` per row. On the CPU the same splat runs compiled, in one pass
     (:mod:`.cpu_kernels`)."""
-    if out.device.type == "cpu" and cpu_kernels.AVAILABLE:
+    if cpu_kernels.ready(out.device):
         cpu_kernels._splat_compiled(x, y, z, bi, sid, lo[0], lo[1], h, hb, wb, out)
         return
     if bi is None:

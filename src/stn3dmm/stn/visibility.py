@@ -269,7 +269,7 @@ def _decide_exactly(visible, cand, cm, faces, db, ix, iy, eps) -> None:
     test wherever it finds a triangle covering the vertex: compiled on the CPU where numba is
     installed (:mod:`.cpu_kernels`, the same verdicts), :func:`_exact_at_vertices` otherwise."""
     vi, bi = torch.nonzero(cand, as_tuple=True)
-    if cm.device.type == "cpu" and cpu_kernels.AVAILABLE:
+    if cpu_kernels.ready(cm.device):
         parts = [(vi, bi, cpu_kernels._exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps))]
     else:            # in chunks, to bound the temporaries: (chunk, 9 x P) per step
         parts = [(vi[s:s + _CHUNK], bi[s:s + _CHUNK]) for s in range(0, len(vi), _CHUNK)]
