@@ -1,12 +1,14 @@
 """The depth test's inner loops, compiled for the CPU (numba).
 
-This module owns two loops of :func:`stn3dmm.stn.visibility.visibility_depth`, each the same
+This module owns the loops of :func:`stn3dmm.stn.visibility.visibility_depth`, each the same
 computation as the torch code it stands in for (which CUDA runs), with the same arithmetic in
 the same order, so that the results agree bit for bit (``tests/stn/test_cpu_kernels.py``):
 
 * :func:`_splat_compiled`: a group of depth samples splatted into the buffer (their pixels and
   a max per pixel), for :func:`stn3dmm.stn.depth._depth_buffer_cm`, in one pass instead of
   building index and key tensors for ``scatter_reduce``;
+* :func:`_lattice_compiled`: the same for every triangle's lattice points, made on the fly
+  instead of as one ``(3, F, B)`` tensor per barycentric weight;
 * :func:`_exact_at_vertices_compiled`: the exact ray test of
   :func:`stn3dmm.stn.visibility._exact_at_vertices`, one loop per vertex that stops at its
   first occluder, instead of sorting and de-duplicating tensors of (vertex, triangle) pairs
@@ -147,6 +149,47 @@ def _splat_compiled(x, y, z, image, sid, lo_x, lo_y, h, hb: int, wb: int, out: t
     _compiled(_splat_kernel)(x, y, zbits, z, no_ids if image is None else image.reshape(-1).numpy(),
                              sid.reshape(-1).numpy() if keyed else no_ids, lo_x.numpy(), lo_y.numpy(), h.numpy(),
                              hb, wb, out.numpy() if keyed else no_out[0], no_out[1] if keyed else out.numpy())
+
+
+def _lattice_kernel(x, y, z, faces, weights, first_id, lo_x, lo_y, h, hb, wb, keys, buf, one32):
+    """:func:`_splat_kernel` of the points ``w0 c0 + w1 c1 + w2 c2`` of every triangle (corners
+    c0, c1, c2 of ``faces``, in ``x, y, z`` ``(N, B)``) at every weight row of ``weights``
+    ``(L, 3)``, each with sample id ``first_id + f``, without building them; ``one32`` is a
+    float32 scratch of one element (the depth's float32 bits are read through it)."""
+    keyed = keys.shape[0] > 0
+    bits32 = one32.view(np.int32)
+    for r in range(weights.shape[0]):
+        w0, w1, w2 = weights[r, 0], weights[r, 1], weights[r, 2]
+        for f in range(faces.shape[0]):
+            i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+            for b in range(x.shape[1]):
+                px = w0 * x[i0, b] + w1 * x[i1, b] + w2 * x[i2, b]
+                py = w0 * y[i0, b] + w1 * y[i1, b] + w2 * y[i2, b]
+                pz = w0 * z[i0, b] + w1 * z[i1, b] + w2 * z[i2, b]
+                hh = h[b]
+                ix = min(max(int((px - lo_x[b]) / hh), 0), wb - 1)
+                iy = min(max(int((py - lo_y[b]) / hh), 0), hb - 1)
+                i = (b * hb + iy) * wb + ix
+                if keyed:
+                    one32[0] = pz
+                    bits = np.int64(bits32[0])
+                    key = ((bits ^ ((bits >> 31) & 0x7FFFFFFF)) << 32) | (first_id + f + 1)
+                    if key > keys[i]:
+                        keys[i] = key
+                elif pz > buf[i]:
+                    buf[i] = pz
+
+
+def _lattice_compiled(cm, faces, weights, first_id: int, lo_x, lo_y, h, hb: int, wb: int, out: torch.Tensor) -> None:
+    """Splat every triangle's points at ``weights`` ``(L, 3)`` (the dtype of ``cm`` ``(3, N, B)``)
+    into ``out`` as :func:`_splat_compiled` does. The torch code it replaces:
+    :func:`stn3dmm.stn.depth._lattice_groups`, each group then splatted."""
+    keyed = out.dtype == torch.long
+    x, y, z = (cm[j].numpy() for j in range(3))
+    none = (np.zeros(0, np.int64), np.zeros(0, x.dtype))
+    _compiled(_lattice_kernel)(x, y, z, faces.numpy(), weights.numpy(), first_id, lo_x.numpy(), lo_y.numpy(),
+                               h.numpy(), hb, wb, out.numpy() if keyed else none[0], none[1] if keyed else out.numpy(),
+                               np.zeros(1, np.float32))
 
 
 def _exact_at_vertices_compiled(cm, faces, db, ix, iy, vi, bi, eps, reach: int = 1):

@@ -198,6 +198,20 @@ def _splat(x, y, z, bi, sid, lo, h, hb: int, wb: int, out: torch.Tensor) -> None
         out.scatter_reduce_(0, idx, z.reshape(-1), reduce="amax", include_self=True)
 
 
+def _lattice_groups(cm, faces, weights: list, first_id: int) -> list:
+    """Sample groups (as :func:`_splat` takes them, made when called) of every triangle's point at
+    each barycentric weight ``(w0, w1, w2)`` of ``weights``, in the ``(F, B)`` layout; sample id
+    ``first_id + f`` for triangle f."""
+    c0, c1, c2 = _corners(cm, faces)  # (3, F, B) each
+    face_ids = first_id + torch.arange(len(faces), device=cm.device)[:, None]
+
+    def lattice_point(w):
+        pts = w[0] * c0 + w[1] * c1 + w[2] * c2
+        return pts[0], pts[1], pts[2], None, face_ids
+
+    return [lambda w=w: lattice_point(w) for w in weights]
+
+
 def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: int, with_faces: bool = False) -> dict:
     cm, faces = mesh.cm, mesh.faces
     _, n_v, b = cm.shape
@@ -232,16 +246,14 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
     # batch gives what its images give one by one); then only for the triangles that need more
     # (few: steep or stretched ones), gathered
     dense = min(math.ceil(_COVER * math.sqrt(2.0) / pixel), max_samples)  # a grid cell's diagonal, seen frontally
-    if dense > 2 and n_top > 2:
-        c0, c1, c2 = _corners(cm, faces)  # (3, F, B) each
-        face_ids = n_v + n_e + torch.arange(len(faces), device=device)[:, None]
-        def lattice_point(w):
-            pts = w[0] * c0 + w[1] * c1 + w[2] * c2
-            return pts[0], pts[1], pts[2], None, face_ids
-
-        for w in _barycentric_lattice(dense, dtype, device).tolist():
-            if max(w) < 1 and sorted(w) != [0.0, 0.5, 0.5]:  # corners and edge midpoints are splatted already
-                groups.append(lambda w=w: lattice_point(w))
+    lattice = None
+    if dense > 2 and n_top > 2:   # corners and edge midpoints are splatted already
+        weights = [w for w in _barycentric_lattice(dense, dtype, device).tolist()
+                   if max(w) < 1 and sorted(w) != [0.0, 0.5, 0.5]]
+        if cpu_kernels.ready(device):       # every weight in one compiled pass, the same points
+            lattice = (cm, faces, torch.tensor(weights, dtype=dtype), n_v + n_e)
+        else:
+            groups += _lattice_groups(cm, faces, weights, n_v + n_e)
     for n in (torch.unique(nf[nf > dense]).tolist() if n_top > dense else []):
         fi, bi = torch.nonzero(nf == n, as_tuple=True)
         corners = torch.stack([cm[:, faces[fi, k], bi] for k in range(3)], 0)  # (3 corners, 3, k)
@@ -253,6 +265,8 @@ def _depth_buffer_cm(mesh: _Mesh, pixel: float, max_buffer: int, max_samples: in
         buf = torch.full((b * hb * wb,), -math.inf, dtype=dtype, device=device)
     for make in groups:
         _splat(*make(), lo, h, hb, wb, keys if with_faces else buf)
+    if lattice is not None:
+        cpu_kernels._lattice_compiled(*lattice, lo[0], lo[1], h, hb, wb, keys if with_faces else buf)
     out = {"origin": lo.t(), "pixel": h, "spacing": spacing, "samples": n_top}
     if with_faces:
         buf, face = _unpack(keys, dtype)
