@@ -153,20 +153,21 @@ def render_set(out: Path, model, identities: int, views: int, lfw: Path) -> Synt
     return SyntheticSet(folder)
 
 
-def head_render_set(out: Path, model, flat: Path, lfw: Path, views: int) -> SyntheticSet:
+def head_render_set(out: Path, model, flat: Path, lfw: Path, views: int, yaw_min: float = 0.0) -> SyntheticSet:
     """Head renders (:mod:`stn3dmm.training.data.profiling`) of the HELD-OUT people of a flatten
     tree of LFW (every 10th name; never trained on), 224 px, the face's 68-point square 1/1.6 of
-    the side, with their exact 68 landmarks and pose: the photo itself turned to |yaw| up to 90."""
+    the side, with their exact 68 landmarks and pose: the photo itself turned to |yaw| up to 90
+    (from ``yaw_min``: a set of profiles, ``heads{views}_yaw{yaw_min}``)."""
     import torch
     from PIL import Image
 
     from stn3dmm.training.data.fitted import FittedPhotos
 
-    folder = out / f"heads{views}"
+    folder = out / (f"heads{views}" + (f"_yaw{yaw_min:g}" if yaw_min else ""))
     if not (folder / "done").exists():
         folder.mkdir(parents=True, exist_ok=True)
         ds = FittedPhotos(flat, model, 224, photos=lfw, split="val", real_views=0, profiled_views=views,
-                          head_share=1.0, context=1.6, grid_step=0, seed=11, progress=False)
+                          head_share=1.0, context=1.6, grid_step=0, seed=11, head_yaw_min=yaw_min, progress=False)
         for lo in range(0, len(ds), 64):
             for k, it in enumerate(ds.__getitems__(list(range(lo, min(len(ds), lo + 64))))):
                 name = f"head{lo + k:05d}"
@@ -203,6 +204,8 @@ def main():
                                       "package's refiner for the shipped localiser, none for a --checkpoint)")
     ap.add_argument("--fitter", action="append", default=[], metavar="KEY=VALUE",
                     help="set a LocaliserFitter setting of the shipped localiser (e.g. shift=3); repeatable")
+    ap.add_argument("--yaw-min", type=float, default=0.0, help="with --set heads: |yaw| from this many degrees "
+                                                                "up (a set of profiles)")
     ap.add_argument("--turn", type=int, default=0, help="turn every image by this many quarter turns")
     ap.add_argument("--roll", default="", help="LO,HI: turn each image by its own angle ~ U(LO, HI) degrees, "
                     "and count the faces fitted wrongly (NME above --wrong)")
@@ -229,7 +232,7 @@ def main():
 
     model = load_model()
     data = (render_set(Path(args.out), model, args.identities, args.views, lfw) if args.set == "synthetic" else
-            head_render_set(Path(args.out), model, Path(args.flat), lfw, args.views))
+            head_render_set(Path(args.out), model, Path(args.flat), lfw, args.views, args.yaw_min))
     data = turned_set(data, args.turn)
     if args.roll:
         data = rolled_set(data, *(float(v) for v in args.roll.split(",")))

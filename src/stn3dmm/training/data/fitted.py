@@ -159,6 +159,8 @@ class FittedPhotos(Dataset):
         real_views, profiled_views: crops of the photo and renders of its face, per photo.
         seed: items are a deterministic function of ``(seed, photo, view)``.
         yaw_range, pitch_range, roll_range: the renders' pose ranges, degrees (uniform).
+        head_yaw_min: a head render's |yaw| is drawn from ``[head_yaw_min, yaw_range]`` (before the
+            limit of 85 degrees from the photo's own; 0: every yaw).
         shift, scale_jitter: framing jitter (fraction of the side; log-uniform +-).
         max_error: fits with a larger error are left out (``excluded`` lists them).
         grid_step: the landmark set's grid spacing (:func:`landmark_vertices_dense`).
@@ -181,7 +183,7 @@ class FittedPhotos(Dataset):
                  pitch_range: float = 25.0, roll_range: float = 25.0, shift: float = 0.06,
                  scale_jitter: float = 0.12, max_error: float = 4.0, grid_step: int = 4, tiles: int = 600,
                  head_share: float = 0.0, context: float = 1.0, augment: bool = True, degrade: float = 0.0,
-                 ibug_share: float | None = None, progress: bool = True, log=None):
+                 ibug_share: float | None = None, head_yaw_min: float = 0.0, progress: bool = True, log=None):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if real_views < 0 or profiled_views < 0 or real_views + profiled_views < 1:
@@ -198,6 +200,7 @@ class FittedPhotos(Dataset):
         self.real_views, self.profiled_views = int(real_views), int(profiled_views)
         self.views = self.real_views + self.profiled_views
         self.ranges = (float(yaw_range), float(pitch_range), float(roll_range))
+        self.head_yaw_min = float(head_yaw_min)
         self.shift, self.scale_jitter, self.augment = float(shift), float(scale_jitter), bool(augment)
         self.head_share, self.context, self.degrade = float(head_share), float(context), float(degrade)
         self.landmark_set = landmark_vertices_dense(model, grid_step)
@@ -377,7 +380,7 @@ class FittedPhotos(Dataset):
         yaw_r, pitch_r, roll_r = self.ranges
         y0 = float(source[0])
         sign = math.copysign(1.0, y0) if abs(y0) > 10 else (1.0 if rng.uniform() < 0.5 else -1.0)
-        yaw = float(np.clip(sign * rng.uniform(0, yaw_r), y0 - 85, y0 + 85))
+        yaw = float(np.clip(sign * rng.uniform(self.head_yaw_min, yaw_r), y0 - 85, y0 + 85))
         return torch.tensor([yaw, rng.uniform(-pitch_r, pitch_r), rng.uniform(-roll_r, roll_r)], dtype=torch.float64)
 
     def _posed_unit(self, photos, pose: torch.Tensor, rngs):
