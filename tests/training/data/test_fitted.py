@@ -191,6 +191,17 @@ def test_head_renders_are_exactly_labelled_turned_the_way_the_face_looks_and_det
         plain(tree, model, head_share=1.5)
 
 
+def test_head_yaw_min_draws_profiles_only(tree, model):
+    """``head_yaw_min`` 60: every head render's |yaw| lies in [60, yaw_range] (the test photos are near
+    frontal, so the limit of 85 degrees from the photo's own does not bind); pitch and roll are drawn
+    as with no minimum."""
+    kw = dict(real_views=0, profiled_views=2, yaw_range=90.0, head_share=1.0)
+    far, near = plain(tree, model, head_yaw_min=60.0, **kw), plain(tree, model, **kw)
+    poses = np.array([far[k]["pose"] for k in range(len(far))], np.float64)
+    assert (np.abs(poses[:, 0]) >= 60 - 1e-6).all() and (np.abs(poses[:, 0]) <= 90 + 1e-6).all()
+    assert np.allclose(poses[:, 1:], [near[k]["pose"][1:] for k in range(len(near))])
+
+
 def test_data_roll_range_reaches_the_renders(tree, model):
     """``data.roll_range`` (the config's; default 25) sets the largest roll of the renders drawn."""
     from stn3dmm.training.batches import _build
