@@ -537,3 +537,26 @@ def test_the_up_direction_network_turns_the_first_crop_of_a_box(model):
         assert abs(fitter(**kw).from_boxes([image], [box])[0].angle) < 0.15
     below = np.ascontiguousarray(image[::-1])
     assert abs(fitter(upright_first=0.97).from_boxes([below], [box])[0].angle) < 0.15
+
+
+def test_the_lean_tries_a_face_fitted_upside_down_in_its_photo_the_other_way_up(model):
+    """A bright patch below the face (upright by TopBrightIsDownNet's reading) and a first crop
+    turned by a half turn: FixedNet fits the face upside down in the photo, the network reads that
+    as off, and the check's own try is refused by its gap bar (FixedNet is as sure of either), so it
+    is the lean that turns the face upright. With the patch above (a photo taken upside down), the
+    network reads the upside-down fit as right and the lean leaves it; with the lean off, or a bar
+    the network cannot pass, the fit stays upside down."""
+    image = np.zeros((400, 400, 3), np.float32)
+    image[280:360, 60:340] = 1.0
+    square = (np.array([200.0, 200.0]), 150.0)
+
+    def angle(img, **kw):
+        fitter = LocaliserFitter(FixedNet(), model, 10, 10, sweep=1, upright=TopBrightIsDownNet(), **kw)
+        r = fitter.from_squares([img], [square], [math.pi])[0]
+        return abs(math.remainder(r.angle, 2 * math.pi))
+
+    assert angle(image) < 0.15
+    assert angle(image, lean_beyond=None) > math.pi - 0.15
+    assert angle(image, lean_least=1.01) > math.pi - 0.15
+    assert angle(image, lean_beyond=179.0) > math.pi - 0.15     # the fit stands the face 180 +- 0.x degrees
+    assert angle(np.ascontiguousarray(image[::-1])) > math.pi - 0.15
