@@ -154,7 +154,12 @@ def _as_chw(image) -> torch.Tensor:
 
 
 def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
-    """(C, ceil(H / k), ceil(W / k)) float32: the mean of each k x k block of a numpy region
+    """(C, ceil(H / k), ceil(W / k)) float32: :func:`_box_reduce_hwc`, channels first."""
+    return torch.from_numpy(_box_reduce_hwc(region, k)).permute(2, 0, 1).contiguous()
+
+
+def _box_reduce_hwc(region: np.ndarray, k: int) -> np.ndarray:
+    """(ceil(H / k), ceil(W / k), C) float32: the mean of each k x k block of a numpy region
     (H, W[, C]) (uint8 read as value / 255), blocks cut by the edge averaged over their pixels:
     ``avg_pool2d(k, stride=k, ceil_mode=True)`` to float rounding. The whole blocks by OpenCV's
     area resize (an integer factor is its exact block mean; several times faster than Pillow's
@@ -162,7 +167,7 @@ def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
 
     Examples:
         >>> r = np.arange(30, dtype=np.float32).reshape(5, 6)
-        >>> _box_reduce(r, 2)[0, :, 0].tolist()      # the last row's blocks have two pixels
+        >>> _box_reduce_hwc(r, 2)[:, 0, 0].tolist()      # the last row's blocks have two pixels
         [3.5, 15.5, 24.5]
     """
     import cv2
@@ -189,7 +194,35 @@ def _box_reduce(region: np.ndarray, k: int) -> torch.Tensor:
         out[hq, :wq] = as_float(src[hq * k:, :wq * k]).reshape(rh, wq, k, c).mean((0, 2))
     if rh and rw:
         out[hq, wq] = as_float(src[hq * k:, wq * k:]).reshape(-1, c).mean(0)
-    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
+    return out
+
+
+def _warp_opencv(region: np.ndarray, k: int, origin: tuple, transform: CropTransform, padding: str) -> np.ndarray:
+    """:func:`warp`'s resampling of a numpy ``region`` of the photo whose top-left pixel is photo pixel
+    ``origin``: the box filter by ``k`` (:func:`_box_reduce_hwc`), then OpenCV's bilinear
+    ``warpAffine`` in float32 (the torch path's values to 1e-5, a few thousandths of a level; several times
+    faster on a 224 px crop; on a machine with few cores torch's thread pool also runs slowly
+    beside mediapipe's threads), padded as ``padding`` says."""
+    import cv2
+
+    if k > 1:
+        src = _box_reduce_hwc(region, k)
+    else:
+        src = region.astype(np.float32) / 255.0 if region.dtype == np.uint8 else np.asarray(region, np.float32)
+    # crop pixel u -> photo x = M u + m -> region pixel (x - origin - (k - 1) / 2) / k (pixel centres)
+    inv = transform.inverse().matrix
+    off = np.asarray(origin, np.float64) + (k - 1) / 2.0
+    to_region = np.concatenate([inv[:, :2] / k, ((inv[:, 2] - off) / k)[:, None]], 1)
+    border = cv2.BORDER_CONSTANT if padding == "zeros" else cv2.BORDER_REPLICATE
+    out = cv2.warpAffine(np.ascontiguousarray(src), to_region, tuple(transform.size),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0)
+    if out.ndim < src.ndim:                   # OpenCV drops a single channel
+        out = out[:, :, None]
+    if padding == "zeros":                    # outside the photo (x < 0 or x > W - 1, likewise y): 0
+        inside = transform.valid_mask()
+        if not inside.all():
+            out *= inside[..., None] if out.ndim == 3 else inside
+    return out if region.ndim == 3 else out.reshape(out.shape[:2])
 
 
 def image_size(image) -> tuple[int, int]:
@@ -231,6 +264,8 @@ def warp(image, transform: CropTransform, padding: str = "zeros"):
     x1 = max(min(sw, int(math.ceil(hi[0])) + k + 2), x0 + 1)
     y1 = max(min(sh, int(math.ceil(hi[1])) + k + 2), y0 + 1)
     region = image[..., y0:y1, x0:x1] if is_torch else image[y0:y1, x0:x1]
+    if not is_torch and (image.ndim == 2 or image.shape[2] <= 4):
+        return _warp_opencv(region, k, (x0, y0), transform, padding)
     # box filter: pooled pixel (i, j) is centred at photo (x0 + k j + (k-1)/2, y0 + k i + (k-1)/2)
     if k > 1 and not is_torch:
         t = _box_reduce(region, k)
