@@ -43,23 +43,17 @@ def localise(flattener, items: list, beyond: float) -> list[dict]:
     """For each ``(image, face)``: auto's result, the network's p of it, and, where it stands the
     face more than ``beyond`` degrees from the photo's up, the try from the half turn (its turn, gap
     and the network's p of it, ``q``)."""
-    import torch
-
-    from stn3dmm.fitting.localiser import _square_or_keep, face_turn
+    from stn3dmm.fitting.localiser import result_turns
 
     fitter, images = flattener.localiser, [im for im, _ in items]
     found = flattener._upright(items, fitter.from_faces(images, [f for _, f in items]))
     p, _ = fitter.up_direction(images, found)
-    turn = lambda r: face_turn(torch.as_tensor(r.theta[None]), [r.angle])[0]      # noqa: E731
-    rows = [dict(p=float(p[k]), fit=r.points68, turn=turn(r), gap=float(r.mirror_gap)) for k, r in enumerate(found)]
-    redo = [k for k, row in enumerate(rows) if abs(row["turn"]) > math.radians(beyond)]
-    if redo:
-        angles = [rows[k]["turn"] + math.pi for k in redo]
-        starts = [_square_or_keep(found[k].points68, found[k].square, a) for k, a in zip(redo, angles)]
-        again = fitter._cascade([images[k] for k in redo], starts, angles, fitter.sweep_passes)
-        q = fitter.up_direction([images[k] for k in redo], again)[0]
-        for k, r, qk in zip(redo, again, q):
-            rows[k].update(q=float(qk), again=r.points68, again_turn=turn(r), again_gap=float(r.mirror_gap))
+    rows = [dict(p=float(p[k]), fit=r.points68, turn=t, gap=float(r.mirror_gap))
+            for k, (r, t) in enumerate(zip(found, result_turns(found)))]
+    far, _, again = fitter.lean_tries(images, found, beyond, least=-math.inf)    # every face beyond: the rules replay least
+    q = fitter.up_direction([images[k] for k in far], again)[0] if far else []
+    for k, r, t, qk in zip(far, again, result_turns(again), q):
+        rows[k].update(q=float(qk), again=r.points68, again_turn=t, again_gap=float(r.mirror_gap))
     return rows
 
 

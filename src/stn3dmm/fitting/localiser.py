@@ -382,27 +382,32 @@ class LocaliserFitter:
         return found
 
     def lean_upright(self, images: list, found: list) -> list[LocalisedFace]:
-        """``found``, with each face that a result stands more than ``lean_beyond`` degrees from the
-        photo's up, and that the up-direction network reads as off with probability ``lean_least``
-        or more, localised again (a cascade of ``sweep_passes`` passes) from its square turned by a
-        half turn, where that try stands the face within a quarter turn of the photo's up."""
+        """``found``, with each face of :meth:`lean_tries` (``lean_beyond``, ``lean_least``) taken
+        from its try where that try stands the face within a quarter turn of the photo's up."""
         if self.upright is None or self.lean_beyond is None or not found:
             return found
-        turns = result_turns(found)
-        far = [k for k, t in enumerate(turns) if abs(t) > math.radians(self.lean_beyond)]
-        if far:
-            p, _ = self.up_direction([images[k] for k in far], [found[k] for k in far])
-            far = [k for k, pk in zip(far, p) if pk >= self.lean_least]
-        if not far:
-            return found
-        angles = [turns[k] + math.pi for k in far]
-        starts = [_square_or_keep(found[k].points68, found[k].square, a) for k, a in zip(far, angles)]
-        again = self._cascade([images[k] for k in far], starts, angles, self.sweep_passes)
+        far, _, again = self.lean_tries(images, found, self.lean_beyond, self.lean_least)
         found = list(found)
         for k, r, t in zip(far, again, result_turns(again)):
             if abs(t) < math.pi / 2:
                 found[k] = r
         return found
+
+    def lean_tries(self, images: list, found: list, beyond: float, least: float
+                   ) -> tuple[list, np.ndarray, list]:
+        """The lean's tries: ``(far, p, again)``, ``far`` the faces a result stands more than
+        ``beyond`` degrees from the photo's up that the up-direction network reads as off with
+        probability ``least`` or more, ``p`` those probabilities, ``again`` each of them localised
+        again (a cascade of ``sweep_passes`` passes) from its square turned by a half turn."""
+        turns = result_turns(found)
+        far = [k for k, t in enumerate(turns) if abs(t) > math.radians(beyond)]
+        p = self.up_direction([images[k] for k in far], [found[k] for k in far])[0] if far else np.zeros(0)
+        far, p = [k for k, pk in zip(far, p) if pk >= least], p[p >= least]
+        if not far:
+            return [], p, []
+        angles = [turns[k] + math.pi for k in far]
+        starts = [_square_or_keep(found[k].points68, found[k].square, a) for k, a in zip(far, angles)]
+        return far, p, self._cascade([images[k] for k in far], starts, angles, self.sweep_passes)
 
     def upright_tries(self, images: list, found: list, act: float) -> tuple[np.ndarray, list, list, np.ndarray]:
         """The up-direction network's reading of ``found`` and its tries: ``(p, redo, again, q)``,
