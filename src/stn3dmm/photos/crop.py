@@ -197,6 +197,37 @@ def _box_reduce_hwc(region: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def read_region(transform: CropTransform) -> tuple[int, tuple[int, int, int, int]]:
+    """What :func:`warp` reads of the photo for ``transform``: ``(k, (x0, y0, x1, y1))``, the box
+    filter's integer shrink factor and the photo pixels ``[x0, x1) x [y0, y1)`` the crop's samples
+    draw on (a similarity maps the crop's corner pixels to the extremes), with slack for the box
+    filter and bilinear interpolation, clipped to the photo.
+
+    Examples:
+        >>> read_region(square_transform((50.0, 50.0), 20.0, 10, (100, 100)))   # shrunk 2x
+        (2, (38, 38, 63, 63))
+    """
+    w, h = transform.size
+    sw, sh = transform.source_size
+    corners = transform.inverse().apply(np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]]))
+    k = max(1, int(math.floor(1.0 / transform.scale + 1e-9)))
+    lo, hi = corners.min(0), corners.max(0)
+    x0 = min(max(0, int(math.floor(lo[0])) - k - 1), sw - 1)
+    y0 = min(max(0, int(math.floor(lo[1])) - k - 1), sh - 1)
+    x1 = max(min(sw, int(math.ceil(hi[0])) + k + 2), x0 + 1)
+    y1 = max(min(sh, int(math.ceil(hi[1])) + k + 2), y0 + 1)
+    return k, (x0, y0, x1, y1)
+
+
+def crop_to_region(transform: CropTransform, origin, k: int) -> np.ndarray:
+    """(2, 3) float64: crop pixel -> pixel of the photo region whose top-left pixel is photo pixel
+    ``origin``, box-filtered by ``k`` (reduced pixel j centred at region pixel ``k j + (k - 1) / 2``),
+    all at pixel centres: OpenCV's inverse map (``WARP_INVERSE_MAP``)."""
+    inv = transform.inverse().matrix
+    off = np.asarray(origin, np.float64) + (k - 1) / 2.0
+    return np.concatenate([inv[:, :2] / k, ((inv[:, 2] - off) / k)[:, None]], 1)
+
+
 def _warp_opencv(region: np.ndarray, k: int, origin: tuple, transform: CropTransform, padding: str) -> np.ndarray:
     """:func:`warp`'s resampling of a numpy ``region`` of the photo whose top-left pixel is photo pixel
     ``origin``: the box filter by ``k`` (:func:`_box_reduce_hwc`), then OpenCV's bilinear
@@ -209,10 +240,7 @@ def _warp_opencv(region: np.ndarray, k: int, origin: tuple, transform: CropTrans
         src = _box_reduce_hwc(region, k)
     else:
         src = region.astype(np.float32) / 255.0 if region.dtype == np.uint8 else np.asarray(region, np.float32)
-    # crop pixel u -> photo x = M u + m -> region pixel (x - origin - (k - 1) / 2) / k (pixel centres)
-    inv = transform.inverse().matrix
-    off = np.asarray(origin, np.float64) + (k - 1) / 2.0
-    to_region = np.concatenate([inv[:, :2] / k, ((inv[:, 2] - off) / k)[:, None]], 1)
+    to_region = crop_to_region(transform, origin, k)
     border = cv2.BORDER_CONSTANT if padding == "zeros" else cv2.BORDER_REPLICATE
     out = cv2.warpAffine(np.ascontiguousarray(src), to_region, tuple(transform.size),
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border, borderValue=0)
@@ -254,15 +282,7 @@ def warp(image, transform: CropTransform, padding: str = "zeros"):
         raise ValueError(f"image is {sw} x {sh} but the transform reads a {transform.source_size} image")
     w, h = transform.size
     inv = transform.inverse()
-    # the photo region the crop reads (a similarity maps the crop's corner pixels to the extremes),
-    # with slack for the box filter and bilinear interpolation
-    corners = inv.apply(np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]]))
-    k = max(1, int(math.floor(1.0 / transform.scale + 1e-9)))
-    lo, hi = corners.min(0), corners.max(0)
-    x0 = min(max(0, int(math.floor(lo[0])) - k - 1), sw - 1)
-    y0 = min(max(0, int(math.floor(lo[1])) - k - 1), sh - 1)
-    x1 = max(min(sw, int(math.ceil(hi[0])) + k + 2), x0 + 1)
-    y1 = max(min(sh, int(math.ceil(hi[1])) + k + 2), y0 + 1)
+    k, (x0, y0, x1, y1) = read_region(transform)
     region = image[..., y0:y1, x0:x1] if is_torch else image[y0:y1, x0:x1]
     if not is_torch and (image.ndim == 2 or image.shape[2] <= 4):
         return _warp_opencv(region, k, (x0, y0), transform, padding)

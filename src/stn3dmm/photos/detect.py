@@ -60,7 +60,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .crop import CropTransform, reduced, square_transform
+from .crop import CropTransform, crop_to_region, read_region, reduced, square_transform
 from .mesh_roi import RoiMesh, roi_from_box, roi_from_points
 from .mmod import MmodDetector
 
@@ -485,27 +485,19 @@ def _as_uint8_rgb(image) -> np.ndarray:
 def _warp_uint8(img: np.ndarray, t: CropTransform) -> np.ndarray:
     """A similarity crop of a uint8 image (box filter by the integer shrink factor with Pillow's
     ``reduce``, then bilinear with OpenCV's ``warpAffine``; black outside), giving the uint8 crop
-    mediapipe takes. Not :func:`~stn3dmm.photos.crop.warp` (torch): on a machine with few cores,
-    torch's thread pool runs much slower right after mediapipe's worker threads. OpenCV's
-    bilinear step is about 3x Pillow's ``transform`` (the pixels differ from it by at most 1)."""
+    mediapipe takes, from the same photo region and map as :func:`~stn3dmm.photos.crop.warp`
+    (:func:`~stn3dmm.photos.crop.read_region`, :func:`~stn3dmm.photos.crop.crop_to_region`), which
+    gives float32 crops. OpenCV's bilinear step is about 3x Pillow's ``transform`` (the pixels differ
+    from it by at most 1)."""
     import cv2
     from PIL import Image
 
     w, h = t.size
-    inv = t.inverse()
-    k = max(1, int(math.floor(1.0 / t.scale + 1e-9)))
-    corners = inv.apply(np.array([[0.0, 0.0], [w - 1.0, 0.0], [0.0, h - 1.0], [w - 1.0, h - 1.0]]))
-    x0 = min(max(0, int(math.floor(corners[:, 0].min())) - k - 1), img.shape[1] - 1)
-    y0 = min(max(0, int(math.floor(corners[:, 1].min())) - k - 1), img.shape[0] - 1)
-    x1 = max(min(img.shape[1], int(math.ceil(corners[:, 0].max())) + k + 2), x0 + 1)
-    y1 = max(min(img.shape[0], int(math.ceil(corners[:, 1].max())) + k + 2), y0 + 1)
+    k, (x0, y0, x1, y1) = read_region(t)
     region = img[y0:y1, x0:x1]
     if k > 1:  # reduced pixel j is centred at region pixel k j + (k - 1) / 2
         region = np.asarray(Image.fromarray(np.ascontiguousarray(region)).reduce(k))
-    # crop pixel u -> photo x = M u + m -> reduced region r = (x - x0 - (k - 1) / 2) / k, in the
-    # pixel-centre convention OpenCV's inverse map uses
-    off = np.array([x0, y0]) + (k - 1) / 2.0
-    to_region = np.concatenate([inv.matrix[:, :2] / k, ((inv.matrix[:, 2] - off) / k)[:, None]], 1)
+    to_region = crop_to_region(t, (x0, y0), k)
     return cv2.warpAffine(region, to_region, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
