@@ -1,7 +1,8 @@
 """Face crops for the spatial transformer's input, and the similarity that relates them to the photo.
 
 This module owns :class:`CropTransform` (a 2 x 3 similarity between photo pixels and crop
-pixels), :func:`warp` (resample an image through one), :func:`square_transform`,
+pixels), :func:`warp` (resample an image through one; :func:`read_region` and :func:`crop_to_region`, the
+photo region it reads and OpenCV's map into it), :func:`square_transform`,
 :func:`crop_square` and :func:`crop_face`; and the framing of a face from its landmarks or a
 face box (:func:`landmark_square` with :data:`FRAMING`, :func:`box_square`), its turn
 (:func:`landmark_turn`), with the theta that
@@ -459,6 +460,6 @@ def transform_theta(theta, matrix: np.ndarray):
 
 
 __all__ = ["reduced", "DEFAULT_MARGIN", "PADDINGS", "CropTransform", "image_size", "square_transform", "warp",
-           "crop_square", "face_square", "crop_face",
+           "read_region", "crop_to_region", "crop_square", "face_square", "crop_face",
            "FRAMING", "MIN_FRAMING_POINTS", "landmark_square", "landmark_square_of_box", "box_square",
            "transform_theta"]
